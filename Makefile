@@ -1,0 +1,45 @@
+# LLM Tuning Service — developer entry points. Everything installs into .venv (git-ignored).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+STACK   := $(BIN)/python deploy/local/stack.py
+
+.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas clean
+
+install: $(STAMP)
+
+# Pinned by constraints.txt so a fresh machine gets the versions the tests passed with.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres,etcd-local]'
+	@touch $(STAMP)
+
+llm-tuning-up: install
+	@$(STACK) up
+
+llm-tuning-status:
+	@$(STACK) status
+
+llm-tuning-logs:
+	@$(STACK) logs
+
+llm-tuning-down:
+	@$(STACK) down
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install
+	$(BIN)/python bench/propagation.py
+
+schemas: install
+	$(BIN)/python -m schemas.jsonschema schemas/json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

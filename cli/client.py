@@ -1,0 +1,76 @@
+"""The REST client llmctl uses; every failure becomes an ``ApiError`` with a one-line message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from cli.context import Context
+
+
+class ApiError(Exception):
+    """A failed call, worded for a person."""
+
+
+class Client:
+    def __init__(self, ctx: Context, *, timeout_s: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {ctx.token}"} if ctx.token else {}
+        self.url = ctx.url
+        self._http = httpx.Client(base_url=ctx.url, headers=headers, timeout=timeout_s)
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.is_success:
+            return resp.json() if resp.content else None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise ApiError(f"{resp.status_code} {resp.reason_phrase}: {resp.text[:200]}") from None
+        detail = body.get("detail", "")
+        if isinstance(detail, list):  # a framework error that escaped the problem format
+            detail = json.dumps(detail)
+        raise ApiError(f"{resp.status_code} {body.get('title', resp.reason_phrase)}: {detail}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self._check(self._http.request(method, path, **kwargs))
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the control plane at {self.url} ({exc.__class__.__name__}); is it running? try 'make llm-tuning-up'") from exc
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``'s answer, which is 503 (with the failing checks) while not ready."""
+        try:
+            resp = self._http.get("/readyz")
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the control plane at {self.url} ({exc.__class__.__name__}); is it running? try 'make llm-tuning-up'") from exc
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body)
+
+    def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        return self.request("DELETE", path, headers=headers or {})
+
+    def events(self, path: str, **params: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Server-Sent Events as (event, data) pairs."""
+        try:
+            with self._http.stream("GET", path, params={k: v for k, v in params.items() if v is not None}, timeout=None) as resp:
+                if not resp.is_success:
+                    resp.read()
+                    self._check(resp)
+                event = "message"
+                for line in resp.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        yield event, json.loads(line[5:].strip())
+                    elif not line:
+                        event = "message"
+        except httpx.TransportError as exc:
+            raise ApiError(f"the watch stream from {self.url} broke ({exc.__class__.__name__})") from exc

@@ -1,0 +1,58 @@
+"""Where llmctl finds the server and token: flags, then LLMCTL_URL / LLMCTL_TOKEN, then the config
+file (``~/.config/llmctl/config.yaml``, written by ``make llm-tuning-up`` like kind writes a kubeconfig)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+
+def config_path() -> Path:
+    if os.environ.get("LLMCTL_CONFIG"):
+        return Path(os.environ["LLMCTL_CONFIG"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "llmctl" / "config.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    url: str
+    token: str | None
+
+
+def load_file(path: Path | None = None) -> dict[str, str]:
+    path = path or config_path()
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    current = data.get("current-context", "default")
+    for ctx in data.get("contexts", []):
+        if ctx.get("name") == current:
+            return {k: str(v) for k, v in ctx.items() if v is not None}
+    return {}
+
+
+def save_file(url: str, token: str | None, *, name: str = "default", path: Path | None = None) -> Path:
+    """Write (or replace) one context and make it current; the file is private to the user."""
+    path = path or config_path()
+    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    contexts = [c for c in data.get("contexts", []) if c.get("name") != name]
+    contexts.append({"name": name, "url": url, "token": token})
+    data.update({"current-context": name, "contexts": contexts})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def resolve(url: str | None, token: str | None) -> Context:
+    stored = load_file()
+    return Context(
+        url=(url or os.environ.get("LLMCTL_URL") or stored.get("url") or DEFAULT_URL).rstrip("/"),
+        token=token or os.environ.get("LLMCTL_TOKEN") or stored.get("token"),
+    )

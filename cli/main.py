@@ -1,0 +1,284 @@
+"""llmctl commands (typer + rich). Each error prints one line and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from cli.client import ApiError, Client
+from cli.context import resolve, save_file
+from cli.documents import DocumentError, kind_plural, load
+
+app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
+token_app = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+_state: dict[str, str | None] = {"url": None, "token": None}
+
+
+@app.callback()
+def main(
+    url: str | None = typer.Option(None, "--url", help="Control plane URL (else LLMCTL_URL, else the config file)."),
+    token: str | None = typer.Option(None, "--token", help="API token (else LLMCTL_TOKEN, else the config file)."),
+) -> None:
+    _state["url"], _state["token"] = url, token
+
+
+def client() -> Client:
+    return Client(resolve(_state["url"], _state["token"]))
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Run a command body, turning known failures into one line on stderr and exit code 1."""
+    try:
+        return fn()
+    except (ApiError, DocumentError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def emit(data: Any, output: str) -> None:
+    if output == "json":
+        out.print_json(json.dumps(data))
+    else:
+        out.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
+
+
+def show_diff(text: str) -> None:
+    if text:
+        out.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+
+
+def summary(result: dict[str, Any]) -> None:
+    verb = "would change" if result["dry_run"] else "changed"
+    if not result["changes"]:
+        out.print(f"no changes (revision {result['revision']})")
+        return
+    for c in result["changes"]:
+        out.print(f"{c['kind']}/{c['name']} {c['action']}{'' if not result['dry_run'] else ' (dry run)'}")
+    out.print(f"{verb} {len(result['changes'])} object(s)" + ("" if result["dry_run"] else f" at revision {result['revision']}"))
+
+
+@app.command()
+def apply(
+    files: list[Path] = typer.Option(..., "-f", "--filename", help="YAML/JSON file or folder (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, change nothing."),
+    message: str = typer.Option("", "-m", "--message", help="Audit message."),
+) -> None:
+    """Create or update every object in the files as one revision."""
+
+    def body() -> None:
+        docs = load(files)
+        result = client().post("/api/v1/config:apply", {"objects": docs, "dry_run": dry_run, "message": message})
+        if dry_run:
+            show_diff(result["diff"])
+        summary(result)
+
+    run(body)
+
+
+@app.command()
+def get(kind: str, name: str, output: str = typer.Option("yaml", "-o", "--output", help="yaml or json")) -> None:
+    """Print one object."""
+    run(lambda: emit(client().get(f"/api/v1/config/{kind_plural(kind)}/{name}"), output))
+
+
+@app.command("list")
+def list_(
+    kind: str | None = typer.Argument(None, help="Kind to list (all kinds when omitted)."),
+    output: str = typer.Option("table", "-o", "--output", help="table, json or yaml"),
+) -> None:
+    """List objects."""
+
+    def body() -> None:
+        path = f"/api/v1/config/{kind_plural(kind)}" if kind else "/api/v1/config"
+        data = client().get(path)
+        if output != "table":
+            emit(data["items"], output)
+            return
+        table = Table(title=f"revision {data['revision']}")
+        for col in ("KIND", "NAME", "REVISION", "LABELS"):
+            table.add_column(col)
+        for item in data["items"]:
+            labels = ",".join(f"{k}={v}" for k, v in item["metadata"].get("labels", {}).items())
+            table.add_row(item["kind"], item["metadata"]["name"], str(item["metadata"]["revision"]), labels)
+        out.print(table)
+
+    run(body)
+
+
+@app.command()
+def delete(
+    kind: str,
+    name: str,
+    if_match: int | None = typer.Option(None, "--if-match", help="Only delete if the object is at this revision."),
+) -> None:
+    """Delete one object."""
+
+    def body() -> None:
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        summary(client().delete(f"/api/v1/config/{kind_plural(kind)}/{name}", headers=headers))
+
+    run(body)
+
+
+@app.command()
+def history(
+    kind: str | None = typer.Argument(None),
+    name: str | None = typer.Argument(None),
+    limit: int = typer.Option(20, "--limit"),
+    output: str = typer.Option("table", "-o", "--output"),
+) -> None:
+    """Show the change history (global, per kind or per object)."""
+
+    def body() -> None:
+        data = client().get("/api/v1/history", kind=kind_plural(kind) if kind else None, name=name, limit=limit)
+        if output != "table":
+            emit(data["items"], output)
+            return
+        table = Table()
+        for col in ("REVISION", "TIME", "ACTOR", "ACTION", "OBJECT", "MESSAGE"):
+            table.add_column(col)
+        for r in data["items"]:
+            table.add_row(str(r["revision"]), r["at"][:19], r["actor"], r["action"], f"{r['kind']}/{r['name']}", r["message"])
+        out.print(table)
+
+    run(body)
+
+
+@app.command()
+def diff(from_revision: int = typer.Argument(..., metavar="FROM"), to_revision: int | None = typer.Argument(None, metavar="[TO]")) -> None:
+    """Diff the configuration between two revisions (TO defaults to now)."""
+
+    def body() -> None:
+        data = client().get("/api/v1/diff", **{"from": from_revision, "to": to_revision})
+        show_diff(data["diff"]) if data["diff"] else out.print("no differences")
+
+    run(body)
+
+
+@app.command()
+def rollback(
+    revision: int,
+    kind: str | None = typer.Argument(None),
+    name: str | None = typer.Argument(None),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    message: str = typer.Option("", "-m", "--message"),
+) -> None:
+    """Restore the whole configuration (or one object) as it was at REVISION, as a new revision."""
+
+    def body() -> None:
+        request = {"revision": revision, "kind": kind_plural(kind) if kind else None, "name": name, "dry_run": dry_run, "message": message}
+        result = client().post("/api/v1/rollback", request)
+        if dry_run:
+            show_diff(result["diff"])
+        summary(result)
+
+    run(body)
+
+
+@app.command()
+def watch(
+    kind: str | None = typer.Argument(None),
+    count: int | None = typer.Option(None, "--count", help="Exit after this many changes."),
+) -> None:
+    """Stream configuration changes live."""
+
+    def body() -> None:
+        seen = 0
+        for event, data in client().events("/api/v1/watch", kind=kind_plural(kind) if kind else None):
+            if event == "hello":
+                err.print(f"watching from revision {data['revision']}")
+            elif event == "resync":
+                out.print(f"resync at revision {data['revision']}")
+            elif event == "change":
+                out.print(f"{data['revision']} {data['type'].upper()} {data['kind']}/{data['name']}", highlight=False)
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    run(body)
+
+
+@app.command()
+def status() -> None:
+    """Show the control plane's health, configuration revision and nodes."""
+
+    def body() -> None:
+        c = client()
+        ready = c.readiness()
+        checks = ", ".join(f"{k}: {v}" for k, v in ready.get("checks", {}).items())
+        out.print(f"control plane {c.url}: {'ready' if ready.get('ready') else 'NOT READY'} ({checks})", highlight=False)
+        data = c.get("/api/v1/status")
+        out.print(f"configuration revision {data['revision']}")
+        table = Table(title="objects")
+        table.add_column("KIND")
+        table.add_column("COUNT")
+        for kind, n in sorted(data["objects"].items()):
+            table.add_row(kind, str(n))
+        out.print(table)
+        nodes = Table(title="nodes")
+        for col in ("NODE", "OLLAMA", "APPLIED REVISION", "LOADED"):
+            nodes.add_column(col)
+        for n in data["nodes"]:
+            loaded = ", ".join(m["name"] for m in n.get("loaded_models", []))
+            nodes.add_row(n.get("node", "?"), "up" if n.get("ollama_reachable") else "down", str(n.get("applied_revision", "")), loaded)
+        out.print(nodes if data["nodes"] else "nodes: none reporting yet")
+
+    run(body)
+
+
+@app.command()
+def login(url: str = typer.Option(..., "--url"), token: str = typer.Option(..., "--token")) -> None:
+    """Save a server URL and token as the current context."""
+    path = save_file(url, token)
+    out.print(f"saved context to {path}")
+
+
+@token_app.command("create")
+def token_create(name: str, role: str = typer.Option("viewer", "--role", help="viewer, operator or admin")) -> None:
+    """Issue a token (printed once)."""
+
+    def body() -> None:
+        data = client().post("/api/v1/tokens", {"name": name, "role": role})
+        out.print(data["token"], highlight=False)
+        err.print(f"token {data['id']} '{data['name']}' ({data['role']}); store it now, it is not shown again")
+
+    run(body)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens."""
+
+    def body() -> None:
+        table = Table()
+        for col in ("ID", "NAME", "ROLE", "CREATED", "BY", "REVOKED"):
+            table.add_column(col)
+        for t in client().get("/api/v1/tokens")["items"]:
+            table.add_row(str(t["id"]), t["name"], t["role"], t["created_at"][:19], t["created_by"], "yes" if t["revoked"] else "")
+        out.print(table)
+
+    run(body)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int) -> None:
+    """Revoke a token."""
+    run(lambda: client().delete(f"/api/v1/tokens/{token_id}"))
+    out.print(f"revoked token {token_id}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Control plane: configuration store, write path, REST API and control loops."""

@@ -1,0 +1,1 @@
+"""REST API (FastAPI): app factory, thin routes, auth, and the one domain-error → HTTP map."""

@@ -1,0 +1,70 @@
+"""What routes depend on: the runtime (store, services, informers) and role-checked principals."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Header, Request
+from prometheus_client import CollectorRegistry
+
+from controlplane.api.broadcast import Broadcaster
+from controlplane.services.config import ConfigService
+from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
+from controlplane.services.tokens import Principal, Role, TokenService
+from controlplane.store.base import ConfigStore
+from controlplane.store.informer import Informer
+from controlplane.store.keys import KeySpace
+
+
+@dataclass
+class Runtime:
+    store: ConfigStore
+    keys: KeySpace
+    config: ConfigService
+    tokens: TokenService
+    config_informer: Informer
+    status_informer: Informer
+    broadcaster: Broadcaster
+    registry: CollectorRegistry
+    check_db: Callable[[], Awaitable[None]]
+    tasks: list[object] = field(default_factory=list)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller's principal, which must hold at least ``role``."""
+
+    async def dependency(request: Request, authorization: str | None = Header(default=None)) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized("send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)")
+        principal = await runtime(request).tokens.authenticate(authorization[7:].strip())
+        if principal.role < role:
+            raise Forbidden(f"token '{principal.name}' has role {principal.role.name.lower()}; this needs {role.name.lower()}")
+        return principal
+
+    return dependency
+
+
+Viewer = Depends(require(Role.VIEWER))
+Operator = Depends(require(Role.OPERATOR))
+Admin = Depends(require(Role.ADMIN))
+
+
+def parse_revision_header(value: str | None, header: str) -> int | None:
+    """``If-Match: "12"`` → 12; ``*`` → -1 (any existing); absent → None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "*":
+        return -1
+    if value.startswith("W/"):
+        value = value[2:]
+    try:
+        return int(value.strip('"'))
+    except ValueError:
+        raise BadRequest(f"{header} must be a quoted revision such as \"42\" (the ETag you read), got {value!r}") from None

@@ -1,0 +1,100 @@
+"""The only mapping of domain and store errors to HTTP: ``application/problem+json`` answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlplane.services.errors import (
+    AlreadyExists,
+    BadRequest,
+    Forbidden,
+    HistoryUnavailable,
+    Invalid,
+    NotFound,
+    StaleRevision,
+    Unauthorized,
+)
+from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreUnavailable
+
+PROBLEM = "application/problem+json"
+_KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
+
+
+def problem(status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"https://llmtune.dev/problems/{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic errors as ``{field, message}``; the discriminator tag (the kind) is left out of paths."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        if loc and loc[0] in _KIND_TAGS:
+            loc = loc[1:]
+        path = ""
+        for part in loc:
+            path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+        out.append({"field": path or "(document)", "message": err.get("msg", "invalid")})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler; routes raise domain errors and never build error responses."""
+
+    def on(exc_type: type[Exception], status: int, title: str) -> None:
+        async def handler(_request: Request, exc: Exception) -> JSONResponse:
+            return problem(status, title, str(exc))
+
+        app.add_exception_handler(exc_type, handler)
+
+    on(NotFound, 404, "Not found")
+    on(AlreadyExists, 409, "Already exists")
+    on(BadRequest, 400, "Bad request")
+    on(Unauthorized, 401, "Unauthorized")
+    on(Forbidden, 403, "Forbidden")
+    on(LeaseLost, 409, "Lease lost")
+
+    async def stale(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StaleRevision)
+        return problem(409, "Conflict", str(exc), errors=[{"field": f"{exc.kind}/{exc.name}", "message": f"current revision {exc.actual}"}])
+
+    async def invalid(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Invalid)
+        errors = [{"field": p.field, "object": f"{p.kind}/{p.name}", "message": p.message} for p in exc.problems]
+        return problem(422, "Invalid configuration", str(exc), errors=errors)
+
+    async def schema(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ValidationError | RequestValidationError)
+        errors = field_errors(exc.errors())
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid document", detail, errors=errors)
+
+    async def unavailable(_r: Request, exc: Exception) -> JSONResponse:
+        return problem(503, "Service unavailable", f"{exc}; nothing was changed, retry later", headers={"Retry-After": "1"})
+
+    async def store_conflict(_r: Request, exc: Exception) -> JSONResponse:
+        return problem(409, "Conflict", str(exc))
+
+    async def http(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail) if exc.status_code != 404 else "Not found", str(exc.detail), headers=exc.headers)
+
+    app.add_exception_handler(StaleRevision, stale)
+    app.add_exception_handler(Invalid, invalid)
+    app.add_exception_handler(ValidationError, schema)
+    app.add_exception_handler(RequestValidationError, schema)
+    app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(HistoryUnavailable, unavailable)
+    app.add_exception_handler(Conflict, store_conflict)
+    app.add_exception_handler(StoreError, unavailable)
+    app.add_exception_handler(StarletteHTTPException, http)

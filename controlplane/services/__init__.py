@@ -1,0 +1,1 @@
+"""The write path (validate → CAS write → audit) and the control loops."""

@@ -1,0 +1,260 @@
+"""The one write path for desired configuration: validate → atomic CAS write → audit row.
+
+Every change set is checked as a whole (schemas, then cross-object references over the state it
+would produce) before anything is written, committed as one store transaction (one revision) that
+also guards the objects it references, and recorded in the SQL audit log: a pending row before the
+commit, finalized with the revision after it, discarded if the commit fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from controlplane.services.diff import compare, unified
+from controlplane.services.errors import AlreadyExists, BadRequest, Invalid, NotFound, StaleRevision
+from controlplane.services.history import Change, History, Record
+from controlplane.store.base import Check, ConfigStore, Delete, Op, Put
+from controlplane.store.errors import Conflict
+from controlplane.store.keys import KeySpace
+from schemas.common import ConfigObject
+from schemas.registry import KINDS, parse_object
+from schemas.validation import Problem, check_references, references
+
+log = logging.getLogger(__name__)
+ObjectKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    obj: ConfigObject
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    revision: int  # the new revision, or the current one for a dry run / no-op
+    changes: list[Change]
+    diff: str
+    dry_run: bool
+
+
+def encode(obj: ConfigObject) -> bytes:
+    return json.dumps(obj.content(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(value: bytes, revision: int) -> ConfigObject:
+    return parse_object(json.loads(value)).with_revision(revision)
+
+
+def require_kind(kind: str) -> type[ConfigObject]:
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise NotFound(kind)
+    return cls
+
+
+class ConfigService:
+    def __init__(self, store: ConfigStore, history: History, *, keys: KeySpace) -> None:
+        self._store = store
+        self._history = history
+        self._keys = keys
+
+    # -- reads -------------------------------------------------------------------------------
+    async def state(self) -> tuple[dict[ObjectKey, Stored], int]:
+        listed = await self._store.list(self._keys.config_prefix())
+        out: dict[ObjectKey, Stored] = {}
+        for kv in listed.items:
+            try:
+                key = self._keys.parse_config(kv.key)
+                out[key] = Stored(decode(kv.value, kv.mod_revision), kv.mod_revision)
+            except (ValueError, ValidationError):
+                log.error("ignoring invalid stored object %s at revision %d", kv.key, kv.mod_revision)
+        return out, listed.revision
+
+    async def get(self, kind: str, name: str) -> ConfigObject:
+        require_kind(kind)
+        kv = await self._store.get(self._keys.config(kind, name))
+        if kv is None:
+            raise NotFound(kind, name)
+        return decode(kv.value, kv.mod_revision)
+
+    async def list(self, kind: str) -> tuple[list[ConfigObject], int]:
+        require_kind(kind)
+        listed = await self._store.list(self._keys.config_prefix(kind))
+        return [decode(kv.value, kv.mod_revision) for kv in listed.items], listed.revision
+
+    # -- the write path ----------------------------------------------------------------------
+    async def apply(
+        self,
+        objects: Sequence[ConfigObject] = (),
+        *,
+        deletes: Sequence[ObjectKey] = (),
+        expected: Mapping[ObjectKey, int] | None = None,
+        actor: str,
+        message: str = "",
+        dry_run: bool = False,
+    ) -> ApplyResult:
+        """Create/update ``objects`` and delete ``deletes`` as one revision.
+
+        ``expected`` maps objects to the revision the caller last saw (0: must not exist);
+        objects not in it are still guarded by the revision read here, so a concurrent write
+        never gets overwritten silently.
+        """
+        expected = expected or {}
+        state, revision = await self.state()
+        current = {k: s.obj.content() for k, s in state.items()}
+        proposed = dict(current)
+        new_state: dict[ObjectKey, ConfigObject] = {k: s.obj for k, s in state.items()}
+        delete_set = set(deletes)
+        for obj in objects:
+            key = (type(obj).plural, obj.name)
+            if key in delete_set:
+                raise BadRequest(f"{key[0]}/{key[1]} is both written and deleted")
+            proposed[key] = obj.content()
+            new_state[key] = obj
+        for key in deletes:
+            require_kind(key[0])
+            if key not in state:
+                raise NotFound(*key)
+            proposed.pop(key)
+            new_state.pop(key)
+        for key, exp in expected.items():
+            actual = state[key].revision if key in state else 0
+            if exp != actual:
+                raise StaleRevision(*key, expected=exp, actual=actual or None)
+        changes = [
+            Change(c.kind, c.name, c.action, c.before, c.after, state[(c.kind, c.name)].revision if (c.kind, c.name) in state else None)
+            for c in compare(current, proposed)
+        ]
+        problems = check_references(new_state)
+        if problems:
+            raise Invalid(problems)
+        result = ApplyResult(revision, changes, unified(changes), dry_run)
+        if dry_run or not changes:
+            return result
+        ops = self._ops(changes, new_state, state)
+        return ApplyResult(await self._commit(ops, changes, actor=actor, message=message), changes, result.diff, False)
+
+    def _ops(self, changes: Sequence[Change], new_state: Mapping[ObjectKey, ConfigObject], state: Mapping[ObjectKey, Stored]) -> list[Op]:
+        ops: list[Op] = []
+        changed = {(c.kind, c.name) for c in changes}
+        guards: set[ObjectKey] = set()
+        for c in changes:
+            key = (c.kind, c.name)
+            path = self._keys.config(*key)
+            if c.after is None:
+                ops.append(Delete(path, expected_revision=c.before_revision))
+            else:
+                ops.append(Put(path, encode(new_state[key]), expected_revision=c.before_revision or 0))
+                guards.update(ref for ref in references(new_state[key]) if ref not in changed)
+        # The objects a written object references must still be what we validated against.
+        ops += [Check(self._keys.config(*ref), state[ref].revision) for ref in sorted(guards) if ref in state]
+        return ops
+
+    async def _commit(self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str) -> int:
+        change_id = str(uuid.uuid4())
+        await self._history.record_pending(change_id, actor=actor, message=message, changes=changes)
+        try:
+            revision = await self._store.commit(ops)
+        except Conflict as exc:
+            await self._history.discard(change_id)
+            kind, name = self._keys.parse_config(exc.key)
+            raise StaleRevision(kind, name, expected=exc.expected, actual=exc.actual) from exc
+        except Exception:
+            await self._history.discard(change_id)
+            raise
+        await self._history.finalize(change_id, revision)
+        return revision
+
+    async def put(self, obj: ConfigObject, *, actor: str, expected_revision: int | None = None, create_only: bool = False, message: str = "") -> ApplyResult:
+        key = (type(obj).plural, obj.name)
+        if create_only:
+            expected_revision = 0
+        try:
+            return await self.apply([obj], expected={key: expected_revision} if expected_revision is not None else None, actor=actor, message=message)
+        except StaleRevision as exc:
+            if create_only and exc.actual:
+                raise AlreadyExists(*key) from exc
+            raise
+
+    async def delete(self, kind: str, name: str, *, actor: str, expected_revision: int | None = None, message: str = "") -> ApplyResult:
+        key = (kind, name)
+        return await self.apply(deletes=[key], expected={key: expected_revision} if expected_revision is not None else None, actor=actor, message=message)
+
+    # -- history, diff, rollback -------------------------------------------------------------
+    async def history(self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None) -> list[Record]:
+        if kind is not None:
+            require_kind(kind)
+        return await self._history.history(kind=kind, name=name, limit=limit, before=before)
+
+    async def diff(self, from_revision: int, to_revision: int | None = None) -> tuple[list[Change], str]:
+        if from_revision < 0 or (to_revision is not None and to_revision < from_revision):
+            raise BadRequest("the diff needs 0 <= from <= to")
+        before = await self._history.state_at(from_revision)
+        if to_revision is None:
+            state, _ = await self.state()
+            after = {k: s.obj.content() for k, s in state.items()}
+        else:
+            after = await self._history.state_at(to_revision)
+        changes = compare(before, after)
+        return changes, unified(changes)
+
+    async def rollback(
+        self, revision: int, *, kind: str | None = None, name: str | None = None, actor: str, message: str = "", dry_run: bool = False
+    ) -> ApplyResult:
+        """Make the configuration (or one object) what it was right after ``revision``, as a new revision."""
+        latest = await self._history.latest_revision()
+        if revision < 0 or revision > latest:
+            raise BadRequest(f"revision {revision} is outside the recorded history (0..{latest})")
+        if (kind is None) != (name is None):
+            raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
+        target = await self._history.state_at(revision)
+        state, _ = await self.state()
+        scope = [(kind, name)] if kind and name else sorted(set(target) | set(state))
+        objects: list[ConfigObject] = []
+        deletes: list[ObjectKey] = []
+        for key in scope:
+            content = target.get(key)
+            if content is not None:
+                try:
+                    objects.append(parse_object(content))
+                except ValidationError as exc:
+                    raise Invalid([Problem(key[0], key[1], "", f"the version at revision {revision} no longer validates: {exc}")]) from exc
+            elif key in state:
+                deletes.append(key)
+        text = message or f"rollback to revision {revision}"
+        return await self.apply(objects, deletes=deletes, actor=actor, message=text, dry_run=dry_run)
+
+    async def repair_pending(self) -> int:
+        """Resolve change sets left pending by a crash between the store commit and finalize."""
+        repaired = 0
+        for change_id, changes in (await self._history.pending_sets()).items():
+            revisions: set[int] = set()
+            for c in changes:
+                kv = await self._store.get(self._keys.config(c.kind, c.name))
+                if (kv is None) != (c.after is None) or (kv is not None and json.loads(kv.value) != c.after):
+                    revisions = set()
+                    break
+                revisions.add(kv.mod_revision if kv is not None else 0)
+            live = {r for r in revisions if r}
+            if live and len(live) == 1:
+                await self._history.finalize(change_id, live.pop())
+            else:
+                await self._history.discard(change_id)
+            repaired += 1
+        return repaired
+
+    @staticmethod
+    def parse(document: Any, *, kind: str | None = None) -> ConfigObject:
+        """Validate a JSON/YAML document (raises pydantic.ValidationError)."""
+        if kind is not None and isinstance(document, dict):
+            cls = require_kind(kind)
+            document = {"kind": cls.model_fields["kind"].default, **document}
+        return parse_object(document)

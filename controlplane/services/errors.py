@@ -1,0 +1,56 @@
+"""Domain errors of the services; ``controlplane.api.errors`` is the one place mapping them to HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.validation import Problem
+
+
+class ServiceError(Exception):
+    """Base of the domain errors."""
+
+
+class NotFound(ServiceError):
+    def __init__(self, kind: str, name: str | None = None) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(f"{kind} '{name}' does not exist" if name else f"unknown kind '{kind}'")
+
+
+class Invalid(ServiceError):
+    """The change would make the configuration invalid; nothing was written."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p.kind}/{p.name} {p.field}: {p.message}" for p in self.problems))
+
+
+class StaleRevision(ServiceError):
+    """A precondition (If-Match / expected revision) failed: the object changed meanwhile."""
+
+    def __init__(self, kind: str, name: str, *, expected: int | None, actual: int | None) -> None:
+        self.kind, self.name, self.expected, self.actual = kind, name, expected, actual
+        now = f"revision {actual}" if actual else "no object"
+        super().__init__(f"{kind}/{name} changed: you expected revision {expected}, the store has {now}; re-read and retry")
+
+
+class AlreadyExists(ServiceError):
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(f"{kind} '{name}' already exists")
+
+
+class BadRequest(ServiceError):
+    """The request is well-formed JSON but asks for something impossible."""
+
+
+class HistoryUnavailable(ServiceError):
+    """The metadata database cannot be reached; no change was written."""
+
+
+class Unauthorized(ServiceError):
+    pass
+
+
+class Forbidden(ServiceError):
+    pass

@@ -1,0 +1,65 @@
+"""Control-plane settings (pydantic-settings): env prefix ``LLMTUNE_``, nested groups with ``__``.
+
+Example: ``LLMTUNE_STORE__ENDPOINTS=http://10.0.0.1:2379,http://10.0.0.2:2379``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class StoreSettings(BaseModel):
+    backend: Literal["etcd", "memory"] = Field(default="etcd", description="Configuration store backend.")
+    endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"],
+        description="etcd client URLs, comma-separated in the environment; tried in order.",
+    )
+    namespace: str = Field(default="llmtune", pattern=r"^[a-z0-9][a-z0-9-]*$", description="Key-space namespace.")
+    username: str | None = Field(default=None, description="etcd user (enables token authentication).")
+    password: SecretStr | None = Field(default=None, description="etcd password.")
+    ca_file: str | None = Field(default=None, description="CA bundle that signed etcd's server certificate.")
+    cert_file: str | None = Field(default=None, description="Client certificate for etcd mutual TLS.")
+    key_file: str | None = Field(default=None, description="Key of the client certificate.")
+    timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one store request.")
+    idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Re-list when a watch stays silent this long; keep etcd's progress-notify interval below it.",
+    )
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class DbSettings(BaseModel):
+    url: str = Field(
+        default="sqlite:///.data/llmtune.db",
+        description="SQLAlchemy URL of the metadata database (postgresql+psycopg://… in production).",
+    )
+
+
+class AuthSettings(BaseModel):
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="Admin token accepted from the environment (bootstrap; rotate via the API)."
+    )
+
+
+class ApiSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Bind address of the REST API.")
+    port: int = Field(default=8700, ge=1, le=65535, description="Port of the REST API.")
+
+
+class Settings(BaseSettings):
+    """Every control-plane setting; read once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)

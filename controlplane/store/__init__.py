@@ -1,0 +1,1 @@
+"""Configuration store: the ConfigStore protocol, its backends, key paths, informer, leases."""

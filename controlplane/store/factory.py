@@ -1,0 +1,24 @@
+"""Builds the configured ConfigStore backend from settings."""
+
+from __future__ import annotations
+
+from controlplane.settings import StoreSettings
+from controlplane.store.base import ConfigStore
+from controlplane.store.etcd import EtcdConfig, EtcdStore
+from controlplane.store.memory import MemoryStore
+
+
+def open_store(settings: StoreSettings) -> ConfigStore:
+    if settings.backend == "memory":
+        return MemoryStore()
+    return EtcdStore(
+        EtcdConfig(
+            endpoints=tuple(settings.endpoints),
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else None,
+            ca_file=settings.ca_file,
+            cert_file=settings.cert_file,
+            key_file=settings.key_file,
+            timeout_s=settings.timeout_s,
+        )
+    )

@@ -1,0 +1,218 @@
+"""The one informer: the only way any process consumes configuration from a ConfigStore.
+
+list → watch from ``revision + 1`` → apply events → publish an immutable snapshot. It resumes a
+broken stream from the last **event's** ``mod_revision + 1`` (never from a response header, which
+etcd stamps with the current revision on catch-up batches), and re-lists when the history it
+needs was compacted, when revisions go backwards (a store restored from backup), or when the
+stream stays silent past an idle bound. Reconnects back off with tenacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from controlplane.store.base import ConfigStore, Event, EventType, KeyValue, WatchBatch
+from controlplane.store.errors import Compacted, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Immutable state under the informer's prefix at ``revision``."""
+
+    revision: int
+    items: Mapping[str, KeyValue]
+    changes: tuple[Event, ...] = ()  # events applied since the previous snapshot (empty on re-list)
+    relisted: bool = False
+
+
+Handler = Callable[[Snapshot], Awaitable[None] | None]
+
+
+class StreamEnd(Enum):
+    """Why one watch session (``sync_once``) ended."""
+
+    BROKEN = "broken"  # the stream failed after delivering something: resume at once
+    COMPACTED = "compacted"
+    BACKWARDS = "backwards"
+    IDLE = "idle"
+    DONE = "done"  # max_batches reached (tests)
+
+
+@dataclass
+class InformerStats:
+    lists: int = 0
+    events: int = 0
+    batches: int = 0
+    resumes: int = 0
+    ends: dict[str, int] = field(default_factory=dict)
+
+
+_EMPTY: Mapping[str, KeyValue] = MappingProxyType({})
+
+
+class Informer:
+    """Keeps an up-to-date snapshot of ``prefix`` and calls handlers with whole snapshots."""
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        prefix: str,
+        *,
+        idle_timeout_s: float = 30.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._idle_timeout_s = idle_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._snapshot = Snapshot(0, _EMPTY)
+        self._next_rev: int | None = None  # None: the next session starts with a list
+        self._handlers: list[Handler] = []
+        self._published = asyncio.Event()
+        self._synced = asyncio.Event()
+        self.stats = InformerStats()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    async def wait_for_revision(self, revision: int, timeout_s: float | None = None) -> Snapshot:
+        """Wait until the snapshot reaches ``revision`` (read-your-writes for callers that wrote)."""
+        async with asyncio.timeout(timeout_s):
+            while self._snapshot.revision < revision:
+                published = self._published
+                await published.wait()
+        return self._snapshot
+
+    async def wait_synced(self, timeout_s: float | None = None) -> Snapshot:
+        async with asyncio.timeout(timeout_s):
+            await self._synced.wait()
+        return self._snapshot
+
+    # -- the work: one session that ends -------------------------------------------------------
+    async def _list(self) -> None:
+        result = await self._store.list(self._prefix)
+        self.stats.lists += 1
+        items = MappingProxyType({kv.key: kv for kv in result.items})
+        self._next_rev = result.revision + 1
+        await self._publish(Snapshot(result.revision, items, relisted=True))
+
+    def _apply(self, batch: WatchBatch) -> Snapshot | StreamEnd | None:
+        """Fold a batch into a new snapshot (None for a progress notification), or say why the
+        stream cannot be trusted."""
+        assert self._next_rev is not None
+        if not batch.events:
+            # A header behind our state means the store went backwards (restored from a backup).
+            return StreamEnd.BACKWARDS if 0 < batch.header_revision < self._snapshot.revision else None
+        if batch.events[0].mod_revision < self._next_rev:
+            return StreamEnd.BACKWARDS
+        items = dict(self._snapshot.items)
+        last = self._next_rev
+        for ev in batch.events:
+            if ev.mod_revision < last:
+                return StreamEnd.BACKWARDS
+            last = ev.mod_revision
+            if ev.type is EventType.PUT:
+                old = items.get(ev.key)
+                items[ev.key] = KeyValue(
+                    key=ev.key,
+                    value=ev.value,
+                    mod_revision=ev.mod_revision,
+                    create_revision=old.create_revision if old else ev.mod_revision,
+                    version=old.version + 1 if old else 1,
+                )
+            else:
+                items.pop(ev.key, None)
+        self._next_rev = last + 1
+        self.stats.events += len(batch.events)
+        self.stats.batches += 1
+        return Snapshot(last, MappingProxyType(items), changes=batch.events)
+
+    async def sync_once(self, *, max_batches: int | None = None) -> StreamEnd:
+        """List if needed, then watch until the stream ends; raises StoreError if nothing arrived.
+
+        A session that delivered at least one message returns, so the caller reconnects at once
+        with a fresh backoff; a session that failed before any message raises, so the caller backs off.
+        """
+        if self._next_rev is None:
+            await self._list()
+        else:
+            self.stats.resumes += 1
+        assert self._next_rev is not None
+        received = 0
+        stream = self._store.watch(self._prefix, start_revision=self._next_rev)
+        try:
+            while max_batches is None or received < max_batches:
+                try:
+                    batch = await asyncio.wait_for(anext(stream), self._idle_timeout_s)
+                except TimeoutError:
+                    self._next_rev = None
+                    return StreamEnd.IDLE
+                except Compacted:
+                    self._next_rev = None
+                    return StreamEnd.COMPACTED
+                except (StoreError, StopAsyncIteration):
+                    if received:
+                        return StreamEnd.BROKEN
+                    raise
+                received += 1
+                applied = self._apply(batch)
+                if isinstance(applied, StreamEnd):
+                    self._next_rev = None
+                    return applied
+                if applied is not None:
+                    await self._publish(applied)
+            return StreamEnd.DONE
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _publish(self, snapshot: Snapshot) -> None:
+        if snapshot.relisted and snapshot.revision == self._snapshot.revision and snapshot.items == self._snapshot.items:
+            self._synced.set()
+            return  # a re-list that found nothing new: handlers already saw this state
+        self._snapshot = snapshot
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+        self._synced.set()
+        for handler in self._handlers:
+            try:
+                result = handler(snapshot)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # a faulty handler must not stop configuration delivery
+                log.exception("informer handler %r failed at revision %d", handler, snapshot.revision)
+
+    # -- the forever-loop: only reconnects ----------------------------------------------------
+    async def run(self, *, sessions: int | None = None) -> None:
+        """Run watch sessions forever (or ``sessions`` times), backing off while the store is down."""
+        done = 0
+        while sessions is None or done < sessions:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(StoreError),
+                wait=wait_exponential_jitter(multiplier=0.02, max=self._max_backoff_s, jitter=0.05),
+                before_sleep=lambda state: log.warning("informer %s: store unavailable (attempt %d)", self._prefix, state.attempt_number),
+            )
+            end = await retrying(self.sync_once)
+            self.stats.ends[end.value] = self.stats.ends.get(end.value, 0) + 1
+            if end is not StreamEnd.BROKEN:
+                log.info("informer %s: %s, re-listing", self._prefix, end.value)
+            done += 1

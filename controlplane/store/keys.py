@@ -1,0 +1,53 @@
+"""The only place where key paths are built or parsed (see DESIGN.md, "Key space")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "llmtune"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key paths under ``/<ns>/v1/``."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def root(self) -> str:
+        return f"/{self.namespace}/v1/"
+
+    def config_prefix(self, kind: str | None = None) -> str:
+        base = f"{self.root}config/"
+        return base if kind is None else f"{base}{kind}/"
+
+    def config(self, kind: str, name: str) -> str:
+        return f"{self.config_prefix(kind)}{name}"
+
+    def parse_config(self, key: str) -> tuple[str, str]:
+        """``(kind, name)`` of a config key; ValueError for any other key."""
+        prefix = self.config_prefix()
+        if not key.startswith(prefix):
+            raise ValueError(f"not a config key: {key}")
+        kind, sep, name = key[len(prefix):].partition("/")
+        if not sep or not name or "/" in name:
+            raise ValueError(f"not a config key: {key}")
+        return kind, name
+
+    def placement(self, node: str) -> str:
+        return f"{self.root}placement/{node}"
+
+    def nodes_prefix(self) -> str:
+        return f"{self.root}nodes/"
+
+    def node(self, node: str) -> str:
+        return f"{self.nodes_prefix()}{node}"
+
+    def status_prefix(self) -> str:
+        return f"{self.root}status/"
+
+    def status(self, node: str) -> str:
+        return f"{self.status_prefix()}{node}"
+
+    def election(self, role: str) -> str:
+        return f"{self.root}election/{role}"

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Local stack manager behind ``make llm-tuning-up|status|logs|down``: starts etcd and the control
+plane in the background with pid and log files under ``.run/`` and data under ``.data/``.
+
+Standard library only. Running ``up`` twice is harmless; ``down`` stops exactly the processes
+whose pid files it wrote (checked against their command line, so a reused pid is never killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = Path(os.environ.get("LLMTUNE_RUN_DIR", ROOT / ".run"))
+DATA = Path(os.environ.get("LLMTUNE_DATA_DIR", ROOT / ".data"))
+VENV_BIN = Path(os.environ.get("LLMTUNE_VENV", ROOT / ".venv")) / "bin"
+ETCD_PORT = int(os.environ.get("LLMTUNE_LOCAL_ETCD_PORT", "2379"))
+ETCD_PEER_PORT = int(os.environ.get("LLMTUNE_LOCAL_ETCD_PEER_PORT", "2380"))
+API_PORT = int(os.environ.get("LLMTUNE_API__PORT", "8700"))
+ETCD_URL = f"http://127.0.0.1:{ETCD_PORT}"
+API_URL = f"http://127.0.0.1:{API_PORT}"
+TOKEN_FILE = RUN / "admin-token"
+
+
+def _pid(name: str) -> int | None:
+    path = RUN / f"{name}.pid"
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (ValueError, OSError):
+        return None
+    return pid if path.with_suffix(".cmd").exists() and path.with_suffix(".cmd").read_text() in cmdline else None
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        return 0, {"error": str(exc)}
+
+
+def _start(name: str, cmd: list[str], env: dict[str, str], marker: str) -> int:
+    log = (RUN / f"{name}.log").open("ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    (RUN / f"{name}.pid").write_text(str(proc.pid))
+    (RUN / f"{name}.cmd").write_text(marker)
+    return proc.pid
+
+
+def _wait(name: str, check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        if _pid(name) is None:
+            raise SystemExit(f"{name} exited while starting; see {RUN / (name + '.log')}")
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not become healthy within {timeout:.0f}s; see {RUN / (name + '.log')}")
+
+
+def _admin_token() -> str:
+    if TOKEN_FILE.exists():
+        return TOKEN_FILE.read_text().strip()
+    token = "llmt_" + secrets.token_urlsafe(32)
+    TOKEN_FILE.write_text(token)
+    TOKEN_FILE.chmod(0o600)
+    return token
+
+
+def up() -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    if _pid("etcd"):
+        print(f"etcd           already running (pid {_pid('etcd')}) at {ETCD_URL}")
+    else:
+        if _port_busy(ETCD_PORT):
+            raise SystemExit(f"port {ETCD_PORT} is taken by another process; set LLMTUNE_LOCAL_ETCD_PORT")
+        peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+        marker = str(DATA / "etcd")
+        cmd = [
+            str(VENV_BIN / "etcd"), "--name", "llmtune", "--data-dir", marker,
+            "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"llmtune={peer}",
+            "--experimental-watch-progress-notify-interval", "5s", "--auto-compaction-retention", "1h",
+        ]
+        pid = _start("etcd", cmd, dict(os.environ), marker)
+        _wait("etcd", lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
+        print(f"etcd           started (pid {pid}) at {ETCD_URL}")
+    token = _admin_token()
+    if _pid("controlplane"):
+        print(f"control plane  already running (pid {_pid('controlplane')}) at {API_URL}")
+    else:
+        if _port_busy(API_PORT):
+            raise SystemExit(f"port {API_PORT} is taken by another process; set LLMTUNE_API__PORT")
+        env = dict(os.environ)
+        env.update({
+            "LLMTUNE_STORE__ENDPOINTS": ETCD_URL,
+            "LLMTUNE_DB__URL": env.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
+            "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": token,
+            "LLMTUNE_API__PORT": str(API_PORT),
+            "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
+        })
+        marker = "controlplane.api"
+        pid = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
+        _wait("controlplane", lambda: _get(f"{API_URL}/readyz")[0] == 200)
+        print(f"control plane  started (pid {pid}) at {API_URL}")
+    subprocess.run([str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token], check=True, stdout=subprocess.DEVNULL)
+    print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
+    print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
+    print(f"logs:         make llm-tuning-logs      stop: make llm-tuning-down")
+
+
+def status() -> int:
+    rc = 0
+    for name in ("etcd", "controlplane"):
+        pid = _pid(name)
+        print(f"{name:13s}  {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+        rc |= pid is None
+    code, body = _get(f"{API_URL}/readyz")
+    print(f"readyz         {code or 'unreachable'} {json.dumps(body.get('checks', body))}")
+    return 1 if rc or code != 200 else 0
+
+
+def down() -> None:
+    for name in ("controlplane", "etcd"):
+        pid = _pid(name)
+        if pid is None:
+            print(f"{name:13s}  not running")
+        else:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and _pid(name):
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists() and _pid(name):
+                os.killpg(pid, signal.SIGKILL)
+            print(f"{name:13s}  stopped (pid {pid})")
+        for suffix in (".pid", ".cmd"):
+            (RUN / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def logs() -> None:
+    files = [str(p) for p in sorted(RUN.glob("*.log"))]
+    if not files:
+        raise SystemExit("no logs yet: run 'make llm-tuning-up'")
+    os.execvp("tail", ["tail", "-n", "50", "-F", *files])
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "up":
+        up()
+    elif command == "status":
+        raise SystemExit(status())
+    elif command == "down":
+        down()
+    elif command == "logs":
+        logs()
+    else:
+        raise SystemExit("usage: stack.py up|status|logs|down")

@@ -1,0 +1,119 @@
+"""The ``Model`` kind: an LLM the fleet serves, with its Ollama options and placement."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
+
+from schemas.common import ConfigObject, LabelKey, LabelValue, Strict
+
+#: Ollama model references: ``name``, ``name:tag`` or ``namespace/name:tag``.
+OllamaTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9._-]+)?$", max_length=200)]
+#: Ollama keep_alive: a Go duration ("5m", "1h30m", "-1") or seconds as an integer.
+KeepAlive = Annotated[str, StringConstraints(pattern=r"^-?(\d+(\.\d+)?(ns|us|ms|s|m|h)?)+$")] | int
+
+
+class Capability(StrEnum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBED = "embed"
+    TOOLS = "tools"
+    VISION = "vision"
+    CODE = "code"
+    JSON = "json"
+
+
+class Provider(StrEnum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+
+
+class OllamaOptions(Strict):
+    """Ollama runtime ``options``; only documented names are accepted so that typos fail early."""
+
+    num_ctx: int | None = Field(default=None, ge=128, le=2_097_152)
+    num_predict: int | None = Field(default=None, ge=-2)
+    num_keep: int | None = Field(default=None, ge=0)
+    num_batch: int | None = Field(default=None, ge=1)
+    num_gpu: int | None = Field(default=None, ge=0)
+    num_thread: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=5)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    typical_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, ge=0)
+    repeat_last_n: int | None = Field(default=None, ge=-1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    mirostat: Literal[0, 1, 2] | None = None
+    mirostat_tau: float | None = Field(default=None, ge=0)
+    mirostat_eta: float | None = Field(default=None, ge=0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    use_mmap: bool | None = None
+
+
+class Adapter(Strict):
+    """A LoRA adapter applied on top of the base model (Ollama ``/api/create`` ``adapters``)."""
+
+    path: str = Field(min_length=1, description="Path or URL of a safetensors/GGUF adapter.")
+    scale: float = Field(default=1.0, gt=0, le=10)
+
+
+class Placement(Strict):
+    """Where and how many copies of the model should be loaded."""
+
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    node_pool: str | None = Field(default=None, description="Name of a NodePool the model is placed on.")
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+    preload: bool = Field(default=True, description="Load into memory ahead of traffic (keep_alive warm-up).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Placement:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class ModelSpec(Strict):
+    provider: Provider = Provider.OLLAMA
+    ollama_tag: OllamaTag = Field(description="Tag the node serves, e.g. 'llama3.1:8b'.")
+    base: OllamaTag | None = Field(
+        default=None,
+        description="Model to derive from with /api/create when system prompt, template, adapters or options are set.",
+    )
+    endpoint: AnyHttpUrl | None = Field(default=None, description="Base URL of a static OpenAI-compatible upstream.")
+    capabilities: list[Capability] = Field(min_length=1)
+    context_window: int = Field(ge=128, le=10_000_000, description="Maximum tokens of prompt plus answer.")
+    cost: float = Field(default=1.0, ge=0, description="Relative cost per token (1.0 = reference).")
+    quality_tier: int = Field(default=3, ge=1, le=5, description="1 = lowest, 5 = best.")
+    options: OllamaOptions = Field(default_factory=OllamaOptions)
+    keep_alive: KeepAlive = "5m"
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    template: str | None = Field(default=None, max_length=100_000)
+    adapters: list[Adapter] = Field(default_factory=list)
+    placement: Placement = Field(default_factory=Placement)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.provider is Provider.OPENAI and self.endpoint is None:
+            raise ValueError("provider 'openai' needs an endpoint URL")
+        if self.options.num_ctx is not None and self.options.num_ctx > self.context_window:
+            raise ValueError(
+                f"options.num_ctx ({self.options.num_ctx}) exceeds context_window ({self.context_window})"
+            )
+        if len(set(self.capabilities)) != len(self.capabilities):
+            raise ValueError("capabilities lists an entry twice")
+        return self
+
+
+class Model(ConfigObject):
+    """An LLM (or embedding model) that the fleet serves."""
+
+    plural: ClassVar[str] = "models"
+    kind: Literal["Model"] = "Model"
+    spec: ModelSpec

@@ -1,0 +1,96 @@
+"""The ``Route`` kind: how requests are matched and spread over models."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.common import ConfigObject, Name, Strict
+from schemas.model import OllamaOptions
+
+
+class Task(StrEnum):
+    CHAT = "chat"
+    CODE = "code"
+    MATH = "math"
+    SUMMARIZATION = "summarization"
+    EXTRACTION = "extraction"
+    EMBEDDING = "embedding"
+
+
+class Strategy(StrEnum):
+    WEIGHTED = "weighted"
+    CONTEXT_AWARE = "context_aware"
+    BEST_QUALITY = "best_quality"
+    LOWEST_COST = "lowest_cost"
+    LOWEST_LATENCY = "lowest_latency"
+    LEAST_LOADED = "least_loaded"
+
+
+class RouteMatch(Strict):
+    """A request matches when every non-empty field matches (lists: any entry)."""
+
+    model_aliases: list[str] = Field(default_factory=list, description="Model names clients ask for.")
+    tasks: list[Task] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteTarget(Strict):
+    model: Name = Field(description="Name of a Model object.")
+    weight: int = Field(default=1, ge=0, le=10_000)
+    options: OllamaOptions | None = Field(default=None, description="Per-target option overrides.")
+
+
+class Timeouts(Strict):
+    connect_ms: int = Field(default=2_000, ge=1, le=600_000)
+    first_token_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+    total_ms: int = Field(default=120_000, ge=1, le=3_600_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Timeouts:
+        if self.first_token_ms > self.total_ms:
+            raise ValueError("first_token_ms exceeds total_ms")
+        return self
+
+
+class Retries(Strict):
+    max_attempts: int = Field(default=2, ge=0, le=10)
+    backoff_ms: int = Field(default=50, ge=0, le=60_000)
+    retry_on: list[Literal["error", "timeout", "overloaded"]] = Field(
+        default_factory=lambda: ["error", "timeout", "overloaded"]
+    )
+
+
+class RouteSpec(Strict):
+    priority: int = Field(default=0, description="Higher wins when several routes match.")
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    targets: list[RouteTarget] = Field(min_length=1)
+    strategy: Strategy = Strategy.WEIGHTED
+    fallbacks: list[Name] = Field(default_factory=list, description="Models tried in order after the targets.")
+    sticky_key: str | None = Field(default=None, description="Request attribute hashed for sticky splits.")
+    experiment: Name | None = Field(default=None, description="Experiment that splits this route's traffic.")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteSpec:
+        names = [t.model for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError("targets name a model twice")
+        if sum(t.weight for t in self.targets) == 0:
+            raise ValueError("target weights add up to 0; at least one must be positive")
+        if len(set(self.fallbacks)) != len(self.fallbacks):
+            raise ValueError("fallbacks name a model twice")
+        return self
+
+
+class Route(ConfigObject):
+    """Matches requests and chooses among target models."""
+
+    plural: ClassVar[str] = "routes"
+    kind: Literal["Route"] = "Route"
+    spec: RouteSpec

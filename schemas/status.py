@@ -1,0 +1,71 @@
+"""Node registration and status, written by agents under lease-bound keys (not desired config)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import AnyHttpUrl, Field
+
+from schemas.common import LabelKey, LabelValue, Name, Strict
+
+
+class Capacity(Strict):
+    memory_bytes: int = Field(default=0, ge=0)
+    gpu_memory_bytes: int = Field(default=0, ge=0)
+    max_loaded_models: int = Field(default=1, ge=1)
+    max_parallel: int = Field(default=4, ge=1)
+
+
+class NodeRegistration(Strict):
+    name: Name
+    ollama_url: AnyHttpUrl
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    capacity: Capacity = Field(default_factory=Capacity)
+    agent_version: str = ""
+
+
+class ConditionType(StrEnum):
+    PULLING = "Pulling"
+    CREATING = "Creating"
+    LOADING = "Loading"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class ModelCondition(Strict):
+    model: str
+    type: ConditionType
+    reason: str = ""
+    message: str = ""
+    progress: float | None = Field(default=None, ge=0, le=1)
+    since: datetime | None = None
+
+
+class LoadedModel(Strict):
+    name: str
+    size_bytes: int = Field(default=0, ge=0)
+    size_vram_bytes: int = Field(default=0, ge=0)
+    expires_at: datetime | None = None
+
+
+class NodeLoad(Strict):
+    in_flight: int = Field(default=0, ge=0)
+    queue_depth: int = Field(default=0, ge=0)
+    tokens_per_second: float | None = Field(default=None, ge=0)
+    avg_latency_ms: float | None = Field(default=None, ge=0)
+
+
+class NodeStatus(Strict):
+    """What an agent reports about its node; the router trusts only live (lease-bound) status."""
+
+    node: Name
+    ollama_reachable: bool
+    ollama_version: str | None = None
+    loaded_models: list[LoadedModel] = Field(default_factory=list)
+    available_models: list[str] = Field(default_factory=list)
+    applied_revision: int = Field(default=0, ge=0, description="Config revision fully applied on the node.")
+    conditions: list[ModelCondition] = Field(default_factory=list)
+    last_errors: list[str] = Field(default_factory=list, max_length=20)
+    load: NodeLoad = Field(default_factory=NodeLoad)
+    updated_at: datetime | None = None
