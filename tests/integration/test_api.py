@@ -1,0 +1,216 @@
+"""The REST API over a real etcd and SQLite: CRUD, preconditions, apply, history, auth, outages."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controlplane.api.app import create_app
+from controlplane.settings import Settings
+from controlplane.store.keys import KeySpace
+from tests.fixtures.services import EtcdServer
+from tests.helpers import model_doc, route_doc
+
+pytestmark = pytest.mark.etcd
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+def make_client(etcd_url: str, tmp_path: Path, keys: KeySpace) -> TestClient:
+    settings = Settings(
+        store={"endpoints": [etcd_url], "namespace": keys.namespace, "timeout_s": 1.0},
+        db={"url": f"sqlite:///{tmp_path / 'meta.db'}"},
+        auth={"bootstrap_token": "admin-secret"},
+    )
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> Iterator[TestClient]:
+    with make_client(etcd_server.url, tmp_path, keys) as c:
+        yield c
+
+
+def token(client: TestClient, role: str) -> dict[str, str]:
+    resp = client.post("/api/v1/tokens", json={"name": f"{role}-bot", "role": role}, headers=ADMIN)
+    assert resp.status_code == 201, resp.text
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
+def test_crud_with_etags(client: TestClient) -> None:
+    created = client.post("/api/v1/config/models", json=model_doc("m1"), headers=ADMIN)
+    assert created.status_code == 201
+    etag = created.headers["etag"]
+    got = client.get("/api/v1/config/models/m1", headers=ADMIN)
+    assert got.status_code == 200 and got.headers["etag"] == etag
+    assert got.json()["metadata"]["revision"] == int(etag.strip('"'))
+    dup = client.post("/api/v1/config/models", json=model_doc("m1"), headers=ADMIN)
+    assert dup.status_code == 409 and dup.headers["content-type"] == "application/problem+json"
+    listed = client.get("/api/v1/config/models", headers=ADMIN).json()
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["m1"]
+    updated = client.put("/api/v1/config/models/m1", json=model_doc("m1", ctx=4096), headers={**ADMIN, "If-Match": etag})
+    assert updated.status_code == 200 and updated.headers["etag"] != etag
+    stale = client.put("/api/v1/config/models/m1", json=model_doc("m1", ctx=2048), headers={**ADMIN, "If-Match": etag})
+    assert stale.status_code == 409 and "re-read" in stale.json()["detail"]
+    stale_delete = client.delete("/api/v1/config/models/m1", headers={**ADMIN, "If-Match": etag})
+    assert stale_delete.status_code == 409
+    gone = client.delete("/api/v1/config/models/m1", headers={**ADMIN, "If-Match": updated.headers["etag"]})
+    assert gone.status_code == 200 and gone.json()["changes"] == [{"kind": "models", "name": "m1", "action": "delete"}]
+    assert client.get("/api/v1/config/models/m1", headers=ADMIN).status_code == 404
+    assert client.get("/api/v1/config/widgets", headers=ADMIN).status_code == 404
+    create_only = client.put("/api/v1/config/models/m2", json=model_doc("m2"), headers={**ADMIN, "If-None-Match": "*"})
+    assert create_only.status_code == 200
+    again = client.put("/api/v1/config/models/m2", json=model_doc("m2"), headers={**ADMIN, "If-None-Match": "*"})
+    assert again.status_code == 409
+
+
+def test_invalid_documents_get_422_naming_the_field(client: TestClient) -> None:
+    bad = model_doc("m", ctx=64)
+    resp = client.put("/api/v1/config/models/m", json=bad, headers=ADMIN)
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["title"] == "Invalid document"
+    assert body["errors"] == [{"field": "spec.context_window", "message": "Input should be greater than or equal to 128"}]
+    typo = model_doc("m", temprature=0.5)
+    resp = client.put("/api/v1/config/models/m", json=typo, headers=ADMIN)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "spec.temprature"
+    mismatch = client.put("/api/v1/config/models/other", json=model_doc("m"), headers=ADMIN)
+    assert mismatch.status_code == 400 and "does not match" in mismatch.json()["detail"]
+    wrong_kind = client.put("/api/v1/config/models/r", json=route_doc("r", "m"), headers=ADMIN)
+    assert wrong_kind.status_code == 400
+    dangling = client.put("/api/v1/config/routes/r", json=route_doc("r", "ghost"), headers=ADMIN)
+    assert dangling.status_code == 422
+    assert dangling.json()["errors"] == [{"field": "spec.targets[0].model", "object": "routes/r", "message": "model 'ghost' does not exist"}]
+    bad_etag = client.put("/api/v1/config/models/m", json=model_doc("m"), headers={**ADMIN, "If-Match": "yesterday"})
+    assert bad_etag.status_code == 400
+    assert client.get("/api/v1/history", headers=ADMIN).json()["items"] == []  # nothing was written
+
+
+def test_apply_dry_run_then_apply(client: TestClient) -> None:
+    change = {"objects": [model_doc("a"), model_doc("b"), route_doc("r", "a", "b")], "message": "bootstrap"}
+    dry = client.post("/api/v1/config:apply", json={**change, "dry_run": True}, headers=ADMIN)
+    assert dry.status_code == 200 and dry.json()["dry_run"] is True
+    assert "+++ b/routes/r" in dry.json()["diff"]
+    assert client.get("/api/v1/config", headers=ADMIN).json()["items"] == []
+    done = client.post("/api/v1/config:apply", json=change, headers=ADMIN).json()
+    items = client.get("/api/v1/config", headers=ADMIN).json()["items"]
+    assert {i["metadata"]["revision"] for i in items} == {done["revision"]} and len(items) == 3
+    swap = {"objects": [route_doc("r", "a")], "delete": [{"kind": "models", "name": "b"}]}
+    assert client.post("/api/v1/config:apply", json=swap, headers=ADMIN).status_code == 200
+    assert client.get("/api/v1/config/models/b", headers=ADMIN).status_code == 404
+    twice = {"objects": [model_doc("a"), model_doc("a")]}
+    assert client.post("/api/v1/config:apply", json=twice, headers=ADMIN).status_code == 400
+    assert client.post("/api/v1/config:apply", json={}, headers=ADMIN).status_code == 400
+    bad = client.post("/api/v1/config:apply", json={"objects": [{"kind": "Gadget", "metadata": {"name": "g"}}]}, headers=ADMIN)
+    assert bad.status_code == 422
+
+
+def test_history_diff_rollback_also_after_compaction(own_etcd: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:
+    with make_client(own_etcd.url, tmp_path, keys) as client:
+        r1 = client.post("/api/v1/config:apply", json={"objects": [model_doc("m", ctx=1024)]}, headers=ADMIN).json()["revision"]
+        for ctx in (2048, 4096):
+            client.put("/api/v1/config/models/m", json=model_doc("m", ctx=ctx), headers=ADMIN)
+        import asyncio
+
+        from controlplane.store.etcd import EtcdConfig, EtcdStore
+
+        async def compact() -> None:
+            store = EtcdStore(EtcdConfig(endpoints=(own_etcd.url,)))
+            await store.compact(await store.current_revision())
+            await store.close()
+
+        asyncio.run(compact())
+        hist = client.get("/api/v1/config/models/m/history", headers=ADMIN).json()["items"]
+        assert [h["after"]["spec"]["context_window"] for h in hist] == [4096, 2048, 1024]
+        assert hist[0]["actor"] == "bootstrap-admin"
+        diff = client.get(f"/api/v1/diff?from={r1}", headers=ADMIN).json()
+        assert "-  context_window: 1024\n" in diff["diff"] and "+  context_window: 4096\n" in diff["diff"]
+        dry = client.post("/api/v1/rollback", json={"revision": r1, "dry_run": True}, headers=ADMIN).json()
+        assert dry["dry_run"] and dry["changes"] == [{"kind": "models", "name": "m", "action": "update"}]
+        done = client.post("/api/v1/rollback", json={"revision": r1, "kind": "models", "name": "m"}, headers=ADMIN).json()
+        assert done["revision"] > r1
+        assert client.get("/api/v1/config/models/m", headers=ADMIN).json()["spec"]["context_window"] == 1024
+        assert client.post("/api/v1/rollback", json={"revision": 10**6}, headers=ADMIN).status_code == 400
+        assert client.post("/api/v1/rollback", json={"revision": r1, "kind": "models"}, headers=ADMIN).status_code == 400
+
+
+def test_auth_roles(client: TestClient) -> None:
+    assert client.get("/api/v1/config").status_code == 401
+    assert client.get("/api/v1/config", headers={"Authorization": "Bearer nope"}).status_code == 401
+    viewer, operator = token(client, "viewer"), token(client, "operator")
+    assert client.get("/api/v1/config", headers=viewer).status_code == 200
+    denied = client.put("/api/v1/config/models/m", json=model_doc("m"), headers=viewer)
+    assert denied.status_code == 403 and "needs operator" in denied.json()["detail"]
+    assert client.put("/api/v1/config/models/m", json=model_doc("m"), headers=operator).status_code == 200
+    assert client.get("/api/v1/tokens", headers=operator).status_code == 403
+    assert client.post("/api/v1/tokens", json={"name": "x", "role": "emperor"}, headers=ADMIN).status_code == 400
+    hist = client.get("/api/v1/history", headers=viewer).json()["items"]
+    assert hist[0]["actor"] == "operator-bot"
+    tokens = client.get("/api/v1/tokens", headers=ADMIN).json()["items"]
+    op_id = next(t["id"] for t in tokens if t["name"] == "operator-bot")
+    assert client.delete(f"/api/v1/tokens/{op_id}", headers=ADMIN).status_code == 204
+    assert client.get("/api/v1/config", headers=operator).status_code == 401
+    assert "token_hash" not in json.dumps(tokens) and all("token" not in t for t in tokens)
+
+
+def test_store_down_returns_503_and_writes_nothing(own_etcd: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:
+    with make_client(own_etcd.url, tmp_path, keys) as client:
+        assert client.put("/api/v1/config/models/m", json=model_doc("m"), headers=ADMIN).status_code == 200
+        own_etcd.stop()
+        try:
+            resp = client.put("/api/v1/config/models/n", json=model_doc("n"), headers=ADMIN)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+            assert "nothing was changed" in resp.json()["detail"]
+            assert client.get("/api/v1/config/models/m", headers=ADMIN).status_code == 503
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["store"].startswith("down")
+        finally:
+            own_etcd.start()
+        assert client.get("/api/v1/config/models/n", headers=ADMIN).status_code == 404
+        assert [h["name"] for h in client.get("/api/v1/history", headers=ADMIN).json()["items"]] == ["m"]
+
+
+def test_health_metrics_schemas_status(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.put("/api/v1/config/models/m", json=model_doc("m"), headers=ADMIN)
+    metrics = client.get("/metrics").text
+    assert 'llmtune_api_requests_total{method="PUT",route="/api/v1/config/{kind}/{name}",status="200"} 1.0' in metrics
+    schema = client.get("/api/v1/schemas/models", headers=ADMIN).json()
+    assert "spec" in schema["properties"]
+    assert client.get("/api/v1/schemas/nope", headers=ADMIN).status_code == 404
+    status = client.get("/api/v1/status", headers=ADMIN).json()
+    assert status["nodes"] == [] and status["revision"] >= 1
+    assert "/api/v1/config:apply" in client.get("/openapi.json").json()["paths"]
+
+
+def test_watch_streams_changes_as_sse(client: TestClient) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def writer() -> None:
+        import time
+
+        time.sleep(0.5)
+        client.put("/api/v1/config/models/w", json=model_doc("w"), headers=ADMIN)
+        client.delete("/api/v1/config/models/w", headers=ADMIN)
+
+    thread = threading.Thread(target=writer)
+    with client.stream("GET", "/api/v1/watch?kind=models", headers=ADMIN) as resp:
+        assert resp.status_code == 200
+        thread.start()
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                events.append((event, json.loads(line[5:])))
+                if len(events) == 3:
+                    break
+    thread.join()
+    assert events[0][0] == "hello"
+    assert [(e, d["type"], d["name"]) for e, d in events[1:]] == [("change", "put", "w"), ("change", "delete", "w")]
+    assert events[1][1]["object"]["spec"]["context_window"] == 8192

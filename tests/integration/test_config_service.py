@@ -1,0 +1,184 @@
+"""The write path against a real etcd and both SQL databases (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from controlplane.db.engine import make_engine, migrate
+from controlplane.db.models import AuditEntry
+from controlplane.services.config import ConfigService
+from controlplane.services.errors import HistoryUnavailable, Invalid, NotFound, StaleRevision
+from controlplane.services.history import Change, History
+from controlplane.store.base import ConfigStore, Op
+from controlplane.store.errors import StoreUnavailable
+from controlplane.store.etcd import EtcdConfig, EtcdStore
+from controlplane.store.keys import KeySpace
+from schemas.registry import parse_object
+from tests.fixtures.services import EtcdServer, PostgresServer
+from tests.helpers import model_doc, rag_doc, route_doc
+
+pytestmark = pytest.mark.etcd
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        db = f"t{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {db}")
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{db}"
+    eng = make_engine(url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+async def etcd_store(etcd_server: EtcdServer) -> AsyncIterator[EtcdStore]:
+    store = EtcdStore(EtcdConfig(endpoints=(etcd_server.url,)))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def service(etcd_store: EtcdStore, engine: Engine, keys: KeySpace) -> ConfigService:
+    return ConfigService(etcd_store, History(engine), keys=keys)
+
+
+def rows(engine: Engine) -> list[AuditEntry]:
+    with Session(engine) as s:
+        return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all())
+
+
+def objs(*docs: dict[str, object]) -> list:  # type: ignore[type-arg]
+    return [parse_object(d) for d in docs]
+
+
+async def test_apply_is_one_revision_with_audit_rows(service: ConfigService, engine: Engine) -> None:
+    result = await service.apply(objs(model_doc("m1"), model_doc("m2"), route_doc("r", "m1", "m2")), actor="alice", message="first")
+    assert [c.action for c in result.changes] == ["create"] * 3
+    state, _ = await service.state()
+    assert {s.revision for s in state.values()} == {result.revision}
+    audit = rows(engine)
+    assert {(r.kind, r.name, r.action, r.actor, r.revision, r.state, r.message) for r in audit} == {
+        ("models", "m1", "create", "alice", result.revision, "committed", "first"),
+        ("models", "m2", "create", "alice", result.revision, "committed", "first"),
+        ("routes", "r", "create", "alice", result.revision, "committed", "first"),
+    }
+    assert all(r.before is None and r.after is not None for r in audit)
+    # re-applying the same documents changes nothing and writes no audit row
+    again = await service.apply(objs(model_doc("m1")), actor="alice")
+    assert again.changes == [] and again.revision >= result.revision and len(rows(engine)) == 3
+
+
+async def test_invalid_references_write_nothing(service: ConfigService, engine: Engine) -> None:
+    await service.apply(objs(model_doc("chat")), actor="a")
+    with pytest.raises(Invalid) as exc:
+        await service.apply(objs(route_doc("r", "chat", "ghost"), rag_doc("support-kb", "chat")), actor="a")
+    fields = {(p.kind, p.field) for p in exc.value.problems}
+    assert fields == {("routes", "spec.targets[1].model"), ("rag", "spec.embedding_model")}
+    assert "lacks the 'embed' capability" in str(exc.value)
+    assert [r.name for r in rows(engine)] == ["chat"]
+    with pytest.raises(NotFound):
+        await service.get("routes", "r")
+    # deleting a model that a route uses is refused too
+    await service.apply(objs(route_doc("r", "chat")), actor="a")
+    with pytest.raises(Invalid):
+        await service.delete("models", "chat", actor="a")
+
+
+async def test_stale_expected_revision_is_a_conflict(service: ConfigService) -> None:
+    first = await service.put(parse_object(model_doc("m")), actor="a")
+    await service.put(parse_object(model_doc("m", ctx=4096)), actor="b", expected_revision=first.revision)
+    with pytest.raises(StaleRevision) as exc:
+        await service.put(parse_object(model_doc("m", ctx=2048)), actor="c", expected_revision=first.revision)
+    assert exc.value.expected == first.revision and exc.value.actual and exc.value.actual > first.revision
+    assert (await service.get("models", "m")).spec.context_window == 4096  # type: ignore[attr-defined]
+
+
+async def test_history_diff_and_rollback(service: ConfigService) -> None:
+    r1 = (await service.apply(objs(model_doc("a"), model_doc("b"), route_doc("r", "a")), actor="u")).revision
+    r2 = (await service.apply(objs(route_doc("r", "a", "b")), actor="u", message="add b")).revision
+    r3 = (await service.apply(objs(model_doc("c")), deletes=[], actor="u")).revision
+    hist = await service.history(kind="routes", name="r")
+    assert [(h.revision, h.action) for h in hist] == [(r2, "update"), (r1, "create")]
+    changes, text = await service.diff(r1, r3)
+    assert {(c.kind, c.name, c.action) for c in changes} == {("routes", "r", "update"), ("models", "c", "create")}
+    assert "+  - model: b\n" in text and "+++ b/models/c\n" in text
+    one = await service.rollback(r1, kind="routes", name="r", actor="u")
+    assert [(c.kind, c.name, c.action) for c in one.changes] == [("routes", "r", "update")]
+    assert [t.model for t in (await service.get("routes", "r")).spec.targets] == ["a"]  # type: ignore[attr-defined]
+    whole = await service.rollback(r1, actor="u")
+    assert [(c.kind, c.name, c.action) for c in whole.changes] == [("models", "c", "delete")]
+    assert (await service.history(limit=1))[0].message == f"rollback to revision {r1}"
+
+
+async def test_history_and_rollback_survive_etcd_compaction(own_etcd: EtcdServer, engine: Engine, keys: KeySpace) -> None:
+    store = EtcdStore(EtcdConfig(endpoints=(own_etcd.url,)))
+    service = ConfigService(store, History(engine), keys=keys)
+    r1 = (await service.apply(objs(model_doc("a", ctx=1024)), actor="u")).revision
+    for ctx in (2048, 4096, 8192):
+        await service.put(parse_object(model_doc("a", ctx=ctx)), actor="u")
+    await store.compact(await store.current_revision())
+    changes, _ = await service.diff(r1)
+    assert [(c.action, c.before["spec"]["context_window"], c.after["spec"]["context_window"]) for c in changes] == [  # type: ignore[index]
+        ("update", 1024, 8192)
+    ]
+    await service.rollback(r1, kind="models", name="a", actor="u")
+    assert (await service.get("models", "a")).spec.context_window == 1024  # type: ignore[attr-defined]
+    await store.close()
+
+
+class FailingCommit:
+    """Delegates to a real store but fails every commit as an outage would."""
+
+    def __init__(self, inner: ConfigStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def commit(self, ops: Sequence[Op]) -> int:
+        raise StoreUnavailable("etcd is down")
+
+
+async def test_store_outage_leaves_no_audit_row_and_no_change(etcd_store: EtcdStore, engine: Engine, keys: KeySpace) -> None:
+    service = ConfigService(FailingCommit(etcd_store), History(engine), keys=keys)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await service.apply(objs(model_doc("m")), actor="a")
+    assert rows(engine) == []
+    assert (await etcd_store.list(keys.config_prefix())).items == ()
+
+
+async def test_database_outage_writes_nothing_to_the_store(etcd_store: EtcdStore, keys: KeySpace) -> None:
+    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    service = ConfigService(etcd_store, History(dead), keys=keys)
+    with pytest.raises(HistoryUnavailable):
+        await service.apply(objs(model_doc("m")), actor="a")
+    assert (await etcd_store.list(keys.config_prefix())).items == ()
+
+
+async def test_pending_change_sets_are_repaired_after_a_crash(service: ConfigService, engine: Engine, etcd_store: EtcdStore, keys: KeySpace) -> None:
+    # A crash after the store commit but before finalize leaves a pending set that matches the store ...
+    m = parse_object(model_doc("m"))
+    history = History(engine)
+    await history.record_pending("c1", actor="a", message="", changes=[Change("models", "m", "create", None, m.content())])
+    from controlplane.services.config import encode
+
+    rev = await etcd_store.put(keys.config("models", "m"), encode(m))
+    # ... and a crash before the commit leaves one that does not.
+    await history.record_pending("c2", actor="a", message="", changes=[Change("models", "x", "create", None, {"kind": "Model"})])
+    assert await service.repair_pending() == 2
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.state == "pending")) == 0
+    assert [(r.name, r.revision) for r in await service.history()] == [("m", rev)]
