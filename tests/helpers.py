@@ -9,7 +9,7 @@ def model_doc(name: str, *, tag: str | None = None, caps: list[str] | None = Non
     return {
         "kind": "Model",
         "metadata": {"name": name},
-        "spec": {"ollama_tag": tag or f"{name}:latest", "capabilities": caps or ["chat"], "context_window": ctx, **spec},
+        "spec": {"ollama_tag": tag or f"{name}:latest", "capabilities": ["chat"] if caps is None else caps, "context_window": ctx, **spec},
     }
 
 

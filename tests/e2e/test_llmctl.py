@@ -1,0 +1,125 @@
+"""llmctl end to end: a real control-plane process (uvicorn) on a real etcd, driven by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controlplane.store.keys import KeySpace
+from tests.fixtures.services import EtcdServer, free_port
+
+pytestmark = pytest.mark.etcd
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-admin-token"
+
+
+@pytest.fixture
+def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LLMTUNE_STORE__ENDPOINTS": etcd_server.url,
+        "LLMTUNE_STORE__NAMESPACE": keys.namespace,
+        "LLMTUNE_DB__URL": f"sqlite:///{tmp_path / 'meta.db'}",
+        "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
+        "LLMTUNE_API__PORT": str(port),
+    }
+    log = (tmp_path / "cp.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, (tmp_path / "cp.log").read_text()
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def llmctl(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LLMCTL_URL": url, "LLMCTL_TOKEN": token, "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_path: Path) -> None:
+    examples = str(ROOT / "deploy" / "examples")
+    dry = llmctl(control_plane, tmp_path, "apply", "-f", examples, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+++ b/routes/default-chat" in dry.stdout and "would change 10 object(s)" in dry.stdout
+    assert json.loads(llmctl(control_plane, tmp_path, "list", "-o", "json").stdout) == []
+
+    applied = llmctl(control_plane, tmp_path, "apply", "-f", examples, "-m", "initial fleet")
+    assert applied.returncode == 0 and "changed 10 object(s) at revision" in applied.stdout
+    first_rev = int(applied.stdout.rsplit("revision", 1)[1])
+    again = llmctl(control_plane, tmp_path, "apply", "-f", examples)
+    assert "no changes" in again.stdout
+
+    got = json.loads(llmctl(control_plane, tmp_path, "get", "model", "llama3.1-8b", "-o", "json").stdout)
+    assert got["spec"]["options"]["num_ctx"] == 8192 and got["metadata"]["revision"] == first_rev
+    table = llmctl(control_plane, tmp_path, "list", "routes").stdout
+    assert "default-chat" in table and "support" in table
+
+    edited = tmp_path / "route.yaml"
+    edited.write_text((ROOT / "deploy/examples/routes.yaml").read_text().replace("weight: 90", "weight: 50"))
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(edited), "-m", "split").returncode == 0
+    hist = json.loads(llmctl(control_plane, tmp_path, "history", "route", "default-chat", "-o", "json").stdout)
+    assert [(h["action"], h["message"]) for h in hist] == [("update", "split"), ("create", "initial fleet")]
+    diff = llmctl(control_plane, tmp_path, "diff", str(first_rev))
+    assert "-    weight: 90" in diff.stdout and "+    weight: 50" in diff.stdout
+
+    rolled = llmctl(control_plane, tmp_path, "rollback", str(first_rev), "route", "default-chat")
+    assert rolled.returncode == 0 and "routes/default-chat update" in rolled.stdout
+    assert "no differences" in llmctl(control_plane, tmp_path, "diff", str(first_rev)).stdout
+
+    refused = llmctl(control_plane, tmp_path, "delete", "model", "llama3.1-8b")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "422" in refused.stderr
+    assert llmctl(control_plane, tmp_path, "delete", "rag", "support-kb").returncode == 0
+    missing = llmctl(control_plane, tmp_path, "get", "rag", "support-kb")
+    assert missing.returncode == 1 and "404" in missing.stderr
+
+    status = llmctl(control_plane, tmp_path, "status")
+    assert status.returncode == 0 and "ready" in status.stdout and "routes" in status.stdout
+
+
+def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
+    env = {**os.environ, "LLMCTL_URL": control_plane, "LLMCTL_TOKEN": TOKEN, "LLMCTL_CONFIG": str(tmp_path / "c.yaml")}
+    watcher = subprocess.Popen([sys.executable, "-m", "cli.main", "watch", "--count", "2"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    doc = tmp_path / "m.yaml"
+    doc.write_text("kind: Model\nmetadata: {name: w}\nspec: {ollama_tag: 'w:1', capabilities: [chat], context_window: 4096}\n")
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(doc)).returncode == 0
+    assert llmctl(control_plane, tmp_path, "delete", "model", "w").returncode == 0
+    out, _ = watcher.communicate(timeout=20)
+    assert [line.split()[1:] for line in out.strip().splitlines()] == [["PUT", "models/w"], ["DELETE", "models/w"]]
+
+    created = llmctl(control_plane, tmp_path, "token", "create", "ci-viewer", "--role", "viewer")
+    viewer = created.stdout.strip()
+    assert created.returncode == 0 and viewer.startswith("llmt_")
+    assert llmctl(control_plane, tmp_path, "list", token=viewer).returncode == 0
+    denied = llmctl(control_plane, tmp_path, "apply", "-f", str(doc), token=viewer)
+    assert denied.returncode == 1 and "403" in denied.stderr
+
+    doc.write_text("kind: Model\nmetadata: {name: w}\nspec: {ollama_tag: 'w:1', capabilities: [chat], context_window: tiny}\n")
+    invalid = llmctl(control_plane, tmp_path, "apply", "-f", str(doc))
+    assert invalid.returncode == 1 and "spec.context_window" in invalid.stderr and str(doc) in invalid.stderr
+    assert llmctl(control_plane, tmp_path, "get", "gadget", "x").returncode == 1
+    down = llmctl("http://127.0.0.1:9", tmp_path, "list")
+    assert down.returncode == 1 and "cannot reach the control plane" in down.stderr
+
+    assert llmctl(control_plane, tmp_path, "login", "--url", control_plane, "--token", viewer).returncode == 0
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | {"LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml")}
+    from_file = subprocess.run([sys.executable, "-m", "cli.main", "list", "-o", "json"], env=env_free, cwd=ROOT, capture_output=True, text=True)
+    assert from_file.returncode == 0, from_file.stderr

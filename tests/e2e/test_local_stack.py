@@ -1,0 +1,50 @@
+"""``make llm-tuning-up`` machinery: start twice, status, stop exactly what was started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "deploy/local/stack.py"), cmd], env=env, capture_output=True, text=True, timeout=90)
+
+
+def test_up_twice_status_down(tmp_path: Path) -> None:
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "LLMTUNE_RUN_DIR": str(tmp_path / "run"),
+        "LLMTUNE_DATA_DIR": str(tmp_path / "data"),
+        "LLMTUNE_VENV": str(Path(sys.executable).parent.parent),
+        "LLMTUNE_LOCAL_ETCD_PORT": str(free_port()),
+        "LLMTUNE_LOCAL_ETCD_PEER_PORT": str(free_port()),
+        "LLMTUNE_API__PORT": str(api_port),
+        "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"),
+    }
+    env.pop("LLMTUNE_DB__URL", None)
+    first = stack("up", env)
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "control plane  started" in first.stdout
+        token = (tmp_path / "run" / "admin-token").read_text().strip()
+        assert (tmp_path / "llmctl.yaml").exists() and token in (tmp_path / "llmctl.yaml").read_text()
+        resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/config", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200
+        second = stack("up", env)
+        assert second.returncode == 0 and second.stdout.count("already running") == 2
+        status = stack("status", env)
+        assert status.returncode == 0 and "readyz         200" in status.stdout
+    finally:
+        down = stack("down", env)
+    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 2
+    assert stack("status", env).returncode == 1
+    assert "not running" in stack("down", env).stdout  # a second down is harmless
