@@ -37,14 +37,18 @@ class Client:
         try:
             return self._check(self._http.request(method, path, **kwargs))
         except httpx.TransportError as exc:
-            raise ApiError(f"cannot reach the control plane at {self.url} ({exc.__class__.__name__}); is it running? try 'make llm-tuning-up'") from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> ApiError:
+        hint = "is it running? try 'make llm-tuning-up'"
+        return ApiError(f"cannot reach the control plane at {self.url} ({exc.__class__.__name__}); {hint}")
 
     def readiness(self) -> dict[str, Any]:
         """``/readyz``'s answer, which is 503 (with the failing checks) while not ready."""
         try:
             resp = self._http.get("/readyz")
         except httpx.TransportError as exc:
-            raise ApiError(f"cannot reach the control plane at {self.url} ({exc.__class__.__name__}); is it running? try 'make llm-tuning-up'") from exc
+            raise self._unreachable(exc) from exc
         data: dict[str, Any] = resp.json()
         return data
 

@@ -3,6 +3,7 @@ against the schemas before anything is sent, naming the file and document of eac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _where(err: dict[str, Any]) -> str:
+def _where(err: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ())]
     if loc and loc[0] in PLURAL_OF_KIND:
         loc = loc[1:]
@@ -67,7 +68,9 @@ def load(paths: list[Path]) -> list[dict[str, Any]]:
                 first = exc.errors()[0]
                 name = doc.get("metadata", {}).get("name", "?") if isinstance(doc.get("metadata"), dict) else "?"
                 more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-                raise DocumentError(f"{file} (document {index}, {doc.get('kind', '?')} {name}): {_where(first)}: {first['msg']}{more}") from exc
+                raise DocumentError(
+                    f"{file} (document {index}, {doc.get('kind', '?')} {name}): {_where(first)}: {first['msg']}{more}"
+                ) from exc
             docs.append(doc)
     if not docs:
         raise DocumentError("no documents found in " + ", ".join(str(p) for p in paths))

@@ -158,7 +158,9 @@ def history(
 
 
 @app.command()
-def diff(from_revision: int = typer.Argument(..., metavar="FROM"), to_revision: int | None = typer.Argument(None, metavar="[TO]")) -> None:
+def diff(
+    from_revision: int = typer.Argument(..., metavar="FROM"), to_revision: int | None = typer.Argument(None, metavar="[TO]")
+) -> None:
     """Diff the configuration between two revisions (TO defaults to now)."""
 
     def body() -> None:
@@ -179,7 +181,13 @@ def rollback(
     """Restore the whole configuration (or one object) as it was at REVISION, as a new revision."""
 
     def body() -> None:
-        request = {"revision": revision, "kind": kind_plural(kind) if kind else None, "name": name, "dry_run": dry_run, "message": message}
+        request = {
+            "revision": revision,
+            "kind": kind_plural(kind) if kind else None,
+            "name": name,
+            "dry_run": dry_run,
+            "message": message,
+        }
         result = client().post("/api/v1/rollback", request)
         if dry_run:
             show_diff(result["diff"])
@@ -233,7 +241,9 @@ def status() -> None:
             nodes.add_column(col)
         for n in data["nodes"]:
             loaded = ", ".join(m["name"] for m in n.get("loaded_models", []))
-            nodes.add_row(n.get("node", "?"), "up" if n.get("ollama_reachable") else "down", str(n.get("applied_revision", "")), loaded)
+            nodes.add_row(
+                n.get("node", "?"), "up" if n.get("ollama_reachable") else "down", str(n.get("applied_revision", "")), loaded
+            )
         out.print(nodes if data["nodes"] else "nodes: none reporting yet")
 
     run(body)
@@ -267,7 +277,9 @@ def token_list() -> None:
         for col in ("ID", "NAME", "ROLE", "CREATED", "BY", "REVOKED"):
             table.add_column(col)
         for t in client().get("/api/v1/tokens")["items"]:
-            table.add_row(str(t["id"]), t["name"], t["role"], t["created_at"][:19], t["created_by"], "yes" if t["revoked"] else "")
+            table.add_row(
+                str(t["id"]), t["name"], t["role"], t["created_at"][:19], t["created_by"], "yes" if t["revoked"] else ""
+            )
         out.print(table)
 
     run(body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,7 +51,7 @@ class ConfigObject(Strict):
         """Copy with ``metadata.revision`` set (the store's mod revision)."""
         return self.model_copy(update={"metadata": self.metadata.model_copy(update={"revision": revision})})
 
-    def content(self) -> dict[str, object]:
+    def content(self) -> dict[str, Any]:
         """JSON-able content without the server-owned revision: what is stored and compared."""
         data = self.model_dump(mode="json", exclude_none=True)
         data["metadata"].pop("revision", None)

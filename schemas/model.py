@@ -103,9 +103,7 @@ class ModelSpec(Strict):
         if self.provider is Provider.OPENAI and self.endpoint is None:
             raise ValueError("provider 'openai' needs an endpoint URL")
         if self.options.num_ctx is not None and self.options.num_ctx > self.context_window:
-            raise ValueError(
-                f"options.num_ctx ({self.options.num_ctx}) exceeds context_window ({self.context_window})"
-            )
+            raise ValueError(f"options.num_ctx ({self.options.num_ctx}) exceeds context_window ({self.context_window})")
         if len(set(self.capabilities)) != len(self.capabilities):
             raise ValueError("capabilities lists an entry twice")
         return self

@@ -16,9 +16,7 @@ from schemas.route import Route
 AnyConfig = Annotated[Model | Route | RagCollection | Experiment | NodePool, Field(discriminator="kind")]
 
 #: plural (as in ``/api/v1/config/<plural>`` and ``/<ns>/v1/config/<plural>/<name>``) -> class.
-KINDS: dict[str, type[ConfigObject]] = {
-    cls.plural: cls for cls in (Model, Route, RagCollection, Experiment, NodePool)
-}
+KINDS: dict[str, type[ConfigObject]] = {cls.plural: cls for cls in (Model, Route, RagCollection, Experiment, NodePool)}
 #: ``kind`` field value -> plural.
 PLURAL_OF_KIND: dict[str, str] = {cls.model_fields["kind"].default: plural for plural, cls in KINDS.items()}
 

@@ -57,12 +57,17 @@ class Timeouts(Strict):
         return self
 
 
+RetryOn = Literal["error", "timeout", "overloaded"]
+
+
+def _retry_on_all() -> list[RetryOn]:
+    return ["error", "timeout", "overloaded"]
+
+
 class Retries(Strict):
     max_attempts: int = Field(default=2, ge=0, le=10)
     backoff_ms: int = Field(default=50, ge=0, le=60_000)
-    retry_on: list[Literal["error", "timeout", "overloaded"]] = Field(
-        default_factory=lambda: ["error", "timeout", "overloaded"]
-    )
+    retry_on: list[RetryOn] = Field(default_factory=_retry_on_all)
 
 
 class RouteSpec(Strict):

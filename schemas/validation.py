@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.common import ConfigObject
@@ -36,7 +36,9 @@ def _check_route(route: Route, state: Mapping[ObjectKey, ConfigObject]) -> list[
         if exp is None:
             out.append(Problem("routes", route.name, "spec.experiment", f"experiment '{route.spec.experiment}' does not exist"))
         elif isinstance(exp, Experiment) and exp.spec.route != route.name:
-            out.append(Problem("routes", route.name, "spec.experiment", f"experiment '{exp.name}' belongs to route '{exp.spec.route}'"))
+            out.append(
+                Problem("routes", route.name, "spec.experiment", f"experiment '{exp.name}' belongs to route '{exp.spec.route}'")
+            )
     return out
 
 
@@ -88,10 +90,15 @@ def references(obj: ConfigObject) -> list[ObjectKey]:
     return list(dict.fromkeys(refs))
 
 
-def check_references(state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
-    """Every dangling or inconsistent reference in ``state`` (empty when the state is whole)."""
+def check_references(state: Mapping[ObjectKey, ConfigObject], *, only: Iterable[ObjectKey] | None = None) -> list[Problem]:
+    """Dangling or inconsistent references in ``state`` (empty when the state is whole).
+
+    ``only`` limits the check to those objects (the ones a change touches), for writes to a
+    large configuration that is known to be whole otherwise.
+    """
     problems: list[Problem] = []
-    for obj in state.values():
+    objects = state.values() if only is None else [state[k] for k in only if k in state]
+    for obj in objects:
         if isinstance(obj, Route):
             problems += _check_route(obj, state)
         elif isinstance(obj, RagCollection):
@@ -101,3 +108,14 @@ def check_references(state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
         elif isinstance(obj, Model):
             problems += _check_model(obj, state)
     return problems
+
+
+def affected_by(
+    state: Mapping[ObjectKey, ConfigObject], changed: Iterable[ObjectKey], deleted: Iterable[ObjectKey]
+) -> list[ObjectKey]:
+    """Objects whose references a change can break: the changed ones and those naming a deleted one."""
+    gone = set(deleted)
+    out = [k for k in changed if k in state]
+    if gone:
+        out += [k for k, obj in state.items() if k not in out and gone.intersection(references(obj))]
+    return out

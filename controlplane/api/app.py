@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlplane.api import errors
 from controlplane.api.broadcast import Broadcaster
@@ -20,6 +21,7 @@ from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
 from controlplane.services.history import History
 from controlplane.services.tokens import TokenService
+from controlplane.services.view import ConfigView
 from controlplane.settings import Settings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
@@ -29,22 +31,39 @@ from controlplane.store.keys import KeySpace
 log = logging.getLogger(__name__)
 
 
-def _metrics(app: FastAPI, registry: CollectorRegistry) -> None:
-    requests = Counter("llmtune_api_requests_total", "API requests.", ["method", "route", "status"], registry=registry)
-    latency = Histogram(
-        "llmtune_api_request_duration_seconds", "API request latency.", ["method", "route"], registry=registry,
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    )
+class MetricsMiddleware:
+    """Request count and latency per route template (plain ASGI: BaseHTTPMiddleware costs ~1 ms a request)."""
 
-    @app.middleware("http")
-    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("llmtune_api_requests_total", "API requests.", ["method", "route", "status"], registry=registry)
+        self.latency = Histogram(
+            "llmtune_api_request_duration_seconds",
+            "API request latency.",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        latency.labels(request.method, path).observe(time.perf_counter() - start)
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        return response
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.labels(scope["method"], path).observe(time.perf_counter() - start)
+            self.requests.labels(scope["method"], path, str(status)).inc()
 
 
 def create_app(settings: Settings | None = None, *, store: ConfigStore | None = None) -> FastAPI:
@@ -61,10 +80,11 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         engine = make_engine(settings.db.url)
         await asyncio.to_thread(migrate, engine)
         bootstrap = settings.auth.bootstrap_token.get_secret_value() if settings.auth.bootstrap_token else None
-        history_log = History(engine)
-        service = ConfigService(the_store, history_log, keys=keys)
+        view = ConfigView(keys)
+        service = ConfigService(the_store, History(engine), keys=keys, view=view)
         broadcaster = Broadcaster(keys)
         config_informer = Informer(the_store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
+        config_informer.add_handler(view.on_snapshot)
         status_informer = Informer(the_store, keys.status_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
 
         def on_config(snapshot: Snapshot) -> None:
@@ -82,9 +102,15 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             await asyncio.to_thread(ping)
 
         rt = Runtime(
-            store=the_store, keys=keys, config=service, tokens=TokenService(engine, bootstrap_token=bootstrap),
-            config_informer=config_informer, status_informer=status_informer, broadcaster=broadcaster,
-            registry=registry, check_db=check_db,
+            store=the_store,
+            keys=keys,
+            config=service,
+            tokens=TokenService(engine, bootstrap_token=bootstrap),
+            config_informer=config_informer,
+            status_informer=status_informer,
+            broadcaster=broadcaster,
+            registry=registry,
+            check_db=check_db,
         )
         app.state.runtime = rt
         tasks = [asyncio.create_task(config_informer.run()), asyncio.create_task(status_informer.run())]
@@ -109,7 +135,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         description="Versioned model, routing, RAG and experiment configuration for a fleet of Ollama nodes.",
     )
     errors.install(app)
-    _metrics(app, registry)
+    app.add_middleware(MetricsMiddleware, registry=registry)
     for module in (config, history, watch, tokens, health):
         app.include_router(module.router)
     return app

@@ -67,4 +67,4 @@ def parse_revision_header(value: str | None, header: str) -> int | None:
     try:
         return int(value.strip('"'))
     except ValueError:
-        raise BadRequest(f"{header} must be a quoted revision such as \"42\" (the ETag you read), got {value!r}") from None
+        raise BadRequest(f'{header} must be a quoted revision such as "42" (the ETag you read), got {value!r}') from None

@@ -27,8 +27,15 @@ PROBLEM = "application/problem+json"
 _KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
 
 
-def problem(status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": f"https://llmtune.dev/problems/{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
+def problem(
+    status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://llmtune.dev/problems/{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -66,7 +73,9 @@ def install(app: FastAPI) -> None:
 
     async def stale(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StaleRevision)
-        return problem(409, "Conflict", str(exc), errors=[{"field": f"{exc.kind}/{exc.name}", "message": f"current revision {exc.actual}"}])
+        return problem(
+            409, "Conflict", str(exc), errors=[{"field": f"{exc.kind}/{exc.name}", "message": f"current revision {exc.actual}"}]
+        )
 
     async def invalid(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Invalid)
@@ -87,7 +96,8 @@ def install(app: FastAPI) -> None:
 
     async def http(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail) if exc.status_code != 404 else "Not found", str(exc.detail), headers=exc.headers)
+        title = "Not found" if exc.status_code == 404 else str(exc.detail)
+        return problem(exc.status_code, title, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
 
     app.add_exception_handler(StaleRevision, stale)
     app.add_exception_handler(Invalid, invalid)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.services.history import Change
+from controlplane.services.history import Action, Change
 
 ObjectKey = tuple[str, str]
 
@@ -20,13 +20,17 @@ def compare(before: Mapping[ObjectKey, dict[str, Any]], after: Mapping[ObjectKey
         old, new = before.get(key), after.get(key)
         if old == new:
             continue
-        action = "create" if old is None else "delete" if new is None else "update"
+        action: Action = "create" if old is None else "delete" if new is None else "update"
         out.append(Change(key[0], key[1], action, old, new))
     return out
 
 
+#: libyaml's emitter is ~10x faster than the pure-Python one; both give the same text.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def _yaml(doc: dict[str, Any] | None) -> list[str]:
-    return [] if doc is None else yaml.safe_dump(doc, sort_keys=False).splitlines(keepends=True)
+    return [] if doc is None else yaml.dump(doc, Dumper=_DUMPER, sort_keys=False).splitlines(keepends=True)
 
 
 def unified(changes: Sequence[Change]) -> str:

@@ -91,7 +91,11 @@ class TokenService:
         token = new_token()
         with Session(self._engine) as s, s.begin():
             row = ApiToken(
-                name=name, role=role.name.lower(), token_hash=hash_token(token), created_at=datetime.now(UTC), created_by=created_by
+                name=name,
+                role=role.name.lower(),
+                token_hash=hash_token(token),
+                created_at=datetime.now(UTC),
+                created_by=created_by,
             )
             s.add(row)
             s.flush()

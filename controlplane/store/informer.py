@@ -209,9 +209,11 @@ class Informer:
             retrying = AsyncRetrying(
                 retry=retry_if_exception_type(StoreError),
                 wait=wait_exponential_jitter(multiplier=0.02, max=self._max_backoff_s, jitter=0.05),
-                before_sleep=lambda state: log.warning("informer %s: store unavailable (attempt %d)", self._prefix, state.attempt_number),
+                before_sleep=lambda state: log.warning(
+                    "informer %s: store unavailable (attempt %d)", self._prefix, state.attempt_number
+                ),
             )
-            end = await retrying(self.sync_once)
+            end: StreamEnd = await retrying(self.sync_once)
             self.stats.ends[end.value] = self.stats.ends.get(end.value, 0) + 1
             if end is not StreamEnd.BROKEN:
                 log.info("informer %s: %s, re-listing", self._prefix, end.value)

@@ -29,7 +29,7 @@ class KeySpace:
         prefix = self.config_prefix()
         if not key.startswith(prefix):
             raise ValueError(f"not a config key: {key}")
-        kind, sep, name = key[len(prefix):].partition("/")
+        kind, sep, name = key[len(prefix) :].partition("/")
         if not sep or not name or "/" in name:
             raise ValueError(f"not a config key: {key}")
         return kind, name

@@ -7,6 +7,7 @@ ZooKeeper backend maps it to a session with ephemeral znodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from controlplane.store.base import ConfigStore, EventType, Put
@@ -107,8 +108,6 @@ class Election:
     async def resign(self) -> None:
         kv = await self._store.get(self._key)
         if kv is not None and kv.value == self.candidate.encode():
-            try:
+            with contextlib.suppress(Conflict):
                 await self._store.delete(self._key, expected_revision=kv.mod_revision)
-            except Conflict:
-                pass
         await self.keeper.close()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.store.base import (
-    Check,
     Delete,
     Event,
     EventType,
     KeyValue,
     ListResult,
     Op,
+    PrefixCheck,
     Put,
     StoreBase,
     WatchBatch,
@@ -101,13 +102,18 @@ class MemoryStore(StoreBase):
         check_ops(ops)
         self._check()
         for op in ops:
+            if isinstance(op, PrefixCheck):
+                newer = [kv.key for kv in self._data.values() if kv.key.startswith(op.key) and kv.mod_revision > op.revision]
+                if newer:
+                    raise Conflict(op.key, expected=op.revision, actual=max(self._data[k].mod_revision for k in newer))
+                continue
             current = self._data.get(op.key)
             actual = current.mod_revision if current else None
             if op.expected_revision is not None and (actual or 0) != op.expected_revision:
                 raise Conflict(op.key, expected=op.expected_revision, actual=actual)
             if isinstance(op, Put) and op.lease and op.lease not in self._leases:
                 raise LeaseLost(f"lease {op.lease} does not exist")
-        writes = [op for op in ops if not isinstance(op, Check)]
+        writes = [op for op in ops if isinstance(op, Put | Delete)]
         if all(isinstance(op, Delete) and op.key not in self._data for op in writes):
             return self._revision  # changing nothing creates no revision (as in etcd)
         return self._apply(writes)
@@ -131,10 +137,8 @@ class MemoryStore(StoreBase):
                 # Like etcd's progress notifications, an empty batch says "nothing up to here".
                 last_sent = time.monotonic()
                 yield WatchBatch(events, self._revision)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tick.wait(), _EXPIRY_POLL_S)
-            except TimeoutError:
-                pass
 
     async def current_revision(self) -> int:
         self._check()

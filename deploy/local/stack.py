@@ -98,10 +98,25 @@ def up() -> None:
         peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
         marker = str(DATA / "etcd")
         cmd = [
-            str(VENV_BIN / "etcd"), "--name", "llmtune", "--data-dir", marker,
-            "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"llmtune={peer}",
-            "--experimental-watch-progress-notify-interval", "5s", "--auto-compaction-retention", "1h",
+            str(VENV_BIN / "etcd"),
+            "--name",
+            "llmtune",
+            "--data-dir",
+            marker,
+            "--listen-client-urls",
+            ETCD_URL,
+            "--advertise-client-urls",
+            ETCD_URL,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"llmtune={peer}",
+            "--experimental-watch-progress-notify-interval",
+            "5s",
+            "--auto-compaction-retention",
+            "1h",
         ]
         pid = _start("etcd", cmd, dict(os.environ), marker)
         _wait("etcd", lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
@@ -113,13 +128,15 @@ def up() -> None:
         if _port_busy(API_PORT):
             raise SystemExit(f"port {API_PORT} is taken by another process; set LLMTUNE_API__PORT")
         env = dict(os.environ)
-        env.update({
-            "LLMTUNE_STORE__ENDPOINTS": ETCD_URL,
-            "LLMTUNE_DB__URL": env.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
-            "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": token,
-            "LLMTUNE_API__PORT": str(API_PORT),
-            "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
-        })
+        env.update(
+            {
+                "LLMTUNE_STORE__ENDPOINTS": ETCD_URL,
+                "LLMTUNE_DB__URL": env.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
+                "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": token,
+                "LLMTUNE_API__PORT": str(API_PORT),
+                "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
+            }
+        )
         marker = "controlplane.api"
         pid = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", lambda: _get(f"{API_URL}/readyz")[0] == 200)
@@ -127,7 +144,7 @@ def up() -> None:
     subprocess.run([str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token], check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
-    print(f"logs:         make llm-tuning-logs      stop: make llm-tuning-down")
+    print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
 
 
 def status() -> int:

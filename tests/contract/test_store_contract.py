@@ -16,7 +16,9 @@ from controlplane.store.memory import MemoryStore
 from tests.fixtures.services import EtcdServer
 
 
-async def collect(stream: AsyncIterator[WatchBatch], n_events: int, timeout_s: float = 5.0) -> list[tuple[EventType, str, bytes, int]]:
+async def collect(
+    stream: AsyncIterator[WatchBatch], n_events: int, timeout_s: float = 5.0
+) -> list[tuple[EventType, str, bytes, int]]:
     out: list[tuple[EventType, str, bytes, int]] = []
     async with asyncio.timeout(timeout_s):
         async for batch in stream:
@@ -146,7 +148,7 @@ async def test_lease_expires_without_keepalive(store: ConfigStore, keys: KeySpac
     k = keys.status("n2")
     await store.put(k, b"x", lease=lease)
     async with asyncio.timeout(6):
-        while await store.get(k) is not None:
+        while await store.get(k) is not None:  # noqa: ASYNC110 - polling a remote store, no local event to wait on
             await asyncio.sleep(0.1)
     keeper = LeaseKeeper(store, ttl_s=1)
     await keeper.set_key(k, b"again")
@@ -174,3 +176,20 @@ async def test_election_one_leader_and_handover(store: ConfigStore, keys: KeySpa
         await waiting
     assert await b.is_leader() and not await a.is_leader()
     await b.resign()
+
+
+async def test_prefix_check_fails_when_anything_under_the_prefix_moved(store: ConfigStore, keys: KeySpace) -> None:
+    from controlplane.store.base import PrefixCheck
+
+    a, b = keys.config("models", "a"), keys.config("models", "b")
+    seen = await store.put(a, b"1")
+    await store.commit([Put(b, b"2"), PrefixCheck(keys.config_prefix(), seen)])  # nothing newer than seen
+    with pytest.raises(Conflict) as exc:
+        await store.commit([Put(a, b"3"), PrefixCheck(keys.config_prefix(), seen)])  # b was written after seen
+    assert exc.value.key == keys.config_prefix()
+    assert (await store.get(a)).value == b"1"  # type: ignore[union-attr]
+    # other prefixes do not count, and an empty prefix always passes
+    await store.put(keys.status("n"), b"x")
+    now = await store.current_revision()
+    await store.commit([Put(a, b"4"), PrefixCheck(keys.config_prefix(), now)])
+    await store.commit([Put(keys.node("n"), b"y"), PrefixCheck(keys.config_prefix("nothing-here"), 0)])

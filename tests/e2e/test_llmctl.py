@@ -50,8 +50,16 @@ def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> It
 
 
 def llmctl(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LLMCTL_URL": url, "LLMCTL_TOKEN": token, "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "LLMCTL_URL": url,
+        "LLMCTL_TOKEN": token,
+        "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_path: Path) -> None:
@@ -96,7 +104,14 @@ def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_pat
 
 def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
     env = {**os.environ, "LLMCTL_URL": control_plane, "LLMCTL_TOKEN": TOKEN, "LLMCTL_CONFIG": str(tmp_path / "c.yaml")}
-    watcher = subprocess.Popen([sys.executable, "-m", "cli.main", "watch", "--count", "2"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "watch", "--count", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     doc = tmp_path / "m.yaml"
     doc.write_text("kind: Model\nmetadata: {name: w}\nspec: {ollama_tag: 'w:1', capabilities: [chat], context_window: 4096}\n")
@@ -120,6 +135,10 @@ def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
     assert down.returncode == 1 and "cannot reach the control plane" in down.stderr
 
     assert llmctl(control_plane, tmp_path, "login", "--url", control_plane, "--token", viewer).returncode == 0
-    env_free = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | {"LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml")}
-    from_file = subprocess.run([sys.executable, "-m", "cli.main", "list", "-o", "json"], env=env_free, cwd=ROOT, capture_output=True, text=True)
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | {
+        "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml")
+    }
+    from_file = subprocess.run(
+        [sys.executable, "-m", "cli.main", "list", "-o", "json"], env=env_free, cwd=ROOT, capture_output=True, text=True
+    )
     assert from_file.returncode == 0, from_file.stderr

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "deploy/local/stack.py"), cmd], env=env, capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "deploy/local/stack.py"), cmd], env=env, capture_output=True, text=True, timeout=90
+    )
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:

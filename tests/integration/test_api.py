@@ -85,7 +85,9 @@ def test_invalid_documents_get_422_naming_the_field(client: TestClient) -> None:
     assert wrong_kind.status_code == 400
     dangling = client.put("/api/v1/config/routes/r", json=route_doc("r", "ghost"), headers=ADMIN)
     assert dangling.status_code == 422
-    assert dangling.json()["errors"] == [{"field": "spec.targets[0].model", "object": "routes/r", "message": "model 'ghost' does not exist"}]
+    assert dangling.json()["errors"] == [
+        {"field": "spec.targets[0].model", "object": "routes/r", "message": "model 'ghost' does not exist"}
+    ]
     bad_etag = client.put("/api/v1/config/models/m", json=model_doc("m"), headers={**ADMIN, "If-Match": "yesterday"})
     assert bad_etag.status_code == 400
     assert client.get("/api/v1/history", headers=ADMIN).json()["items"] == []  # nothing was written

@@ -38,7 +38,10 @@ def test_examples_are_valid_and_whole() -> None:
         ({"kind": "Route", "metadata": {"name": "r"}, "spec": {"targets": [{"model": "a", "weight": 0}]}}, "spec"),
         (rag_doc("kb-x", "e", chunking={"size": 100, "overlap": 100}), "spec.chunking"),
         (rag_doc("kb-x", "e", prompt_template="no placeholders"), "spec"),
-        ({"kind": "Experiment", "metadata": {"name": "e"}, "spec": {"route": "r", "variants": [{"name": "a", "model": "m"}]}}, "spec.variants"),
+        (
+            {"kind": "Experiment", "metadata": {"name": "e"}, "spec": {"route": "r", "variants": [{"name": "a", "model": "m"}]}},
+            "spec.variants",
+        ),
     ],
 )
 def test_invalid_documents_name_the_field(doc: dict[str, object], field: str) -> None:

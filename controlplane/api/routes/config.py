@@ -43,13 +43,15 @@ async def list_all(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> di
 
 @router.get("/config/{kind}")
 async def list_kind(kind: str, response: Response, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
-    items, revision = await rt.config.list(kind)
+    items, revision = await rt.config.list_kind(kind)
     response.headers["X-Config-Revision"] = str(revision)
     return {"revision": revision, "items": [body_of(o) for o in items]}
 
 
 @router.get("/config/{kind}/{name}")
-async def get_one(kind: str, name: str, response: Response, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
+async def get_one(
+    kind: str, name: str, response: Response, rt: Runtime = Depends(runtime), _p: Principal = Viewer
+) -> dict[str, Any]:
     obj = await rt.config.get(kind, name)
     response.headers["ETag"] = etag(obj.metadata.revision)
     return body_of(obj)

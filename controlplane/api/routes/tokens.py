@@ -19,7 +19,14 @@ class TokenRequest(BaseModel):
 
 
 def info_body(t: TokenInfo) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at.isoformat(), "created_by": t.created_by, "revoked": t.revoked}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "role": t.role,
+        "created_at": t.created_at.isoformat(),
+        "created_by": t.created_by,
+        "revoked": t.revoked,
+    }
 
 
 @router.post("/tokens", status_code=201)
