@@ -24,6 +24,7 @@ class StoreSettings(BaseModel):
     cert_file: str | None = Field(default=None, description="Client certificate for etcd mutual TLS.")
     key_file: str | None = Field(default=None, description="Key of the client certificate.")
     timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one store request.")
+    max_txn_ops: int = Field(default=128, ge=8, description="Operations one transaction may hold; match etcd's --max-txn-ops.")
     idle_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         await asyncio.to_thread(migrate, engine)
         bootstrap = settings.auth.bootstrap_token.get_secret_value() if settings.auth.bootstrap_token else None
         view = ConfigView(keys)
-        service = ConfigService(the_store, History(engine), keys=keys, view=view)
+        service = ConfigService(the_store, History(engine), keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops)
         broadcaster = Broadcaster(keys)
         config_informer = Informer(the_store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
         config_informer.add_handler(view.on_snapshot)

@@ -19,9 +19,10 @@ from controlplane.services.errors import (
     Invalid,
     NotFound,
     StaleRevision,
+    TooLarge,
     Unauthorized,
 )
-from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreUnavailable
+from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
 
 PROBLEM = "application/problem+json"
 _KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
@@ -70,6 +71,8 @@ def install(app: FastAPI) -> None:
     on(Unauthorized, 401, "Unauthorized")
     on(Forbidden, 403, "Forbidden")
     on(LeaseLost, 409, "Lease lost")
+    on(StoreRejected, 413, "Change set too large")
+    on(TooLarge, 413, "Change set too large")
 
     async def stale(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StaleRevision)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from controlplane.services.diff import compare, unified
-from controlplane.services.errors import AlreadyExists, BadRequest, Invalid, NotFound, StaleRevision
+from controlplane.services.errors import AlreadyExists, BadRequest, Invalid, NotFound, StaleRevision, TooLarge
 from controlplane.services.history import Change, History, Record
 from controlplane.services.view import ConfigView, Stored, decode
 from controlplane.store.base import Check, ConfigStore, Delete, Op, PrefixCheck, Put
@@ -67,8 +67,11 @@ class ConfigService:
     #: Attempts when concurrent writers move the configuration between validation and commit.
     ATTEMPTS = 8
 
-    def __init__(self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None) -> None:
+    def __init__(
+        self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128
+    ) -> None:
         self._store = store
+        self._max_txn_ops = max_txn_ops
         self._history = history
         self._keys = keys
         self._view = view
@@ -182,6 +185,12 @@ class ConfigService:
         if dry_run or not changes:
             return ApplyResult(revision, changes, dry_run)
         ops = self._ops(changes, written, state, revision)
+        guards = sum(op.expected_revision is not None for op in ops)
+        if max(guards, len(changes)) > self._max_txn_ops:
+            raise TooLarge(
+                f"this change set touches {len(changes)} objects and needs {guards} preconditions; one etcd transaction "
+                f"allows {self._max_txn_ops} (etcd's --max-txn-ops): split it into smaller applies"
+            )
         pinned = {self._keys.config(*k) for k in expected}
         return ApplyResult(await self._commit(ops, changes, actor=actor, message=message, pinned=pinned), changes, False)
 

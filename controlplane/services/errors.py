@@ -44,6 +44,10 @@ class BadRequest(ServiceError):
     """The request is well-formed JSON but asks for something impossible."""
 
 
+class TooLarge(ServiceError):
+    """The change set exceeds what one store transaction may hold."""
+
+
 class HistoryUnavailable(ServiceError):
     """The metadata database cannot be reached; no change was written."""
 

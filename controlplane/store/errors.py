@@ -11,6 +11,10 @@ class StoreUnavailable(StoreError):
     """The backend cannot be reached or did not answer in time; nothing was written."""
 
 
+class StoreRejected(StoreError):
+    """The backend refused the request itself (too many operations, too large); retrying won't help."""
+
+
 class Conflict(StoreError):
     """A compare-and-set precondition failed: the object changed (or exists / is missing)."""
 

@@ -38,7 +38,7 @@ from controlplane.store.base import (
     WatchBatch,
     check_ops,
 )
-from controlplane.store.errors import Compacted, Conflict, LeaseLost, StoreError, StoreUnavailable
+from controlplane.store.errors import Compacted, Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
@@ -100,6 +100,8 @@ def _translate(exc: grpc.aio.AioRpcError) -> StoreError:
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
         return LeaseLost(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT and ("too many operations" in details or "too large" in details):
+        return StoreRejected(f"etcd refused the request: {details}")
     if code in _RETRYABLE:
         return StoreUnavailable(f"etcd unavailable: {details or code.name}")
     return StoreUnavailable(f"etcd error {code.name}: {details}")
@@ -233,6 +235,7 @@ class EtcdStore(StoreBase):
                 if batch is not None:
                     yield batch
         except grpc.aio.AioRpcError as exc:
+            self._after_stream_error(exc)
             if exc.code() == grpc.StatusCode.UNAVAILABLE and len(self._targets) > 1:
                 await self._failover()
             raise _translate(exc) from exc
@@ -240,6 +243,11 @@ class EtcdStore(StoreBase):
             stop.set()
             call.cancel()
         raise StoreUnavailable("etcd closed the watch stream")
+
+    def _after_stream_error(self, exc: grpc.aio.AioRpcError) -> None:
+        """A rejected token (etcd expires idle ones) is dropped so the next stream authenticates."""
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED or "auth token" in (exc.details() or ""):
+            self._token = None
 
     @staticmethod
     def _watch_message(resp: Any) -> WatchBatch | None:
@@ -275,6 +283,7 @@ class EtcdStore(StoreBase):
                     raise LeaseLost(f"lease {lease_id} expired or was revoked")
                 return int(resp.TTL)
         except grpc.aio.AioRpcError as exc:
+            self._after_stream_error(exc)
             raise _translate(exc) from exc
         finally:
             call.cancel()

@@ -216,3 +216,13 @@ def test_watch_streams_changes_as_sse(client: TestClient) -> None:
     assert events[0][0] == "hello"
     assert [(e, d["type"], d["name"]) for e, d in events[1:]] == [("change", "put", "w"), ("change", "delete", "w")]
     assert events[1][1]["object"]["spec"]["context_window"] == 8192
+
+
+def test_change_set_larger_than_one_transaction_is_refused_whole(client: TestClient) -> None:
+    ok = client.post("/api/v1/config:apply", json={"objects": [model_doc(f"m{i}") for i in range(100)]}, headers=ADMIN)
+    assert ok.status_code == 200 and len(ok.json()["changes"]) == 100
+    big = client.post("/api/v1/config:apply", json={"objects": [model_doc(f"n{i}") for i in range(130)]}, headers=ADMIN)
+    assert big.status_code == 413 and "split it" in big.json()["detail"]
+    assert all(
+        not i["metadata"]["name"].startswith("n") for i in client.get("/api/v1/config/models", headers=ADMIN).json()["items"]
+    )
