@@ -20,7 +20,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -153,7 +153,10 @@ def report(s: Samples, *, writes: int, n_informers: int, cp_rss_mb: float) -> No
     print(f"goal p99 < 20 ms for API write -> {n_informers} informers: {'met' if pct(s.api_total, 99) < 20 else 'NOT met'}")
 
 
-def run_loop(coro: Coroutine[Any, Any, Samples]) -> Samples:
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop  # the loop the services run on (uvicorn picks it too)
 

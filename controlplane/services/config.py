@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -22,12 +23,12 @@ from controlplane.services.diff import compare, unified
 from controlplane.services.errors import AlreadyExists, BadRequest, Invalid, NotFound, StaleRevision, TooLarge
 from controlplane.services.history import Change, History, Record
 from controlplane.services.view import ConfigView, Stored, decode
-from controlplane.store.base import Check, ConfigStore, Delete, Op, PrefixCheck, Put
+from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
 from schemas.common import ConfigObject
 from schemas.registry import KINDS, parse_object
-from schemas.validation import Problem, affected_by, check_references, references
+from schemas.validation import Problem, affected_by, check_references
 
 log = logging.getLogger(__name__)
 ObjectKey = tuple[str, str]
@@ -43,6 +44,35 @@ class ApplyResult:
     def diff(self) -> str:
         """The unified diff, rendered on demand (it costs more than the write itself)."""
         return unified(self.changes)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    objects: Mapping[ObjectKey, Stored]
+    revision: int  # revision the objects were read at
+    head: int  # mod revision of the config head key when read (0: absent)
+
+
+class _Proposed(Mapping[ObjectKey, ConfigObject]):
+    """The state a change would produce, as an overlay on the stored one (copying 10,000 objects
+    per write cost ~8 ms here; validation only looks a few of them up)."""
+
+    def __init__(
+        self, base: Mapping[ObjectKey, Stored], written: Mapping[ObjectKey, ConfigObject], deleted: set[ObjectKey]
+    ) -> None:
+        self._base, self._written, self._deleted = base, written, deleted
+
+    def __getitem__(self, key: ObjectKey) -> ConfigObject:
+        if key in self._deleted:
+            raise KeyError(key)
+        return self._written[key] if key in self._written else self._base[key].obj
+
+    def __iter__(self) -> Iterator[ObjectKey]:
+        yield from self._written
+        yield from (k for k in self._base if k not in self._deleted and k not in self._written)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class _StaleState(Exception):
@@ -75,7 +105,6 @@ class ConfigService:
         self._history = history
         self._keys = keys
         self._view = view
-        self._last_commit = 0
 
     # -- reads -------------------------------------------------------------------------------
     async def _listed_state(self) -> tuple[Mapping[ObjectKey, Stored], int]:
@@ -88,12 +117,18 @@ class ConfigService:
                 log.error("ignoring invalid stored object %s at revision %d", kv.key, kv.mod_revision)
         return out, listed.revision
 
-    async def state(self, *, fresh: bool = False) -> tuple[Mapping[ObjectKey, Stored], int]:
-        """The whole desired configuration and its revision: from the view when it has caught up
-        with this service's own last write, else listed from the store."""
-        if not fresh and self._view is not None and await self._view.wait_for(self._last_commit, 1.0) and self._view.revision:
-            return self._view.state, self._view.revision
-        return await self._listed_state()
+    async def state(self, *, fresh: bool = False) -> StateRead:
+        """The whole desired configuration, and the config head it is at least as new as.
+
+        Every change set bumps the head key, so a view that has reached the head's revision holds
+        every committed change up to it; a commit guarded by "head unchanged" is then safe.
+        """
+        head_kv = await self._store.get(self._keys.config_head())
+        head = head_kv.mod_revision if head_kv else 0
+        if not fresh and self._view is not None and await self._view.wait_for(max(head, 1), 1.0):
+            return StateRead(self._view.state, self._view.revision, head)
+        objects, revision = await self._listed_state()
+        return StateRead(objects, revision, head)
 
     async def get(self, kind: str, name: str) -> ConfigObject:
         require_kind(kind)
@@ -102,10 +137,21 @@ class ConfigService:
             raise NotFound(kind, name)
         return decode(kv.value, kv.mod_revision)
 
-    async def list_kind(self, kind: str) -> tuple[list[ConfigObject], int]:
-        require_kind(kind)
+    async def list_documents(self, kind: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Stored documents (with ``metadata.revision``) of one kind or all, and the revision read at.
+
+        Served as stored: every document was validated on its way in, and re-validating 10,000
+        objects per listing cost ~1.5 s here (orjson: the stdlib json module alone took ~0.3 s).
+        """
+        if kind is not None:
+            require_kind(kind)
         listed = await self._store.list(self._keys.config_prefix(kind))
-        return [decode(kv.value, kv.mod_revision) for kv in listed.items], listed.revision
+        docs = []
+        for kv in listed.items:
+            doc = orjson.loads(kv.value)
+            doc["metadata"]["revision"] = kv.mod_revision
+            docs.append(doc)
+        return docs, listed.revision
 
     # -- the write path ----------------------------------------------------------------------
     async def apply(
@@ -121,9 +167,9 @@ class ConfigService:
         """Create/update ``objects`` and delete ``deletes`` as one revision.
 
         ``expected`` maps objects to the revision the caller last saw (0: must not exist).
-        Validation runs against a state read at some revision R, and the commit carries guards
-        that nothing under the config prefix changed after R; if something did, validation runs
-        again on a fresh listing (a few attempts, with jitter, before the caller gets a conflict).
+        Validation runs against the state as of the config head H, and the commit moves the head
+        only if it is still H; if another change set came first, validation runs again on a fresh
+        listing (a few attempts, with jitter, before the caller gets a conflict).
         """
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.ATTEMPTS),
@@ -151,7 +197,8 @@ class ConfigService:
         dry_run: bool,
         fresh: bool,
     ) -> ApplyResult:
-        state, revision = await self.state(fresh=fresh)
+        read = await self.state(fresh=fresh)
+        state = read.objects
         delete_set = set(deletes)
         for key in deletes:
             require_kind(key[0])
@@ -177,14 +224,13 @@ class ConfigService:
                 written[key] = obj
         changes += [Change(k[0], k[1], "delete", state[k].obj.content(), None, state[k].revision) for k in deletes]
         changes.sort(key=lambda c: (c.kind, c.name))
-        new_state: dict[ObjectKey, ConfigObject] = {k: s.obj for k, s in state.items() if k not in delete_set}
-        new_state.update(written)
+        new_state = _Proposed(state, written, delete_set)
         problems = check_references(new_state, only=affected_by(new_state, written, delete_set))
         if problems:
             raise Invalid(problems)
         if dry_run or not changes:
-            return ApplyResult(revision, changes, dry_run)
-        ops = self._ops(changes, written, state, revision)
+            return ApplyResult(read.revision, changes, dry_run)
+        ops = self._ops(changes, written, read)
         guards = sum(op.expected_revision is not None for op in ops)
         if max(guards, len(changes)) > self._max_txn_ops:
             raise TooLarge(
@@ -194,28 +240,18 @@ class ConfigService:
         pinned = {self._keys.config(*k) for k in expected}
         return ApplyResult(await self._commit(ops, changes, actor=actor, message=message, pinned=pinned), changes, False)
 
-    def _ops(
-        self,
-        changes: Sequence[Change],
-        written: Mapping[ObjectKey, ConfigObject],
-        state: Mapping[ObjectKey, Stored],
-        revision: int,
-    ) -> list[Op]:
+    def _ops(self, changes: Sequence[Change], written: Mapping[ObjectKey, ConfigObject], read: StateRead) -> list[Op]:
         ops: list[Op] = []
-        changed = {(c.kind, c.name) for c in changes}
-        guards: set[ObjectKey] = set()
         for c in changes:
-            key = (c.kind, c.name)
-            path = self._keys.config(*key)
+            path = self._keys.config(c.kind, c.name)
             if c.after is None:
                 ops.append(Delete(path, expected_revision=c.before_revision))
             else:
-                ops.append(Put(path, encode(written[key]), expected_revision=c.before_revision or 0))
-                guards.update(ref for ref in references(written[key]) if ref not in changed)
-        # The objects a written object references must still be what we validated against, and
-        # nothing under the prefix may have been created or changed after the state we read.
-        ops += [Check(self._keys.config(*ref), state[ref].revision) for ref in sorted(guards) if ref in state]
-        ops.append(PrefixCheck(self._keys.config_prefix(), revision))
+                ops.append(Put(path, encode(written[(c.kind, c.name)]), expected_revision=c.before_revision or 0))
+        # Every change set moves the head, so "head unchanged since the read" means nothing the
+        # validation looked at (referenced objects, referrers of deleted ones) changed meanwhile.
+        marker = json.dumps({"objects": len(changes)}).encode()
+        ops.append(Put(self._keys.config_head(), marker, expected_revision=read.head))
         return ops
 
     async def _commit(self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str, pinned: set[str]) -> int:
@@ -233,7 +269,6 @@ class ConfigService:
         except Exception:
             await self._history.discard(change_id)
             raise
-        self._last_commit = revision
         await self._history.finalize(change_id, revision)
         return revision
 
@@ -276,8 +311,7 @@ class ConfigService:
             raise BadRequest("the diff needs 0 <= from <= to")
         before = await self._history.state_at(from_revision)
         if to_revision is None:
-            state, _ = await self.state()
-            after = {k: s.obj.content() for k, s in state.items()}
+            after = {k: s.obj.content() for k, s in (await self.state()).objects.items()}
         else:
             after = await self._history.state_at(to_revision)
         changes = compare(before, after)
@@ -300,7 +334,7 @@ class ConfigService:
         if (kind is None) != (name is None):
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
         target = await self._history.state_at(revision)
-        state, _ = await self.state()
+        state = (await self.state()).objects
         scope = [(kind, name)] if kind and name else sorted(set(target) | set(state))
         objects: list[ConfigObject] = []
         deletes: list[ObjectKey] = []

@@ -41,7 +41,8 @@ class ConfigView:
 
     def __init__(self, keys: KeySpace) -> None:
         self._keys = keys
-        self._state: Mapping[ObjectKey, Stored] = MappingProxyType({})
+        self._dict: dict[ObjectKey, Stored] = {}
+        self._state: Mapping[ObjectKey, Stored] = MappingProxyType(self._dict)
         self.revision = 0
         self._changed = asyncio.Event()
 
@@ -57,7 +58,7 @@ class ConfigView:
             return previous
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
-        state = dict(self._state)
+        state = self._dict.copy()
         if snapshot.relisted:
             fresh: dict[ObjectKey, Stored] = {}
             for kv in snapshot.items.values():
@@ -77,7 +78,7 @@ class ConfigView:
                     decoded = self._decode(kv, state.get(key))
                     if decoded is not None:
                         state[key] = decoded
-        self._state = MappingProxyType(state)
+        self._dict, self._state = state, MappingProxyType(state)
         self.revision = snapshot.revision
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -72,23 +72,7 @@ class Check:
     expected_revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class PrefixCheck:
-    """A precondition only: no key under ``key`` (a prefix) was written after ``revision``.
-
-    With per-key checks it makes a change validated against a state read at ``revision``
-    as safe as if nothing else had been written since (deletions are caught by the key checks).
-    """
-
-    key: str
-    revision: int
-
-    @property
-    def expected_revision(self) -> int:
-        return self.revision
-
-
-Op = Put | Delete | Check | PrefixCheck
+Op = Put | Delete | Check
 
 
 @runtime_checkable

@@ -32,7 +32,6 @@ from controlplane.store.base import (
     KeyValue,
     ListResult,
     Op,
-    PrefixCheck,
     Put,
     StoreBase,
     WatchBatch,
@@ -87,12 +86,6 @@ def _request(op: Put | Delete) -> Any:
 
 
 def _compare(op: Op) -> Any:
-    if isinstance(op, PrefixCheck):
-        # Over a range, etcd requires the comparison to hold for every key in it.
-        raw = op.key.encode()
-        return pb.Compare(
-            key=raw, range_end=prefix_end(raw), target=pb.Compare.MOD, result=pb.Compare.LESS, mod_revision=op.revision + 1
-        )
     return pb.Compare(key=op.key.encode(), target=pb.Compare.MOD, result=pb.Compare.EQUAL, mod_revision=op.expected_revision)
 
 
@@ -126,7 +119,17 @@ class EtcdStore(StoreBase):
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
             target = self._targets[self._current]
-            options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
+            # gRPC's connection backoff grows to 120 s by default: after a long etcd outage calls
+            # would keep failing fast for that long once etcd is back. Cap it at 1 s.
+            options = [
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1_000),
+                # Listing 10,000 objects is ~5 MB; gRPC refuses replies over 4 MB by default.
+                ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+            ]
             if self._secure:
                 cfg = self._config
                 creds = grpc.ssl_channel_credentials(_read(cfg.ca_file), _read(cfg.key_file), _read(cfg.cert_file))
@@ -186,22 +189,20 @@ class EtcdStore(StoreBase):
     async def commit(self, ops: Sequence[Op]) -> int:
         check_ops(ops)
         guarded = [op for op in ops if op.expected_revision is not None]
-        keyed = [op for op in guarded if not isinstance(op, PrefixCheck)]
         request = pb.TxnRequest(
             compare=[_compare(op) for op in guarded],
             success=[_request(op) for op in ops if isinstance(op, Put | Delete)],
             # On failure read every compared key back, so the Conflict can say which one moved.
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=op.key.encode())) for op in keyed],
+            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=op.key.encode())) for op in guarded],
         )
         resp = await self._unary("KV", "Txn", request)
         if resp.succeeded:
             return int(resp.header.revision)
         found = {kv.key.decode(): kv.mod_revision for r in resp.responses for kv in r.response_range.kvs}
-        for op in keyed:
+        for op in guarded:
             if found.get(op.key, 0) != op.expected_revision:
                 raise Conflict(op.key, expected=op.expected_revision, actual=found.get(op.key))
-        first = guarded[0]
-        raise Conflict(first.key, expected=first.expected_revision, actual=found.get(first.key))
+        raise Conflict(guarded[0].key, expected=guarded[0].expected_revision, actual=found.get(guarded[0].key))
 
     async def current_revision(self) -> int:
         resp = await self._unary("KV", "Range", pb.RangeRequest(key=b"\0", count_only=True))

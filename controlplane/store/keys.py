@@ -34,6 +34,10 @@ class KeySpace:
             raise ValueError(f"not a config key: {key}")
         return kind, name
 
+    def config_head(self) -> str:
+        """Bumped in every configuration change set: one key whose revision guards a whole validation."""
+        return f"{self.root}meta/config-head"
+
     def placement(self, node: str) -> str:
         return f"{self.root}placement/{node}"
 

@@ -17,7 +17,6 @@ from controlplane.store.base import (
     KeyValue,
     ListResult,
     Op,
-    PrefixCheck,
     Put,
     StoreBase,
     WatchBatch,
@@ -102,11 +101,6 @@ class MemoryStore(StoreBase):
         check_ops(ops)
         self._check()
         for op in ops:
-            if isinstance(op, PrefixCheck):
-                newer = [kv.key for kv in self._data.values() if kv.key.startswith(op.key) and kv.mod_revision > op.revision]
-                if newer:
-                    raise Conflict(op.key, expected=op.revision, actual=max(self._data[k].mod_revision for k in newer))
-                continue
             current = self._data.get(op.key)
             actual = current.mod_revision if current else None
             if op.expected_revision is not None and (actual or 0) != op.expected_revision:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,20 +60,21 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, object]]:
         return 0, {"error": str(exc)}
 
 
-def _start(name: str, cmd: list[str], env: dict[str, str], marker: str) -> int:
+def _start(name: str, cmd: list[str], env: dict[str, str], marker: str) -> subprocess.Popen[bytes]:
     log = (RUN / f"{name}.log").open("ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
     (RUN / f"{name}.pid").write_text(str(proc.pid))
     (RUN / f"{name}.cmd").write_text(marker)
-    return proc.pid
+    return proc
 
 
-def _wait(name: str, check: object, timeout: float = 30.0) -> None:
+def _wait(name: str, proc: subprocess.Popen[bytes], healthy: Callable[[], bool], timeout: float = 30.0) -> None:
+    # Watch the child itself: until it has exec'd, /proc/<pid>/cmdline still shows our own.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if healthy():
             return
-        if _pid(name) is None:
+        if proc.poll() is not None:
             raise SystemExit(f"{name} exited while starting; see {RUN / (name + '.log')}")
         time.sleep(0.2)
     raise SystemExit(f"{name} did not become healthy within {timeout:.0f}s; see {RUN / (name + '.log')}")
@@ -118,9 +120,9 @@ def up() -> None:
             "--auto-compaction-retention",
             "1h",
         ]
-        pid = _start("etcd", cmd, dict(os.environ), marker)
-        _wait("etcd", lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
-        print(f"etcd           started (pid {pid}) at {ETCD_URL}")
+        proc = _start("etcd", cmd, dict(os.environ), marker)
+        _wait("etcd", proc, lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
+        print(f"etcd           started (pid {proc.pid}) at {ETCD_URL}")
     token = _admin_token()
     if _pid("controlplane"):
         print(f"control plane  already running (pid {_pid('controlplane')}) at {API_URL}")
@@ -138,9 +140,9 @@ def up() -> None:
             }
         )
         marker = "controlplane.api"
-        pid = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
-        _wait("controlplane", lambda: _get(f"{API_URL}/readyz")[0] == 200)
-        print(f"control plane  started (pid {pid}) at {API_URL}")
+        proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
+        _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
+        print(f"control plane  started (pid {proc.pid}) at {API_URL}")
     subprocess.run([str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token], check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")

@@ -176,20 +176,3 @@ async def test_election_one_leader_and_handover(store: ConfigStore, keys: KeySpa
         await waiting
     assert await b.is_leader() and not await a.is_leader()
     await b.resign()
-
-
-async def test_prefix_check_fails_when_anything_under_the_prefix_moved(store: ConfigStore, keys: KeySpace) -> None:
-    from controlplane.store.base import PrefixCheck
-
-    a, b = keys.config("models", "a"), keys.config("models", "b")
-    seen = await store.put(a, b"1")
-    await store.commit([Put(b, b"2"), PrefixCheck(keys.config_prefix(), seen)])  # nothing newer than seen
-    with pytest.raises(Conflict) as exc:
-        await store.commit([Put(a, b"3"), PrefixCheck(keys.config_prefix(), seen)])  # b was written after seen
-    assert exc.value.key == keys.config_prefix()
-    assert (await store.get(a)).value == b"1"  # type: ignore[union-attr]
-    # other prefixes do not count, and an empty prefix always passes
-    await store.put(keys.status("n"), b"x")
-    now = await store.current_revision()
-    await store.commit([Put(a, b"4"), PrefixCheck(keys.config_prefix(), now)])
-    await store.commit([Put(keys.node("n"), b"y"), PrefixCheck(keys.config_prefix("nothing-here"), 0)])

@@ -226,3 +226,20 @@ def test_change_set_larger_than_one_transaction_is_refused_whole(client: TestCli
     assert all(
         not i["metadata"]["name"].startswith("n") for i in client.get("/api/v1/config/models", headers=ADMIN).json()["items"]
     )
+
+
+def test_recovers_within_seconds_after_a_long_store_outage(own_etcd: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:
+    import time
+
+    with make_client(own_etcd.url, tmp_path, keys) as client:
+        own_etcd.stop()
+        try:
+            for _ in range(8):  # repeated failures grow gRPC's reconnect backoff
+                assert client.get("/api/v1/config/models", headers=ADMIN).status_code == 503
+                time.sleep(0.5)
+        finally:
+            own_etcd.start()
+        deadline = time.monotonic() + 3
+        while client.get("/api/v1/config/models", headers=ADMIN).status_code != 200:
+            assert time.monotonic() < deadline, "still unavailable 3 s after etcd came back"
+            time.sleep(0.1)

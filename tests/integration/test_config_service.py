@@ -69,7 +69,7 @@ async def test_apply_is_one_revision_with_audit_rows(service: ConfigService, eng
         objs(model_doc("m1"), model_doc("m2"), route_doc("r", "m1", "m2")), actor="alice", message="first"
     )
     assert [c.action for c in result.changes] == ["create"] * 3
-    state, _ = await service.state()
+    state = (await service.state()).objects
     assert {s.revision for s in state.values()} == {result.revision}
     audit = rows(engine)
     assert {(r.kind, r.name, r.action, r.actor, r.revision, r.state, r.message) for r in audit} == {
@@ -219,7 +219,7 @@ async def test_racing_delete_and_new_reference_never_both_commit(viewed: ConfigS
         ok = [r for r in results if not isinstance(r, BaseException)]
         assert len(ok) == 1, results  # one wins; the other is refused (422) instead of dangling
         assert all(isinstance(r, Invalid | NotFound) for r in results if isinstance(r, BaseException))
-        state, _ = await viewed.state(fresh=True)
+        state = (await viewed.state(fresh=True)).objects
         from schemas.validation import check_references
 
         assert check_references({k: s.obj for k, s in state.items()}) == []
@@ -229,7 +229,7 @@ async def test_concurrent_writers_on_different_objects_all_commit(viewed: Config
     import asyncio
 
     await asyncio.gather(*(viewed.apply(objs(model_doc(f"w{i}")), actor=f"u{i}") for i in range(12)))
-    state, _ = await viewed.state(fresh=True)
+    state = (await viewed.state(fresh=True)).objects
     assert {k[1] for k in state} == {f"w{i}" for i in range(12)}
     assert len({r.revision for r in rows(engine)}) == 12  # twelve separate revisions, all audited
 

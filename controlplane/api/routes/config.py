@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, Field
 
@@ -35,17 +36,20 @@ def apply_body(result: ApplyResult) -> dict[str, Any]:
     }
 
 
+def listing(docs: list[dict[str, Any]], revision: int) -> Response:
+    # orjson directly: FastAPI's encoder walks every nested value, which dominates at 10,000 objects.
+    body = orjson.dumps({"revision": revision, "items": docs})
+    return Response(body, media_type="application/json", headers={"X-Config-Revision": str(revision)})
+
+
 @router.get("/config")
-async def list_all(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
-    state, revision = await rt.config.state()
-    return {"revision": revision, "items": [body_of(s.obj) for _, s in sorted(state.items())]}
+async def list_all(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
+    return listing(*await rt.config.list_documents())
 
 
 @router.get("/config/{kind}")
-async def list_kind(kind: str, response: Response, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
-    items, revision = await rt.config.list_kind(kind)
-    response.headers["X-Config-Revision"] = str(revision)
-    return {"revision": revision, "items": [body_of(o) for o in items]}
+async def list_kind(kind: str, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
+    return listing(*await rt.config.list_documents(kind))
 
 
 @router.get("/config/{kind}/{name}")
