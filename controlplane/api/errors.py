@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlplane.services.errors import (
     AlreadyExists,
     BadRequest,
+    Busy,
     Forbidden,
     HistoryUnavailable,
     Invalid,
@@ -67,6 +68,7 @@ def install(app: FastAPI) -> None:
 
     on(NotFound, 404, "Not found")
     on(AlreadyExists, 409, "Already exists")
+    on(Busy, 409, "Conflict")
     on(BadRequest, 400, "Bad request")
     on(Unauthorized, 401, "Unauthorized")
     on(Forbidden, 403, "Forbidden")

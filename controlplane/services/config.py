@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_chain, wait_none, wait_random
 
 from controlplane.services.diff import compare, unified
-from controlplane.services.errors import AlreadyExists, BadRequest, Invalid, NotFound, StaleRevision, TooLarge
+from controlplane.services.errors import AlreadyExists, BadRequest, Busy, Invalid, NotFound, StaleRevision, TooLarge
 from controlplane.services.history import Change, History, Record
 from controlplane.services.view import ConfigView, Stored, decode
 from controlplane.store.base import ConfigStore, Delete, Op, Put
@@ -120,15 +120,19 @@ class ConfigService:
     async def state(self, *, fresh: bool = False) -> StateRead:
         """The whole desired configuration, and the config head it is at least as new as.
 
-        Every change set bumps the head key, so a view that has reached the head's revision holds
-        every committed change up to it; a commit guarded by "head unchanged" is then safe.
+        Every change set moves the head key, so a view that has reached the head's revision holds
+        every committed change up to it, and a commit guarded by "head unchanged" is safe.
+        ``fresh`` lists from the store instead of using the view.
         """
-        head_kv = await self._store.get(self._keys.config_head())
-        head = head_kv.mod_revision if head_kv else 0
-        if not fresh and self._view is not None and await self._view.wait_for(max(head, 1), 1.0):
+        head = await self._head()
+        if self._view is not None and not fresh and await self._view.wait_for(max(head, 1), 1.0):
             return StateRead(self._view.state, self._view.revision, head)
         objects, revision = await self._listed_state()
         return StateRead(objects, revision, head)
+
+    async def _head(self) -> int:
+        kv = await self._store.get(self._keys.config_head())
+        return kv.mod_revision if kv else 0
 
     async def get(self, kind: str, name: str) -> ConfigObject:
         require_kind(kind)
@@ -168,22 +172,22 @@ class ConfigService:
 
         ``expected`` maps objects to the revision the caller last saw (0: must not exist).
         Validation runs against the state as of the config head H, and the commit moves the head
-        only if it is still H; if another change set came first, validation runs again on a fresh
-        listing (a few attempts, with jitter, before the caller gets a conflict).
+        only if it is still H; if another change set came first, validation runs again on the state
+        at the new head (a few attempts, with jitter, before the caller gets a conflict).
         """
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.ATTEMPTS),
             retry=retry_if_exception_type(_StaleState),
-            wait=wait_random(0, 0.02),
+            # The first retry runs at once (the state moved under us); later ones spread writers out.
+            wait=wait_chain(wait_none(), wait_random(0, 0.02)),
             reraise=True,
         )
-        attempt = 0
-        async for round_ in retrying:
-            with round_:
-                attempt += 1
-                return await self._apply_once(
-                    objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run, fresh=attempt > 1
-                )
+        try:
+            async for round_ in retrying:
+                with round_:
+                    return await self._apply_once(objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run)
+        except _StaleState as exc:
+            raise Busy(f"the configuration changed under this write {self.ATTEMPTS} times in a row; retry it") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _apply_once(
@@ -195,9 +199,8 @@ class ConfigService:
         actor: str,
         message: str,
         dry_run: bool,
-        fresh: bool,
     ) -> ApplyResult:
-        read = await self.state(fresh=fresh)
+        read = await self.state()
         state = read.objects
         delete_set = set(deletes)
         for key in deletes:

@@ -34,6 +34,10 @@ class StaleRevision(ServiceError):
         super().__init__(f"{kind}/{name} changed: you expected revision {expected}, the store has {now}; re-read and retry")
 
 
+class Busy(ServiceError):
+    """Concurrent change sets kept moving the configuration; nothing was written."""
+
+
 class AlreadyExists(ServiceError):
     def __init__(self, kind: str, name: str) -> None:
         self.kind, self.name = kind, name
