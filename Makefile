@@ -37,6 +37,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/propagation.py
+	$(BIN)/python bench/scale.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

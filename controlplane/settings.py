@@ -25,10 +25,13 @@ class StoreSettings(BaseModel):
     key_file: str | None = Field(default=None, description="Key of the client certificate.")
     timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one store request.")
     max_txn_ops: int = Field(default=128, ge=8, description="Operations one transaction may hold; match etcd's --max-txn-ops.")
+    progress_interval_s: float = Field(
+        default=5.0, gt=0, description="How often each watch asks etcd for a progress notification."
+    )
     idle_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Re-list when a watch stays silent this long; keep etcd's progress-notify interval below it.",
+        description="Re-list when a watch stays silent this long; keep it well above progress_interval_s.",
     )
 
     @field_validator("endpoints", mode="before")

@@ -51,6 +51,9 @@ class EtcdConfig:
     cert_file: str | None = None
     key_file: str | None = None
     timeout_s: float = 5.0
+    #: Ask etcd for a progress notification on each watch this often, so a quiet but healthy
+    #: stream is told apart from a dead one without relying on the server's (10 min) default.
+    progress_interval_s: float = 5.0
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -224,10 +227,16 @@ class EtcdStore(StoreBase):
             )
         )
         stop = asyncio.Event()
+        progress = pb.WatchRequest(progress_request=pb.WatchProgressRequest())
+        interval = self._config.progress_interval_s
 
         async def requests() -> AsyncIterator[Any]:
             yield create
-            await stop.wait()  # keep the request side open for the life of the watch
+            while not stop.is_set():  # keep the request side open; ask for progress now and then
+                try:
+                    await asyncio.wait_for(stop.wait(), interval)
+                except TimeoutError:
+                    yield progress
 
         call = stubs.WatchStub(self._open()).Watch(requests(), metadata=await self._metadata())
         try:

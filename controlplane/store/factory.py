@@ -20,5 +20,6 @@ def open_store(settings: StoreSettings) -> ConfigStore:
             cert_file=settings.cert_file,
             key_file=settings.key_file,
             timeout_s=settings.timeout_s,
+            progress_interval_s=settings.progress_interval_s,
         )
     )

@@ -47,6 +47,7 @@ class StreamEnd(Enum):
     BACKWARDS = "backwards"
     IDLE = "idle"
     DONE = "done"  # max_batches reached (tests)
+    FAILED = "failed"  # an unexpected error (logged); the next session re-lists
 
 
 @dataclass
@@ -215,8 +216,14 @@ class Informer:
                     "informer %s: store unavailable (attempt %d)", self._prefix, state.attempt_number
                 ),
             )
-            end: StreamEnd = await retrying(self.sync_once)
+            try:
+                end: StreamEnd = await retrying(self.sync_once)
+            except Exception:  # a bug or a malformed item must not end configuration delivery
+                log.exception("informer %s: unexpected error; re-listing after a pause", self._prefix)
+                self._next_rev = None
+                await asyncio.sleep(self._max_backoff_s)
+                end = StreamEnd.FAILED
             self.stats.ends[end.value] = self.stats.ends.get(end.value, 0) + 1
-            if end is not StreamEnd.BROKEN:
+            if end not in (StreamEnd.BROKEN, StreamEnd.FAILED):
                 log.info("informer %s: %s, re-listing", self._prefix, end.value)
             done += 1

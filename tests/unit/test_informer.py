@@ -118,3 +118,22 @@ async def test_store_outage_backs_off_and_recovers() -> None:
     rev = await store.put("/p/a", b"1")
     await informer.wait_for_revision(rev, 3)
     task.cancel()
+
+
+async def test_an_unexpected_error_is_logged_and_the_informer_recovers() -> None:
+    class Flaky(MemoryStore):
+        calls = 0
+
+        async def list(self, prefix: str):  # type: ignore[no-untyped-def]
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("a bug somewhere below")
+            return await super().list(prefix)
+
+    store = Flaky()
+    rev = await store.put("/p/a", b"1")
+    informer = Informer(store, "/p/", max_backoff_s=0.05)
+    task = asyncio.create_task(informer.run())
+    await informer.wait_for_revision(rev, 3)
+    assert informer.stats.ends.get("failed") == 1
+    task.cancel()
