@@ -1,7 +1,7 @@
 """Propagation benchmark: a write through the REST API until 100 informers in this process hold
-the new revision, against a baseline of the same write made directly to etcd (no API, no audit),
-alternating the two so machine drift hits both. Prints p50/p95/p99, the ratio, CPU per write and
-peak RSS of each process. Real etcd and a real control-plane process on free ports.
+the new revision, against a baseline of the same etcd transaction made directly (no API, no
+audit), alternating the two so machine drift hits both. Prints p50/p95/p99, the ratio, CPU per
+write and peak RSS of each process. Real etcd and a real control-plane process on free ports.
 
     python bench/propagation.py [--writes 500] [--informers 100]
 """
@@ -11,30 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.store.base import Put  # noqa: E402
-from controlplane.store.etcd import EtcdConfig, EtcdStore  # noqa: E402
-from controlplane.store.informer import Informer, Snapshot  # noqa: E402
-from controlplane.store.keys import KeySpace  # noqa: E402
-from tests.fixtures.services import EtcdServer, free_port  # noqa: E402
-
-TOKEN = "bench-token"
-KEYS = KeySpace("bench")
+from bench.common import KEYS, TOKEN, cpu_seconds, pct, peak_rss_mb, run_loop, running_stack, wait_ready
+from controlplane.store.base import Put
+from controlplane.store.etcd import EtcdConfig, EtcdStore
+from controlplane.store.informer import Informer, Snapshot
 
 
 @dataclass
@@ -45,44 +35,12 @@ class Samples:
     cp_cpu_s: float = 0.0
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def model(ctx: int) -> dict[str, object]:
     return {
         "kind": "Model",
         "metadata": {"name": "bench"},
         "spec": {"ollama_tag": "bench:1", "capabilities": ["chat"], "context_window": ctx},
     }
-
-
-def start_control_plane(etcd_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LLMTUNE_STORE__ENDPOINTS": etcd_url,
-        "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
-        "LLMTUNE_DB__URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-')) / 'meta.db'}",
-        "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
-        "LLMTUNE_API__PORT": str(port),
-    }
-    cmd = [sys.executable, "-m", "controlplane.api"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 async def measure(api: str, etcd_url: str, cp_pid: int, *, writes: int, n_informers: int) -> Samples:
@@ -105,13 +63,7 @@ async def measure(api: str, etcd_url: str, cp_pid: int, *, writes: int, n_inform
     tasks = [asyncio.create_task(inf.run()) for inf in informers]
     try:
         async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_ready(client)
             await asyncio.gather(*(inf.wait_synced(10) for inf in informers))
             await client.put("/api/v1/config/models/bench", json=model(1024))  # create; the rest update
             await asyncio.sleep(0.2)
@@ -155,33 +107,14 @@ def report(s: Samples, *, writes: int, n_informers: int, cp_rss_mb: float) -> No
     print(f"goal p99 < 20 ms for API write -> {n_informers} informers: {'met' if pct(s.api_total, 99) < 20 else 'NOT met'}")
 
 
-T = TypeVar("T")
-
-
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop  # the loop the services run on (uvicorn picks it too)
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--informers", type=int, default=100)
     args = parser.parse_args()
-    etcd = EtcdServer(progress_interval="5s")
-    etcd.start()
-    cp, api = start_control_plane(etcd.url)
-    try:
-        samples = run_loop(measure(api, etcd.url, cp.pid, writes=args.writes, n_informers=args.informers))
+    with running_stack() as (etcd_url, cp, api):
+        samples = run_loop(measure(api, etcd_url, cp.pid, writes=args.writes, n_informers=args.informers))
         rss = peak_rss_mb(cp.pid)
-    finally:
-        cp.terminate()
-        cp.wait(10)
-        etcd.close()
     report(samples, writes=args.writes, n_informers=args.informers, cp_rss_mb=rss)
 
 

@@ -9,7 +9,6 @@ control plane's memory. Budget (DESIGN.md): control plane under 300 MB with 10,0
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -20,15 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.propagation import TOKEN, pct, peak_rss_mb, run_loop, start_control_plane
-from tests.fixtures.services import EtcdServer
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from bench.common import TOKEN, pct, peak_rss_mb, rss_mb, run_loop, running_stack, wait_ready
 
 
 def model(name: str, ctx: int = 8192) -> dict[str, object]:
@@ -72,13 +63,7 @@ class Result:
 async def measure(api: str, pid: int, objects: int) -> Result:
     r = Result()
     async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
-        for _ in range(200):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
+        await wait_ready(client)
         await client.post("/api/v1/config:apply", json={"objects": [model(f"seed-{i}") for i in range(10)]})
         r.write_small = await timed_writes(client, 100)
         r.list_small = await timed_lists(client, 20)
@@ -98,16 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=10_000)
     args = parser.parse_args()
-    etcd = EtcdServer(progress_interval="5s")
-    etcd.start()
-    cp, api = start_control_plane(etcd.url)
-    try:
+    with running_stack() as (_, cp, api):
         r = run_loop(measure(api, cp.pid, args.objects))
         peak = peak_rss_mb(cp.pid)
-    finally:
-        cp.terminate()
-        cp.wait(10)
-        etcd.close()
 
     def row(name: str, values: list[float]) -> str:
         return f"{name:48s} {statistics.median(values):9.2f} {pct(values, 95):9.2f} {pct(values, 99):9.2f}"

@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmarks: a real etcd and control plane on free ports, percentiles,
+CPU and memory readings of a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from controlplane.store.keys import KeySpace  # noqa: E402
+from tests.fixtures.services import EtcdServer, free_port  # noqa: E402
+
+TOKEN = "bench-token"
+KEYS = KeySpace("bench")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 20.0) -> None:
+    """Poll ``/readyz`` until the control plane serves (it needs etcd, the database and its informer)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the control plane did not become ready")
+
+
+def start_control_plane(etcd_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LLMTUNE_STORE__ENDPOINTS": etcd_url,
+        "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
+        "LLMTUNE_DB__URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-')) / 'meta.db'}",
+        "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
+        "LLMTUNE_API__PORT": str(port),
+    }
+    cmd = [sys.executable, "-m", "controlplane.api"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
+    """(etcd URL, control-plane process, API URL), stopped again on exit."""
+    etcd = EtcdServer(progress_interval="5s")
+    etcd.start()
+    cp, api = start_control_plane(etcd.url)
+    try:
+        yield etcd.url, cp, api
+    finally:
+        cp.terminate()
+        cp.wait(10)
+        etcd.close()
+
+
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop  # the loop the services run on (uvicorn picks it too)
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
