@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment
 from schemas.model import Capability, Model
-from schemas.nodepool import NodePool
 from schemas.rag import RagCollection
 from schemas.route import Route
 
@@ -21,55 +20,58 @@ class Problem:
     name: str
     field: str
     message: str
+    missing: ObjectKey | None = None  # the referenced object that does not exist, if that is the problem
+
+
+_SINGULAR = {"models": "model", "routes": "route", "experiments": "experiment", "nodepools": "node pool", "rag": "collection"}
+
+
+def _missing(owner: ObjectKey, field: str, ref: ObjectKey, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
+    """A problem when ``owner`` names ``ref`` at ``field`` and ``ref`` is not in ``state``."""
+    if ref in state:
+        return []
+    return [Problem(owner[0], owner[1], field, f"{_SINGULAR[ref[0]]} '{ref[1]}' does not exist", ref)]
 
 
 def _check_route(route: Route, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
+    me = ("routes", route.name)
     out: list[Problem] = []
     for i, target in enumerate(route.spec.targets):
-        if ("models", target.model) not in state:
-            out.append(Problem("routes", route.name, f"spec.targets[{i}].model", f"model '{target.model}' does not exist"))
+        out += _missing(me, f"spec.targets[{i}].model", ("models", target.model), state)
     for i, model in enumerate(route.spec.fallbacks):
-        if ("models", model) not in state:
-            out.append(Problem("routes", route.name, f"spec.fallbacks[{i}]", f"model '{model}' does not exist"))
+        out += _missing(me, f"spec.fallbacks[{i}]", ("models", model), state)
     if route.spec.experiment is not None:
+        out += _missing(me, "spec.experiment", ("experiments", route.spec.experiment), state)
         exp = state.get(("experiments", route.spec.experiment))
-        if exp is None:
-            out.append(Problem("routes", route.name, "spec.experiment", f"experiment '{route.spec.experiment}' does not exist"))
-        elif isinstance(exp, Experiment) and exp.spec.route != route.name:
-            out.append(
-                Problem("routes", route.name, "spec.experiment", f"experiment '{exp.name}' belongs to route '{exp.spec.route}'")
-            )
+        if isinstance(exp, Experiment) and exp.spec.route != route.name:
+            out.append(Problem(*me, "spec.experiment", f"experiment '{exp.name}' belongs to route '{exp.spec.route}'"))
     return out
 
 
 def _check_rag(rag: RagCollection, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
-    out: list[Problem] = []
+    me = ("rag", rag.name)
+    out = _missing(me, "spec.embedding_model", ("models", rag.spec.embedding_model), state)
     model = state.get(("models", rag.spec.embedding_model))
-    if model is None:
-        out.append(Problem("rag", rag.name, "spec.embedding_model", f"model '{rag.spec.embedding_model}' does not exist"))
-    elif isinstance(model, Model) and Capability.EMBED not in model.spec.capabilities:
-        out.append(Problem("rag", rag.name, "spec.embedding_model", f"model '{model.name}' lacks the 'embed' capability"))
-    route = rag.spec.generation_route
-    if route is not None and ("routes", route) not in state:
-        out.append(Problem("rag", rag.name, "spec.generation_route", f"route '{route}' does not exist"))
+    if isinstance(model, Model) and Capability.EMBED not in model.spec.capabilities:
+        out.append(Problem(*me, "spec.embedding_model", f"model '{model.name}' lacks the 'embed' capability"))
+    if rag.spec.generation_route is not None:
+        out += _missing(me, "spec.generation_route", ("routes", rag.spec.generation_route), state)
     return out
 
 
 def _check_experiment(exp: Experiment, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
-    out: list[Problem] = []
-    if ("routes", exp.spec.route) not in state:
-        out.append(Problem("experiments", exp.name, "spec.route", f"route '{exp.spec.route}' does not exist"))
+    me = ("experiments", exp.name)
+    out = _missing(me, "spec.route", ("routes", exp.spec.route), state)
     for i, variant in enumerate(exp.spec.variants):
-        if ("models", variant.model) not in state:
-            out.append(Problem("experiments", exp.name, f"spec.variants[{i}].model", f"model '{variant.model}' does not exist"))
+        out += _missing(me, f"spec.variants[{i}].model", ("models", variant.model), state)
     return out
 
 
 def _check_model(model: Model, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
     pool = model.spec.placement.node_pool
-    if pool is not None and not isinstance(state.get(("nodepools", pool)), NodePool):
-        return [Problem("models", model.name, "spec.placement.node_pool", f"node pool '{pool}' does not exist")]
-    return []
+    if pool is None:
+        return []
+    return _missing(("models", model.name), "spec.placement.node_pool", ("nodepools", pool), state)
 
 
 def references(obj: ConfigObject) -> list[ObjectKey]:

@@ -2,8 +2,9 @@
 
 Every change set is checked as a whole (schemas, then cross-object references over the state it
 would produce) before anything is written, committed as one store transaction (one revision) that
-also guards the objects it references, and recorded in the SQL audit log: a pending row before the
-commit, finalized with the revision after it, discarded if the commit fails.
+moves the config head key only if it is still the head the validation saw, and recorded in the SQL
+audit log: a pending row before the commit, finalized with the revision after it, discarded if the
+commit fails.
 """
 
 from __future__ import annotations
@@ -77,6 +78,35 @@ class _Proposed(Mapping[ObjectKey, ConfigObject]):
 
 class _StaleState(Exception):
     """The state a change was validated against moved before the commit; validate again."""
+
+
+def _plan(
+    objects: Sequence[ConfigObject], deletes: Sequence[ObjectKey], state: Mapping[ObjectKey, Stored]
+) -> tuple[list[Change], dict[ObjectKey, ConfigObject]]:
+    """The changes a change set makes to ``state`` (unchanged objects dropped), and the objects written."""
+    changes: list[Change] = []
+    written: dict[ObjectKey, ConfigObject] = {}
+    gone = set(deletes)
+    for obj in objects:
+        key = (type(obj).plural, obj.name)
+        if key in gone:
+            raise BadRequest(f"{key[0]}/{key[1]} is both written and deleted")
+        old = state.get(key)
+        after, before = obj.content(), (old.obj.content() if old else None)
+        if before != after:
+            changes.append(Change(key[0], key[1], "update" if old else "create", before, after, old.revision if old else None))
+            written[key] = obj
+    changes += [Change(k[0], k[1], "delete", state[k].obj.content(), None, state[k].revision) for k in deletes]
+    changes.sort(key=lambda c: (c.kind, c.name))
+    return changes, written
+
+
+def _blame_deletion(p: Problem) -> Problem:
+    """Word a dangling reference from the side of the person deleting the referenced object."""
+    assert p.missing is not None
+    kind, name = p.missing
+    text = f"cannot delete {kind}/{name}: {p.kind}/{p.name} still uses it at {p.field}; change or delete that first"
+    return Problem(p.kind, p.name, p.field, text, p.missing)
 
 
 def encode(obj: ConfigObject) -> bytes:
@@ -211,26 +241,11 @@ class ConfigService:
             actual = state[key].revision if key in state else 0
             if exp != actual:
                 raise StaleRevision(*key, expected=exp, actual=actual or None)
-        changes: list[Change] = []
-        written: dict[ObjectKey, ConfigObject] = {}
-        for obj in objects:
-            key = (type(obj).plural, obj.name)
-            if key in delete_set:
-                raise BadRequest(f"{key[0]}/{key[1]} is both written and deleted")
-            old = state.get(key)
-            after = obj.content()
-            before = old.obj.content() if old else None
-            if before != after:
-                changes.append(
-                    Change(key[0], key[1], "update" if old else "create", before, after, old.revision if old else None)
-                )
-                written[key] = obj
-        changes += [Change(k[0], k[1], "delete", state[k].obj.content(), None, state[k].revision) for k in deletes]
-        changes.sort(key=lambda c: (c.kind, c.name))
+        changes, written = _plan(objects, deletes, state)
         new_state = _Proposed(state, written, delete_set)
         problems = check_references(new_state, only=affected_by(new_state, written, delete_set))
         if problems:
-            raise Invalid(problems)
+            raise Invalid([_blame_deletion(p) if p.missing in delete_set else p for p in problems])
         if dry_run or not changes:
             return ApplyResult(read.revision, changes, dry_run)
         ops = self._ops(changes, written, read)

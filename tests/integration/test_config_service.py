@@ -95,8 +95,11 @@ async def test_invalid_references_write_nothing(service: ConfigService, engine: 
         await service.get("routes", "r")
     # deleting a model that a route uses is refused too
     await service.apply(objs(route_doc("r", "chat")), actor="a")
-    with pytest.raises(Invalid):
+    with pytest.raises(Invalid) as refused:
         await service.delete("models", "chat", actor="a")
+    assert refused.value.problems[0].message == (
+        "cannot delete models/chat: routes/r still uses it at spec.targets[0].model; change or delete that first"
+    )
 
 
 async def test_stale_expected_revision_is_a_conflict(service: ConfigService) -> None:
