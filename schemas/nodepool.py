@@ -13,6 +13,9 @@ class NodePoolSpec(Strict):
     node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     description: str = Field(default="", max_length=1000)
     max_loaded_models: int | None = Field(default=None, ge=1, le=1000)
+    max_concurrency_per_node: int | None = Field(
+        default=None, ge=1, le=10_000, description="Requests the router sends to one node of the pool at once."
+    )
 
 
 class NodePool(ConfigObject):

@@ -70,6 +70,14 @@ class Retries(Strict):
     retry_on: list[RetryOn] = Field(default_factory=_retry_on_all)
 
 
+class CircuitBreaker(Strict):
+    """Per node and model: stop sending after consecutive failures, probe again after a pause."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1000)
+    open_s: float = Field(default=30.0, gt=0, le=3600, description="How long a tripped breaker stays open.")
+    half_open_probes: int = Field(default=1, ge=1, le=100)
+
+
 class RouteSpec(Strict):
     priority: int = Field(default=0, description="Higher wins when several routes match.")
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -80,6 +88,7 @@ class RouteSpec(Strict):
     experiment: Name | None = Field(default=None, description="Experiment that splits this route's traffic.")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteSpec:

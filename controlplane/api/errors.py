@@ -29,6 +29,13 @@ PROBLEM = "application/problem+json"
 _KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while a request body streams in past the limit (answered as 413 problem+json)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=413, detail=detail)
+
+
 def problem(
     status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -101,7 +108,7 @@ def install(app: FastAPI) -> None:
 
     async def http(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        title = "Not found" if exc.status_code == 404 else str(exc.detail)
+        title = {404: "Not found", 413: "Request too large"}.get(exc.status_code, str(exc.detail))
         return problem(exc.status_code, title, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
 
     app.add_exception_handler(StaleRevision, stale)

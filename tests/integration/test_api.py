@@ -243,3 +243,21 @@ def test_recovers_within_seconds_after_a_long_store_outage(own_etcd: EtcdServer,
         while client.get("/api/v1/config/models", headers=ADMIN).status_code != 200:
             assert time.monotonic() < deadline, "still unavailable 3 s after etcd came back"
             time.sleep(0.1)
+
+
+def test_oversized_body_is_refused_with_413(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:
+    settings = Settings(
+        store={"endpoints": [etcd_server.url], "namespace": keys.namespace},
+        db={"url": f"sqlite:///{tmp_path / 'meta.db'}"},
+        auth={"bootstrap_token": "admin-secret"},
+        api={"max_body_bytes": 4096},
+    )
+    with TestClient(create_app(settings)) as client:
+        big = model_doc("m", system_prompt="x" * 10_000)
+        resp = client.put("/api/v1/config/models/m", json=big, headers=ADMIN)
+        assert resp.status_code == 413 and resp.headers["content-type"] == "application/problem+json"
+        assert client.get("/api/v1/config/models/m", headers=ADMIN).status_code == 404
+        body = json.dumps(big).encode()
+        chunked = (body[i : i + 1024] for i in range(0, len(body), 1024))  # no Content-Length: counted as it streams
+        streamed = client.put("/api/v1/config/models/m", content=chunked, headers=ADMIN)
+        assert streamed.status_code == 413 and streamed.json()["title"] == "Request too large"
