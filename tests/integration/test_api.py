@@ -182,6 +182,8 @@ def test_health_metrics_schemas_status(client: TestClient) -> None:
     client.put("/api/v1/config/models/m", json=model_doc("m"), headers=ADMIN)
     metrics = client.get("/metrics").text
     assert 'llmtune_api_requests_total{method="PUT",route="/api/v1/config/{kind}/{name}",status="200"} 1.0' in metrics
+    assert 'llmtune_informer_lists_total{informer="config"} 1.0' in metrics
+    assert 'llmtune_informer_objects{informer="config"}' in metrics
     schema = client.get("/api/v1/schemas/models", headers=ADMIN).json()
     assert "spec" in schema["properties"]
     assert client.get("/api/v1/schemas/nope", headers=ADMIN).status_code == 404
