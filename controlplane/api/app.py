@@ -72,10 +72,12 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         )
         app.state.runtime = rt
         tasks = [asyncio.create_task(config_informer.run()), asyncio.create_task(status_informer.run())]
-        with contextlib.suppress(Exception):
+        try:
             repaired = await service.repair_pending()
             if repaired:
                 log.warning("resolved %d change set(s) left pending by an earlier crash", repaired)
+        except Exception:  # start serving anyway; the next start tries again
+            log.exception("could not resolve pending audit rows (store or database down?)")
         try:
             yield
         finally:

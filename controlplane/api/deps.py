@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry
@@ -28,7 +28,6 @@ class Runtime:
     broadcaster: Broadcaster
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]
-    tasks: list[object] = field(default_factory=list)
 
 
 def runtime(request: Request) -> Runtime:

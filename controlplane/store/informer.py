@@ -54,7 +54,6 @@ class StreamEnd(Enum):
 class InformerStats:
     lists: int = 0
     events: int = 0
-    batches: int = 0
     resumes: int = 0
     ends: dict[str, int] = field(default_factory=dict)
 
@@ -145,7 +144,6 @@ class Informer:
                 items.pop(ev.key, None)
         self._next_rev = last + 1
         self.stats.events += len(batch.events)
-        self.stats.batches += 1
         return Snapshot(last, MappingProxyType(items), changes=batch.events), items
 
     async def sync_once(self, *, max_batches: int | None = None) -> StreamEnd:

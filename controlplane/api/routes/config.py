@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from controlplane.services.config import ApplyResult, ConfigService, require_kin
 from controlplane.services.errors import BadRequest, NotFound
 from controlplane.services.tokens import Principal
 from schemas.common import ConfigObject
+from schemas.jsonschema import export_all
 
 router = APIRouter(prefix="/api/v1", tags=["config"])
 
@@ -149,11 +151,15 @@ async def apply(request: ApplyRequest, rt: Runtime = Depends(runtime), who: Prin
     return apply_body(result)
 
 
+@functools.cache
+def _schemas() -> dict[str, dict[str, Any]]:
+    return export_all()
+
+
 @router.get("/schemas/{kind}")
 async def json_schema(kind: str, _p: Principal = Viewer) -> dict[str, Any]:
-    from schemas.jsonschema import export_all
-
-    schemas = export_all()
+    """JSON Schema of a kind (``models``, ``routes``, ``rag``, ``experiments``, ``nodepools``, ``nodestatus``)."""
+    schemas = _schemas()
     if kind not in schemas:
         raise NotFound(kind)
     return schemas[kind]
