@@ -20,6 +20,7 @@ from controlplane.api.routes import config, health, history, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
 from controlplane.services.history import History
+from controlplane.services.loops import every
 from controlplane.services.tokens import TokenService
 from controlplane.services.view import ConfigView
 from controlplane.settings import Settings
@@ -71,13 +72,17 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             check_db=check_db,
         )
         app.state.runtime = rt
-        tasks = [asyncio.create_task(config_informer.run()), asyncio.create_task(status_informer.run())]
-        try:
+
+        async def repair() -> None:
             repaired = await service.repair_pending()
             if repaired:
-                log.warning("resolved %d change set(s) left pending by an earlier crash", repaired)
-        except Exception:  # start serving anyway; the next start tries again
-            log.exception("could not resolve pending audit rows (store or database down?)")
+                log.warning("resolved %d audit change set(s) left pending by a crash", repaired)
+
+        tasks = [
+            asyncio.create_task(config_informer.run()),
+            asyncio.create_task(status_informer.run()),
+            asyncio.create_task(every(60, repair, name="pending-audit repair")),
+        ]
         try:
             yield
         finally:

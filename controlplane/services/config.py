@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -370,15 +371,18 @@ class ConfigService:
         text = message or f"rollback to revision {revision}"
         return await self.apply(objects, deletes=deletes, actor=actor, message=text, dry_run=dry_run)
 
-    async def repair_pending(self) -> int:
+    async def repair_pending(self, *, min_age_s: float = 60.0) -> int:
         """Resolve change sets left pending by a crash between the store commit and finalize.
 
-        A set whose every object matches the store was committed: it is finalized with the
-        objects' revision (a set of deletions only, whose revision etcd no longer shows, gets
-        the current revision, at most a few revisions late). Any other set never committed.
+        Only sets older than ``min_age_s`` count: a younger one may be a write in flight on this or
+        another replica, which must not be discarded under it. A set whose every object matches
+        the store was committed: it is finalized with the objects' revision (a set of deletions
+        only, whose revision etcd no longer shows, gets the current revision, at most a few
+        revisions late). Any other set never committed and is discarded.
         """
         repaired = 0
-        for change_id, changes in (await self._history.pending_sets()).items():
+        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_s)
+        for change_id, changes in (await self._history.pending_sets(before=cutoff)).items():
             matches, revisions = True, set()
             for c in changes:
                 kv = await self._store.get(self._keys.config(c.kind, c.name))

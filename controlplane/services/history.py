@@ -109,16 +109,17 @@ class History:
     async def discard(self, change_id: str) -> None:
         await self._run(self._discard, change_id)
 
-    def _pending_sets(self) -> dict[str, list[Change]]:
+    def _pending_sets(self, before: datetime) -> dict[str, list[Change]]:
         with Session(self._engine) as s:
-            rows = s.scalars(select(AuditEntry).where(AuditEntry.state == "pending")).all()
+            rows = s.scalars(select(AuditEntry).where(AuditEntry.state == "pending", AuditEntry.at < before)).all()
             out: dict[str, list[Change]] = {}
             for r in rows:
                 out.setdefault(r.change_id, []).append(Change(r.kind, r.name, r.action, r.before, r.after))  # type: ignore[arg-type]
             return out
 
-    async def pending_sets(self) -> dict[str, list[Change]]:
-        result: dict[str, list[Change]] = await self._run(self._pending_sets)
+    async def pending_sets(self, *, before: datetime) -> dict[str, list[Change]]:
+        """Change sets still pending that were recorded before ``before``."""
+        result: dict[str, list[Change]] = await self._run(self._pending_sets, before)
         return result
 
     # -- read side ----------------------------------------------------------------------------

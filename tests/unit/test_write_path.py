@@ -61,3 +61,17 @@ async def test_view_keeps_the_last_good_value_of_a_corrupted_object(tmp_path: Pa
     kept = view.state[("models", "m")]
     assert kept.obj.spec.context_window == 4096  # type: ignore[attr-defined]
     task.cancel()
+
+
+async def test_daemon_loop_survives_a_failing_run() -> None:
+    from controlplane.services.loops import every
+
+    runs: list[int] = []
+
+    async def work() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("database down")
+
+    await every(0.01, work, name="test", iterations=3)
+    assert runs == [0, 1, 2]
