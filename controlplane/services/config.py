@@ -106,7 +106,7 @@ def _blame_deletion(p: Problem) -> Problem:
     """Word a dangling reference from the side of the person deleting the referenced object."""
     assert p.missing is not None
     kind, name = p.missing
-    text = f"cannot delete {kind}/{name}: {p.kind}/{p.name} still uses it at {p.field}; change or delete that first"
+    text = f"uses {kind}/{name}, which this change deletes; change or delete {p.kind}/{p.name} first"
     return Problem(p.kind, p.name, p.field, text, p.missing)
 
 

@@ -97,8 +97,8 @@ async def test_invalid_references_write_nothing(service: ConfigService, engine: 
     await service.apply(objs(route_doc("r", "chat")), actor="a")
     with pytest.raises(Invalid) as refused:
         await service.delete("models", "chat", actor="a")
-    assert refused.value.problems[0].message == (
-        "cannot delete models/chat: routes/r still uses it at spec.targets[0].model; change or delete that first"
+    assert str(refused.value) == (
+        "routes/r spec.targets[0].model: uses models/chat, which this change deletes; change or delete routes/r first"
     )
 
 
