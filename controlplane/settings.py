@@ -12,10 +12,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class StoreSettings(BaseModel):
-    backend: Literal["etcd", "memory"] = Field(default="etcd", description="Configuration store backend.")
+    backend: Literal["etcd", "zookeeper", "memory"] = Field(default="etcd", description="Configuration store backend.")
     endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:2379"],
         description="etcd client URLs, comma-separated in the environment; tried in order.",
+    )
+    zookeeper_hosts: str = Field(
+        default="127.0.0.1:2181", description="ZooKeeper connection string (host:port,host:port) when backend=zookeeper."
+    )
+    zookeeper_root: str = Field(
+        default="/llmtune-store",
+        pattern=r"^/[A-Za-z0-9._/-]*$",
+        description="znode under which the ZooKeeper backend keeps everything.",
     )
     namespace: str = Field(default="llmtune", pattern=r"^[a-z0-9][a-z0-9-]*$", description="Key-space namespace.")
     username: str | None = Field(default=None, description="etcd user (enables token authentication).")

@@ -12,7 +12,8 @@ from controlplane.store.base import ConfigStore
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
-from tests.fixtures.services import EtcdServer, PostgresServer
+from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
+from tests.fixtures.services import EtcdServer, PostgresServer, ZooKeeperServer
 
 #: CI sets this so that a missing service fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("LLMTUNE_REQUIRE_SERVICES") == "1"
@@ -21,6 +22,19 @@ REQUIRE_SERVICES = os.environ.get("LLMTUNE_REQUIRE_SERVICES") == "1"
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[EtcdServer]:
     server = EtcdServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    try:
+        server = ZooKeeperServer()
+    except FileNotFoundError as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(str(exc))
     server.start()
     yield server
     server.close()
@@ -54,13 +68,34 @@ def keys() -> KeySpace:
     return KeySpace(f"t{uuid.uuid4().hex[:10]}")
 
 
-@pytest.fixture(params=["memory", "etcd"])
+def open_backend(request: pytest.FixtureRequest, backend: str, *, etcd_fixture: str = "etcd_server") -> ConfigStore:
+    """A store of ``backend``; ZooKeeper stores get a root of their own (its data is global)."""
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "etcd":
+        server: EtcdServer = request.getfixturevalue(etcd_fixture)
+        return EtcdStore(EtcdConfig(endpoints=(server.url,)))
+    zk: ZooKeeperServer = request.getfixturevalue("zookeeper_server")
+    return ZooKeeperStore(ZooKeeperConfig(hosts=zk.hosts, root=f"/t{uuid.uuid4().hex[:10]}", progress_interval_s=1.0))
+
+
+@pytest.fixture(params=["memory", "etcd", "zookeeper"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConfigStore]:
     """Every backend, for the contract suite."""
-    if request.param == "memory":
-        the_store: ConfigStore = MemoryStore()
-    else:
-        server: EtcdServer = request.getfixturevalue("etcd_server")
-        the_store = EtcdStore(EtcdConfig(endpoints=(server.url,)))
+    the_store = open_backend(request, request.param)
     yield the_store
     await the_store.close()
+
+
+@pytest.fixture
+def own_zookeeper() -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper of the test's own, for tests that restart it."""
+    try:
+        server = ZooKeeperServer()
+    except FileNotFoundError as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(str(exc))
+    server.start()
+    yield server
+    server.close()

@@ -234,7 +234,8 @@ class EtcdStore(StoreBase):
             yield create
             while not stop.is_set():  # keep the request side open; ask for progress now and then
                 try:
-                    await asyncio.wait_for(stop.wait(), interval)
+                    async with asyncio.timeout(interval):  # not wait_for: it can swallow a cancellation on 3.11
+                        await stop.wait()
                 except TimeoutError:
                     yield progress
 

@@ -172,8 +172,9 @@ class Informer:
                 except Compacted:
                     self._next_rev = None
                     return StreamEnd.COMPACTED
-                except (StoreError, StopAsyncIteration):
+                except (StoreError, StopAsyncIteration) as exc:
                     if received:
+                        log.info("informer %s: stream broke after %d batches (%r); resuming", self._prefix, received, exc)
                         return StreamEnd.BROKEN
                     raise
                 received += 1

@@ -132,7 +132,8 @@ class MemoryStore(StoreBase):
                 last_sent = time.monotonic()
                 yield WatchBatch(events, self._revision)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tick.wait(), _EXPIRY_POLL_S)
+                async with asyncio.timeout(_EXPIRY_POLL_S):  # not wait_for: it can swallow a cancellation on 3.11
+                    await tick.wait()
 
     async def current_revision(self) -> int:
         self._check()

@@ -9,11 +9,9 @@ import pytest
 
 from controlplane.store.base import Check, ConfigStore, Delete, EventType, Put, WatchBatch
 from controlplane.store.errors import Compacted, Conflict, LeaseLost
-from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election, LeaseKeeper
-from controlplane.store.memory import MemoryStore
-from tests.fixtures.services import EtcdServer
+from tests.conftest import open_backend
 
 
 async def collect(
@@ -102,14 +100,10 @@ async def test_watch_delivers_live_changes(store: ConfigStore, keys: KeySpace) -
     assert [e[3] for e in events] == [r1, r2]
 
 
-@pytest.fixture(params=["memory", "etcd"])
+@pytest.fixture(params=["memory", "etcd", "zookeeper"])
 async def fresh_store(request: pytest.FixtureRequest) -> AsyncIterator[ConfigStore]:
     """A store nobody else uses (compaction is global)."""
-    if request.param == "memory":
-        s: ConfigStore = MemoryStore()
-    else:
-        server: EtcdServer = request.getfixturevalue("own_etcd")
-        s = EtcdStore(EtcdConfig(endpoints=(server.url,)))
+    s = open_backend(request, request.param, etcd_fixture="own_etcd")
     yield s
     await s.close()
 
