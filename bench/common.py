@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +20,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from controlplane.store.base import ConfigStore  # noqa: E402
+from controlplane.store.etcd import EtcdConfig, EtcdStore  # noqa: E402
 from controlplane.store.keys import KeySpace  # noqa: E402
-from tests.fixtures.services import EtcdServer, free_port  # noqa: E402
+from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore  # noqa: E402
+from tests.fixtures.services import EtcdServer, ZooKeeperServer, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 KEYS = KeySpace("bench")
@@ -63,11 +67,11 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 20.0) -> None
     raise RuntimeError("the control plane did not become ready")
 
 
-def start_control_plane(etcd_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_control_plane(store_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
-        "LLMTUNE_STORE__ENDPOINTS": etcd_url,
+        **store_env,
         "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
         "LLMTUNE_DB__URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-')) / 'meta.db'}",
         "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
@@ -78,18 +82,45 @@ def start_control_plane(etcd_url: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+@dataclass
+class Stack:
+    backend: str
+    open_store: Callable[[], ConfigStore]  # a store client on the same backend, for in-process informers
+    control_plane: subprocess.Popen[bytes]
+    api: str
+
+
 @contextlib.contextmanager
-def running_stack() -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
-    """(etcd URL, control-plane process, API URL), stopped again on exit."""
-    etcd = EtcdServer(progress_interval="5s")
-    etcd.start()
-    cp, api = start_control_plane(etcd.url)
+def running_stack(backend: str = "etcd") -> Iterator[Stack]:
+    """A real store server (etcd or ZooKeeper) and a control plane on it, stopped again on exit."""
+    server: EtcdServer | ZooKeeperServer
+    if backend == "etcd":
+        server = EtcdServer(progress_interval="5s")
+        url = server.url
+        env = {"LLMTUNE_STORE__ENDPOINTS": url}
+
+        def open_store() -> ConfigStore:
+            return EtcdStore(EtcdConfig(endpoints=(url,)))
+    else:
+        server = ZooKeeperServer(tick_ms=2000)  # ZooKeeper's default tick
+        hosts = server.hosts
+        env = {
+            "LLMTUNE_STORE__BACKEND": "zookeeper",
+            "LLMTUNE_STORE__ZOOKEEPER_HOSTS": hosts,
+            "LLMTUNE_STORE__ZOOKEEPER_ROOT": "/bench",
+        }
+
+        def open_store() -> ConfigStore:
+            return ZooKeeperStore(ZooKeeperConfig(hosts=hosts, root="/bench"))
+
+    server.start()
+    cp, api = start_control_plane(env)
     try:
-        yield etcd.url, cp, api
+        yield Stack(backend, open_store, cp, api)
     finally:
         cp.terminate()
         cp.wait(10)
-        etcd.close()
+        server.close()
 
 
 T = TypeVar("T")

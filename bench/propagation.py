@@ -1,9 +1,10 @@
 """Propagation benchmark: a write through the REST API until 100 informers in this process hold
-the new revision, against a baseline of the same etcd transaction made directly (no API, no
-audit), alternating the two so machine drift hits both. Prints p50/p95/p99, the ratio, CPU per
-write and peak RSS of each process. Real etcd and a real control-plane process on free ports.
+the new revision, against a baseline of the same store transaction made directly (no API, no
+audit), alternating the two so machine drift hits both; on etcd and on ZooKeeper, side by
+side. Prints p50/p99, the ratio, CPU per write and peak RSS of each process. Real servers and a
+real control-plane process on free ports.
 
-    python bench/propagation.py [--writes 500] [--informers 100]
+    python bench/propagation.py [--writes 500] [--informers 100] [--backends etcd,zookeeper]
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import KEYS, TOKEN, cpu_seconds, pct, peak_rss_mb, run_loop, running_stack, wait_ready
+from bench.common import KEYS, TOKEN, Stack, cpu_seconds, pct, peak_rss_mb, run_loop, running_stack, wait_ready
 from controlplane.store.base import Put
-from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.informer import Informer, Snapshot
 
 
@@ -33,6 +33,7 @@ class Samples:
     api_total: list[float] = field(default_factory=list)  # PUT sent -> last informer holds the revision
     direct_total: list[float] = field(default_factory=list)  # the same etcd txn sent directly -> last informer holds it
     cp_cpu_s: float = 0.0
+    cp_rss_mb: float = 0.0
 
 
 def model(ctx: int) -> dict[str, object]:
@@ -43,9 +44,10 @@ def model(ctx: int) -> dict[str, object]:
     }
 
 
-async def measure(api: str, etcd_url: str, cp_pid: int, *, writes: int, n_informers: int) -> Samples:
+async def measure(stack: Stack, *, writes: int, n_informers: int) -> Samples:
     samples = Samples()
-    store = EtcdStore(EtcdConfig(endpoints=(etcd_url,)))
+    api, cp_pid = stack.api, stack.control_plane.pid
+    store = stack.open_store()
     complete: dict[int, float] = {}  # revision -> when the last informer's handler saw it
     arrivals: dict[int, int] = {}
     waiters: dict[int, asyncio.Event] = {}
@@ -89,33 +91,40 @@ async def measure(api: str, etcd_url: str, cp_pid: int, *, writes: int, n_inform
     return samples
 
 
-def report(s: Samples, *, writes: int, n_informers: int, cp_rss_mb: float) -> None:
-    def row(name: str, values: list[float]) -> str:
-        return f"{name:46s} {statistics.median(values):8.2f} {pct(values, 95):8.2f} {pct(values, 99):8.2f} {max(values):8.2f}"
-
-    print(f"propagation: {writes} writes each way (alternating), {n_informers} informers in one process, etcd 3.5.1, SQLite")
-    print(f"{'ms':46s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'max':>8s}")
-    print(row("API write (PUT -> 200, incl. audit)", s.api_write))
-    print(row("API write -> all informers hold revision", s.api_total))
-    print(row("baseline: same etcd txn -> all informers hold it", s.direct_total))
-    print(
-        f"ratio API/baseline: p50 x{statistics.median(s.api_total) / statistics.median(s.direct_total):.2f}, "
-        f"p99 x{pct(s.api_total, 99) / pct(s.direct_total, 99):.2f}"
-    )
-    print(f"control plane: {s.cp_cpu_s / writes * 1000:.2f} ms CPU per API write, peak RSS {cp_rss_mb:.0f} MB")
+def report(results: dict[str, Samples], *, writes: int, n_informers: int) -> None:
+    """One table, a column pair (p50, p99) per backend, so they read side by side."""
+    backends = list(results)
+    print(f"propagation: {writes} writes each way (alternating), {n_informers} informers in one process, SQLite audit")
+    print(f"{'ms':44s}" + "".join(f"{b + ' p50':>16s}{b + ' p99':>16s}" for b in backends))
+    rows = [
+        ("API write (PUT -> 200, incl. audit)", "api_write"),
+        ("API write -> all informers hold revision", "api_total"),
+        ("baseline: same store txn -> all informers", "direct_total"),
+    ]
+    for label, attr in rows:
+        cells = "".join(f"{statistics.median(getattr(r, attr)):16.2f}{pct(getattr(r, attr), 99):16.2f}" for r in results.values())
+        print(f"{label:44s}{cells}")
+    for backend, r in results.items():
+        ratio = statistics.median(r.api_total) / statistics.median(r.direct_total)
+        print(
+            f"{backend}: API/baseline p50 x{ratio:.2f}; control plane {r.cp_cpu_s / writes * 1000:.2f} ms CPU per API write, "
+            f"peak RSS {r.cp_rss_mb:.0f} MB; goal p99 < 20 ms: {'met' if pct(r.api_total, 99) < 20 else 'NOT met'}"
+        )
     print(f"bench process ({n_informers} informers + client): peak RSS {peak_rss_mb():.0f} MB")
-    print(f"goal p99 < 20 ms for API write -> {n_informers} informers: {'met' if pct(s.api_total, 99) < 20 else 'NOT met'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--informers", type=int, default=100)
+    parser.add_argument("--backends", default="etcd,zookeeper", help="comma-separated: etcd, zookeeper")
     args = parser.parse_args()
-    with running_stack() as (etcd_url, cp, api):
-        samples = run_loop(measure(api, etcd_url, cp.pid, writes=args.writes, n_informers=args.informers))
-        rss = peak_rss_mb(cp.pid)
-    report(samples, writes=args.writes, n_informers=args.informers, cp_rss_mb=rss)
+    results: dict[str, Samples] = {}
+    for backend in args.backends.split(","):
+        with running_stack(backend) as stack:
+            results[backend] = run_loop(measure(stack, writes=args.writes, n_informers=args.informers))
+            results[backend].cp_rss_mb = peak_rss_mb(stack.control_plane.pid)
+    report(results, writes=args.writes, n_informers=args.informers)
 
 
 if __name__ == "__main__":

@@ -83,9 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=10_000)
     args = parser.parse_args()
-    with running_stack() as (_, cp, api):
-        r = run_loop(measure(api, cp.pid, args.objects))
-        peak = peak_rss_mb(cp.pid)
+    with running_stack() as stack:
+        r = run_loop(measure(stack.api, stack.control_plane.pid, args.objects))
+        peak = peak_rss_mb(stack.control_plane.pid)
 
     def row(name: str, values: list[float]) -> str:
         return f"{name:48s} {statistics.median(values):9.2f} {pct(values, 95):9.2f} {pct(values, 99):9.2f}"

@@ -305,6 +305,19 @@ class ZooKeeperStore(StoreBase):
                 hi = mid
         return lo
 
+    def _poll(self, position: int, last_seq: int | None, on_children: Callable[[object], None]) -> tuple[Sequence[str], int]:
+        """One thread hop per wake-up: the log records this watcher has not read yet (re-arming the
+        children watch), and the czxid of the newest compacted record when it may have missed some."""
+        zk = self._zk()
+        names = sorted(zk.get_children(self._log, on_children), key=_seq)
+        # Compaction deletes the oldest records first: while a record at or before our last one is
+        # still there, nothing after it can be gone, and the marker need not be read.
+        intact = last_seq is not None and bool(names) and _seq(names[0]) <= last_seq
+        last_deleted = 0 if intact else self._compaction()[1]
+        if last_seq is None:
+            return names[self._first_at(names, position) :], last_deleted
+        return [n for n in names if _seq(n) > last_seq], last_deleted
+
     async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchBatch]:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -315,15 +328,10 @@ class ZooKeeperStore(StoreBase):
             loop.call_soon_threadsafe(wake.set)
 
         while True:
-            compacted, last_deleted = await self._run(self._compaction)
-            if position <= last_deleted:
-                raise Compacted(compacted)
             wake.clear()
-            names = sorted(await self._run(lambda: self._zk().get_children(self._log, on_children)), key=_seq)
-            if last_seq is None:
-                names = names[await self._run(self._first_at, names, position) :]
-            else:
-                names = [n for n in names if _seq(n) > last_seq]
+            names, last_deleted = await self._run(self._poll, position, last_seq, on_children)
+            if position <= last_deleted:
+                raise Compacted((await self._run(self._compaction))[0])
             for start in range(0, len(names), _CHUNK):  # a long catch-up arrives in bounded batches
                 events: list[Event] = []
                 for seq, data, stat in await self._run(self._records, names[start : start + _CHUNK]):
