@@ -200,3 +200,29 @@ def test_the_api_runs_unchanged_on_zookeeper(zookeeper_server: ZooKeeperServer, 
             "create",
         ]
         assert client.get("/readyz").json()["ready"] is True
+
+
+async def test_twenty_concurrent_cas_writers_lose_no_update(zookeeper_server: ZooKeeperServer, keys: KeySpace) -> None:
+    from controlplane.store.errors import Conflict
+
+    store = zk_store(zookeeper_server)
+    key = keys.config("models", "counter")
+    await store.put(key, b"0")
+    conflicts = 0
+
+    async def writer() -> None:
+        nonlocal conflicts
+        done = 0
+        while done < 5:
+            kv = await store.get(key)
+            assert kv is not None
+            try:
+                await store.put(key, str(int(kv.value) + 1).encode(), expected_revision=kv.mod_revision)
+                done += 1
+            except Conflict:
+                conflicts += 1
+
+    await asyncio.gather(*(writer() for _ in range(20)))
+    final = await store.get(key)
+    assert final is not None and int(final.value) == 100 and conflicts > 0
+    await store.close()
