@@ -31,8 +31,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import struct
 import threading
+import time
 from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -260,7 +262,9 @@ class ZooKeeperStore(StoreBase):
                 return int(zk.exists(results[-1]).czxid)
             if not any(isinstance(r, BadVersionError | NodeExistsError | NoNodeError) for r in results):
                 raise StoreUnavailable(f"ZooKeeper refused the transaction: {results}")
-            # Another commit came first: read again and re-evaluate the preconditions.
+            # Another commit came first: read again and re-evaluate the preconditions (after a
+            # short random pause, so colliding writers spread out instead of spinning).
+            time.sleep(random.uniform(0, 0.002))
         raise StoreUnavailable("too many concurrent commits; retry")
 
     async def commit(self, ops: Sequence[Op]) -> int:
