@@ -27,8 +27,7 @@ def etcd_server() -> Iterator[EtcdServer]:
     server.close()
 
 
-@pytest.fixture(scope="session")
-def zookeeper_server() -> Iterator[ZooKeeperServer]:
+def _zookeeper() -> Iterator[ZooKeeperServer]:
     try:
         server = ZooKeeperServer()
     except FileNotFoundError as exc:
@@ -38,6 +37,11 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    yield from _zookeeper()
 
 
 @pytest.fixture
@@ -90,12 +94,4 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConfigStore]:
 @pytest.fixture
 def own_zookeeper() -> Iterator[ZooKeeperServer]:
     """A ZooKeeper of the test's own, for tests that restart it."""
-    try:
-        server = ZooKeeperServer()
-    except FileNotFoundError as exc:
-        if REQUIRE_SERVICES:
-            raise
-        pytest.skip(str(exc))
-    server.start()
-    yield server
-    server.close()
+    yield from _zookeeper()
