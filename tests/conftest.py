@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -27,9 +28,13 @@ def etcd_server() -> Iterator[EtcdServer]:
     server.close()
 
 
-def _zookeeper() -> Iterator[ZooKeeperServer]:
+S = TypeVar("S", ZooKeeperServer, PostgresServer)
+
+
+def _installed(factory: Callable[[], S]) -> Iterator[S]:
+    """Start a server from a Debian package; skip locally when it is missing (CI fails instead)."""
     try:
-        server = ZooKeeperServer()
+        server = factory()
     except FileNotFoundError as exc:
         if REQUIRE_SERVICES:
             raise
@@ -41,7 +46,7 @@ def _zookeeper() -> Iterator[ZooKeeperServer]:
 
 @pytest.fixture(scope="session")
 def zookeeper_server() -> Iterator[ZooKeeperServer]:
-    yield from _zookeeper()
+    yield from _installed(ZooKeeperServer)
 
 
 @pytest.fixture
@@ -55,15 +60,7 @@ def own_etcd() -> Iterator[EtcdServer]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer()
-    except FileNotFoundError as exc:
-        if REQUIRE_SERVICES:
-            raise
-        pytest.skip(str(exc))
-    server.start()
-    yield server
-    server.close()
+    yield from _installed(PostgresServer)
 
 
 @pytest.fixture
@@ -94,4 +91,4 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConfigStore]:
 @pytest.fixture
 def own_zookeeper() -> Iterator[ZooKeeperServer]:
     """A ZooKeeper of the test's own, for tests that restart it."""
-    yield from _zookeeper()
+    yield from _installed(ZooKeeperServer)
