@@ -41,14 +41,13 @@ class ConfigView:
 
     def __init__(self, keys: KeySpace) -> None:
         self._keys = keys
-        self._dict: dict[ObjectKey, Stored] = {}
-        self._state: Mapping[ObjectKey, Stored] = MappingProxyType(self._dict)
+        self._dict: dict[ObjectKey, Stored] = {}  # replaced, never mutated, on each snapshot
         self.revision = 0
         self._changed = asyncio.Event()
 
     @property
     def state(self) -> Mapping[ObjectKey, Stored]:
-        return self._state
+        return MappingProxyType(self._dict)
 
     def _decode(self, kv: KeyValue, previous: Stored | None) -> Stored | None:
         try:
@@ -78,7 +77,7 @@ class ConfigView:
                     decoded = self._decode(kv, state.get(key))
                     if decoded is not None:
                         state[key] = decoded
-        self._dict, self._state = state, MappingProxyType(state)
+        self._dict = state
         self.revision = snapshot.revision
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -1,7 +1,7 @@
 """Liveness keys bound to a lease, and leader election, built on ConfigStore primitives alone.
 
 Backend-neutral: etcd maps a lease to its lease API, the memory store emulates it, and the
-ZooKeeper backend maps it to a session with ephemeral znodes.
+ZooKeeper backend maps it to a session of its own whose expiry deletes the bound keys.
 """
 
 from __future__ import annotations

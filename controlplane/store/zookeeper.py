@@ -440,15 +440,12 @@ class ZooKeeperStore(StoreBase):
             names = zk.get_children(index)
         except NoNodeError:
             return
-        keys = [_dec(n) for n in names]
-        bound = [k for k, v in self._read(keys).items() if v and (kv := self._kv_of(k, *v)) and kv.lease == lease]
-        for key in bound:
-            try:
-                kv = self._kv_of(key, *zk.get(self._path(key)))
-                if kv is not None and kv.lease == lease:
-                    self._commit([Delete(key, expected_revision=kv.mod_revision)])
-            except (Conflict, NoNodeError):
-                pass  # changed or already reaped by another instance
+        found = self._read([_dec(n) for n in names])
+        bound = [kv for k, v in found.items() if v and (kv := self._kv_of(k, *v)) and kv.lease == lease]
+        for kv in bound:
+            # Versioned: a key rewritten (or reaped by another instance) since the read is left alone.
+            with contextlib.suppress(Conflict):
+                self._commit([Delete(kv.key, expected_revision=kv.mod_revision)])
         for name in names:
             with contextlib.suppress(NoNodeError):
                 zk.delete(f"{index}/{name}")
