@@ -1,121 +1,17 @@
-"""The informer against a real etcd: restart mid catch-up, compaction while away, concurrent CAS."""
+"""etcd-specific informer behaviour (the scenarios shared with ZooKeeper are in test_informer_backends)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
-from controlplane.store.base import Put
-from controlplane.store.errors import Conflict
 from controlplane.store.etcd import EtcdConfig, EtcdStore
-from controlplane.store.informer import Informer, Snapshot
+from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from tests.fixtures.services import EtcdServer
 
 pytestmark = pytest.mark.etcd
-
-
-async def _write_revisions(store: EtcdStore, keys: KeySpace, n: int) -> list[int]:
-    """``n`` revisions: single puts, multi-key commits and deletes over 50 keys."""
-    revs: list[int] = []
-    for i in range(n):
-        k = keys.config("models", f"m{i % 50}")
-        if i % 10 == 9:
-            revs.append(await store.commit([Put(k, f"v{i}".encode()), Put(keys.config("routes", f"r{i % 7}"), f"r{i}".encode())]))
-        elif i % 17 == 16:
-            revs.append(await store.delete(k))
-        else:
-            revs.append(await store.put(k, f"v{i}".encode()))
-    return revs
-
-
-async def test_restart_during_catch_up_loses_and_repeats_nothing(own_etcd: EtcdServer, keys: KeySpace) -> None:
-    store = EtcdStore(EtcdConfig(endpoints=(own_etcd.url,), timeout_s=2))
-    informer = Informer(store, keys.config_prefix(), max_backoff_s=0.2)
-    await informer.sync_once(max_batches=0)  # listed (empty); now it is "away"
-    revs = [r for r in await _write_revisions(store, keys, 2500) if r]
-    revs = sorted(set(revs))  # deletes of missing keys make no revision
-
-    observed: list[int] = []
-    restarted = asyncio.Event()
-
-    async def observer(snapshot: Snapshot) -> None:
-        for ev in snapshot.changes:
-            if not observed or observed[-1] != ev.mod_revision:
-                observed.append(ev.mod_revision)
-        if not restarted.is_set() and len(observed) >= 300:
-            restarted.set()
-            await asyncio.to_thread(own_etcd.stop)  # mid catch-up: the stream dies under us
-            await asyncio.to_thread(own_etcd.start)
-
-    informer.add_handler(observer)
-    task = asyncio.create_task(informer.run())
-    try:
-        await informer.wait_for_revision(revs[-1], 60)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert restarted.is_set(), "the catch-up finished before the restart could happen"
-    assert informer.stats.resumes >= 1 and informer.stats.lists == 1  # resumed, never re-listed
-    assert observed == revs  # every revision once, in order
-    listed = await store.list(keys.config_prefix())
-    assert {k: (v.value, v.mod_revision) for k, v in informer.snapshot.items.items()} == {
-        kv.key: (kv.value, kv.mod_revision) for kv in listed.items
-    }
-    await store.close()
-
-
-async def test_compaction_while_disconnected_converges_by_relisting(own_etcd: EtcdServer, keys: KeySpace) -> None:
-    store = EtcdStore(EtcdConfig(endpoints=(own_etcd.url,)))
-    await _write_revisions(store, keys, 100)
-    informer = Informer(store, keys.config_prefix())
-    await informer.sync_once(max_batches=0)
-    await _write_revisions(store, keys, 300)
-    await store.compact(await store.current_revision())
-    task = asyncio.create_task(informer.run())
-    try:
-        current = await store.current_revision()
-        await informer.wait_for_revision(current, 10)
-    finally:
-        task.cancel()
-    assert informer.stats.lists == 2 and informer.stats.ends.get("compacted") == 1
-    listed = await store.list(keys.config_prefix())
-    assert {k: v.value for k, v in informer.snapshot.items.items()} == {kv.key: kv.value for kv in listed.items}
-    await store.close()
-
-
-async def test_twenty_concurrent_cas_writers_lose_no_update(etcd_server: EtcdServer, keys: KeySpace) -> None:
-    store = EtcdStore(EtcdConfig(endpoints=(etcd_server.url,)))
-    key = keys.config("models", "counter")
-    await store.put(key, b"0")
-    informer = Informer(store, keys.config_prefix())
-    task = asyncio.create_task(informer.run())
-    conflicts = 0
-    per_writer = 10
-
-    async def writer() -> None:
-        nonlocal conflicts
-        done = 0
-        while done < per_writer:
-            kv = await store.get(key)
-            assert kv is not None
-            try:
-                await store.put(key, str(int(kv.value) + 1).encode(), expected_revision=kv.mod_revision)
-                done += 1
-            except Conflict:
-                conflicts += 1
-
-    await asyncio.gather(*(writer() for _ in range(20)))
-    final = await store.get(key)
-    assert final is not None and int(final.value) == 20 * per_writer
-    assert conflicts > 0  # with 20 writers on one key, losers must have been told
-    snap = await informer.wait_for_revision(final.mod_revision, 5)
-    assert snap.items[key].value == final.value
-    task.cancel()
-    await store.close()
 
 
 async def test_progress_requests_keep_a_quiet_stream_alive(keys: KeySpace) -> None:

@@ -1,10 +1,10 @@
-"""The ZooKeeper backend against a real ZooKeeper 3.8: restart mid catch-up, session expiry,
-compaction, and the control plane's API running on it unchanged."""
+"""ZooKeeper-specific behaviour against a real ZooKeeper 3.8: session expiry, lease re-creation, and
+the control plane's API running on it unchanged (restart, compaction and CAS scenarios are shared
+with etcd in test_informer_backends)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import textwrap
 import time
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from controlplane.api.app import create_app
 from controlplane.settings import Settings
-from controlplane.store.base import EventType, Put
+from controlplane.store.base import EventType
 from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
@@ -29,69 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def zk_store(server: ZooKeeperServer, root: str | None = None) -> ZooKeeperStore:
     root = root or f"/t{uuid.uuid4().hex[:10]}"
     return ZooKeeperStore(ZooKeeperConfig(hosts=server.hosts, root=root, timeout_s=10, progress_interval_s=0.5))
-
-
-async def test_restart_during_catch_up_loses_and_repeats_nothing(own_zookeeper: ZooKeeperServer, keys: KeySpace) -> None:
-    store = zk_store(own_zookeeper)
-    informer = Informer(store, keys.config_prefix(), max_backoff_s=0.2)
-    await informer.sync_once(max_batches=0)  # listed; now it is "away"
-    revs = []
-    for i in range(1200):
-        k = keys.config("models", f"m{i % 40}")
-        ops = (
-            [Put(k, f"v{i}".encode()), Put(keys.config("routes", f"r{i % 7}"), b"r")]
-            if i % 10 == 9
-            else [Put(k, f"v{i}".encode())]
-        )
-        revs.append(await store.commit(ops))
-    observed: list[int] = []
-    restarted = asyncio.Event()
-
-    async def observer(snapshot: Snapshot) -> None:
-        for ev in snapshot.changes:
-            if not observed or observed[-1] != ev.mod_revision:
-                observed.append(ev.mod_revision)
-        if not restarted.is_set() and len(observed) >= 200:
-            restarted.set()
-            await asyncio.to_thread(own_zookeeper.stop)  # mid catch-up
-            await asyncio.to_thread(own_zookeeper.start)
-
-    informer.add_handler(observer)
-    task = asyncio.create_task(informer.run())
-    try:
-        await informer.wait_for_revision(revs[-1], 60)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert restarted.is_set() and len(observed) > 200
-    assert observed == revs  # every revision once, in order
-    assert informer.stats.lists == 1  # resumed after the restart, never re-listed
-    listed = await store.list(keys.config_prefix())
-    assert {k: v.value for k, v in informer.snapshot.items.items()} == {kv.key: kv.value for kv in listed.items}
-    await store.close()
-
-
-async def test_compacted_history_makes_the_informer_relist(zookeeper_server: ZooKeeperServer, keys: KeySpace) -> None:
-    store = zk_store(zookeeper_server)
-    for i in range(30):
-        await store.put(keys.config("models", f"m{i % 5}"), str(i).encode())
-    informer = Informer(store, keys.config_prefix())
-    await informer.sync_once(max_batches=0)
-    for i in range(30):
-        await store.put(keys.config("models", f"n{i % 5}"), str(i).encode())
-    await store.delete(keys.config("models", "m0"))
-    await store.compact(await store.current_revision())
-    task = asyncio.create_task(informer.run())
-    try:
-        await informer.wait_for_revision(await store.current_revision(), 10)
-    finally:
-        task.cancel()
-    assert informer.stats.ends.get("compacted") == 1 and informer.stats.lists == 2
-    listed = await store.list(keys.config_prefix())
-    assert {k: v.value for k, v in informer.snapshot.items.items()} == {kv.key: kv.value for kv in listed.items}
-    assert keys.config("models", "m0") not in informer.snapshot.items
-    await store.close()
 
 
 AGENT = textwrap.dedent(
@@ -200,29 +137,3 @@ def test_the_api_runs_unchanged_on_zookeeper(zookeeper_server: ZooKeeperServer, 
             "create",
         ]
         assert client.get("/readyz").json()["ready"] is True
-
-
-async def test_twenty_concurrent_cas_writers_lose_no_update(zookeeper_server: ZooKeeperServer, keys: KeySpace) -> None:
-    from controlplane.store.errors import Conflict
-
-    store = zk_store(zookeeper_server)
-    key = keys.config("models", "counter")
-    await store.put(key, b"0")
-    conflicts = 0
-
-    async def writer() -> None:
-        nonlocal conflicts
-        done = 0
-        while done < 5:
-            kv = await store.get(key)
-            assert kv is not None
-            try:
-                await store.put(key, str(int(kv.value) + 1).encode(), expected_revision=kv.mod_revision)
-                done += 1
-            except Conflict:
-                conflicts += 1
-
-    await asyncio.gather(*(writer() for _ in range(20)))
-    final = await store.get(key)
-    assert final is not None and int(final.value) == 100 and conflicts > 0
-    await store.close()
