@@ -39,6 +39,7 @@ class ModelCondition(Strict):
     reason: str = ""
     message: str = ""
     progress: float | None = Field(default=None, ge=0, le=1)
+    revision: int = Field(default=0, ge=0, description="Mod revision of the Model object this condition is about.")
     since: datetime | None = None
 
 
@@ -68,4 +69,11 @@ class NodeStatus(Strict):
     conditions: list[ModelCondition] = Field(default_factory=list)
     last_errors: list[str] = Field(default_factory=list, max_length=20)
     load: NodeLoad = Field(default_factory=NodeLoad)
+    draining: bool = Field(default=False, description="Restarting Ollama: the router must not send new requests.")
+    supervised: bool = Field(default=False, description="The agent runs Ollama itself (and can restart it).")
+    server_settings: dict[str, str] = Field(default_factory=dict, description="OLLAMA_* settings Ollama runs with.")
+    restart_required: list[str] = Field(
+        default_factory=list, description="OLLAMA_* settings the configuration changed that need an Ollama restart."
+    )
+    agent_version: str = ""
     updated_at: datetime | None = None

@@ -16,12 +16,14 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
 from controlplane.api.metrics import MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import config, health, history, tokens, watch
+from controlplane.api.routes import config, fleet, health, history, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
+from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
 from controlplane.services.tokens import TokenService
+from controlplane.services.tuning import TuningService
 from controlplane.services.view import ConfigView
 from controlplane.settings import Settings
 from controlplane.store.base import ConfigStore
@@ -51,7 +53,11 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         config_informer.add_handler(view.on_snapshot)
         config_informer.add_handler(broadcaster.publish)
         status_informer = Informer(the_store, keys.status_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
-        install_informer_metrics(registry, {"config": config_informer, "status": status_informer})
+        nodes_informer = Informer(the_store, keys.nodes_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
+        fleet_view = FleetView()
+        status_informer.add_handler(fleet_view.on_status)
+        nodes_informer.add_handler(fleet_view.on_nodes)
+        install_informer_metrics(registry, {"config": config_informer, "status": status_informer, "nodes": nodes_informer})
 
         async def check_db() -> None:
             def ping() -> None:
@@ -67,6 +73,10 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             tokens=TokenService(engine, bootstrap_token=bootstrap),
             config_informer=config_informer,
             status_informer=status_informer,
+            nodes_informer=nodes_informer,
+            view=view,
+            fleet=fleet_view,
+            tuning=TuningService(service, view, fleet_view),
             broadcaster=broadcaster,
             registry=registry,
             check_db=check_db,
@@ -81,6 +91,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         tasks = [
             asyncio.create_task(config_informer.run()),
             asyncio.create_task(status_informer.run()),
+            asyncio.create_task(nodes_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
         try:
@@ -102,6 +113,6 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, health):
+    for module in (config, history, watch, tokens, fleet, health):
         app.include_router(module.router)
     return app

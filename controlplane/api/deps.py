@@ -11,7 +11,10 @@ from prometheus_client import CollectorRegistry
 from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
+from controlplane.services.fleet import FleetView
 from controlplane.services.tokens import Principal, Role, TokenService
+from controlplane.services.tuning import TuningService
+from controlplane.services.view import ConfigView
 from controlplane.store.base import ConfigStore
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
@@ -25,6 +28,10 @@ class Runtime:
     tokens: TokenService
     config_informer: Informer
     status_informer: Informer
+    nodes_informer: Informer
+    view: ConfigView
+    fleet: FleetView
+    tuning: TuningService
     broadcaster: Broadcaster
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]

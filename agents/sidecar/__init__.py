@@ -1,0 +1,1 @@
+"""The sidecar agent: makes one Ollama node match the configuration and reports its status."""

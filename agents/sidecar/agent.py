@@ -1,0 +1,265 @@
+"""The sidecar agent: registration under a lease, the config informer, the reconcile and probe
+loops, start-time settings (restart when supervising Ollama), and the lease-bound status key.
+
+The agent writes nothing but ``nodes/<node>`` and ``status/<node>``, both bound to its lease, so a
+dead agent's node disappears from the fleet within the lease TTL. Status is written only when
+its content changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agents.sidecar.desired import Desired, DesiredState
+from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
+from agents.sidecar.reconcile import Reconciler
+from agents.sidecar.settings import AgentGroup
+from agents.sidecar.supervisor import OllamaProcess
+from controlplane.store.base import ConfigStore
+from controlplane.store.errors import LeaseLost, StoreError
+from controlplane.store.informer import Informer, Snapshot
+from controlplane.store.keys import KeySpace
+from controlplane.store.leases import LeaseKeeper
+from schemas.nodepool import ServerSettings
+from schemas.status import Capacity, LoadedModel, NodeRegistration, NodeStatus
+
+log = logging.getLogger(__name__)
+AGENT_VERSION = "0.1.0"
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.passes = Counter("llmtune_agent_reconcile_passes", "Reconcile passes", ["result"], registry=registry)
+        self.pass_seconds = Histogram("llmtune_agent_reconcile_seconds", "Duration of a reconcile pass", registry=registry)
+        self.ollama_up = Gauge("llmtune_agent_ollama_up", "1 when Ollama answers", registry=registry)
+        self.applied = Gauge("llmtune_agent_applied_revision", "Configuration revision fully applied", registry=registry)
+        self.loaded = Gauge("llmtune_agent_models_loaded", "Models loaded in Ollama", registry=registry)
+        self.status_writes = Counter("llmtune_agent_status_writes", "Status key writes", registry=registry)
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentGroup,
+        store: ConfigStore,
+        *,
+        keys: KeySpace,
+        registry: CollectorRegistry | None = None,
+        idle_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.store, self.keys = store, keys
+        self.node = OllamaNode(settings.ollama_url)
+        self.reconciler = Reconciler(self.node)
+        self.keeper = LeaseKeeper(store, ttl_s=settings.lease_ttl_s)
+        self.informer = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s)
+        self.informer.add_handler(self._on_snapshot)
+        self.desired = DesiredState(keys)
+        self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
+        self.registry = registry or CollectorRegistry()
+        self.metrics = AgentMetrics(self.registry)
+        self.applied_revision = 0
+        self.observed: Observed | None = None
+        self.version: str | None = None
+        self.draining = False
+        self.server_settings: dict[str, str] = {}
+        self.restart_required: list[str] = []
+        self._baseline_env: dict[str, str] | None = None
+        self._lost_ollama = False
+        self._wake = asyncio.Event()
+        self._written: bytes | None = None
+        self.status = self._status()
+
+    # -- configuration -----------------------------------------------------------------------
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self.desired.update(snapshot.items)
+        self._wake.set()
+
+    def wanted(self) -> Desired:
+        return self.desired.for_node(self.settings.labels, self.informer.snapshot.revision)
+
+    # -- one reconcile step ------------------------------------------------------------------
+    async def step(self) -> bool:
+        """Apply the latest configuration once; True when the node fully matches it."""
+        self._wake.clear()
+        desired = self.wanted()
+        started = time.perf_counter()
+        await self._apply_server_settings(desired.server)
+        result = await self.reconciler.reconcile(desired)
+        self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        self.metrics.passes.labels("ok" if result.ok else "failed").inc()
+        self._observed(result.observed)
+        if result.ok:
+            self.applied_revision = max(self.applied_revision, desired.revision)
+        await self.publish()
+        return result.ok
+
+    def _observed(self, observed: Observed | None) -> None:
+        if observed is None and self.observed is not None:
+            self._lost_ollama = True
+        elif observed is not None and self._lost_ollama:
+            # Ollama was down and answers again: it restarted, so it read the settings it has now.
+            self._lost_ollama = False
+            if self.process is None:
+                self._baseline_env = None
+        self.observed = observed
+        self.version = observed.version if observed else self.version
+
+    async def _apply_server_settings(self, server: ServerSettings) -> None:
+        env = server.environment()
+        if self.process is None:
+            if self._baseline_env is None:
+                self._baseline_env = env  # we cannot see Ollama's environment: assume it started with these
+            base = self._baseline_env
+            self.server_settings = base
+            self.restart_required = sorted(
+                f"{k}={env.get(k, '(default)')}" for k in set(env) | set(base) if env.get(k) != base.get(k)
+            )
+            return
+        if self.process.running and env == self.process.environment:
+            return
+        if self.process.running:
+            self.draining = True
+            await self.publish()
+            await asyncio.sleep(self.settings.drain_s)  # routers see draining and stop sending new requests
+            await self.process.stop()
+        await self.process.start(env)
+        self.reconciler.forget_loaded()
+        self.server_settings, self.draining = dict(env), False
+
+    # -- health probe ------------------------------------------------------------------------
+    async def probe(self) -> None:
+        """Check Ollama once; publish when reachability or loaded models changed."""
+        try:
+            observed: Observed | None = await self.node.observe()
+        except (OllamaUnavailable, OllamaFailed) as exc:
+            if self.observed is not None:
+                self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
+            observed = None
+        was_down = self.observed is None
+        self._observed(observed)
+        if observed is not None and was_down:
+            self._wake.set()  # back (perhaps restarted): reconcile now
+        await self.publish()
+
+    # -- status ------------------------------------------------------------------------------
+    def _status(self) -> NodeStatus:
+        obs = self.observed
+        loaded = [
+            LoadedModel(name=m.name, size_bytes=m.size, size_vram_bytes=m.size_vram, expires_at=m.expires_at)
+            for m in (obs.loaded.values() if obs else [])
+        ]
+        return NodeStatus(
+            node=self.settings.node,
+            ollama_reachable=obs is not None,
+            ollama_version=self.version,
+            loaded_models=sorted(loaded, key=lambda m: m.name),
+            available_models=sorted(obs.present) if obs else [],
+            applied_revision=self.applied_revision,
+            conditions=sorted(self.reconciler.conditions.values(), key=lambda c: c.model),
+            last_errors=list(self.reconciler.errors),
+            draining=self.draining,
+            supervised=self.process is not None,
+            server_settings=self.server_settings,
+            restart_required=self.restart_required,
+            agent_version=AGENT_VERSION,
+        )
+
+    async def publish(self) -> None:
+        """Write the status key if its content changed (store errors are retried on the next call)."""
+        status = self._status()
+        body = orjson.dumps(status.model_dump(mode="json", exclude_none=True))
+        self.status = status
+        self.metrics.ollama_up.set(1 if status.ollama_reachable else 0)
+        self.metrics.applied.set(status.applied_revision)
+        self.metrics.loaded.set(len(status.loaded_models))
+        if body == self._written:
+            return
+        stamped = status.model_copy(update={"updated_at": datetime.now(UTC)})
+        await self._set_key(
+            self.keys.status(self.settings.node), orjson.dumps(stamped.model_dump(mode="json", exclude_none=True))
+        )
+        self._written = body
+        self.metrics.status_writes.inc()
+
+    async def _set_key(self, key: str, value: bytes) -> None:
+        try:
+            await self.keeper.set_key(key, value)
+        except LeaseLost:
+            self.keeper.lease_id = 0
+            await self.keeper.ensure()
+
+    async def register(self) -> None:
+        s = self.settings
+        registration = NodeRegistration(
+            name=s.node,
+            ollama_url=s.ollama_url,
+            labels=s.labels,
+            capacity=Capacity(
+                memory_bytes=s.memory_bytes,
+                gpu_memory_bytes=s.gpu_memory_bytes,
+                max_loaded_models=s.max_loaded_models,
+                max_parallel=s.max_parallel,
+            ),
+            agent_version=AGENT_VERSION,
+        )
+        await self._set_key(self.keys.node(s.node), orjson.dumps(registration.model_dump(mode="json")))
+
+    # -- loops -------------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                ok = await self.step()
+            except (StoreError, OllamaUnavailable, OllamaFailed) as exc:
+                log.warning("reconcile pass failed: %s", exc)
+                ok = False
+            except Exception:
+                log.exception("reconcile pass failed unexpectedly")
+                ok = False
+            wait_s = self.settings.resync_interval_s if ok else backoff
+            backoff = 0.5 if ok else min(backoff * 2, self.settings.max_backoff_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.probe_interval_s)
+            try:
+                await self.probe()
+            except Exception:
+                log.exception("probe failed")
+
+    async def _start(self) -> None:
+        while True:
+            try:
+                await self.register()
+                return
+            except StoreError as exc:
+                log.warning("cannot register node %s yet: %s", self.settings.node, exc)
+                await asyncio.sleep(1)
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out stop a supervised Ollama and revoke the lease."""
+        await self._start()
+        tasks = [asyncio.create_task(self.informer.run()), asyncio.create_task(self.keeper.run())]
+        try:
+            await self.informer.wait_synced()
+            tasks += [asyncio.create_task(self._reconcile_loop()), asyncio.create_task(self._probe_loop())]
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.process is not None:
+                await self.process.stop()
+            with contextlib.suppress(StoreError):
+                await self.keeper.close()

@@ -1,0 +1,172 @@
+"""The agent's view of its Ollama server, through the official ``ollama`` client.
+
+Every call is translated into two errors: ``OllamaUnavailable`` (nothing answered, or it timed
+out: retry) and ``OllamaFailed`` (Ollama answered with an error; ``permanent`` when retrying the
+same request cannot help, such as a model that does not exist in the registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+
+from agents.sidecar.desired import Derived, tag
+
+
+class OllamaUnavailable(Exception):
+    """Ollama did not answer."""
+
+
+class OllamaFailed(Exception):
+    """Ollama answered with an error."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        text = str(self).lower()
+        return self.status in (400, 404) or "does not exist" in text or "not found" in text
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    name: str
+    size: int
+    size_vram: int
+    expires_at: datetime | None
+    context_length: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    version: str
+    present: Mapping[str, str]  # tag → digest
+    loaded: Mapping[str, Loaded]
+
+
+class OllamaNode:
+    """Typed operations on one Ollama server; counts calls per operation (for /metrics and tests)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 600.0, connect_timeout_s: float = 2.0) -> None:
+        self.url = url
+        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self.client = ollama.AsyncClient(host=url, timeout=timeout)
+        self._quick = ollama.AsyncClient(host=url, timeout=httpx.Timeout(5.0, connect=connect_timeout_s))
+        self.calls: dict[tuple[str, str], int] = {}
+
+    def _count(self, op: str, result: str) -> None:
+        self.calls[(op, result)] = self.calls.get((op, result), 0) + 1
+
+    async def _call(self, op: str, fn: Callable[[], Any]) -> Any:
+        try:
+            result = await fn()
+        except ollama.ResponseError as exc:
+            self._count(op, "error")
+            raise OllamaFailed(f"{op}: {exc.error}", exc.status_code) from exc
+        except (ConnectionError, httpx.TransportError) as exc:
+            self._count(op, "unreachable")
+            raise OllamaUnavailable(f"Ollama at {self.url} did not answer ({op}): {exc or type(exc).__name__}") from exc
+        self._count(op, "ok")
+        return result
+
+    async def observe(self) -> Observed:
+        """Version, models on disk (``/api/tags``) and loaded runners (``/api/ps``)."""
+        version = await self._call("version", lambda: self._quick._request_raw("GET", "/api/version"))  # type: ignore[no-untyped-call]
+        tags = await self._call("tags", self._quick.list)
+        ps = await self._call("ps", self._quick.ps)
+        present = {tag(m.model): m.digest or "" for m in tags.models if m.model}
+        loaded = {
+            tag(m.model): Loaded(tag(m.model), int(m.size or 0), int(m.size_vram or 0), m.expires_at, m.context_length)
+            for m in ps.models
+            if m.model
+        }
+        return Observed(str(version.json().get("version", "")), present, loaded)
+
+    async def pull(self, name: str, progress: Callable[[float], None]) -> None:
+        async def run() -> None:
+            async for part in await self.client.pull(name, stream=True):
+                if part.total:
+                    progress(min(1.0, (part.completed or 0) / part.total))
+
+        await self._call("pull", run)
+
+    async def show(self, name: str) -> ollama.ShowResponse:
+        result: ollama.ShowResponse = await self._call("show", lambda: self.client.show(name))
+        return result
+
+    async def create(self, name: str, derived: Derived) -> None:
+        adapters: dict[str, str] = {}
+        for path in derived.adapters:
+            adapters[Path(path).name] = await self._call("blob", lambda p=path: self.client.create_blob(p))  # type: ignore[misc]
+        await self._call(
+            "create",
+            lambda: self.client.create(
+                model=name,
+                from_=derived.source,
+                system=derived.system,
+                template=derived.template,
+                parameters=dict(derived.parameters) or None,
+                adapters=adapters or None,
+            ),
+        )
+
+    async def load(self, name: str, options: Mapping[str, Any], keep_alive: str | int, *, embedding: bool = False) -> None:
+        """Warm ``name`` up: an empty generate (an embed for embedding models) loads the runner."""
+        opts = dict(options) or None
+        if embedding:
+            await self._call("load", lambda: self.client.embed(model=name, input="", options=opts, keep_alive=keep_alive))
+        else:
+            await self._call("load", lambda: self.client.generate(model=name, prompt="", options=opts, keep_alive=keep_alive))
+
+    async def unload(self, name: str) -> None:
+        await self._call("unload", lambda: self.client.generate(model=name, prompt="", keep_alive=0))
+
+    async def delete(self, name: str) -> None:
+        await self._call("delete", lambda: self.client.delete(name))
+
+
+def parse_parameters(text: str | None) -> dict[str, list[str]]:
+    """``/api/show`` parameters (``name value`` lines, strings quoted) as name → values."""
+    out: dict[str, list[str]] = {}
+    for line in (text or "").splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name:
+            out.setdefault(name, []).append(value.strip().strip('"'))
+    return out
+
+
+def modelfile_system(modelfile: str | None) -> str | None:
+    """The SYSTEM prompt of a Modelfile (``ShowResponse`` has no field for it)."""
+    text = modelfile or ""
+    start = text.find('SYSTEM """')
+    if start < 0:
+        return None
+    start += len('SYSTEM """')
+    end = text.find('"""', start)
+    return text[start:end] if end >= 0 else None
+
+
+def matches(show: ollama.ShowResponse, derived: Derived) -> bool:
+    """True when the model Ollama holds was created from ``derived`` (parameters, system, template).
+
+    Parameters are compared for the names we set only: a derived model also shows those it
+    inherits from its base (stop tokens and the like).
+    """
+    want: dict[str, list[str]] = {}
+    for name, value in derived.parameters:
+        values = value if isinstance(value, list) else [value]
+        want[name] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+    have = parse_parameters(show.parameters)
+    if any(have.get(name) != values for name, values in want.items()):
+        return False
+    if (modelfile_system(show.modelfile) or None) != (derived.system or None):
+        return False
+    return derived.template is None or show.template == derived.template

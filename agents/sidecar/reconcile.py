@@ -1,0 +1,175 @@
+"""Desired versus actual on one Ollama node: one pass that ends (the agent's loop repeats it).
+
+A pass observes the node (``/api/tags``, ``/api/ps``), then for each desired model pulls what is
+missing, creates derived models that are missing or differ, warms models that should be loaded
+(again when a change forces a reload), unloads models the node should no longer serve, and
+deletes only when a node pool says ``prune``. What the pass verified is remembered, so a second
+pass over an unchanged node makes no call that changes anything. Transient Ollama errors are
+retried with tenacity inside the pass; each model ends with a condition (Ready, or Failed with
+the reason) and one model's failure does not stop the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from agents.sidecar.desired import Desired, DesiredModel
+from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable, matches
+from schemas.status import ConditionType, ModelCondition
+
+log = logging.getLogger(__name__)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, OllamaUnavailable) or (isinstance(exc, OllamaFailed) and not exc.permanent)
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    ok: bool  # every desired model is Ready
+    observed: Observed | None  # None: Ollama did not answer
+    mutations: int  # calls that changed the node
+
+
+class Reconciler:
+    """Holds per-model conditions and what earlier passes verified on the node."""
+
+    def __init__(self, node: OllamaNode, *, attempts: int = 3, max_wait_s: float = 2.0) -> None:
+        self.node = node
+        self.conditions: dict[str, ModelCondition] = {}  # by Model name
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
+        self._verified: dict[str, tuple[str | None, str]] = {}  # derived tag → (digest, fingerprint)
+        self._warmed: dict[str, tuple[str, Any]] = {}  # tag → (digest, load options + keep_alive)
+        self._attempts, self._max_wait_s = attempts, max_wait_s
+        self._mutations = 0
+
+    def forget_loaded(self) -> None:
+        """Ollama restarted: every model must be warmed again."""
+        self._warmed.clear()
+
+    async def _retry(self, op: Callable[[], Awaitable[None]]) -> None:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self._max_wait_s, jitter=0.1),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await op()
+        self._mutations += 1
+
+    def _set(
+        self, model: DesiredModel, kind: ConditionType, *, reason: str = "", message: str = "", progress: float | None = None
+    ) -> None:
+        old = self.conditions.get(model.config_name)
+        since = old.since if old is not None and old.type is kind else datetime.now(UTC)
+        self.conditions[model.config_name] = ModelCondition(
+            model=model.config_name, type=kind, reason=reason, message=message, progress=progress, revision=model.revision,
+            since=since,
+        )  # fmt: skip
+
+    async def reconcile(self, desired: Desired) -> PassResult:
+        self._mutations = 0
+        try:
+            observed = await self.node.observe()
+        except (OllamaUnavailable, OllamaFailed) as exc:
+            for model in desired.models.values():
+                self._set(model, ConditionType.FAILED, reason="OllamaUnreachable", message=str(exc))
+            self._note(str(exc))
+            return PassResult(False, None, 0)
+        ok = True
+        present = dict(observed.present)  # updated as this pass pulls, so a shared base is pulled once
+        for model in desired.models.values():
+            try:
+                await self._ensure(model, observed, present)
+            except (OllamaUnavailable, OllamaFailed) as exc:
+                ok = False
+                reason = "OllamaUnreachable" if isinstance(exc, OllamaUnavailable) else "OllamaError"
+                self._set(model, ConditionType.FAILED, reason=reason, message=str(exc))
+                self._note(f"{model.config_name}: {exc}")
+            else:
+                self._set(model, ConditionType.READY)
+        wanted = {m.config_name for m in desired.models.values()}
+        self.conditions = {k: v for k, v in self.conditions.items() if k in wanted}
+        try:
+            await self._cleanup(desired, observed)
+        except (OllamaUnavailable, OllamaFailed) as exc:
+            ok = False
+            self._note(f"cleanup: {exc}")
+        return PassResult(ok, observed, self._mutations)
+
+    def _note(self, error: str) -> None:
+        log.warning("%s", error)
+        self.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {error}")
+
+    async def _ensure(self, model: DesiredModel, observed: Observed, present: dict[str, str]) -> None:
+        if model.pull not in present:
+            self._set(model, ConditionType.PULLING, progress=0.0)
+
+            def progress(done: float) -> None:
+                self._set(model, ConditionType.PULLING, progress=round(done, 3))
+
+            await self._retry(lambda: self.node.pull(model.pull, progress))
+            present[model.pull] = ""
+        digest = observed.present.get(model.name)
+        if model.derived is not None:
+            fingerprint = model.derived.fingerprint
+            seen = self._verified.get(model.name)
+            fresh = seen is not None and seen[1] == fingerprint and digest is not None and seen[0] in (None, digest)
+            if not fresh and digest is not None and matches(await self.node.show(model.name), model.derived):
+                fresh = True
+            if fresh:
+                self._verified[model.name] = (digest, fingerprint)
+            else:
+                self._set(model, ConditionType.CREATING)
+                derived = model.derived
+                await self._retry(lambda: self.node.create(model.name, derived))
+                self._verified[model.name] = (None, fingerprint)
+                digest = None  # a new model: whatever runner was loaded for the old one is stale
+        elif digest is None and model.name != model.pull:
+            raise OllamaFailed(f"pulled {model.pull} but Ollama does not list {model.name}", 404)
+        if model.preload:
+            await self._warm(model, observed, digest)
+
+    async def _warm(self, model: DesiredModel, observed: Observed, digest: str | None) -> None:
+        wanted = (model.load_options, model.keep_alive)
+        warmed = self._warmed.get(model.name)
+        loaded = observed.loaded.get(model.name)
+        if warmed is not None and digest is not None and warmed == (digest, wanted) and loaded is not None:
+            return
+        if warmed is None and digest is not None and loaded is not None and _same_runner(loaded.context_length, model):
+            self._warmed[model.name] = (digest, wanted)  # loaded before this agent started
+            return
+        self._set(model, ConditionType.LOADING)
+        await self._retry(
+            lambda: self.node.load(model.name, dict(model.load_options), model.keep_alive, embedding=model.embedding)
+        )
+        if digest is None:  # just pulled or created: learn the digest for the next pass
+            digest = (await self.node.observe()).present.get(model.name, "")
+        self._warmed[model.name] = (digest, wanted)
+
+    async def _cleanup(self, desired: Desired, observed: Observed) -> None:
+        for name in observed.loaded:
+            if name not in desired.models:
+                await self._retry(lambda n=name: self.node.unload(n))  # type: ignore[misc]
+                self._warmed.pop(name, None)
+        if not desired.prune:
+            return
+        keep = {m.name for m in desired.models.values()} | {m.pull for m in desired.models.values()}
+        for name in observed.present:
+            if name not in keep:
+                await self._retry(lambda n=name: self.node.delete(n))  # type: ignore[misc]
+                self._verified.pop(name, None)
+
+
+def _same_runner(context_length: int | None, model: DesiredModel) -> bool:
+    ctx = dict(model.load_options).get("num_ctx")
+    return ctx is None or context_length is None or context_length == ctx

@@ -1,0 +1,68 @@
+"""Agent settings (pydantic-settings): ``LLMTUNE_AGENT__*`` plus the shared ``LLMTUNE_STORE__*`` group.
+
+Example: ``LLMTUNE_AGENT__NODE=gpu-1 LLMTUNE_AGENT__OLLAMA_URL=http://127.0.0.1:11434
+LLMTUNE_AGENT__LABELS=gpu=a100,zone=eu``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from controlplane.settings import StoreSettings
+from schemas.common import NAME_PATTERN
+
+
+class AgentGroup(BaseModel):
+    node: str = Field(
+        default_factory=lambda: socket.gethostname().lower(), pattern=NAME_PATTERN, description="Node name (unique)."
+    )
+    ollama_url: str = Field(default="http://127.0.0.1:11434", description="The Ollama server this agent manages.")
+    labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="Node labels, 'k=v,k=v' in the environment (matched by node selectors)."
+    )
+    memory_bytes: int = Field(default=0, ge=0, description="Memory the node offers to models (reported as capacity).")
+    gpu_memory_bytes: int = Field(default=0, ge=0, description="GPU memory of the node (reported as capacity).")
+    max_loaded_models: int = Field(default=3, ge=1, description="Models the node can hold in memory at once.")
+    max_parallel: int = Field(default=4, ge=1, description="Requests the node serves at once.")
+    host: str = Field(default="127.0.0.1", description="Bind address of the agent's /metrics and /healthz.")
+    port: int = Field(default=8710, ge=0, le=65535, description="Port of the agent's HTTP endpoint (0: none).")
+    lease_ttl_s: int = Field(default=10, ge=2, le=300, description="TTL of the lease the node's keys are bound to.")
+    probe_interval_s: float = Field(default=2.0, gt=0, description="How often Ollama's health is checked.")
+    resync_interval_s: float = Field(default=30.0, gt=0, description="Reconcile at least this often (catches drift).")
+    max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between failed reconcile passes.")
+    ollama_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Command that starts Ollama (e.g. 'ollama serve'); when set the agent supervises it and applies "
+        "node-pool server settings by restarting it.",
+    )
+    drain_s: float = Field(default=5.0, ge=0, description="How long a node is drained before Ollama restarts.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in pairs if "=" not in p]
+        if bad:
+            raise ValueError(f"labels are 'key=value' pairs separated by commas; got {bad}")
+        return dict(p.split("=", 1) for p in pairs)
+
+    @field_validator("ollama_command", mode="before")
+    @classmethod
+    def _command(cls, value: object) -> object:
+        return shlex.split(value) if isinstance(value, str) else value
+
+
+class AgentSettings(BaseSettings):
+    """Every agent setting; read once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    agent: AgentGroup = Field(default_factory=AgentGroup)

@@ -1,0 +1,55 @@
+"""Runs Ollama as the agent's child process, so that start-time settings (OLLAMA_*) can change:
+stop it, start it again with the new environment, and wait until it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+from agents.sidecar.node import OllamaFailed, OllamaNode, OllamaUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class OllamaProcess:
+    def __init__(self, command: Sequence[str], node: OllamaNode, *, start_timeout_s: float = 60.0) -> None:
+        self._command = list(command)
+        self._node = node
+        self._start_timeout_s = start_timeout_s
+        self._proc: asyncio.subprocess.Process | None = None
+        self.environment: dict[str, str] = {}
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self, environment: Mapping[str, str]) -> None:
+        """Start Ollama with ``environment`` (OLLAMA_* settings) and wait until it answers."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_") or k in ("OLLAMA_HOST", "OLLAMA_MODELS")}
+        env.update(environment)
+        self._proc = await asyncio.create_subprocess_exec(*self._command, env=env, start_new_session=True)
+        self.environment = dict(environment)
+        log.info("started Ollama (pid %d) with %s", self._proc.pid, environment or "defaults")
+        async with asyncio.timeout(self._start_timeout_s):
+            while True:
+                if self._proc.returncode is not None:
+                    raise OllamaUnavailable(f"Ollama exited with status {self._proc.returncode} while starting")
+                with contextlib.suppress(OllamaUnavailable, OllamaFailed):
+                    await self._node.observe()
+                    return
+                await asyncio.sleep(0.1)
+
+    async def stop(self, *, grace_s: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            async with asyncio.timeout(grace_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,170 @@
+"""The fleet as agents report it: node registrations and statuses (lease-bound keys, fed by
+informers), which nodes should hold each model, and desired versus actual per model and node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from controlplane.services.view import ConfigView
+from controlplane.store.informer import Snapshot
+from schemas.model import Model
+from schemas.nodepool import NodePool
+from schemas.placement import placed_on
+from schemas.status import ConditionType, ModelCondition, NodeRegistration, NodeStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
+
+
+def _decode(snapshot: Snapshot, cls: type[T]) -> dict[str, T]:
+    out: dict[str, T] = {}
+    for key, kv in snapshot.items.items():
+        try:
+            out[key.rsplit("/", 1)[-1]] = cls.model_validate(json.loads(kv.value))
+        except (ValueError, ValidationError):
+            log.error("ignoring unreadable %s at %s", cls.__name__, key)
+    return out
+
+
+class FleetView:
+    """Registrations and statuses by node name; register ``on_nodes`` / ``on_status`` with informers."""
+
+    def __init__(self) -> None:
+        self.registrations: dict[str, NodeRegistration] = {}
+        self.statuses: dict[str, NodeStatus] = {}
+        self._changed = asyncio.Event()
+
+    def on_nodes(self, snapshot: Snapshot) -> None:
+        self.registrations = _decode(snapshot, NodeRegistration)
+        self._notify()
+
+    def on_status(self, snapshot: Snapshot) -> None:
+        self.statuses = _decode(snapshot, NodeStatus)
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """True once ``done()`` holds (checked after every fleet change); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not done():
+                    changed = self._changed
+                    await changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def nodes_for(self, model: Model, pools: Mapping[str, NodePool]) -> list[str]:
+        """Registered nodes that should hold ``model``."""
+        return sorted(n for n, r in self.registrations.items() if placed_on(model, r.labels, pools))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeModelState:
+    """One model on one node, as far as a change at ``revision`` is concerned."""
+
+    node: str
+    model: str
+    state: str  # applied | failed | pending | unreachable | not-reporting
+    message: str = ""
+
+
+def model_on_node(node: str, status: NodeStatus | None, model: str, revision: int) -> NodeModelState:
+    """Whether ``node``'s status shows ``model`` at ``revision`` (or later) applied."""
+    if status is None:
+        return NodeModelState(node, model, "not-reporting", "no live status: the agent is down or its lease expired")
+    cond = _condition(status, model)
+    if not status.ollama_reachable:
+        return NodeModelState(status.node, model, "unreachable", "the agent cannot reach Ollama")
+    if status.applied_revision >= revision or (
+        cond is not None and cond.revision >= revision and cond.type is ConditionType.READY
+    ):
+        return NodeModelState(status.node, model, "applied")
+    if cond is not None and cond.revision >= revision and cond.type is ConditionType.FAILED:
+        return NodeModelState(status.node, model, "failed", f"{cond.reason}: {cond.message}")
+    return NodeModelState(status.node, model, "pending", f"node at revision {status.applied_revision}, waiting for {revision}")
+
+
+def _condition(status: NodeStatus, model: str) -> ModelCondition | None:
+    return next((c for c in status.conditions if c.model == model), None)
+
+
+def _pools(view: ConfigView) -> dict[str, NodePool]:
+    return {s.obj.name: s.obj for (kind, _), s in view.state.items() if kind == "nodepools" and isinstance(s.obj, NodePool)}
+
+
+def node_summary(name: str, fleet: FleetView, *, revision: int) -> dict[str, Any]:
+    reg, status = fleet.registrations.get(name), fleet.statuses.get(name)
+    health = "ready"
+    if status is None:
+        health = "not-reporting"
+    elif not status.ollama_reachable:
+        health = "ollama-unreachable"
+    elif status.draining:
+        health = "draining"
+    elif any(c.type is ConditionType.FAILED for c in status.conditions):
+        health = "degraded"
+    out: dict[str, Any] = {
+        "node": name,
+        "health": health,
+        "labels": reg.labels if reg else {},
+        "ollama_url": str(reg.ollama_url) if reg else None,
+        "capacity": reg.capacity.model_dump() if reg else None,
+        "applied_revision": status.applied_revision if status else None,
+        "lag": max(0, revision - status.applied_revision) if status else None,
+    }
+    if status is not None:
+        out |= {
+            "ollama_version": status.ollama_version,
+            "loaded_models": [m.name for m in status.loaded_models],
+            "restart_required": status.restart_required,
+            "last_errors": status.last_errors[-3:],
+            "updated_at": status.updated_at.isoformat() if status.updated_at else None,
+        }
+    return out
+
+
+def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = None) -> dict[str, Any]:
+    """Per model: its desired tag and revision, and on each node that should hold it what is true."""
+    pools = _pools(view)
+    models: list[dict[str, Any]] = []
+    for (kind, name), stored in sorted(view.state.items()):
+        if kind != "models" or not isinstance(stored.obj, Model) or (model is not None and name != model):
+            continue
+        tag = stored.obj.spec.ollama_tag
+        full = tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
+        nodes = []
+        for node in fleet.nodes_for(stored.obj, pools):
+            status = fleet.statuses.get(node)
+            cond = _condition(status, name) if status else None
+            loaded = status is not None and any(m.name == full for m in status.loaded_models)
+            nodes.append({
+                "node": node,
+                "present": status is not None and full in status.available_models,
+                "loaded": loaded,
+                "ready": cond is not None and cond.type is ConditionType.READY,
+                "applied": model_on_node(node, status, name, stored.revision).state == "applied",
+                "applied_revision": status.applied_revision if status else None,
+                "condition": cond.model_dump(mode="json", exclude_none=True) if cond else None,
+            })  # fmt: skip
+        ready = sum(1 for n in nodes if n["ready"] and n["applied"])
+        models.append({"model": name, "ollama_tag": full, "revision": stored.revision, "nodes": nodes,
+                       "ready_nodes": ready, "desired_nodes": len(nodes)})  # fmt: skip
+    names = sorted(set(fleet.registrations) | set(fleet.statuses))
+    return {
+        "revision": view.revision,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "models": models,
+        "nodes": [node_summary(n, fleet, revision=view.revision) for n in names],
+    }

@@ -1,0 +1,134 @@
+"""Live tuning: a patch of Ollama options, keep_alive and system prompt for one model or a label
+selector, written through the one write path as one revision; optionally waits until every node
+that holds a tuned model reports that revision applied."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from controlplane.services.config import ConfigService
+from controlplane.services.errors import Invalid, StaleRevision
+from controlplane.services.fleet import FleetView, NodeModelState, _pools, model_on_node
+from controlplane.services.view import ConfigView, Stored
+from schemas.model import Model
+from schemas.placement import matches
+from schemas.registry import parse_object
+from schemas.tuning import TuneRequest
+from schemas.validation import Problem
+
+ObjectKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TuneResult:
+    revision: int
+    models: list[str]
+    changed: bool
+    waited: bool
+    complete: bool  # every targeted node applied the revision (vacuously true without waiting for nodes)
+    nodes: list[NodeModelState]
+    elapsed_ms: float
+
+
+def _targets(state: Mapping[ObjectKey, Stored], request: TuneRequest) -> list[Model]:
+    models = [s.obj for (kind, _), s in sorted(state.items()) if kind == "models" and isinstance(s.obj, Model)]
+    if request.model is not None:
+        found = [m for m in models if m.name == request.model]
+        if not found:
+            raise Invalid(
+                [
+                    Problem(
+                        "models", request.model, "model", f"there is no Model '{request.model}'; 'llmctl get models' lists them"
+                    )
+                ]
+            )
+        return found
+    assert request.selector is not None
+    found = [m for m in models if matches(request.selector, m.metadata.labels)]
+    if not found:
+        raise Invalid([Problem("models", "*", "selector", f"no Model has the labels {request.selector}")])
+    return found
+
+
+def patched(model: Model, request: TuneRequest) -> Model:
+    """``model`` with the patch applied; Invalid (422) when the result breaks the Model schema."""
+    doc = model.content()
+    spec = doc["spec"]
+    changes = request.changes()
+    options = {**spec.get("options", {}), **changes.pop("options", {})}
+    for name in request.unset:
+        if name == "system_prompt":
+            spec.pop("system_prompt", None)
+        else:
+            options.pop(name, None)
+    spec.update(changes)
+    spec["options"] = options
+    try:
+        result = parse_object(doc)
+    except ValidationError as exc:
+        problems = [
+            Problem("models", model.name, ".".join(str(p) for p in e["loc"][1:]) or "spec", e["msg"]) for e in exc.errors()
+        ]
+        raise Invalid(problems) from exc
+    assert isinstance(result, Model)
+    return result
+
+
+class TuningService:
+    ATTEMPTS = 5
+
+    def __init__(self, config: ConfigService, view: ConfigView, fleet: FleetView) -> None:
+        self._config, self._view, self._fleet = config, view, fleet
+
+    async def tune(self, request: TuneRequest, *, actor: str, wait: bool = False, timeout_s: float = 30.0) -> TuneResult:
+        started = time.perf_counter()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.ATTEMPTS), retry=retry_if_exception_type(StaleRevision), reraise=True
+        )
+        async for attempt in retrying:
+            with attempt:
+                targets = _targets((await self._config.state()).objects, request)
+                updated = [patched(m, request) for m in targets]
+                expected = {("models", m.name): m.metadata.revision or 0 for m in targets}
+                message = request.message or f"tune {', '.join(m.name for m in targets)}: {_describe(request)}"
+                result = await self._config.apply(updated, expected=expected, actor=actor, message=message)
+        revision = result.revision if result.changes else max(m.metadata.revision or 0 for m in targets)
+        names = [m.name for m in targets]
+        states = self._states(updated, revision)
+        if wait:
+            await self._fleet.wait_until(lambda: _settled(self._states(updated, revision)), timeout_s)
+            states = self._states(updated, revision)
+        return TuneResult(
+            revision=revision,
+            models=names,
+            changed=bool(result.changes),
+            waited=wait,
+            complete=all(s.state == "applied" for s in states) if wait else False,
+            nodes=states,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _states(self, models: Sequence[Model], revision: int) -> list[NodeModelState]:
+        pools = _pools(self._view)
+        return [
+            model_on_node(node, self._fleet.statuses.get(node), m.name, revision)
+            for m in models
+            for node in self._fleet.nodes_for(m, pools)
+        ]
+
+
+def _settled(states: Sequence[NodeModelState]) -> bool:
+    """Every node has either applied the revision or reported that it failed to."""
+    return all(s.state in ("applied", "failed") for s in states)
+
+
+def _describe(request: TuneRequest) -> str:
+    parts = [f"{k}={v}" for k, v in request.options.model_dump(exclude_none=True).items()]
+    parts += [f"{k}={getattr(request, k)!r}" for k in ("keep_alive", "system_prompt") if getattr(request, k) is not None]
+    parts += [f"-{u}" for u in request.unset]
+    return ", ".join(parts)

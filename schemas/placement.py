@@ -1,0 +1,48 @@
+"""Which nodes should hold a model: pure functions over models, node pools and node labels.
+
+Until the autoscaler writes per-node placements, every live node that matches a model's node
+selector (and its node pool's selector) holds the model; ``min/max_replicas`` are the
+autoscaler's to enforce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from schemas.model import Model, Provider
+from schemas.nodepool import NodePool, ServerSettings
+
+
+def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pools_of(labels: Mapping[str, str], pools: Iterable[NodePool]) -> list[NodePool]:
+    """The pools a node with ``labels`` belongs to, by name."""
+    return sorted((p for p in pools if matches(p.spec.node_selector, labels)), key=lambda p: p.name)
+
+
+def placed_on(model: Model, labels: Mapping[str, str], pools: Mapping[str, NodePool]) -> bool:
+    """True when a node with ``labels`` should hold ``model`` (Ollama models only)."""
+    if model.spec.provider is not Provider.OLLAMA:
+        return False
+    placement = model.spec.placement
+    if not matches(placement.node_selector, labels):
+        return False
+    if placement.node_pool is None:
+        return True
+    pool = pools.get(placement.node_pool)
+    return pool is not None and matches(pool.spec.node_selector, labels)
+
+
+def server_settings(labels: Mapping[str, str], pools: Iterable[NodePool]) -> ServerSettings:
+    """The start-time settings for a node: its pools' settings merged in name order (later wins)."""
+    merged: dict[str, object] = {}
+    for pool in pools_of(labels, pools):
+        merged.update(pool.spec.server.model_dump(exclude_none=True))
+    return ServerSettings.model_validate(merged)
+
+
+def prunes(labels: Mapping[str, str], pools: Iterable[NodePool]) -> bool:
+    """True when a pool of the node says to delete models that no configuration places there."""
+    return any(p.spec.prune for p in pools_of(labels, pools))

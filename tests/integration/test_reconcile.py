@@ -1,0 +1,145 @@
+"""One reconcile pass against a simulated Ollama: idempotence, errors mid-pull, permanent
+failures, cleanup; and start-time settings applied by restarting a supervised Ollama."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agents.sidecar.desired import Desired, desired_model
+from agents.sidecar.node import OllamaNode
+from agents.sidecar.reconcile import Reconciler
+from controlplane.store.keys import KeySpace
+from schemas.model import Model
+from schemas.status import ConditionType
+from tests.fixtures.fleet import Fleet
+from tests.fixtures.services import EtcdServer, free_port
+from tests.helpers import model_doc
+from tests.sim.engine import Fault
+from tests.sim.server import SimServer
+
+MUTATING = {"/api/pull", "/api/create", "/api/delete", "/api/generate", "/api/embed", "/api/copy"}
+
+
+def desired(*docs: dict[str, object], revision: int = 7, prune: bool = False) -> Desired:
+    models = [
+        desired_model(Model.model_validate({**d, "metadata": {"name": d["metadata"]["name"], "revision": revision}}))
+        for d in docs
+    ]  # type: ignore[index, dict-item]
+    return Desired(revision, {m.name: m for m in models}, prune=prune)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    server = SimServer(free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+CHAT = model_doc("chat", tag="llama3.1:8b")
+HELPER = model_doc(
+    "helper", tag="helper:v1", base="llama3.1:8b", system_prompt="Be kind.", options={"num_ctx": 2048, "top_p": 0.9}
+)
+EMBED = model_doc("embed", tag="nomic-embed-text", caps=["embed"])
+
+
+async def test_second_pass_changes_nothing(sim: SimServer) -> None:
+    rec = Reconciler(OllamaNode(sim.url))
+    want = desired(CHAT, HELPER, EMBED)
+    first = await rec.reconcile(want)
+    assert first.ok and first.mutations > 0
+    assert {c.type for c in rec.conditions.values()} == {ConditionType.READY}
+    assert sim.engine.runners["helper:v1"].context_length == 2048
+    sim.engine.calls.clear()
+    second = await rec.reconcile(want)
+    assert second.ok and second.mutations == 0
+    assert not [c for c in sim.engine.calls if c[1] in MUTATING], sim.engine.calls
+
+    # A fresh agent (nothing remembered) verifies with /api/show instead of creating again.
+    sim.engine.calls.clear()
+    fresh = await Reconciler(OllamaNode(sim.url)).reconcile(want)
+    assert fresh.ok and fresh.mutations == 0
+    assert not [c for c in sim.engine.calls if c[1] in MUTATING]
+
+
+async def test_error_mid_pull_is_retried_and_bad_model_fails_alone(sim: SimServer) -> None:
+    sim.engine.faults.append(Fault("/api/pull", status=500, message="connection reset by registry", mid_stream=True))
+    missing = model_doc("ghost", tag="missing-model:1b")
+    rec = Reconciler(OllamaNode(sim.url), max_wait_s=0.05)
+    result = await rec.reconcile(desired(CHAT, missing))
+    assert not result.ok
+    assert rec.conditions["chat"].type is ConditionType.READY  # retried after the broken stream
+    ghost = rec.conditions["ghost"]
+    assert ghost.type is ConditionType.FAILED and "does not exist" in ghost.message and ghost.revision == 7
+    assert [c[1] for c in sim.engine.calls].count("/api/pull") == 3  # chat twice (one broken), ghost once (permanent)
+    assert any("ghost" in e for e in rec.errors)
+
+
+async def test_changes_recreate_rewarm_unload_and_prune(sim: SimServer) -> None:
+    rec = Reconciler(OllamaNode(sim.url))
+    assert (await rec.reconcile(desired(CHAT, HELPER))).ok
+    tuned = model_doc("helper", tag="helper:v1", base="llama3.1:8b", system_prompt="Be brief.", options={"num_ctx": 4096})
+    assert (await rec.reconcile(desired(CHAT, tuned, revision=8))).ok
+    assert sim.engine.models["helper:v1"].system == "Be brief."
+    assert sim.engine.runners["helper:v1"].context_length == 4096
+    assert (await rec.reconcile(desired(CHAT, revision=9))).ok  # helper no longer placed here
+    assert "helper:v1" not in sim.engine.runners and "helper:v1" in sim.engine.models  # unloaded, kept on disk
+    assert (await rec.reconcile(desired(CHAT, revision=10, prune=True))).ok
+    assert "helper:v1" not in sim.engine.models and "llama3.1:8b" in sim.engine.models
+    assert set(rec.conditions) == {"chat"}
+
+
+async def test_unreachable_ollama_fails_every_model() -> None:
+    rec = Reconciler(OllamaNode(f"http://127.0.0.1:{free_port()}"))
+    result = await rec.reconcile(desired(CHAT))
+    assert not result.ok and result.observed is None
+    assert rec.conditions["chat"].reason == "OllamaUnreachable"
+
+
+async def test_supervised_ollama_restarts_for_server_settings(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> None:
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane()
+    port = free_port()
+    fleet.sims["free"] = await _started(free_port())
+    fleet.labels["free"] = {"pool": "big"}
+    try:
+        # "sup": the agent runs `python -m tests.sim` itself; "free": an Ollama the agent does not own.
+        fleet.sims["sup"] = SimServer(port)  # only its URL is used; the agent starts the process
+        fleet.labels["sup"] = {"pool": "big"}
+        sup = await fleet.start_agent("sup", ollama_command=[sys.executable, "-m", "tests.sim", "--port", str(port)], drain_s=0)
+        free = await fleet.start_agent("free")
+        # An agent that does not run Ollama assumes it started with the settings configured when the
+        # agent came up; later changes are reported as needing a restart.
+        await fleet.until(lambda: free.status.applied_revision > 0)
+        pool = {
+            "kind": "NodePool",
+            "metadata": {"name": "big"},
+            "spec": {"node_selector": {"pool": "big"}, "server": {"num_parallel": 2}},
+        }
+        resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [pool, CHAT]})
+        assert resp.status_code == 200, resp.text
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as raw:
+            await fleet.until(
+                lambda: sup.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"} and sup.status.applied_revision > 0,
+                timeout_s=20,
+            )
+            state = (await raw.get("/sim/state")).json()
+            assert state["settings"]["num_parallel"] == 2 and "llama3.1:8b:latest" not in state["models"]
+            assert "llama3.1:8b" in state["loaded"]  # warmed again after the restart
+        await fleet.until(
+            lambda: free.status.restart_required == ["OLLAMA_NUM_PARALLEL=2"], timeout_s=10, what=lambda: free.status
+        )
+        assert free.status.server_settings == {} and not free.status.supervised and sup.status.supervised
+    finally:
+        await fleet.close()
+
+
+async def _started(port: int) -> SimServer:
+    server = SimServer(port)
+    await server.start()
+    return server

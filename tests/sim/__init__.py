@@ -1,0 +1,1 @@
+"""An Ollama simulator that follows Ollama's REST API closely enough for the official client."""

@@ -1,0 +1,3 @@
+from tests.sim.server import main
+
+main()
