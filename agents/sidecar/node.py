@@ -61,6 +61,7 @@ class OllamaNode:
         self.client = ollama.AsyncClient(host=url, timeout=timeout)
         self._quick = ollama.AsyncClient(host=url, timeout=httpx.Timeout(5.0, connect=connect_timeout_s))
         self.calls: dict[tuple[str, str], int] = {}
+        self.version = ""
 
     def _count(self, op: str, result: str) -> None:
         self.calls[(op, result)] = self.calls.get((op, result), 0) + 1
@@ -77,9 +78,11 @@ class OllamaNode:
         self._count(op, "ok")
         return result
 
-    async def observe(self) -> Observed:
-        """Version, models on disk (``/api/tags``) and loaded runners (``/api/ps``)."""
-        version = await self._call("version", lambda: self._quick._request_raw("GET", "/api/version"))  # type: ignore[no-untyped-call]
+    async def observe(self, *, version: bool = True) -> Observed:
+        """Models on disk (``/api/tags``), loaded runners (``/api/ps``) and, if asked, the version."""
+        if version:
+            answer = await self._call("version", lambda: self._quick._request_raw("GET", "/api/version"))  # type: ignore[no-untyped-call]
+            self.version = str(answer.json().get("version", ""))
         tags = await self._call("tags", self._quick.list)
         ps = await self._call("ps", self._quick.ps)
         present = {tag(m.model): m.digest or "" for m in tags.models if m.model}
@@ -88,7 +91,7 @@ class OllamaNode:
             for m in ps.models
             if m.model
         }
-        return Observed(str(version.json().get("version", "")), present, loaded)
+        return Observed(self.version, present, loaded)
 
     async def pull(self, name: str, progress: Callable[[float], None]) -> None:
         async def run() -> None:

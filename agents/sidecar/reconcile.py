@@ -20,8 +20,8 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from agents.sidecar.desired import Desired, DesiredModel
-from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable, matches
+from agents.sidecar.desired import Derived, Desired, DesiredModel
+from agents.sidecar.node import Loaded, Observed, OllamaFailed, OllamaNode, OllamaUnavailable, matches
 from schemas.status import ConditionType, ModelCondition
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Reconciler:
         self.conditions: dict[str, ModelCondition] = {}  # by Model name
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
         self._verified: dict[str, tuple[str | None, str]] = {}  # derived tag → (digest, fingerprint)
-        self._warmed: dict[str, tuple[str, Any]] = {}  # tag → (digest, load options + keep_alive)
+        self._warmed: dict[str, Any] = {}  # tag → what its runner was warmed with
         self._attempts, self._max_wait_s = attempts, max_wait_s
         self._mutations = 0
 
@@ -76,20 +76,25 @@ class Reconciler:
             since=since,
         )  # fmt: skip
 
-    async def reconcile(self, desired: Desired) -> PassResult:
+    async def reconcile(self, desired: Desired, *, observed: Observed | None = None) -> PassResult:
+        """One pass; ``observed``: a recent observation to use instead of asking Ollama again.
+
+        The result's observation is the node as this pass left it (what it pulled, created, loaded
+        and unloaded applied to what it observed), so the next pass need not ask again.
+        """
         self._mutations = 0
         try:
-            observed = await self.node.observe()
+            observed = observed or await self.node.observe(version=not self.node.version)
         except (OllamaUnavailable, OllamaFailed) as exc:
             for model in desired.models.values():
                 self._set(model, ConditionType.FAILED, reason="OllamaUnreachable", message=str(exc))
             self._note(str(exc))
             return PassResult(False, None, 0)
         ok = True
-        present = dict(observed.present)  # updated as this pass pulls, so a shared base is pulled once
+        node = _NodeState(dict(observed.present), dict(observed.loaded))
         for model in desired.models.values():
             try:
-                await self._ensure(model, observed, present)
+                await self._ensure(model, node)
             except (OllamaUnavailable, OllamaFailed) as exc:
                 ok = False
                 reason = "OllamaUnreachable" if isinstance(exc, OllamaUnavailable) else "OllamaError"
@@ -100,74 +105,94 @@ class Reconciler:
         wanted = {m.config_name for m in desired.models.values()}
         self.conditions = {k: v for k, v in self.conditions.items() if k in wanted}
         try:
-            await self._cleanup(desired, observed)
+            await self._cleanup(desired, node)
         except (OllamaUnavailable, OllamaFailed) as exc:
             ok = False
             self._note(f"cleanup: {exc}")
-        return PassResult(ok, observed, self._mutations)
+        return PassResult(ok, Observed(observed.version, node.present, node.loaded), self._mutations)
 
     def _note(self, error: str) -> None:
         log.warning("%s", error)
         self.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {error}")
 
-    async def _ensure(self, model: DesiredModel, observed: Observed, present: dict[str, str]) -> None:
-        if model.pull not in present:
+    async def _ensure(self, model: DesiredModel, node: _NodeState) -> None:
+        if model.pull not in node.present:
             self._set(model, ConditionType.PULLING, progress=0.0)
 
             def progress(done: float) -> None:
                 self._set(model, ConditionType.PULLING, progress=round(done, 3))
 
             await self._retry(lambda: self.node.pull(model.pull, progress))
-            present[model.pull] = ""
-        digest = observed.present.get(model.name)
+            node.present[model.pull] = ""  # "": present, digest not known yet
         if model.derived is not None:
-            fingerprint = model.derived.fingerprint
-            seen = self._verified.get(model.name)
-            fresh = seen is not None and seen[1] == fingerprint and digest is not None and seen[0] in (None, digest)
-            if not fresh and digest is not None and matches(await self.node.show(model.name), model.derived):
-                fresh = True
-            if fresh:
-                self._verified[model.name] = (digest, fingerprint)
-            else:
-                self._set(model, ConditionType.CREATING)
-                derived = model.derived
-                await self._retry(lambda: self.node.create(model.name, derived))
-                self._verified[model.name] = (None, fingerprint)
-                digest = None  # a new model: whatever runner was loaded for the old one is stale
-        elif digest is None and model.name != model.pull:
-            raise OllamaFailed(f"pulled {model.pull} but Ollama does not list {model.name}", 404)
+            await self._derive(model, model.derived, node)
         if model.preload:
-            await self._warm(model, observed, digest)
+            await self._warm(model, node)
 
-    async def _warm(self, model: DesiredModel, observed: Observed, digest: str | None) -> None:
-        wanted = (model.load_options, model.keep_alive)
-        warmed = self._warmed.get(model.name)
-        loaded = observed.loaded.get(model.name)
-        if warmed is not None and digest is not None and warmed == (digest, wanted) and loaded is not None:
+    async def _derive(self, model: DesiredModel, derived: Derived, node: _NodeState) -> None:
+        """Create the derived model unless the node holds one made from the same request.
+
+        ``/api/show`` is asked only when this agent knows nothing about the model Ollama holds
+        (after a restart, or when its digest changed behind our back).
+        """
+        fingerprint, digest = derived.fingerprint, node.present.get(model.name)
+        seen = self._verified.get(model.name)
+        known = seen is not None and digest is not None and seen[0] in (None, digest or None)
+        if known and seen is not None:
+            same = seen[1] == fingerprint
+        else:
+            same = digest is not None and matches(await self.node.show(model.name), derived)
+        if same:
+            self._verified[model.name] = (digest or (seen[0] if seen else None), fingerprint)
             return
-        if warmed is None and digest is not None and loaded is not None and _same_runner(loaded.context_length, model):
-            self._warmed[model.name] = (digest, wanted)  # loaded before this agent started
+        self._set(model, ConditionType.CREATING)
+        await self._retry(lambda: self.node.create(model.name, derived))
+        self._verified[model.name] = (None, fingerprint)  # its digest is learnt from the next /api/tags
+        node.present[model.name] = ""  # (new weights change the warm-up key: _warm loads it again)
+
+    async def _warm(self, model: DesiredModel, node: _NodeState) -> None:
+        # What the runner depends on: load-time options, keep_alive and the weights (base, adapters).
+        # A changed system prompt or sampling parameter re-creates the model but keeps its runner.
+        wanted = (model.load_options, model.keep_alive, _weights(model))
+        loaded = node.loaded.get(model.name)
+        warmed = self._warmed.get(model.name)
+        if loaded is not None and (warmed == wanted or (warmed is None and _same_runner(loaded.context_length, model))):
+            self._warmed[model.name] = wanted  # (loaded before this agent started: adopt it)
             return
         self._set(model, ConditionType.LOADING)
         await self._retry(
             lambda: self.node.load(model.name, dict(model.load_options), model.keep_alive, embedding=model.embedding)
         )
-        if digest is None:  # just pulled or created: learn the digest for the next pass
-            digest = (await self.node.observe()).present.get(model.name, "")
-        self._warmed[model.name] = (digest, wanted)
+        self._warmed[model.name] = wanted
+        ctx = dict(model.load_options).get("num_ctx")
+        node.loaded[model.name] = Loaded(model.name, 0, 0, None, int(ctx) if ctx is not None else None)
 
-    async def _cleanup(self, desired: Desired, observed: Observed) -> None:
-        for name in observed.loaded:
+    async def _cleanup(self, desired: Desired, node: _NodeState) -> None:
+        for name in list(node.loaded):
             if name not in desired.models:
                 await self._retry(lambda n=name: self.node.unload(n))  # type: ignore[misc]
                 self._warmed.pop(name, None)
+                node.loaded.pop(name, None)
         if not desired.prune:
             return
         keep = {m.name for m in desired.models.values()} | {m.pull for m in desired.models.values()}
-        for name in observed.present:
+        for name in list(node.present):
             if name not in keep:
                 await self._retry(lambda n=name: self.node.delete(n))  # type: ignore[misc]
                 self._verified.pop(name, None)
+                node.present.pop(name, None)
+
+
+@dataclass(slots=True)
+class _NodeState:
+    """The node as a pass sees it: observed, then updated with what the pass changed."""
+
+    present: dict[str, str]
+    loaded: dict[str, Loaded]
+
+
+def _weights(model: DesiredModel) -> tuple[str, tuple[str, ...]]:
+    return (model.derived.source, model.derived.adapters) if model.derived else (model.pull, ())
 
 
 def _same_runner(context_length: int | None, model: DesiredModel) -> bool:

@@ -4,7 +4,6 @@ informers), which nodes should hold each model, and desired versus actual per mo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,13 +23,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 
 
-def _decode(snapshot: Snapshot, cls: type[T]) -> dict[str, T]:
-    out: dict[str, T] = {}
-    for key, kv in snapshot.items.items():
+def _decode(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> dict[str, T]:
+    """Decoded values by node name; only keys the snapshot changed are decoded again (a status
+    write per node per change would otherwise decode the whole fleet each time)."""
+    if snapshot.relisted:
+        out: dict[str, T] = {}
+        keys = list(snapshot.items)
+    else:
+        out = previous.copy()
+        keys = [ev.key for ev in snapshot.changes]
+    for key in keys:
+        node = key.rsplit("/", 1)[-1]
+        kv = snapshot.items.get(key)
+        if kv is None:
+            out.pop(node, None)
+            continue
         try:
-            out[key.rsplit("/", 1)[-1]] = cls.model_validate(json.loads(kv.value))
-        except (ValueError, ValidationError):
+            out[node] = cls.model_validate_json(kv.value)
+        except ValidationError:
             log.error("ignoring unreadable %s at %s", cls.__name__, key)
+            out.pop(node, None)
     return out
 
 
@@ -43,11 +55,11 @@ class FleetView:
         self._changed = asyncio.Event()
 
     def on_nodes(self, snapshot: Snapshot) -> None:
-        self.registrations = _decode(snapshot, NodeRegistration)
+        self.registrations = _decode(snapshot, NodeRegistration, self.registrations)
         self._notify()
 
     def on_status(self, snapshot: Snapshot) -> None:
-        self.statuses = _decode(snapshot, NodeStatus)
+        self.statuses = _decode(snapshot, NodeStatus, self.statuses)
         self._notify()
 
     def _notify(self) -> None:
@@ -100,7 +112,7 @@ def _condition(status: NodeStatus, model: str) -> ModelCondition | None:
     return next((c for c in status.conditions if c.model == model), None)
 
 
-def _pools(view: ConfigView) -> dict[str, NodePool]:
+def pools_in(view: ConfigView) -> dict[str, NodePool]:
     return {s.obj.name: s.obj for (kind, _), s in view.state.items() if kind == "nodepools" and isinstance(s.obj, NodePool)}
 
 
@@ -137,7 +149,7 @@ def node_summary(name: str, fleet: FleetView, *, revision: int) -> dict[str, Any
 
 def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = None) -> dict[str, Any]:
     """Per model: its desired tag and revision, and on each node that should hold it what is true."""
-    pools = _pools(view)
+    pools = pools_in(view)
     models: list[dict[str, Any]] = []
     for (kind, name), stored in sorted(view.state.items()):
         if kind != "models" or not isinstance(stored.obj, Model) or (model is not None and name != model):

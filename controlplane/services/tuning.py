@@ -13,7 +13,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import Invalid, StaleRevision
-from controlplane.services.fleet import FleetView, NodeModelState, _pools, model_on_node
+from controlplane.services.fleet import FleetView, NodeModelState, model_on_node, pools_in
 from controlplane.services.view import ConfigView, Stored
 from schemas.model import Model
 from schemas.placement import matches
@@ -98,33 +98,34 @@ class TuningService:
                 message = request.message or f"tune {', '.join(m.name for m in targets)}: {_describe(request)}"
                 result = await self._config.apply(updated, expected=expected, actor=actor, message=message)
         revision = result.revision if result.changes else max(m.metadata.revision or 0 for m in targets)
-        names = [m.name for m in targets]
-        states = self._states(updated, revision)
+        pairs = self._pairs(updated)
         if wait:
-            await self._fleet.wait_until(lambda: _settled(self._states(updated, revision)), timeout_s)
-            states = self._states(updated, revision)
+            pending = set(pairs)
+
+            def settled() -> bool:
+                # Only pairs still pending are looked at again: a status write per node per change
+                # wakes this up once per node.
+                for node, model in list(pending):
+                    if model_on_node(node, self._fleet.statuses.get(node), model, revision).state in ("applied", "failed"):
+                        pending.discard((node, model))
+                return not pending
+
+            await self._fleet.wait_until(settled, timeout_s)
+        states = [model_on_node(node, self._fleet.statuses.get(node), model, revision) for node, model in pairs]
         return TuneResult(
             revision=revision,
-            models=names,
+            models=[m.name for m in targets],
             changed=bool(result.changes),
             waited=wait,
-            complete=all(s.state == "applied" for s in states) if wait else False,
+            complete=wait and all(s.state == "applied" for s in states),
             nodes=states,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def _states(self, models: Sequence[Model], revision: int) -> list[NodeModelState]:
-        pools = _pools(self._view)
-        return [
-            model_on_node(node, self._fleet.statuses.get(node), m.name, revision)
-            for m in models
-            for node in self._fleet.nodes_for(m, pools)
-        ]
-
-
-def _settled(states: Sequence[NodeModelState]) -> bool:
-    """Every node has either applied the revision or reported that it failed to."""
-    return all(s.state in ("applied", "failed") for s in states)
+    def _pairs(self, models: Sequence[Model]) -> list[tuple[str, str]]:
+        """(node, model) for every node that should hold one of ``models``."""
+        pools = pools_in(self._view)
+        return [(node, m.name) for m in models for node in self._fleet.nodes_for(m, pools)]
 
 
 def _describe(request: TuneRequest) -> str:

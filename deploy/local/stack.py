@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -31,6 +32,11 @@ API_PORT = int(os.environ.get("LLMTUNE_API__PORT", "8700"))
 ETCD_URL = f"http://127.0.0.1:{ETCD_PORT}"
 API_URL = f"http://127.0.0.1:{API_PORT}"
 TOKEN_FILE = RUN / "admin-token"
+#: SIM=N starts N simulated Ollama nodes (tests/sim) with an agent each, instead of an agent for a local Ollama.
+SIM = int(os.environ.get("SIM") or "0")
+SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
+AGENT_PORT = int(os.environ.get("LLMTUNE_LOCAL_AGENT_PORT", "8710"))
+OLLAMA_URL = os.environ.get("LLMTUNE_AGENT__OLLAMA_URL", "http://127.0.0.1:11434")
 
 
 def _pid(name: str) -> int | None:
@@ -143,15 +149,67 @@ def up() -> None:
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
+    _agents()
     subprocess.run([str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token], check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
+    print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
+
+
+def _agent(name: str, node: str, ollama_url: str, port: int, labels: str) -> None:
+    if _pid(name):
+        print(f"{name:13s}  already running (pid {_pid(name)}) for {ollama_url}")
+        return
+    if _port_busy(port):
+        raise SystemExit(f"port {port} is taken by another process; set LLMTUNE_LOCAL_AGENT_PORT")
+    env = dict(os.environ)
+    env.update({
+        "LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_AGENT__NODE": node, "LLMTUNE_AGENT__OLLAMA_URL": ollama_url,
+        "LLMTUNE_AGENT__PORT": str(port), "LLMTUNE_AGENT__LABELS": env.get("LLMTUNE_AGENT__LABELS", labels),
+    })  # fmt: skip
+    proc = _start(name, [str(VENV_BIN / "python"), "-m", "agents.sidecar"], env, "agents.sidecar")
+    _wait(name, proc, lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 503))
+    print(f"{name:13s}  started (pid {proc.pid}) for Ollama at {ollama_url}, metrics http://127.0.0.1:{port}/metrics")
+
+
+def _agents() -> None:
+    """One agent beside the local Ollama, or SIM simulated nodes with an agent each."""
+    if SIM <= 0:
+        code, _ = _get(f"{OLLAMA_URL}/api/version")
+        node = re.sub(r"[^a-z0-9.-]+", "-", socket.gethostname().lower()).strip("-.")[:63] or "local"
+        _agent("agent", node, OLLAMA_URL, AGENT_PORT, "pool=local")
+        if code != 200:
+            print(f"               note: no Ollama answers at {OLLAMA_URL}; the agent reports it unreachable.")
+            print("               For simulated nodes instead: make llm-tuning-down && make llm-tuning-up SIM=2")
+        return
+    if _pid("ollama-sim"):
+        print(f"ollama-sim     already running (pid {_pid('ollama-sim')})")
+    else:
+        for i in range(SIM):
+            if _port_busy(SIM_PORT + i):
+                raise SystemExit(f"port {SIM_PORT + i} is taken by another process; set LLMTUNE_LOCAL_SIM_PORT")
+        cmd = [str(VENV_BIN / "python"), "-m", "tests.sim", "--port", str(SIM_PORT), "--count", str(SIM)]
+        proc = _start("ollama-sim", cmd, dict(os.environ), "tests.sim")
+        last = f"http://127.0.0.1:{SIM_PORT + SIM - 1}"
+        _wait("ollama-sim", proc, lambda: _get(f"{last}/api/version")[0] == 200)
+        print(
+            f"ollama-sim     started (pid {proc.pid}): {SIM} simulated Ollama node(s) on ports {SIM_PORT}..{SIM_PORT + SIM - 1}"
+        )
+    for i in range(SIM):
+        _agent(f"agent-sim-{i}", f"sim-{i}", f"http://127.0.0.1:{SIM_PORT + i}", AGENT_PORT + i, "pool=sim")
+
+
+def _started() -> list[str]:
+    """Names with a pid file, stopped in this order: agents, simulated nodes, control plane, etcd."""
+    order = {"controlplane": 2, "etcd": 3, "ollama-sim": 1}
+    names = [p.stem for p in RUN.glob("*.pid")] if RUN.exists() else []
+    return sorted(set(names) | {"controlplane", "etcd"}, key=lambda n: (order.get(n, 0), n))
 
 
 def status() -> int:
     rc = 0
-    for name in ("etcd", "controlplane"):
+    for name in reversed(_started()):
         pid = _pid(name)
         print(f"{name:13s}  {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
         rc |= pid is None
@@ -161,7 +219,7 @@ def status() -> int:
 
 
 def down() -> None:
-    for name in ("controlplane", "etcd"):
+    for name in _started():
         pid = _pid(name)
         if pid is None:
             print(f"{name:13s}  not running")

@@ -142,3 +142,64 @@ def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
         [sys.executable, "-m", "cli.main", "list", "-o", "json"], env=env_free, cwd=ROOT, capture_output=True, text=True
     )
     assert from_file.returncode == 0, from_file.stderr
+
+
+def test_fleet_commands_with_agent_and_simulator_processes(
+    control_plane: str, etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
+) -> None:
+    """Two simulated Ollama nodes (one process) and two agent processes, driven through llmctl."""
+    sim_port = free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", "2"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
+    ]  # fmt: skip
+    for i in range(2):
+        env = {
+            **os.environ,
+            "LLMTUNE_STORE__ENDPOINTS": etcd_server.url,
+            "LLMTUNE_STORE__NAMESPACE": keys.namespace,
+            "LLMTUNE_AGENT__NODE": f"sim-{i}",
+            "LLMTUNE_AGENT__OLLAMA_URL": f"http://127.0.0.1:{sim_port + i}",
+            "LLMTUNE_AGENT__LABELS": "pool=sim",
+            "LLMTUNE_AGENT__PORT": str(free_port()),
+            "LLMTUNE_AGENT__PROBE_INTERVAL_S": "0.5",
+        }
+        log = (tmp_path / f"agent-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "agents.sidecar"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        )
+    try:
+        model = {"kind": "Model", "metadata": {"name": "assistant"}, "spec": {
+            "ollama_tag": "assistant:v1", "base": "llama3.1:8b", "capabilities": ["chat"], "context_window": 16384,
+            "system_prompt": "Be brief.", "options": {"temperature": 0.7}}}  # fmt: skip
+        (tmp_path / "model.json").write_text(json.dumps(model))
+        assert llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "model.json")).returncode == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = json.loads(
+                httpx.get(f"{control_plane}/api/v1/models/status", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            )
+            if status["models"] and status["models"][0]["ready_nodes"] == 2:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"not ready: {status}; agent log: {(tmp_path / 'agent-0.log').read_text()[-2000:]}")
+
+        nodes = llmctl(control_plane, tmp_path, "nodes")
+        assert nodes.returncode == 0 and "sim-0" in nodes.stdout and "sim-1" in nodes.stdout and "ready" in nodes.stdout
+        table = llmctl(control_plane, tmp_path, "models", "status").stdout
+        assert table.count("assistant:v1") == 2 and "Ready" in table
+
+        tuned = llmctl(
+            control_plane, tmp_path, "tune", "assistant", "--set", "temperature=0.2", "--set", "num_ctx=8192", "--wait"
+        )
+        assert tuned.returncode == 0, tuned.stderr
+        assert "changed at revision" in tuned.stdout and tuned.stdout.count("applied") == 2
+
+        bad = llmctl(control_plane, tmp_path, "tune", "assistant", "--set", "temprature=0.2")
+        assert bad.returncode == 1 and "422" in bad.stderr and "temprature" in bad.stderr
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
-from tests.fixtures.services import free_port
+from tests.fixtures.services import free_port, free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +22,7 @@ def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
+    """SIM=2: etcd, the control plane, one simulator process serving two nodes, and two agents."""
     api_port = free_port()
     env = {
         **os.environ,
@@ -31,6 +33,9 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         "LLMTUNE_LOCAL_ETCD_PEER_PORT": str(free_port()),
         "LLMTUNE_API__PORT": str(api_port),
         "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"),
+        "SIM": "2",
+        "LLMTUNE_LOCAL_SIM_PORT": str(free_port_range(2)),
+        "LLMTUNE_LOCAL_AGENT_PORT": str(free_port_range(2)),
     }
     env.pop("LLMTUNE_DB__URL", None)
     first = stack("up", env)
@@ -39,14 +44,22 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         assert "control plane  started" in first.stdout
         token = (tmp_path / "run" / "admin-token").read_text().strip()
         assert (tmp_path / "llmctl.yaml").exists() and token in (tmp_path / "llmctl.yaml").read_text()
-        resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/config", headers={"Authorization": f"Bearer {token}"})
+        auth = {"Authorization": f"Bearer {token}"}
+        resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/config", headers=auth)
         assert resp.status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            nodes = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/nodes", headers=auth).json()["nodes"]
+            if [n["health"] for n in nodes] == ["ready", "ready"]:
+                break
+            time.sleep(0.2)
+        assert [(n["node"], n["health"]) for n in nodes] == [("sim-0", "ready"), ("sim-1", "ready")]
         second = stack("up", env)
-        assert second.returncode == 0 and second.stdout.count("already running") == 2
+        assert second.returncode == 0 and second.stdout.count("already running") == 5
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
         down = stack("down", env)
-    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 2
+    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 5
     assert stack("status", env).returncode == 1
     assert "not running" in stack("down", env).stdout  # a second down is harmless

@@ -214,8 +214,9 @@ class Engine:
             adapters=adapters,
             messages=list(body.get("messages") or []),
         )
-        if model.name in self.runners and self.models.get(model.name, model).digest != model.digest:
-            del self.runners[model.name]  # a different model behind the name: its runner is stale
+        old = self.models.get(model.name)
+        if model.name in self.runners and (old is None or (old.parent, old.adapters) != (model.parent, model.adapters)):
+            del self.runners[model.name]  # other weights behind the name: the runner is stale (as in Ollama)
         self.models[model.name] = model
         return model
 

@@ -1,0 +1,143 @@
+"""Live-tuning benchmark: ``PUT /api/v1/tune?wait=applied`` across 50 agents on simulated Ollama
+nodes, until every node reports the new revision applied. Baseline, alternated in the same run:
+the same tune without waiting (the write alone). Two cases: a derived model (each node re-creates
+it with /api/create and warms it again) and a plain model (options travel with requests, so the
+nodes only confirm). Prints p50/p95/p99, the ratio, CPU per tune and peak RSS of each process.
+
+    python bench/tune.py [--tunes 100] [--agents 50] [--hosts 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import KEYS, ROOT, TOKEN, cpu_seconds, pct, peak_rss_mb, run_loop, start_control_plane, wait_ready
+from tests.fixtures.services import EtcdServer, free_port_range
+
+MODELS = [
+    {"kind": "Model", "metadata": {"name": "derived"}, "spec": {
+        "ollama_tag": "bench-assistant:v1", "base": "llama3.1:8b", "capabilities": ["chat"], "context_window": 8192,
+        "system_prompt": "Be brief.", "options": {"temperature": 0.5}, "placement": {"node_selector": {"pool": "bench"}}}},
+    {"kind": "Model", "metadata": {"name": "plain"}, "spec": {
+        "ollama_tag": "llama3.1:8b", "capabilities": ["chat"], "context_window": 8192, "options": {"temperature": 0.5},
+        "placement": {"node_selector": {"pool": "bench"}}}},
+]  # fmt: skip
+
+
+def spawn(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = (await client.get("/api/v1/models/status")).json()
+        if status["models"] and all(m["ready_nodes"] == n for m in status["models"]):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the fleet did not become ready: {status['nodes'][:3]}")
+
+
+async def bench(api: str, cp_pid: int, *, tunes: int, agents: int) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
+        await wait_ready(client)
+        assert (await client.post("/api/v1/config:apply", json={"objects": MODELS})).status_code == 200
+        await until_ready(client, agents)
+        for name in ("derived", "plain"):
+            waited, written, incomplete = [], [], 0
+            cpu0 = cpu_seconds(cp_pid)
+            for i in range(tunes):
+                for wait in (True, False):
+                    body = {"model": name, "options": {"temperature": round(0.1 + (i % 40) * 0.01 + (0.5 if wait else 0), 3)}}
+                    started = time.perf_counter()
+                    resp = await client.put("/api/v1/tune", params={"wait": "applied", "timeout": 10} if wait else {}, json=body)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    data = resp.json()
+                    if wait:
+                        waited.append(elapsed)
+                        incomplete += not data["complete"]
+                    else:
+                        written.append(elapsed)  # then let the nodes settle, untimed, before the next pair
+                        await client.put("/api/v1/tune", params={"wait": "applied", "timeout": 10}, json=body)
+            out[name] = {"waited": waited, "written": written, "cpu": [(cpu_seconds(cp_pid) - cpu0) / (3 * tunes) * 1000],
+                         "incomplete": [incomplete]}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tunes", type=int, default=100)
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--hosts", type=int, default=2, help="processes the agents are spread over")
+    args = parser.parse_args()
+    etcd = EtcdServer(progress_interval="5s")
+    etcd.start()
+    sim_port = free_port_range(args.agents)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        sims = spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", str(args.agents)])
+        procs.append(sims)
+        for _ in range(args.agents):
+            assert sims.stdout is not None and "listening" in sims.stdout.readline()
+        per = -(-args.agents // args.hosts)
+        hosts = []
+        for h in range(args.hosts):
+            count = min(per, args.agents - h * per)
+            cmd = [sys.executable, "bench/agent_host.py", "--etcd", etcd.url, "--namespace", KEYS.namespace,
+                   "--sim-port", str(sim_port), "--first", str(h * per), "--count", str(count)]  # fmt: skip
+            hosts.append(spawn(cmd))
+        procs += hosts
+        cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
+        for host in hosts:
+            assert host.stdout is not None and host.stdout.readline().strip() == "ready"
+        results = run_loop(bench(api, cp.pid, tunes=args.tunes, agents=args.agents))
+        report(
+            results, args, cp_rss=peak_rss_mb(cp.pid), host_rss=[peak_rss_mb(h.pid) for h in hosts], sim_rss=peak_rss_mb(sims.pid)
+        )
+        cp.terminate()
+        cp.wait(10)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        etcd.close()
+
+
+def report(
+    results: dict[str, dict[str, list[float]]], args: argparse.Namespace, *, cp_rss: float, host_rss: list[float], sim_rss: float
+) -> None:
+    print(f"tune: {args.tunes} tunes per case (alternating with the write-only baseline), {args.agents} agents in "
+          f"{args.hosts} processes, {args.agents} simulated Ollama nodes in one process, real etcd, SQLite audit")  # fmt: skip
+    print(f"{'ms':58s}{'p50':>9s}{'p95':>9s}{'p99':>9s}")
+    for name, r in results.items():
+        what = "re-create + warm on every node" if name == "derived" else "options travel with requests: nodes only confirm"
+        print(f"{name} model ({what})")
+        for label, key in (
+            ("  PUT /tune?wait=applied -> every node applied", "waited"),
+            ("  baseline: PUT /tune (write only)", "written"),
+        ):
+            v = r[key]
+            print(f"{label:58s}{pct(v, 50):9.2f}{pct(v, 95):9.2f}{pct(v, 99):9.2f}")
+        ratio = pct(r["waited"], 50) / pct(r["written"], 50)
+        goal = "met" if pct(r["waited"], 99) < 100 else "NOT met"
+        print(f"  applied/written p50 x{ratio:.2f}; control plane {r['cpu'][0]:.1f} ms CPU per tune; "
+              f"incomplete: {int(r['incomplete'][0])}; goal p99 < 100 ms: {goal}")  # fmt: skip
+    hosts = ", ".join(f"{m:.0f}" for m in host_rss)
+    per_agent = max(host_rss) / -(-args.agents // args.hosts)
+    print(
+        f"peak RSS MB: control plane {cp_rss:.0f}; agent processes {hosts} (~{per_agent:.1f} per agent); simulator {sim_rss:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""llmctl's fleet commands: ``models status``, ``nodes`` and ``tune`` (rich tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.client import ApiError, Client
+
+TOP_LEVEL = ("keep_alive", "system_prompt")
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: integers, floats and booleans as such, a [a,b] list of strings, else text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.startswith("[") and text.endswith("]"):
+        return [part.strip() for part in text[1:-1].split(",") if part.strip()]
+    return text
+
+
+def tune_body(model: str | None, sets: list[str], unsets: list[str], selector: list[str], message: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"options": {}, "unset": unsets, "message": message}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ApiError(f"--set takes name=value (for example temperature=0.2), got {item!r}")
+        if key in TOP_LEVEL:
+            body[key] = parse_value(value) if key == "keep_alive" else value
+        else:
+            body["options"][key] = parse_value(value)
+    if selector:
+        pairs = [s.partition("=") for s in selector]
+        if any(not sep for _, sep, _ in pairs):
+            raise ApiError("--selector takes label=value")
+        body["selector"] = {k: v for k, _, v in pairs}
+    if model:
+        body["model"] = model
+    return body
+
+
+def _state_style(state: str) -> str:
+    return {"applied": "green", "failed": "red", "pending": "yellow"}.get(state, "magenta")
+
+
+def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
+    models_app = typer.Typer(help="Models across the fleet.", no_args_is_help=True)
+    app.add_typer(models_app, name="models")
+
+    @models_app.command("status")
+    def models_status(model: str | None = typer.Argument(None, help="Only this model.")) -> None:
+        """Desired versus actual for every model on every node that should hold it."""
+
+        def body() -> None:
+            data = client().get("/api/v1/models/status", model=model)
+            table = Table(title=f"models at configuration revision {data['revision']}")
+            for col in ("MODEL", "TAG", "NODE", "PRESENT", "LOADED", "READY", "APPLIED", "CONDITION"):
+                table.add_column(col)
+            for m in data["models"]:
+                if not m["nodes"]:
+                    table.add_row(m["model"], m["ollama_tag"], "(no node matches)", "", "", "", "", "")
+                for n in m["nodes"]:
+                    cond = n.get("condition") or {}
+                    text = cond.get("type", "-")
+                    if cond.get("progress") is not None and cond.get("type") == "Pulling":
+                        text += f" {cond['progress']:.0%}"
+                    if cond.get("reason"):
+                        text += f" ({cond['reason']}: {cond.get('message', '')[:80]})"
+                    yes = {True: "[green]yes[/green]", False: "[red]no[/red]"}
+                    table.add_row(
+                        m["model"], m["ollama_tag"], n["node"], yes[n["present"]], yes[n["loaded"]], yes[n["ready"]],
+                        yes[n["applied"]], text,
+                    )  # fmt: skip
+            out.print(table if data["models"] else "no models configured")
+
+        run(body)
+
+    @app.command()
+    def nodes() -> None:
+        """Nodes reporting to the control plane: health, applied revision, loaded models."""
+
+        def body() -> None:
+            data = client().get("/api/v1/nodes")
+            table = Table(title=f"nodes (configuration revision {data['revision']})")
+            for col in ("NODE", "HEALTH", "OLLAMA", "APPLIED", "LAG", "LOADED", "LABELS", "NOTES"):
+                table.add_column(col)
+            for n in data["nodes"]:
+                health = n["health"]
+                style = "green" if health == "ready" else "red"
+                restart = n.get("restart_required") or []
+                notes = f"restart Ollama for: {', '.join(restart)}" if restart else ""
+                table.add_row(
+                    n["node"], f"[{style}]{health}[/{style}]", n.get("ollama_version") or "-", str(n.get("applied_revision")),
+                    str(n.get("lag")), ", ".join(n.get("loaded_models", [])),
+                    ",".join(f"{k}={v}" for k, v in n.get("labels", {}).items()), notes,
+                )  # fmt: skip
+            out.print(table if data["nodes"] else "no nodes registered (start an agent: see README, 'Agents')")
+
+        run(body)
+
+    @app.command()
+    def tune(
+        model: str | None = typer.Argument(None, help="The model to tune (or use --selector)."),
+        set_: list[str] = typer.Option([], "--set", help="name=value: an Ollama option, keep_alive or system_prompt."),
+        unset: list[str] = typer.Option([], "--unset", help="Remove an option (or system_prompt)."),
+        selector: list[str] = typer.Option([], "--selector", "-l", help="label=value: tune every matching model."),
+        wait: bool = typer.Option(False, "--wait", help="Return once every node applied the change."),
+        timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait with --wait."),
+        message: str = typer.Option("", "-m", "--message", help="Audit message."),
+    ) -> None:
+        """Tune a model live: llmctl tune MODEL --set temperature=0.2 --set num_ctx=8192 --wait"""
+
+        def body() -> None:
+            payload = tune_body(model, set_, unset, selector, message)
+            params = {"wait": "applied", "timeout": timeout} if wait else {}
+            result = client().request("PUT", "/api/v1/tune", json=payload, params=params, timeout=timeout + 10)
+            what = "changed" if result["changed"] else "unchanged"
+            out.print(f"{', '.join(result['models'])}: {what} at revision {result['revision']} ({result['elapsed_ms']:.0f} ms)")
+            if result["nodes"]:
+                table = Table()
+                for col in ("NODE", "MODEL", "STATE", "DETAIL"):
+                    table.add_column(col)
+                for n in result["nodes"]:
+                    style = _state_style(n["state"])
+                    table.add_row(n["node"], n["model"], f"[{style}]{n['state']}[/{style}]", n["message"])
+                out.print(table)
+            elif wait:
+                out.print("no node holds these models")
+            if wait and not result["complete"]:
+                raise ApiError(f"{len(result['not_applied'])} node(s) did not confirm revision {result['revision']}")
+
+        run(body)
