@@ -40,6 +40,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/propagation.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/tune.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

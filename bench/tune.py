@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import KEYS, ROOT, TOKEN, cpu_seconds, pct, peak_rss_mb, run_loop, start_control_plane, wait_ready
-from tests.fixtures.services import EtcdServer, free_port_range
+from tests.fixtures.services import EtcdServer, free_port, free_port_range
 
 MODELS = [
     {"kind": "Model", "metadata": {"name": "derived"}, "spec": {
@@ -47,7 +48,7 @@ async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120)
     raise RuntimeError(f"the fleet did not become ready: {status['nodes'][:3]}")
 
 
-async def bench(api: str, cp_pid: int, *, tunes: int, agents: int) -> dict[str, dict[str, list[float]]]:
+async def bench(api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[int]) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
     async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
         await wait_ready(client)
@@ -55,7 +56,7 @@ async def bench(api: str, cp_pid: int, *, tunes: int, agents: int) -> dict[str, 
         await until_ready(client, agents)
         for name in ("derived", "plain"):
             waited, written, incomplete = [], [], 0
-            cpu0 = cpu_seconds(cp_pid)
+            cpu0, hosts0 = cpu_seconds(cp_pid), sum(cpu_seconds(h) for h in hosts)
             for i in range(tunes):
                 for wait in (True, False):
                     body = {"model": name, "options": {"temperature": round(0.1 + (i % 40) * 0.01 + (0.5 if wait else 0), 3)}}
@@ -69,8 +70,9 @@ async def bench(api: str, cp_pid: int, *, tunes: int, agents: int) -> dict[str, 
                     else:
                         written.append(elapsed)  # then let the nodes settle, untimed, before the next pair
                         await client.put("/api/v1/tune", params={"wait": "applied", "timeout": 10}, json=body)
-            out[name] = {"waited": waited, "written": written, "cpu": [(cpu_seconds(cp_pid) - cpu0) / (3 * tunes) * 1000],
-                         "incomplete": [incomplete]}  # fmt: skip
+            agents_cpu = (sum(cpu_seconds(h) for h in hosts) - hosts0) / (3 * tunes) * 1000
+            cp_cpu = (cpu_seconds(cp_pid) - cpu0) / (3 * tunes) * 1000
+            out[name] = {"waited": waited, "written": written, "cpu": [cp_cpu, agents_cpu], "incomplete": [incomplete]}
     return out
 
 
@@ -82,12 +84,12 @@ def main() -> None:
     args = parser.parse_args()
     etcd = EtcdServer(progress_interval="5s")
     etcd.start()
-    sim_port = free_port_range(args.agents)
+    sim_port = free_port_range(args.agents + 1)
     procs: list[subprocess.Popen[str]] = []
     try:
-        sims = spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", str(args.agents)])
+        sims = spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", str(args.agents + 1)])
         procs.append(sims)
-        for _ in range(args.agents):
+        for _ in range(args.agents + 1):
             assert sims.stdout is not None and "listening" in sims.stdout.readline()
         per = -(-args.agents // args.hosts)
         hosts = []
@@ -97,13 +99,20 @@ def main() -> None:
                    "--sim-port", str(sim_port), "--first", str(h * per), "--count", str(count)]  # fmt: skip
             hosts.append(spawn(cmd))
         procs += hosts
+        # One agent as deployed (its own process, metrics endpoint on), on a node no tuned model is placed
+        # on: it follows every change, and its memory is what the 100 MB budget is about.
+        solo_env = {**os.environ, "LLMTUNE_STORE__ENDPOINTS": etcd.url, "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
+                    "LLMTUNE_AGENT__NODE": "solo", "LLMTUNE_AGENT__LABELS": "pool=solo", "LLMTUNE_AGENT__PORT": str(free_port()),
+                    "LLMTUNE_AGENT__OLLAMA_URL": f"http://127.0.0.1:{sim_port + args.agents}"}  # fmt: skip
+        solo = subprocess.Popen([sys.executable, "-m", "agents.sidecar"], cwd=ROOT, env=solo_env, stderr=subprocess.DEVNULL)
+        procs.append(solo)  # type: ignore[arg-type]
         cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
         for host in hosts:
             assert host.stdout is not None and host.stdout.readline().strip() == "ready"
-        results = run_loop(bench(api, cp.pid, tunes=args.tunes, agents=args.agents))
-        report(
-            results, args, cp_rss=peak_rss_mb(cp.pid), host_rss=[peak_rss_mb(h.pid) for h in hosts], sim_rss=peak_rss_mb(sims.pid)
-        )
+        results = run_loop(bench(api, cp.pid, tunes=args.tunes, agents=args.agents, hosts=[h.pid for h in hosts]))
+        rss = {"control plane": peak_rss_mb(cp.pid), "one agent process": peak_rss_mb(solo.pid)}
+        rss["simulator"] = peak_rss_mb(sims.pid)
+        report(results, args, rss=rss, host_rss=[peak_rss_mb(h.pid) for h in hosts])
         cp.terminate()
         cp.wait(10)
     finally:
@@ -114,7 +123,7 @@ def main() -> None:
 
 
 def report(
-    results: dict[str, dict[str, list[float]]], args: argparse.Namespace, *, cp_rss: float, host_rss: list[float], sim_rss: float
+    results: dict[str, dict[str, list[float]]], args: argparse.Namespace, *, rss: dict[str, float], host_rss: list[float]
 ) -> None:
     print(f"tune: {args.tunes} tunes per case (alternating with the write-only baseline), {args.agents} agents in "
           f"{args.hosts} processes, {args.agents} simulated Ollama nodes in one process, real etcd, SQLite audit")  # fmt: skip
@@ -130,13 +139,13 @@ def report(
             print(f"{label:58s}{pct(v, 50):9.2f}{pct(v, 95):9.2f}{pct(v, 99):9.2f}")
         ratio = pct(r["waited"], 50) / pct(r["written"], 50)
         goal = "met" if pct(r["waited"], 99) < 100 else "NOT met"
-        print(f"  applied/written p50 x{ratio:.2f}; control plane {r['cpu'][0]:.1f} ms CPU per tune; "
+        print(f"  applied/written p50 x{ratio:.2f}; CPU per tune: control plane {r['cpu'][0]:.1f} ms, "
+              f"agents {r['cpu'][1]:.1f} ms ({r['cpu'][1] / args.agents:.2f} each); "
               f"incomplete: {int(r['incomplete'][0])}; goal p99 < 100 ms: {goal}")  # fmt: skip
     hosts = ", ".join(f"{m:.0f}" for m in host_rss)
     per_agent = max(host_rss) / -(-args.agents // args.hosts)
-    print(
-        f"peak RSS MB: control plane {cp_rss:.0f}; agent processes {hosts} (~{per_agent:.1f} per agent); simulator {sim_rss:.0f}"
-    )
+    print(f"peak RSS MB: {'; '.join(f'{k} {v:.0f}' for k, v in rss.items())}; "
+          f"agent hosts {hosts} (~{per_agent:.1f} per extra agent); budget per agent process 100 MB")  # fmt: skip
 
 
 if __name__ == "__main__":

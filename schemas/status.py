@@ -51,10 +51,17 @@ class LoadedModel(Strict):
 
 
 class NodeLoad(Strict):
+    """What can be told about a node's load without a metrics endpoint in Ollama: its loaded
+    runners, how quickly it answers, and the timings it reports. The router adds request figures."""
+
     in_flight: int = Field(default=0, ge=0)
     queue_depth: int = Field(default=0, ge=0)
     tokens_per_second: float | None = Field(default=None, ge=0)
     avg_latency_ms: float | None = Field(default=None, ge=0)
+    loaded_models: int = Field(default=0, ge=0)
+    memory_used_bytes: int = Field(default=0, ge=0, description="Sum of the loaded runners' sizes.")
+    probe_ms: float | None = Field(default=None, ge=0, description="Round trip of the last health probe.")
+    last_load_ms: float | None = Field(default=None, ge=0, description="Ollama's load_duration of the last warm-up.")
 
 
 class NodeStatus(Strict):

@@ -28,7 +28,7 @@ from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
 from schemas.nodepool import ServerSettings
-from schemas.status import Capacity, LoadedModel, NodeRegistration, NodeStatus
+from schemas.status import Capacity, LoadedModel, NodeLoad, NodeRegistration, NodeStatus
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
@@ -76,6 +76,9 @@ class Agent:
         self._fresh_at: float | None = None  # when self.observed was taken, if nothing changed the node since
         self._wake = asyncio.Event()
         self._written: bytes | None = None
+        self._written_at = 0.0
+        self._passes = 0
+        self._passing = False
         self.status = self._status()
 
     # -- configuration -----------------------------------------------------------------------
@@ -92,6 +95,14 @@ class Agent:
         self._wake.clear()
         desired = self.wanted()
         started = time.perf_counter()
+        self._passes += 1  # an observation the probe began before this pass is stale once it ends
+        self._passing = True
+        try:
+            return await self._step(desired, started)
+        finally:
+            self._passing = False
+
+    async def _step(self, desired: Desired, started: float) -> bool:
         await self._apply_server_settings(desired.server)
         # The probe's observation is reused while it is recent and nothing changed the node since,
         # so a configuration change that needs no work on the node costs no call to Ollama.
@@ -141,14 +152,23 @@ class Agent:
 
     # -- health probe ------------------------------------------------------------------------
     async def probe(self) -> None:
-        """Check Ollama once; publish when reachability or loaded models changed."""
-        started = time.perf_counter()
+        """Check Ollama once; publish when reachability or loaded models changed.
+
+        While a reconcile pass runs (a pull may take minutes) only the status is published, with the
+        pass's progress: an observation taken mid-pass would miss what the pass is changing.
+        """
+        if self._passing:
+            await self.publish()
+            return
+        started, passes = time.perf_counter(), self._passes
         try:
             observed: Observed | None = await self.node.observe(version=self.observed is None)
         except (OllamaUnavailable, OllamaFailed) as exc:
             if self.observed is not None:
                 self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
             observed = None
+        if passes != self._passes or self._passing:
+            return  # a pass ran meanwhile: its own view of the node is newer
         was_down = self.observed is None
         self._observed(observed)
         self._fresh_at = started if observed is not None else None
@@ -177,23 +197,32 @@ class Agent:
             server_settings=self.server_settings,
             restart_required=self.restart_required,
             agent_version=AGENT_VERSION,
+            load=NodeLoad(
+                loaded_models=len(loaded),
+                memory_used_bytes=sum(m.size_bytes for m in loaded),
+                probe_ms=self.node.probe_ms if obs else None,
+                last_load_ms=self.node.last_load_ms,
+            ),
         )
 
     async def publish(self) -> None:
-        """Write the status key if its content changed (store errors are retried on the next call)."""
+        """Write the status key when its content changed, or with fresh figures (probe timings) once
+        per resync interval; store errors are retried on the next call."""
         status = self._status()
-        body = orjson.dumps(status.model_dump(mode="json", exclude_none=True))
         self.status = status
         self.metrics.ollama_up.set(1 if status.ollama_reachable else 0)
         self.metrics.applied.set(status.applied_revision)
         self.metrics.loaded.set(len(status.loaded_models))
-        if body == self._written:
+        data = status.model_dump(mode="json", exclude_none=True)
+        probe_ms = data["load"].pop("probe_ms", None)  # changes on every probe: refreshed on the resync interval only
+        body = orjson.dumps(data)
+        now = time.monotonic()
+        if body == self._written and now - self._written_at < self.settings.resync_interval_s:
             return
-        stamped = status.model_copy(update={"updated_at": datetime.now(UTC)})
-        await self._set_key(
-            self.keys.status(self.settings.node), orjson.dumps(stamped.model_dump(mode="json", exclude_none=True))
-        )
-        self._written = body
+        data["load"]["probe_ms"] = probe_ms
+        data["updated_at"] = datetime.now(UTC).isoformat()
+        await self._set_key(self.keys.status(self.settings.node), orjson.dumps(data))
+        self._written, self._written_at = body, now
         self.metrics.status_writes.inc()
 
     async def _set_key(self, key: str, value: bytes) -> None:

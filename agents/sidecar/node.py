@@ -7,6 +7,7 @@ same request cannot help, such as a model that does not exist in the registry).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +63,8 @@ class OllamaNode:
         self._quick = ollama.AsyncClient(host=url, timeout=httpx.Timeout(5.0, connect=connect_timeout_s))
         self.calls: dict[tuple[str, str], int] = {}
         self.version = ""
+        self.last_load_ms: float | None = None  # Ollama's load_duration of the last warm-up
+        self.probe_ms: float | None = None  # round trip of the last observation
 
     def _count(self, op: str, result: str) -> None:
         self.calls[(op, result)] = self.calls.get((op, result), 0) + 1
@@ -83,8 +86,10 @@ class OllamaNode:
         if version:
             answer = await self._call("version", lambda: self._quick._request_raw("GET", "/api/version"))  # type: ignore[no-untyped-call]
             self.version = str(answer.json().get("version", ""))
+        started = time.perf_counter()
         tags = await self._call("tags", self._quick.list)
         ps = await self._call("ps", self._quick.ps)
+        self.probe_ms = round((time.perf_counter() - started) * 500, 3)  # two round trips: per request
         present = {tag(m.model): m.digest or "" for m in tags.models if m.model}
         loaded = {
             tag(m.model): Loaded(tag(m.model), int(m.size or 0), int(m.size_vram or 0), m.expires_at, m.context_length)
@@ -125,9 +130,15 @@ class OllamaNode:
         """Warm ``name`` up: an empty generate (an embed for embedding models) loads the runner."""
         opts = dict(options) or None
         if embedding:
-            await self._call("load", lambda: self.client.embed(model=name, input="", options=opts, keep_alive=keep_alive))
+            answer = await self._call(
+                "load", lambda: self.client.embed(model=name, input="", options=opts, keep_alive=keep_alive)
+            )
         else:
-            await self._call("load", lambda: self.client.generate(model=name, prompt="", options=opts, keep_alive=keep_alive))
+            answer = await self._call(
+                "load", lambda: self.client.generate(model=name, prompt="", options=opts, keep_alive=keep_alive)
+            )
+        if answer.load_duration:
+            self.last_load_ms = answer.load_duration / 1e6
 
     async def unload(self, name: str) -> None:
         await self._call("unload", lambda: self.client.generate(model=name, prompt="", keep_alive=0))

@@ -70,6 +70,10 @@ class Reconciler:
         self, model: DesiredModel, kind: ConditionType, *, reason: str = "", message: str = "", progress: float | None = None
     ) -> None:
         old = self.conditions.get(model.config_name)
+        if old is not None and (old.type, old.revision, old.reason, old.message, old.progress) == (
+            kind, model.revision, reason, message, progress
+        ):  # fmt: skip
+            return
         since = old.since if old is not None and old.type is kind else datetime.now(UTC)
         self.conditions[model.config_name] = ModelCondition(
             model=model.config_name, type=kind, reason=reason, message=message, progress=progress, revision=model.revision,

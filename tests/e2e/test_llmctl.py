@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from controlplane.store.keys import KeySpace
-from tests.fixtures.services import EtcdServer, free_port
+from tests.fixtures.services import EtcdServer, free_port, free_port_range
 
 pytestmark = pytest.mark.etcd
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +148,8 @@ def test_fleet_commands_with_agent_and_simulator_processes(
     control_plane: str, etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
 ) -> None:
     """Two simulated Ollama nodes (one process) and two agent processes, driven through llmctl."""
-    sim_port = free_port()
+    sim_port = free_port_range(2)
+    agent_ports = [free_port(), free_port()]
     procs = [
         subprocess.Popen([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", "2"], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
@@ -161,7 +162,7 @@ def test_fleet_commands_with_agent_and_simulator_processes(
             "LLMTUNE_AGENT__NODE": f"sim-{i}",
             "LLMTUNE_AGENT__OLLAMA_URL": f"http://127.0.0.1:{sim_port + i}",
             "LLMTUNE_AGENT__LABELS": "pool=sim",
-            "LLMTUNE_AGENT__PORT": str(free_port()),
+            "LLMTUNE_AGENT__PORT": str(agent_ports[i]),
             "LLMTUNE_AGENT__PROBE_INTERVAL_S": "0.5",
         }
         log = (tmp_path / f"agent-{i}.log").open("wb")
@@ -195,6 +196,9 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         )
         assert tuned.returncode == 0, tuned.stderr
         assert "changed at revision" in tuned.stdout and tuned.stdout.count("applied") == 2
+
+        metrics = httpx.get(f"http://127.0.0.1:{agent_ports[0]}/metrics").text
+        assert "llmtune_agent_ollama_up 1.0" in metrics and 'llmtune_agent_ollama_calls_total{op="create",result="ok"}' in metrics
 
         bad = llmctl(control_plane, tmp_path, "tune", "assistant", "--set", "temprature=0.2")
         assert bad.returncode == 1 and "422" in bad.stderr and "temprature" in bad.stderr

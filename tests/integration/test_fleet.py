@@ -15,6 +15,7 @@ from controlplane.store.keys import KeySpace
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc
+from tests.sim.engine import SimSettings
 
 pytestmark = pytest.mark.etcd
 
@@ -124,8 +125,13 @@ async def test_unreachable_ollama_and_agent_restart(fleet: Fleet) -> None:
     await fleet.stop_agent("node-0")  # a clean stop revokes the lease: the node leaves the fleet at once
     await fleet.eventually(lambda: health_is("node-0", None), timeout_s=3)
     agent = await fleet.start_agent("node-0")
+    await fleet.stop_agent("node-1", crash=True)  # killed and restarted at once: its old lease is still alive
+    await fleet.start_agent("node-1")
     await all_ready(fleet)
     await fleet.until(lambda: agent.status.applied_revision > 0)
+    await asyncio.sleep(3.5)  # the crashed agent's lease expires: the keys the new agent wrote must survive it
+    assert {n["node"]: n["health"] for n in (await fleet.api.get("/api/v1/nodes")).json()["nodes"]} == {
+        "node-0": "ready", "node-1": "ready", "node-2": "ready"}  # fmt: skip
     assert {n: calls(fleet, n, "/api/pull") for n in fleet.sims} == pulls  # nothing pulled twice
     assert {n: calls(fleet, n, "/api/create") for n in fleet.sims} == creates
 
@@ -151,3 +157,24 @@ async def test_bad_tuning_input_is_422_and_writes_nothing(fleet: Fleet) -> None:
     assert status["revision"] == revision
     history = (await fleet.api.get("/api/v1/history")).json()
     assert {item["revision"] for item in history["items"]} == {revision}  # only the apply
+
+
+async def test_pull_progress_shows_in_status(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> None:
+    f = Fleet(etcd_server.url, keys, tmp_path)
+    try:
+        await f.start_control_plane()
+        await f.add_node("slow", sim=SimSettings(pull_s=2.0))
+        await apply(f, [model_doc("chat", tag="llama3.1:8b")])
+        seen: list[dict[str, Any]] = []
+
+        async def pulling() -> bool:
+            node = (await models_status(f))["models"][0]["nodes"][0]
+            seen.append(node)
+            cond = node["condition"] or {}
+            return cond.get("type") == "Pulling" and 0 < cond.get("progress", 0) < 1
+
+        await f.eventually(pulling, timeout_s=5)
+        await all_ready(f)
+        assert not seen[-1]["present"] and seen[-1]["applied"] is False
+    finally:
+        await f.close()

@@ -13,6 +13,7 @@ Ollama semantics followed here (docs/api.md and the server's scheduler):
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import math
 import re
@@ -167,7 +168,8 @@ class Engine:
         self.runners: dict[str, Runner] = {}
         self.blobs: dict[str, int] = {}
         self.faults: list[Fault] = []
-        self.calls: list[tuple[str, str, str]] = []  # (method, path, model) of every API request
+        # (method, path, model) of recent API requests, for tests (bounded: the demo runs for days)
+        self.calls: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=10_000)
         self.running = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(self.settings.num_parallel)
