@@ -109,8 +109,6 @@ async def test_apply_then_tune_reaches_every_node(fleet: Fleet) -> None:
 async def test_unreachable_ollama_and_agent_restart(fleet: Fleet) -> None:
     await apply(fleet, CONFIG[:2])
     await all_ready(fleet)
-    pulls = {n: calls(fleet, n, "/api/pull") for n in fleet.sims}
-    creates = {n: calls(fleet, n, "/api/create") for n in fleet.sims}
 
     await fleet.sims["node-1"].stop()
 
@@ -119,8 +117,16 @@ async def test_unreachable_ollama_and_agent_restart(fleet: Fleet) -> None:
         return next((n["health"] for n in nodes if n["node"] == node), None) == wanted
 
     await fleet.eventually(lambda: health_is("node-1", "ollama-unreachable"), timeout_s=3)  # within the lease TTL
+    resp = await fleet.api.put("/api/v1/tune?wait=applied&timeout=1", json={"model": "assistant", "options": {"seed": 7}})
+    assert resp.status_code == 202, resp.text  # written, but one node cannot confirm it
+    body = resp.json()
+    assert body["not_applied"] == ["node-1"] and not body["complete"]
+    assert {n["node"]: n["state"] for n in body["nodes"]} == {"node-0": "applied", "node-1": "unreachable", "node-2": "applied"}
     await fleet.sims["node-1"].start()
     await fleet.eventually(lambda: health_is("node-1", "ready"), timeout_s=5)
+    await all_ready(fleet)  # node-1 caught up with the tune it missed
+    pulls = {n: calls(fleet, n, "/api/pull") for n in fleet.sims}
+    creates = {n: calls(fleet, n, "/api/create") for n in fleet.sims}
 
     await fleet.stop_agent("node-0")  # a clean stop revokes the lease: the node leaves the fleet at once
     await fleet.eventually(lambda: health_is("node-0", None), timeout_s=3)
