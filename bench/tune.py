@@ -14,6 +14,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +35,12 @@ MODELS = [
 ]  # fmt: skip
 
 
-def spawn(cmd: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+LOGS = Path(tempfile.mkdtemp(prefix="bench-tune-"))
+
+
+def spawn(cmd: list[str], name: str) -> subprocess.Popen[str]:
+    log = (LOGS / f"{name}.log").open("w")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
 
 
 async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120) -> None:
@@ -48,13 +53,15 @@ async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120)
     raise RuntimeError(f"the fleet did not become ready: {status['nodes'][:3]}")
 
 
-async def bench(api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[int]) -> dict[str, dict[str, list[float]]]:
+async def bench(
+    api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[int], cases: list[str]
+) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
     async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
         await wait_ready(client)
         assert (await client.post("/api/v1/config:apply", json={"objects": MODELS})).status_code == 200
         await until_ready(client, agents)
-        for name in ("derived", "plain"):
+        for name in cases:
             waited, written, incomplete = [], [], 0
             cpu0, hosts0 = cpu_seconds(cp_pid), sum(cpu_seconds(h) for h in hosts)
             for i in range(tunes):
@@ -66,12 +73,17 @@ async def bench(api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[i
                     data = resp.json()
                     if wait:
                         waited.append(elapsed)
-                        incomplete += not data["complete"]
+                        if not data["complete"]:
+                            incomplete += 1
+                            late = [n for n in data["nodes"] if n["state"] != "applied"]
+                            print(f"  not confirmed after {elapsed:.0f} ms: {late[:3]}", flush=True)
                     else:
                         written.append(elapsed)  # then let the nodes settle, untimed, before the next pair
                         await client.put("/api/v1/tune", params={"wait": "applied", "timeout": 10}, json=body)
             agents_cpu = (sum(cpu_seconds(h) for h in hosts) - hosts0) / (3 * tunes) * 1000
             cp_cpu = (cpu_seconds(cp_pid) - cpu0) / (3 * tunes) * 1000
+            if incomplete:
+                print(f"{name}: {incomplete} tune(s) not confirmed by every node in 10 s; agent logs in {LOGS}")
             out[name] = {"waited": waited, "written": written, "cpu": [cp_cpu, agents_cpu], "incomplete": [incomplete]}
     return out
 
@@ -81,13 +93,14 @@ def main() -> None:
     parser.add_argument("--tunes", type=int, default=100)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--hosts", type=int, default=2, help="processes the agents are spread over")
+    parser.add_argument("--cases", default="derived,plain", help="which models to tune: derived, plain")
     args = parser.parse_args()
     etcd = EtcdServer(progress_interval="5s")
     etcd.start()
     sim_port = free_port_range(args.agents + 1)
     procs: list[subprocess.Popen[str]] = []
     try:
-        sims = spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", str(args.agents + 1)])
+        sims = spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", str(args.agents + 1)], "sim")
         procs.append(sims)
         for _ in range(args.agents + 1):
             assert sims.stdout is not None and "listening" in sims.stdout.readline()
@@ -97,7 +110,7 @@ def main() -> None:
             count = min(per, args.agents - h * per)
             cmd = [sys.executable, "bench/agent_host.py", "--etcd", etcd.url, "--namespace", KEYS.namespace,
                    "--sim-port", str(sim_port), "--first", str(h * per), "--count", str(count)]  # fmt: skip
-            hosts.append(spawn(cmd))
+            hosts.append(spawn(cmd, f"agents-{h}"))
         procs += hosts
         # One agent as deployed (its own process, metrics endpoint on), on a node no tuned model is placed
         # on: it follows every change, and its memory is what the 100 MB budget is about.
@@ -109,7 +122,9 @@ def main() -> None:
         cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
         for host in hosts:
             assert host.stdout is not None and host.stdout.readline().strip() == "ready"
-        results = run_loop(bench(api, cp.pid, tunes=args.tunes, agents=args.agents, hosts=[h.pid for h in hosts]))
+        results = run_loop(
+            bench(api, cp.pid, tunes=args.tunes, agents=args.agents, hosts=[h.pid for h in hosts], cases=args.cases.split(","))
+        )
         rss = {"control plane": peak_rss_mb(cp.pid), "one agent process": peak_rss_mb(solo.pid)}
         rss["simulator"] = peak_rss_mb(sims.pid)
         report(results, args, rss=rss, host_rss=[peak_rss_mb(h.pid) for h in hosts])

@@ -14,7 +14,8 @@ from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
-from tests.fixtures.services import EtcdServer, PostgresServer, ZooKeeperServer
+from tests.fixtures.services import EtcdServer, PostgresServer, ZooKeeperServer, free_port
+from tests.sim.server import SimServer
 
 #: CI sets this so that a missing service fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("LLMTUNE_REQUIRE_SERVICES") == "1"
@@ -61,6 +62,15 @@ def own_etcd() -> Iterator[EtcdServer]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     yield from _installed(PostgresServer)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    """A simulated Ollama node on a free port."""
+    server = SimServer(free_port())
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ class Agent:
         self._wake = asyncio.Event()
         self._written: bytes | None = None
         self._written_at = 0.0
-        self._passes = 0
+        self._changes = 0  # passes that changed the node
+        self._publishing = asyncio.Lock()
         self._passing = False
         self.status = self._status()
 
@@ -95,7 +96,6 @@ class Agent:
         self._wake.clear()
         desired = self.wanted()
         started = time.perf_counter()
-        self._passes += 1  # an observation the probe began before this pass is stale once it ends
         self._passing = True
         try:
             return await self._step(desired, started)
@@ -110,8 +110,12 @@ class Agent:
         result = await self.reconciler.reconcile(desired, observed=self.observed if recent else None)
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         self.metrics.passes.labels("ok" if result.ok else "failed").inc()
-        self._observed(result.observed)
-        self._fresh_at = (self._fresh_at if recent else started) if result.observed else None
+        if result.observed is None or result.mutations or not recent:
+            # (a pass that reused a recent observation and changed nothing keeps the newest one)
+            self._observed(result.observed)
+            self._fresh_at = None if result.observed is None else (self._fresh_at if recent else started)
+        if result.mutations:
+            self._changes += 1  # an observation the probe began before this pass changed the node is stale
         if result.ok:
             self.applied_revision = max(self.applied_revision, desired.revision)
         await self.publish()
@@ -160,15 +164,15 @@ class Agent:
         if self._passing:
             await self.publish()
             return
-        started, passes = time.perf_counter(), self._passes
+        started, changes = time.perf_counter(), self._changes
         try:
             observed: Observed | None = await self.node.observe(version=self.observed is None)
         except (OllamaUnavailable, OllamaFailed) as exc:
             if self.observed is not None:
                 self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
             observed = None
-        if passes != self._passes or self._passing:
-            return  # a pass ran meanwhile: its own view of the node is newer
+        if changes != self._changes or self._passing:
+            return  # a pass changed the node meanwhile (or runs now): its own view is newer
         was_down = self.observed is None
         self._observed(observed)
         self._fresh_at = started if observed is not None else None
@@ -207,7 +211,12 @@ class Agent:
 
     async def publish(self) -> None:
         """Write the status key when its content changed, or with fresh figures (probe timings) once
-        per resync interval; store errors are retried on the next call."""
+        per resync interval; store errors are retried on the next call. Serialized: the probe and a
+        pass both publish, and an older status must never land after a newer one."""
+        async with self._publishing:
+            await self._publish()
+
+    async def _publish(self) -> None:
         status = self._status()
         self.status = status
         self.metrics.ollama_up.set(1 if status.ollama_reachable else 0)

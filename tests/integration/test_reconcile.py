@@ -4,11 +4,9 @@ failures, cleanup; and start-time settings applied by restarting a supervised Ol
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from agents.sidecar.desired import Desired, desired_model
 from agents.sidecar.node import OllamaNode
@@ -31,14 +29,6 @@ def desired(*docs: dict[str, object], revision: int = 7, prune: bool = False) ->
         for d in docs
     ]  # type: ignore[index, dict-item]
     return Desired(revision, {m.name: m for m in models}, prune=prune)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = SimServer(free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 CHAT = model_doc("chat", tag="llama3.1:8b")

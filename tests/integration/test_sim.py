@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 
 import httpx
 import ollama
@@ -14,14 +13,6 @@ import pytest
 from tests.fixtures.services import free_port
 from tests.sim.engine import SimSettings
 from tests.sim.server import SimServer
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = SimServer(free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_library_pull_create_show_copy_delete(sim: SimServer) -> None:
