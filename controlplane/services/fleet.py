@@ -23,17 +23,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 
 
-def _decode(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> dict[str, T]:
-    """Decoded values by node name; only keys the snapshot changed are decoded again (a status
-    write per node per change would otherwise decode the whole fleet each time)."""
+def _decode(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> tuple[dict[str, T], list[str]]:
+    """Decoded values by node name, and the nodes decoded again: only keys the snapshot changed
+    (a status write per node per change would otherwise decode the whole fleet each time)."""
     if snapshot.relisted:
         out: dict[str, T] = {}
         keys = list(snapshot.items)
     else:
         out = previous.copy()
         keys = [ev.key for ev in snapshot.changes]
-    for key in keys:
-        node = key.rsplit("/", 1)[-1]
+    nodes = [key.rsplit("/", 1)[-1] for key in keys]
+    for key, node in zip(keys, nodes, strict=True):
         kv = snapshot.items.get(key)
         if kv is None:
             out.pop(node, None)
@@ -43,7 +43,7 @@ def _decode(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> dict[st
         except ValidationError:
             log.error("ignoring unreadable %s at %s", cls.__name__, key)
             out.pop(node, None)
-    return out
+    return out, nodes
 
 
 class FleetView:
@@ -52,14 +52,18 @@ class FleetView:
     def __init__(self) -> None:
         self.registrations: dict[str, NodeRegistration] = {}
         self.statuses: dict[str, NodeStatus] = {}
+        #: Bumped whenever a node's status changes, so waiters look again only at nodes that moved.
+        self.status_versions: dict[str, int] = {}
         self._changed = asyncio.Event()
 
     def on_nodes(self, snapshot: Snapshot) -> None:
-        self.registrations = _decode(snapshot, NodeRegistration, self.registrations)
+        self.registrations, _ = _decode(snapshot, NodeRegistration, self.registrations)
         self._notify()
 
     def on_status(self, snapshot: Snapshot) -> None:
-        self.statuses = _decode(snapshot, NodeStatus, self.statuses)
+        self.statuses, nodes = _decode(snapshot, NodeStatus, self.statuses)
+        for node in nodes:
+            self.status_versions[node] = self.status_versions.get(node, 0) + 1
         self._notify()
 
     def _notify(self) -> None:

@@ -101,13 +101,18 @@ class TuningService:
         pairs = self._pairs(updated)
         if wait:
             pending = set(pairs)
+            looked: dict[str, int] = {}  # node -> status version last looked at
 
             def settled() -> bool:
-                # Only pairs still pending are looked at again: a status write per node per change
-                # wakes this up once per node.
+                # A status write per node per change wakes this once per node: look only at nodes
+                # whose status changed since the last look.
+                versions = self._fleet.status_versions
                 for node, model in list(pending):
+                    if looked.get(node, -1) == versions.get(node, 0):
+                        continue
                     if model_on_node(node, self._fleet.statuses.get(node), model, revision).state in ("applied", "failed"):
                         pending.discard((node, model))
+                looked.update((node, versions.get(node, 0)) for node, _ in pairs)
                 return not pending
 
             await self._fleet.wait_until(settled, timeout_s)
