@@ -117,7 +117,7 @@ async def test_unreachable_ollama_and_agent_restart(fleet: Fleet) -> None:
         return next((n["health"] for n in nodes if n["node"] == node), None) == wanted
 
     await fleet.eventually(lambda: health_is("node-1", "ollama-unreachable"), timeout_s=3)  # within the lease TTL
-    resp = await fleet.api.put("/api/v1/tune?wait=applied&timeout=1", json={"model": "assistant", "options": {"seed": 7}})
+    resp = await fleet.api.put("/api/v1/tune?wait=applied&timeout=3", json={"model": "assistant", "options": {"seed": 7}})
     assert resp.status_code == 202, resp.text  # written, but one node cannot confirm it
     body = resp.json()
     assert body["not_applied"] == ["node-1"] and not body["complete"]

@@ -113,10 +113,12 @@ async def test_supervised_ollama_restarts_for_server_settings(etcd_server: EtcdS
         }
         resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [pool, CHAT]})
         assert resp.status_code == 200, resp.text
+        revision = resp.json()["revision"]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as raw:
             await fleet.until(
-                lambda: sup.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"} and sup.status.applied_revision > 0,
+                lambda: sup.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"} and sup.status.applied_revision >= revision,
                 timeout_s=20,
+                what=lambda: sup.status,
             )
             state = (await raw.get("/sim/state")).json()
             assert state["settings"]["num_parallel"] == 2 and "llama3.1:8b:latest" not in state["models"]

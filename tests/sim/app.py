@@ -80,8 +80,10 @@ class SimApp:
 
         return handler
 
-    def _stream(self, body: dict[str, Any], lines: AsyncIterator[dict[str, Any]]) -> Awaitable[Response] | Response:
-        return _ndjson(lines) if body.get("stream", True) else _last(lines)
+    @staticmethod
+    async def _stream(body: dict[str, Any], lines: AsyncIterator[dict[str, Any]]) -> Response:
+        """Streamed NDJSON unless the request says ``"stream": false`` (then the final object)."""
+        return _ndjson(lines) if body.get("stream", True) else await _last(lines)
 
     # -- library -----------------------------------------------------------------------------
     async def version(self, _b: dict[str, Any]) -> Response:
@@ -158,7 +160,7 @@ class SimApp:
             yield {"status": "writing manifest"}
             yield {"status": "success"}
 
-        return await self._maybe(self._stream(body, lines()))
+        return await self._stream(body, lines())
 
     async def copy(self, body: dict[str, Any]) -> Response:
         self.engine.copy(str(body.get("source", "")), str(body.get("destination", "")))
@@ -227,7 +229,7 @@ class SimApp:
                 )
             yield final
 
-        return await self._maybe(self._stream(body, lines()))
+        return await self._stream(body, lines())
 
     async def _load_only(self, model: SimModel, options: dict[str, Any], keep_alive: Any, *, chat: bool) -> dict[str, Any]:
         seconds = keep_alive_seconds(keep_alive, self.engine.settings.keep_alive_s)
@@ -255,10 +257,6 @@ class SimApp:
         model = self.engine.get(str(body.get("model") or ""))
         await self.engine.load(model, self.engine.effective_options(model, body.get("options")), body.get("keep_alive"))
         return JSONResponse({"embedding": embed_vector(str(body.get("prompt", "")))})
-
-    @staticmethod
-    async def _maybe(result: Awaitable[Response] | Response) -> Response:
-        return await result if not isinstance(result, Response) else result
 
     # -- simulator control -------------------------------------------------------------------
     async def sim_state(self, _b: dict[str, Any]) -> Response:
