@@ -144,7 +144,7 @@ def report(
           f"{args.hosts} processes, {args.agents} simulated Ollama nodes in one process, real etcd, SQLite audit")  # fmt: skip
     print(f"{'ms':58s}{'p50':>9s}{'p95':>9s}{'p99':>9s}")
     for name, r in results.items():
-        what = "re-create + warm on every node" if name == "derived" else "options travel with requests: nodes only confirm"
+        what = "/api/create on every node" if name == "derived" else "options travel with requests: nodes only confirm"
         print(f"{name} model ({what})")
         for label, key in (
             ("  PUT /tune?wait=applied -> every node applied", "waited"),
