@@ -54,7 +54,7 @@ async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120)
 
 
 async def bench(
-    api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[int], cases: list[str]
+    api: str, cp_pid: int, *, tunes: int, agents: int, hosts: list[int], cases: list[str], etcd_pid: int
 ) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
     async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
@@ -63,7 +63,7 @@ async def bench(
         await until_ready(client, agents)
         for name in cases:
             waited, written, incomplete = [], [], 0
-            cpu0, hosts0 = cpu_seconds(cp_pid), sum(cpu_seconds(h) for h in hosts)
+            cpu0, hosts0, etcd0 = cpu_seconds(cp_pid), sum(cpu_seconds(h) for h in hosts), cpu_seconds(etcd_pid)
             for i in range(tunes):
                 for wait in (True, False):
                     body = {"model": name, "options": {"temperature": round(0.1 + (i % 40) * 0.01 + (0.5 if wait else 0), 3)}}
@@ -81,10 +81,11 @@ async def bench(
                         written.append(elapsed)  # then let the nodes settle, untimed, before the next pair
                         await client.put("/api/v1/tune", params={"wait": "applied", "timeout": 10}, json=body)
             agents_cpu = (sum(cpu_seconds(h) for h in hosts) - hosts0) / (3 * tunes) * 1000
+            etcd_cpu = (cpu_seconds(etcd_pid) - etcd0) / (3 * tunes) * 1000
             cp_cpu = (cpu_seconds(cp_pid) - cpu0) / (3 * tunes) * 1000
             if incomplete:
                 print(f"{name}: {incomplete} tune(s) not confirmed by every node in 10 s; agent logs in {LOGS}")
-            out[name] = {"waited": waited, "written": written, "cpu": [cp_cpu, agents_cpu], "incomplete": [incomplete]}
+            out[name] = {"waited": waited, "written": written, "cpu": [cp_cpu, agents_cpu, etcd_cpu], "incomplete": [incomplete]}
     return out
 
 
@@ -123,7 +124,15 @@ def main() -> None:
         for host in hosts:
             assert host.stdout is not None and host.stdout.readline().strip() == "ready"
         results = run_loop(
-            bench(api, cp.pid, tunes=args.tunes, agents=args.agents, hosts=[h.pid for h in hosts], cases=args.cases.split(","))
+            bench(
+                api,
+                cp.pid,
+                tunes=args.tunes,
+                agents=args.agents,
+                hosts=[h.pid for h in hosts],
+                cases=args.cases.split(","),
+                etcd_pid=etcd.pid,
+            )
         )
         rss = {"control plane": peak_rss_mb(cp.pid), "one agent process": peak_rss_mb(solo.pid)}
         rss["simulator"] = peak_rss_mb(sims.pid)
@@ -155,7 +164,7 @@ def report(
         ratio = pct(r["waited"], 50) / pct(r["written"], 50)
         goal = "met" if pct(r["waited"], 99) < 100 else "NOT met"
         print(f"  applied/written p50 x{ratio:.2f}; CPU per tune: control plane {r['cpu'][0]:.1f} ms, "
-              f"agents {r['cpu'][1]:.1f} ms ({r['cpu'][1] / args.agents:.2f} each); "
+              f"agents {r['cpu'][1]:.1f} ms ({r['cpu'][1] / args.agents:.2f} each), etcd {r['cpu'][2]:.1f} ms; "
               f"incomplete: {int(r['incomplete'][0])}; goal p99 < 100 ms: {goal}")  # fmt: skip
     hosts = ", ".join(f"{m:.0f}" for m in host_rss)
     per_agent = max(host_rss) / -(-args.agents // args.hosts)
