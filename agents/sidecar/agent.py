@@ -107,7 +107,11 @@ class Agent:
         # The probe's observation is reused while it is recent and nothing changed the node since,
         # so a configuration change that needs no work on the node costs no call to Ollama.
         recent = self._fresh_at is not None and started - self._fresh_at < self.settings.probe_interval_s * 1.5
-        result = await self.reconciler.reconcile(desired, observed=self.observed if recent else None)
+        result = await self.reconciler.reconcile(
+            desired,
+            observed=self.observed if recent else None,
+            max_loaded=desired.server.max_loaded_models or self.settings.max_loaded_models,
+        )
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         self.metrics.passes.labels("ok" if result.ok else "failed").inc()
         if result.observed is None or result.mutations or not recent:

@@ -80,11 +80,13 @@ class Reconciler:
             since=since,
         )  # fmt: skip
 
-    async def reconcile(self, desired: Desired, *, observed: Observed | None = None) -> PassResult:
+    async def reconcile(self, desired: Desired, *, observed: Observed | None = None, max_loaded: int | None = None) -> PassResult:
         """One pass; ``observed``: a recent observation to use instead of asking Ollama again.
 
         The result's observation is the node as this pass left it (what it pulled, created, loaded
-        and unloaded applied to what it observed), so the next pass need not ask again.
+        and unloaded applied to what it observed), so the next pass need not ask again. At most
+        ``max_loaded`` models are warmed: warming more would make Ollama evict one to load the next,
+        and every pass would load the evicted one again.
         """
         self._mutations = 0
         try:
@@ -96,16 +98,21 @@ class Reconciler:
             return PassResult(False, None, 0)
         ok = True
         node = _NodeState(dict(observed.present), dict(observed.loaded))
+        warm = _to_warm(desired, node, max_loaded)
         for model in desired.models.values():
             try:
-                await self._ensure(model, node)
+                await self._ensure(model, node, warm=model.name in warm)
             except (OllamaUnavailable, OllamaFailed) as exc:
                 ok = False
                 reason = "OllamaUnreachable" if isinstance(exc, OllamaUnavailable) else "OllamaError"
                 self._set(model, ConditionType.FAILED, reason=reason, message=str(exc))
                 self._note(f"{model.config_name}: {exc}")
             else:
-                self._set(model, ConditionType.READY)
+                if model.preload and model.name not in warm:
+                    note = f"not preloaded: the node keeps at most {max_loaded} models loaded; it loads on first use"
+                    self._set(model, ConditionType.READY, reason="NotPreloaded", message=note)
+                else:
+                    self._set(model, ConditionType.READY)
         wanted = {m.config_name for m in desired.models.values()}
         self.conditions = {k: v for k, v in self.conditions.items() if k in wanted}
         try:
@@ -119,7 +126,7 @@ class Reconciler:
         log.warning("%s", error)
         self.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {error}")
 
-    async def _ensure(self, model: DesiredModel, node: _NodeState) -> None:
+    async def _ensure(self, model: DesiredModel, node: _NodeState, *, warm: bool) -> None:
         if model.pull not in node.present:
             self._set(model, ConditionType.PULLING, progress=0.0)
 
@@ -130,7 +137,7 @@ class Reconciler:
             node.present[model.pull] = ""  # "": present, digest not known yet
         if model.derived is not None:
             await self._derive(model, model.derived, node)
-        if model.preload:
+        if warm:
             await self._warm(model, node)
 
     async def _derive(self, model: DesiredModel, derived: Derived, node: _NodeState) -> None:
@@ -193,6 +200,12 @@ class _NodeState:
 
     present: dict[str, str]
     loaded: dict[str, Loaded]
+
+
+def _to_warm(desired: Desired, node: _NodeState, limit: int | None) -> set[str]:
+    """The models to keep warm: those to preload, at most ``limit``, loaded ones first (no churn)."""
+    wanted = sorted((m.name for m in desired.models.values() if m.preload), key=lambda n: (n not in node.loaded, n))
+    return set(wanted if limit is None else wanted[:limit])
 
 
 def _weights(model: DesiredModel) -> tuple[str, tuple[str, ...]]:

@@ -84,6 +84,18 @@ async def test_changes_recreate_rewarm_unload_and_prune(sim: SimServer) -> None:
     assert set(rec.conditions) == {"chat"}
 
 
+async def test_never_warms_more_models_than_the_node_holds(sim: SimServer) -> None:
+    """Ollama holds 3 runners (OLLAMA_MAX_LOADED_MODELS): warming a fourth would evict one, and the
+    next pass would load that one again, forever."""
+    rec = Reconciler(OllamaNode(sim.url))
+    docs = [model_doc(f"m{i}", tag=f"m{i}:1b") for i in range(4)]
+    assert (await rec.reconcile(desired(*docs), max_loaded=3)).ok
+    assert sorted(sim.engine.runners) == ["m0:1b", "m1:1b", "m2:1b"]
+    assert rec.conditions["m3"].reason == "NotPreloaded" and rec.conditions["m3"].type is ConditionType.READY
+    sim.engine.calls.clear()
+    assert (await rec.reconcile(desired(*docs), max_loaded=3)).mutations == 0  # no churn on later passes
+
+
 async def test_unreachable_ollama_fails_every_model() -> None:
     rec = Reconciler(OllamaNode(f"http://127.0.0.1:{free_port()}"))
     result = await rec.reconcile(desired(CHAT))
