@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from agents.sidecar.desired import Desired, DesiredState
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
@@ -263,6 +264,8 @@ class Agent:
 
     # -- loops -------------------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
+        # Not tenacity: the wait after a failed pass doubles, but a configuration change or Ollama
+        # coming back must cut it short (the wake event), which a retry policy cannot express.
         backoff = 0.5
         while True:
             try:
@@ -288,13 +291,13 @@ class Agent:
                 log.exception("probe failed")
 
     async def _start(self) -> None:
-        while True:
-            try:
-                await self.register()
-                return
-            except StoreError as exc:
-                log.warning("cannot register node %s yet: %s", self.settings.node, exc)
-                await asyncio.sleep(1)
+        """Register, waiting for the store as long as it takes (an agent may start before etcd)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(StoreError),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2),
+            before_sleep=lambda state: log.warning("cannot register node %s yet: %s", self.settings.node, state.outcome),
+        )
+        await retrying(self.register)
 
     async def run(self) -> None:
         """Run until cancelled; on the way out stop a supervised Ollama and revoke the lease."""

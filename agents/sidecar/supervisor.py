@@ -4,14 +4,23 @@ stop it, start it again with the new environment, and wait until it answers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+
 from agents.sidecar.node import OllamaFailed, OllamaNode, OllamaUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class OllamaExited(OllamaUnavailable):
+    """The supervised Ollama process ended while starting (waiting longer cannot help)."""
+
+
+def _starting(exc: BaseException) -> bool:
+    return isinstance(exc, OllamaUnavailable | OllamaFailed) and not isinstance(exc, OllamaExited)
 
 
 class OllamaProcess:
@@ -33,14 +42,22 @@ class OllamaProcess:
         self._proc = await asyncio.create_subprocess_exec(*self._command, env=env, start_new_session=True)
         self.environment = dict(environment)
         log.info("started Ollama (pid %d) with %s", self._proc.pid, environment or "defaults")
-        async with asyncio.timeout(self._start_timeout_s):
-            while True:
-                if self._proc.returncode is not None:
-                    raise OllamaUnavailable(f"Ollama exited with status {self._proc.returncode} while starting")
-                with contextlib.suppress(OllamaUnavailable, OllamaFailed):
-                    await self._node.observe()
-                    return
-                await asyncio.sleep(0.1)
+        await self._ready()
+
+    async def _ready(self) -> None:
+        """Poll Ollama until it answers; fail if it exits or stays silent past the start timeout."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_starting),
+            stop=stop_after_delay(self._start_timeout_s),
+            wait=wait_fixed(0.1),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if self._proc is None or self._proc.returncode is not None:
+                    code = self._proc.returncode if self._proc else None
+                    raise OllamaExited(f"Ollama exited with status {code} while starting; see the agent's log")
+                await self._node.observe()
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
