@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ async def main(args: argparse.Namespace) -> None:
         if all(a.keeper.lease_id for a in agents):
             break
         await asyncio.sleep(0.05)
+    gc.freeze()  # as python -m agents.sidecar does after start-up
     print("ready", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

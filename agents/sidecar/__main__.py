@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import uvicorn
@@ -18,6 +19,7 @@ async def main() -> None:
     settings = AgentSettings()
     store = open_store(settings.store)
     agent = Agent(settings.agent, store, keys=KeySpace(settings.store.namespace), idle_timeout_s=settings.store.idle_timeout_s)
+    gc.freeze()  # imports' objects live as long as the process: collections need not walk them
     tasks = [asyncio.create_task(agent.run())]
     if settings.agent.port:
         config = uvicorn.Config(

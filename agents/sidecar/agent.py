@@ -85,7 +85,7 @@ class Agent:
 
     # -- configuration -----------------------------------------------------------------------
     def _on_snapshot(self, snapshot: Snapshot) -> None:
-        self.desired.update(snapshot.items)
+        self.desired.update(snapshot.items, None if snapshot.relisted else [ev.key for ev in snapshot.changes])
         self._wake.set()
 
     def wanted(self) -> Desired:

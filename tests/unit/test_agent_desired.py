@@ -98,3 +98,14 @@ def test_quantized_kv_cache_needs_flash_attention() -> None:
     with pytest.raises(ValidationError, match="needs flash_attention"):
         ServerSettings(kv_cache_type="q8_0")  # type: ignore[arg-type]
     assert ServerSettings(kv_cache_type="q8_0", flash_attention=True).environment()["OLLAMA_KV_CACHE_TYPE"] == "q8_0"  # type: ignore[arg-type]
+
+
+def test_incremental_updates_touch_only_changed_keys() -> None:
+    (k1, v1), (k2, v2) = kv("models", model_doc("a", tag="a:1"), 3), kv("models", model_doc("b", tag="b:1"), 4)
+    state = DesiredState(KEYS)
+    state.update({k1: v1, k2: v2})
+    _, v2b = kv("models", model_doc("b", tag="b:2"), 5)
+    state.update({k1: v1, k2: v2b}, changed=[k2])
+    assert sorted(state.for_node({}, 5).models) == ["a:1", "b:2"]
+    state.update({k2: v2b}, changed=[k1])  # a deleted
+    assert sorted(state.for_node({}, 6).models) == ["b:2"]
