@@ -160,15 +160,16 @@ class Agent:
         self.server_settings, self.draining = dict(env), False
 
     # -- health probe ------------------------------------------------------------------------
-    async def probe(self) -> None:
-        """Check Ollama once; publish when reachability or loaded models changed.
+    async def probe(self) -> bool:
+        """Check Ollama once and publish the status; False when it only published.
 
         While a reconcile pass runs (a pull may take minutes) only the status is published, with the
-        pass's progress: an observation taken mid-pass would miss what the pass is changing.
+        pass's progress. An observation that a pass which changed the node overtook is dropped: it
+        would show what the pass changed as missing. A pass that changes nothing keeps it.
         """
         if self._passing:
             await self.publish()
-            return
+            return False
         started, changes = time.perf_counter(), self._changes
         try:
             observed: Observed | None = await self.node.observe(version=self.observed is None)
@@ -176,14 +177,15 @@ class Agent:
             if self.observed is not None:
                 self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
             observed = None
-        if changes != self._changes or self._passing:
-            return  # a pass changed the node meanwhile (or runs now): its own view is newer
+        if changes != self._changes:
+            return True  # a pass changed the node meanwhile: its own view is newer
         was_down = self.observed is None
         self._observed(observed)
         self._fresh_at = started if observed is not None else None
         if observed is not None and was_down:
             self._wake.set()  # back (perhaps restarted): reconcile now
         await self.publish()
+        return True
 
     # -- status ------------------------------------------------------------------------------
     def _status(self) -> NodeStatus:
@@ -283,10 +285,12 @@ class Agent:
                     await self._wake.wait()
 
     async def _probe_loop(self) -> None:
+        wait_s = self.settings.probe_interval_s
         while True:
-            await asyncio.sleep(self.settings.probe_interval_s)
+            await asyncio.sleep(wait_s)
             try:
-                await self.probe()
+                # A probe that met a running pass tries again soon, so passes keep a recent observation.
+                wait_s = self.settings.probe_interval_s if await self.probe() else min(0.1, self.settings.probe_interval_s)
             except Exception:
                 log.exception("probe failed")
 
