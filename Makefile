@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/propagation.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/tune.py
+	$(BIN)/python bench/router.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

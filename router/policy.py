@@ -1,0 +1,320 @@
+"""Routing policy: pure functions from a route table, a request's facts and live figures to an
+ordered list of (model, node) candidates. The first is tried first; the rest are the fallback
+chain. No I/O, no clock, no randomness of its own (the caller passes a uniform draw).
+
+Steps: match a route (priority order) → pick the primary target (experiment variant or weighted
+split, sticky on a key) → order the other targets by the route's strategy, then its fallbacks →
+drop models that lack a required capability, cannot fit the prompt, or cost too much → for each
+model, its healthy nodes ordered by affinity (model already loaded), load and observed latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from router.table import ModelEntry, NodeEntry, RouteEntry, RouteTable, tag_of
+from schemas.model import Capability, Provider
+from schemas.route import Strategy, Task
+
+#: What a cold load costs in the score, in milliseconds of expected latency (loads take seconds).
+COLD_LOAD_MS = 3_000.0
+#: Latency assumed for a (model, node) never measured.
+UNKNOWN_LATENCY_MS = 500.0
+#: The capability a task needs, when it needs one.
+TASK_CAPABILITY = {Task.CODE: Capability.CODE, Task.EMBEDDING: Capability.EMBED}
+
+
+class NoRoute(Exception):
+    """No model can serve the request; ``reasons`` say why (for a 404/503 a person can act on)."""
+
+    def __init__(self, message: str, reasons: Sequence[str] = (), *, unknown_model: bool = False) -> None:
+        super().__init__(message + (": " + "; ".join(reasons) if reasons else ""))
+        self.reasons = list(reasons)
+        self.unknown_model = unknown_model
+
+
+class Live(Protocol):
+    """Figures the balancer keeps up to date (read-only here). Per-model aggregates keep the
+    strategies O(1) per model: a model may sit on hundreds of nodes."""
+
+    def in_flight(self, node: str) -> int: ...
+
+    def latency_ms(self, model: str, node: str) -> float | None:
+        """EWMA latency of ``model`` on ``node`` (None: never measured)."""
+        ...
+
+    def model_latency_ms(self, model: str) -> float | None:
+        """EWMA latency of ``model`` over all its nodes."""
+        ...
+
+    def model_load(self, model: str) -> float:
+        """In-flight requests of ``model`` per parallel slot of the nodes holding it."""
+        ...
+
+    def available(self, model: str, node: str) -> bool:
+        """False while the circuit breaker for (model, node) is open or the node is at its limit."""
+        ...
+
+
+class NoLive:
+    """Nothing measured yet."""
+
+    def in_flight(self, node: str) -> int:
+        return 0
+
+    def latency_ms(self, model: str, node: str) -> float | None:
+        return None
+
+    def model_latency_ms(self, model: str) -> float | None:
+        return None
+
+    def model_load(self, model: str) -> float:
+        return 0.0
+
+    def available(self, model: str, node: str) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the policy needs to know about one request."""
+
+    model: str | None = None  # the name the client asked for (an alias, a Model name or an Ollama tag)
+    task: Task = Task.CHAT
+    tags: frozenset[str] = frozenset()
+    tenant: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    capabilities: frozenset[Capability] = frozenset()
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    max_cost: float | None = None
+    sticky: str | None = None  # an explicit sticky key (native API)
+    draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    model: ModelEntry
+    node: NodeEntry | None  # None: a static OpenAI-compatible endpoint
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """The choice, and the fallback chain behind it, computed only as far as it is walked (most
+    requests never need a second candidate). Keeps the table it was made with, so a request in
+    flight finishes on the configuration it started with."""
+
+    route: str | None
+    strategy: str
+    variant: str | None
+    first: Candidate
+    reasons: tuple[str, ...]  # why models before the first were left out
+    models: tuple[str, ...]  # every model name in the order to try
+    table: RouteTable
+    request: Request
+    live: Live
+
+    def candidates(self) -> Iterator[Candidate]:
+        """The first candidate, its model's other nodes, then the next models' nodes."""
+        yield self.first
+        start = self.models.index(self.first.model.name)
+        for node in _ranked_nodes(self.first.model, self.table, self.live):
+            if node is not self.first.node:
+                yield Candidate(self.first.model, node)
+        for name in self.models[start + 1 :]:
+            model = self.table.models.get(name)
+            if model is None or _unfit(model, self.request) is not None:
+                continue
+            if model.provider is Provider.OPENAI:
+                yield Candidate(model, None)
+                continue
+            for node in _ranked_nodes(model, self.table, self.live):
+                yield Candidate(model, node)
+
+
+def matches(route: RouteEntry, req: Request) -> bool:
+    m = route.spec.match
+    return (
+        (not m.model_aliases or req.model in m.model_aliases)
+        and (not m.tasks or req.task in m.tasks)
+        and (not m.tags or bool(req.tags.intersection(m.tags)))
+        and (not m.tenants or req.tenant in m.tenants)
+        and all(req.headers.get(k.lower()) == v for k, v in m.headers.items())
+    )
+
+
+def sticky_value(key: str | None, req: Request) -> str | None:
+    """The value a sticky key names: ``header:<name>``, ``tenant``, or the request's own key."""
+    if key is None:
+        return req.sticky
+    if key.startswith("header:"):
+        return req.headers.get(key[7:].lower())
+    if key == "tenant":
+        return req.tenant
+    return req.sticky
+
+
+def unit_hash(*parts: str) -> float:
+    """A uniform number in [0, 1) from ``parts``: the same key always lands in the same bucket."""
+    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def pick_weighted(names: Sequence[str], weights: Sequence[float], point: float) -> str:
+    """The name whose share of the cumulative weights contains ``point`` (in [0, 1))."""
+    total = sum(weights)
+    edge = point * total
+    for name, weight in zip(names, weights, strict=True):
+        if edge < weight:
+            return name
+        edge -= weight
+    return next(n for n, w in zip(reversed(names), reversed(weights), strict=True) if w > 0)
+
+
+def _primary(route: RouteEntry, req: Request) -> tuple[str, str | None]:
+    """The first model to try and the experiment variant, if any."""
+    exp = route.experiment
+    if exp is not None:
+        key = sticky_value(exp.spec.sticky_key or route.spec.sticky_key, req)
+        point = unit_hash(exp.name, key) if key is not None else req.draw
+        variants = exp.spec.variants
+        name = pick_weighted([v.name for v in variants], [v.weight for v in variants], point)
+        return next(v.model for v in variants if v.name == name), name
+    key = sticky_value(route.spec.sticky_key, req)
+    point = unit_hash(route.name, key) if key is not None else req.draw
+    targets = route.spec.targets
+    return pick_weighted([t.model for t in targets], [t.weight for t in targets], point), None
+
+
+def _unfit(model: ModelEntry, req: Request) -> str | None:
+    """Why ``model`` cannot serve ``req`` (None: it can)."""
+    needed = set(req.capabilities)
+    if req.task is Task.EMBEDDING:
+        needed.add(Capability.EMBED)
+    missing = needed - model.capabilities
+    if missing:
+        return f"{model.name} lacks {', '.join(sorted(c.value for c in missing))}"
+    tokens = req.prompt_tokens + req.max_output_tokens
+    if tokens > model.context_window:
+        return f"{model.name}: ~{tokens} tokens exceed its context window of {model.context_window}"
+    if req.max_cost is not None and model.cost > req.max_cost:
+        return f"{model.name} costs {model.cost}, above the request's max_cost {req.max_cost}"
+    return None
+
+
+def node_cost_ms(model: ModelEntry, node: NodeEntry, live: Live) -> float:
+    """Expected latency on ``node``: observed (or assumed) latency, a cold load if the model is not
+    in memory, and queueing once the node runs more requests than it serves in parallel."""
+    latency = live.latency_ms(model.name, node.name)
+    cost = UNKNOWN_LATENCY_MS if latency is None else latency
+    if model.tag not in node.loaded:
+        cost += COLD_LOAD_MS
+    busy = live.in_flight(node.name)
+    if busy >= node.max_parallel:
+        cost *= 1 + (busy - node.max_parallel + 1) / node.max_parallel
+    return cost
+
+
+def _model_key(strategy: Strategy, task: Task, live: Live) -> Callable[[ModelEntry], tuple[float, ...]]:
+    """Sort key for a route's targets under ``strategy`` (lower sorts first)."""
+
+    def latency(m: ModelEntry) -> float:
+        ms = live.model_latency_ms(m.name)
+        return UNKNOWN_LATENCY_MS if ms is None else ms
+
+    fits_task = TASK_CAPABILITY.get(task)
+    keys: dict[Strategy, Callable[[ModelEntry], tuple[float, ...]]] = {
+        Strategy.BEST_QUALITY: lambda m: (-m.quality_tier, m.cost),
+        Strategy.LOWEST_COST: lambda m: (m.cost, -m.quality_tier),
+        Strategy.LOWEST_LATENCY: lambda m: (latency(m), m.cost),
+        Strategy.LEAST_LOADED: lambda m: (live.model_load(m.name), latency(m)),
+        # Context-aware: a model made for the task first, then the cheapest that fits, then quality.
+        Strategy.CONTEXT_AWARE: lambda m: (
+            float(fits_task is not None and fits_task not in m.capabilities),
+            m.cost,
+            -m.quality_tier,
+        ),
+    }
+    return keys.get(strategy, lambda m: (0.0,))
+
+
+def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Live) -> tuple[list[str], str | None]:
+    """Model names in the order to try them, and the experiment variant."""
+    primary, variant = _primary(route, req)
+    spec = route.spec
+    targets = [t.model for t in spec.targets]
+    if variant is not None or spec.strategy is Strategy.WEIGHTED:
+        # The split (sticky or drawn) decides the first model; the other targets follow by weight.
+        weight = {t.model: t.weight for t in spec.targets}
+        names = [primary, *sorted((n for n in targets if n != primary), key=lambda n: -weight[n])]
+    else:
+        # Every other strategy ranks all targets itself.
+        key = _model_key(spec.strategy, req.task, live)
+        names = [m.name for m in sorted((table.models[n] for n in targets if n in table.models), key=key)]
+        names += [n for n in targets if n not in table.models]  # reported as not configured
+    return list(dict.fromkeys([*names, *spec.fallbacks])), variant
+
+
+def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live) -> list[NodeEntry]:
+    """Healthy, available nodes holding ``model``, best first (affinity, load, latency)."""
+    nodes = [n for n in table.nodes.get(model.name, ()) if live.available(model.name, n.name)]
+    nodes.sort(key=lambda n: node_cost_ms(model, n, live))
+    return nodes
+
+
+def _first(names: Sequence[str], req: Request, table: RouteTable, live: Live) -> tuple[Candidate | None, list[str]]:
+    """The first (model, node) that can serve ``req``, and why the models before it could not."""
+    reasons: list[str] = []
+    for name in names:
+        model = table.models.get(name)
+        if model is None:
+            reasons.append(f"model {name} is not configured")
+            continue
+        why = _unfit(model, req)
+        if why is not None:
+            reasons.append(why)
+            continue
+        if model.provider is Provider.OPENAI:
+            return Candidate(model, None), reasons
+        # One pass for the best node: ranking all of them waits until a fallback needs it.
+        best, best_ms = None, float("inf")
+        for node in table.nodes.get(name, ()):
+            if live.available(name, node.name):
+                ms = node_cost_ms(model, node, live)
+                if ms < best_ms:
+                    best, best_ms = node, ms
+        if best is not None:
+            return Candidate(model, best), reasons
+        reasons.append(f"no healthy node holds {name}")
+    return None, reasons
+
+
+def _direct(req: Request, table: RouteTable) -> str | None:
+    """A Model named by the request itself (its name or its Ollama tag), when no route matched."""
+    if req.model is None:
+        return None
+    if req.model in table.models:
+        return req.model
+    return table.by_tag.get(tag_of(req.model))
+
+
+def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decision:
+    """The first candidate (and the chain behind it); NoRoute when no model can serve the request."""
+    live = live or NoLive()
+    route = next((r for r in table.routes_for(req.model, req.tenant) if matches(r, req)), None)
+    if route is not None:
+        names, variant = _ordered_models(route, req, table, live)
+        strategy, route_name = route.spec.strategy.value, route.name
+    else:
+        direct = _direct(req, table)
+        if direct is None:
+            asked = f"model '{req.model}'" if req.model else "this request"
+            raise NoRoute(f"no route matches {asked} and no model has that name", unknown_model=True)
+        names, variant, strategy, route_name = [direct], None, "direct", None
+    first, reasons = _first(names, req, table, live)
+    if first is None:
+        raise NoRoute(f"no model can serve this request (route {route_name or '-'})", reasons)
+    return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live)

@@ -1,0 +1,158 @@
+"""The router's immutable route table: models, routes, running experiments and the healthy nodes
+that hold each model, built once per configuration or fleet revision (never per request).
+
+Pure: it is built from decoded configuration objects and node status, so policy tests need no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from schemas.common import ConfigObject
+from schemas.experiment import Experiment, ExperimentState
+from schemas.model import Capability, Model, Provider
+from schemas.route import Route, RouteSpec
+from schemas.status import NodeRegistration, NodeStatus
+
+
+def tag_of(name: str) -> str:
+    """Ollama's canonical name: ``:latest`` when no tag is given."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str  # the Model object's name
+    tag: str  # what Ollama serves
+    provider: Provider
+    endpoint: str | None  # static OpenAI-compatible upstream
+    capabilities: frozenset[Capability]
+    context_window: int
+    cost: float
+    quality_tier: int
+    options: Mapping[str, Any]  # tuned Ollama options (model defaults)
+    keep_alive: str | int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    name: str
+    url: str
+    loaded: frozenset[str]  # tags loaded in memory (a request to them pays no load time)
+    max_parallel: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    name: str
+    spec: RouteSpec
+    experiment: Experiment | None  # only while it runs
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    revision: int
+    models: Mapping[str, ModelEntry]
+    routes: tuple[RouteEntry, ...]  # highest priority first, then by name
+    nodes: Mapping[str, tuple[NodeEntry, ...]]  # model name -> healthy nodes holding it
+    by_tag: Mapping[str, str] = field(default_factory=dict)  # Ollama tag -> model name
+    # Routes that can match a request naming an alias / a tenant, and routes constrained by neither
+    # (positions in ``routes``): matching looks at a handful of routes, not all of them.
+    by_alias: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    by_tenant: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    open_routes: tuple[int, ...] = ()
+
+    def routes_for(self, alias: str | None, tenant: str | None) -> Iterator[RouteEntry]:
+        """Routes that may match, in priority order (each still has to pass its full match)."""
+        positions = set(self.open_routes)
+        if alias is not None:
+            positions.update(self.by_alias.get(alias, ()))
+        if tenant is not None:
+            positions.update(self.by_tenant.get(tenant, ()))
+        return (self.routes[i] for i in sorted(positions))
+
+
+def _model_entry(model: Model) -> ModelEntry:
+    spec = model.spec
+    return ModelEntry(
+        name=model.name,
+        tag=tag_of(spec.ollama_tag),
+        provider=spec.provider,
+        endpoint=str(spec.endpoint) if spec.endpoint else None,
+        capabilities=frozenset(spec.capabilities),
+        context_window=spec.context_window,
+        cost=spec.cost,
+        quality_tier=spec.quality_tier,
+        options=MappingProxyType(spec.options.model_dump(exclude_none=True)),
+        keep_alive=spec.keep_alive,
+        revision=model.metadata.revision or 0,
+    )
+
+
+def healthy(status: NodeStatus) -> bool:
+    """A node takes new requests only when its agent reports Ollama reachable and it is not draining."""
+    return status.ollama_reachable and not status.draining
+
+
+def build_table(
+    objects: Iterable[ConfigObject],
+    registrations: Mapping[str, NodeRegistration],
+    statuses: Mapping[str, NodeStatus],
+    *,
+    revision: int,
+) -> RouteTable:
+    """The table for one configuration and fleet state. Nodes without live status are left out."""
+    models: dict[str, ModelEntry] = {}
+    routes: list[Route] = []
+    experiments: dict[str, Experiment] = {}
+    for obj in objects:
+        if isinstance(obj, Model):
+            models[obj.name] = _model_entry(obj)
+        elif isinstance(obj, Route):
+            routes.append(obj)
+        elif isinstance(obj, Experiment) and obj.spec.state is ExperimentState.RUNNING:
+            experiments[obj.name] = obj
+    by_tag = {m.tag: m.name for m in sorted(models.values(), key=lambda m: m.name, reverse=True)}
+    holders: dict[str, list[NodeEntry]] = {}
+    for name, status in sorted(statuses.items()):
+        reg = registrations.get(name)
+        if reg is None or not healthy(status):
+            continue
+        node = NodeEntry(
+            name, str(reg.ollama_url).rstrip("/"), frozenset(m.name for m in status.loaded_models), reg.capacity.max_parallel
+        )
+        for tag in status.available_models:
+            model = by_tag.get(tag_of(tag))
+            if model is not None:
+                holders.setdefault(model, []).append(node)
+    entries = tuple(
+        RouteEntry(r.name, r.spec, experiments.get(r.spec.experiment) if r.spec.experiment else None)
+        for r in sorted(routes, key=lambda r: (-r.spec.priority, r.name))
+    )
+    by_alias: dict[str, list[int]] = {}
+    by_tenant: dict[str, list[int]] = {}
+    open_routes: list[int] = []
+    for i, entry in enumerate(entries):
+        match = entry.spec.match
+        if match.model_aliases:  # a request must name one of them
+            for alias in match.model_aliases:
+                by_alias.setdefault(alias, []).append(i)
+        elif match.tenants:
+            for tenant in match.tenants:
+                by_tenant.setdefault(tenant, []).append(i)
+        else:
+            open_routes.append(i)
+    return RouteTable(
+        revision=revision,
+        models=MappingProxyType(models),
+        routes=entries,
+        nodes=MappingProxyType({k: tuple(v) for k, v in holders.items()}),
+        by_tag=MappingProxyType(by_tag),
+        by_alias=MappingProxyType({k: tuple(v) for k, v in by_alias.items()}),
+        by_tenant=MappingProxyType({k: tuple(v) for k, v in by_tenant.items()}),
+        open_routes=tuple(open_routes),
+    )

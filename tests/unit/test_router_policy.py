@@ -1,0 +1,159 @@
+"""Routing policy without I/O: route matching, capability and context filters, sticky splits,
+experiment variants, strategies, node affinity and load, and the task classifier."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from router.classify import classify, estimate_tokens
+from router.policy import NoRoute, Request, decide, unit_hash
+from router.table import RouteTable, build_table
+from schemas.common import ConfigObject
+from schemas.registry import parse_object
+from schemas.route import Task
+from schemas.status import NodeRegistration, NodeStatus
+from tests.helpers import model_doc, route_doc
+
+
+def table(docs: list[dict[str, Any]], nodes: dict[str, tuple[list[str], list[str]]]) -> RouteTable:
+    """``nodes``: name -> (available tags, loaded tags); every node healthy."""
+    objects: list[ConfigObject] = [parse_object(d) for d in docs]
+    regs = {n: NodeRegistration(name=n, ollama_url=f"http://{n}:11434") for n in nodes}  # type: ignore[arg-type]
+    statuses = {
+        n: NodeStatus.model_validate(
+            {"node": n, "ollama_reachable": True, "available_models": avail, "loaded_models": [{"name": t} for t in loaded]}
+        )
+        for n, (avail, loaded) in nodes.items()
+    }
+    return build_table(objects, regs, statuses, revision=1)
+
+
+SMALL = model_doc("small", tag="small:1b", ctx=4096, cost=0.2, quality_tier=2)
+BIG = model_doc("big", tag="big:70b", ctx=131072, cost=8.0, quality_tier=5)
+CODER = model_doc("coder", tag="coder:7b", caps=["chat", "code"], ctx=32768, cost=1.0, quality_tier=4)
+EMBED = model_doc("embed", tag="embed:1", caps=["embed"], ctx=8192)
+ALL = [SMALL, BIG, CODER, EMBED]
+EVERYWHERE = {"n1": (["small:1b", "big:70b", "coder:7b", "embed:1"], []), "n2": (["small:1b", "big:70b", "coder:7b"], [])}
+
+
+def test_context_fit_and_capability_filter() -> None:
+    t = table([*ALL, route_doc("chat", "small", "big", match={"model_aliases": ["chat"]}, strategy="lowest_cost")], EVERYWHERE)
+    short = decide(t, Request(model="chat", prompt_tokens=100))
+    assert short.first.model.name == "small" and {c.model.name for c in short.candidates()} == {"small", "big"}
+    long = decide(t, Request(model="chat", prompt_tokens=20_000, max_output_tokens=1000))
+    assert {c.model.name for c in long.candidates()} == {"big"}  # small's 4k window is never picked
+    assert any("exceed its context window of 4096" in r for r in long.reasons)
+    with pytest.raises(NoRoute, match="context window"):
+        decide(t, Request(model="chat", prompt_tokens=200_000))
+    embedded = decide(t, Request(model="embed", task=Task.EMBEDDING))
+    assert [c.model.name for c in embedded.candidates()] == ["embed"]  # direct, by Model name
+    with pytest.raises(NoRoute, match="lacks embed"):
+        decide(t, Request(model="small", task=Task.EMBEDDING))
+    with pytest.raises(NoRoute) as unknown:
+        decide(t, Request(model="nope"))
+    assert unknown.value.unknown_model
+
+
+def test_sticky_split_keeps_users_and_follows_weights() -> None:
+    route = route_doc("split", "small", "big", match={"model_aliases": ["chat"]}, sticky_key="header:x-user")
+    route["spec"]["targets"] = [{"model": "small", "weight": 70}, {"model": "big", "weight": 30}]
+    t = table([*ALL, route], EVERYWHERE)
+
+    def first(user: str) -> str:
+        return decide(t, Request(model="chat", headers={"x-user": user})).first.model.name
+
+    assert all(first("alice") == first("alice") for _ in range(20))
+    counts = Counter(first(f"user-{i}") for i in range(10_000))
+    assert abs(counts["small"] / 10_000 - 0.70) < 0.02 and abs(counts["big"] / 10_000 - 0.30) < 0.02
+    # Without a sticky value the caller's draw decides.
+    assert decide(t, Request(model="chat", draw=0.1)).first.model.name == "small"
+    assert decide(t, Request(model="chat", draw=0.9)).first.model.name == "big"
+
+
+def test_experiment_variants_are_sticky_and_reported() -> None:
+    route = route_doc("exp-route", "small", match={"model_aliases": ["chat"]}, experiment="ab")
+    variants = [{"name": "control", "model": "small", "weight": 1}, {"name": "treatment", "model": "coder", "weight": 1}]
+    spec = {"route": "exp-route", "state": "running", "sticky_key": "header:x-user", "variants": variants}
+    exp = {"kind": "Experiment", "metadata": {"name": "ab"}, "spec": spec}
+    t = table([*ALL, route, exp], EVERYWHERE)
+    seen = {decide(t, Request(model="chat", headers={"x-user": f"u{i}"})).variant for i in range(2000)}
+    assert seen == {"control", "treatment"}
+    d = decide(t, Request(model="chat", headers={"x-user": "bob"}))
+    assert d.variant == decide(t, Request(model="chat", headers={"x-user": "bob"})).variant
+    assert d.first.model.name == {"control": "small", "treatment": "coder"}[d.variant or ""]
+    assert abs(sum(unit_hash("ab", f"u{i}") < 0.5 for i in range(10_000)) / 10_000 - 0.5) < 0.02
+
+
+def test_strategies_order_models() -> None:
+    def names(strategy: str, **req: Any) -> list[str]:
+        route = route_doc("r", "small", "big", "coder", match={"model_aliases": ["m"]}, strategy=strategy)
+        d = decide(table([*ALL, route], EVERYWHERE), Request(model="m", **req))
+        return list(dict.fromkeys(c.model.name for c in d.candidates()))
+
+    assert names("best_quality") == ["big", "coder", "small"]
+    assert names("lowest_cost") == ["small", "coder", "big"]
+    assert names("context_aware", task=Task.CODE) == ["coder", "small", "big"]  # made for the task first
+    assert names("context_aware", task=Task.CHAT) == ["small", "coder", "big"]  # else the cheapest that fits
+
+
+def test_affinity_load_and_health_order_nodes() -> None:
+    nodes = {"cold": (["big:70b"], []), "warm": (["big:70b"], ["big:70b"]), "busy": (["big:70b"], ["big:70b"])}
+    t = table([BIG], nodes)
+
+    class Live:
+        def in_flight(self, node: str) -> int:
+            return 100 if node == "busy" else 0  # ~24 requests queued per slot
+
+        def latency_ms(self, model: str, node: str) -> float | None:
+            return 200.0
+
+        def model_latency_ms(self, model: str) -> float | None:
+            return 200.0
+
+        def model_load(self, model: str) -> float:
+            return 0.0
+
+        def available(self, model: str, node: str) -> bool:
+            return True
+
+    order = [c.node.name for c in decide(t, Request(model="big"), Live()).candidates() if c.node]
+    assert order == ["warm", "cold", "busy"]  # loaded beats a cold load (3 s), which beats ~5 s of queueing
+
+    class Broken(Live):
+        def available(self, model: str, node: str) -> bool:
+            return node != "warm"  # its circuit breaker is open
+
+    assert [c.node.name for c in decide(t, Request(model="big"), Broken()).candidates() if c.node] == ["cold", "busy"]
+    unhealthy = build_table([parse_object(BIG)], {"x": NodeRegistration(name="x", ollama_url="http://x:1")},  # type: ignore[arg-type]
+                            {"x": NodeStatus(node="x", ollama_reachable=True, draining=True, available_models=["big:70b"])},
+                            revision=1)  # fmt: skip
+    with pytest.raises(NoRoute, match="no healthy node holds big"):
+        decide(unhealthy, Request(model="big"))
+
+
+def test_route_priority_tenant_and_fallbacks() -> None:
+    support = route_doc("support", "coder", match={"tenants": ["desk"]}, priority=20, fallbacks=["small"])
+    default = route_doc("default", "big", match={}, priority=0)
+    t = table([*ALL, support, default], {"n1": (["small:1b", "big:70b"], [])})  # coder is on no node
+    d = decide(t, Request(tenant="desk"))
+    assert d.route == "support" and [c.model.name for c in d.candidates()] == ["small"]
+    assert "no healthy node holds coder" in d.reasons
+    assert decide(t, Request(tenant="other")).route == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "task"),
+    [
+        ("```python\ndef add(a, b):\n    return a + b\n```\nwhy does this fail?", Task.CODE),
+        ("Solve the equation 3x + 5 = 20", Task.MATH),
+        ("Summarize this article in three key points: ...", Task.SUMMARIZATION),
+        ("Extract the invoice number and total as JSON", Task.EXTRACTION),
+        ("Hi! How are you today?", Task.CHAT),
+    ],
+)
+def test_classifier(text: str, task: Task) -> None:
+    assert classify(text) is task
+    assert estimate_tokens(text) >= len(text) // 4
