@@ -1,0 +1,122 @@
+"""What the router learns from its own traffic: requests in flight per node and model, latency
+(EWMA per model and node, and per model), and a circuit breaker per (model, node).
+
+Implements the policy's ``Live`` view. Single-threaded (the router's event loop); the clock is
+injected so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from schemas.route import CircuitBreaker
+
+
+class BreakerState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class _Breaker:
+    failures: int = 0
+    opened_at: float | None = None
+    probes: int = 0  # requests let through while half-open
+
+
+class LiveStats:
+    """In-flight counts, latency EWMAs and circuit breakers, updated by the request path."""
+
+    def __init__(
+        self,
+        *,
+        breaker: CircuitBreaker | None = None,
+        alpha: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.breaker = breaker or CircuitBreaker()
+        self._alpha = alpha
+        self._clock = clock
+        self._node_in_flight: dict[str, int] = {}
+        self._model_in_flight: dict[str, int] = {}
+        self._model_slots: dict[str, int] = {}  # parallel slots of the nodes holding a model (from the table)
+        self._node_limit: dict[str, int] = {}
+        self._latency: dict[tuple[str, str], float] = {}
+        self._model_latency: dict[str, float] = {}
+        self._breakers: dict[tuple[str, str], _Breaker] = {}
+
+    # -- the policy's view -------------------------------------------------------------------
+    def in_flight(self, node: str) -> int:
+        return self._node_in_flight.get(node, 0)
+
+    def latency_ms(self, model: str, node: str) -> float | None:
+        return self._latency.get((model, node))
+
+    def model_latency_ms(self, model: str) -> float | None:
+        return self._model_latency.get(model)
+
+    def model_load(self, model: str) -> float:
+        return self._model_in_flight.get(model, 0) / max(1, self._model_slots.get(model, 1))
+
+    def available(self, model: str, node: str) -> bool:
+        limit = self._node_limit.get(node)
+        if limit is not None and self.in_flight(node) >= limit:
+            return False
+        state = self.state(model, node)
+        if state is BreakerState.HALF_OPEN:  # let a few probes through to see whether it recovered
+            return self._breakers[(model, node)].probes < self.breaker.half_open_probes
+        return state is BreakerState.CLOSED
+
+    # -- capacity, from the route table ------------------------------------------------------
+    def set_capacity(self, node_limits: dict[str, int], model_slots: dict[str, int]) -> None:
+        """Concurrency limit per node and parallel slots per model (when the table changes)."""
+        self._node_limit = dict(node_limits)
+        self._model_slots = dict(model_slots)
+
+    # -- circuit breaker ---------------------------------------------------------------------
+    def state(self, model: str, node: str) -> BreakerState:
+        b = self._breakers.get((model, node))
+        if b is None or b.opened_at is None:
+            return BreakerState.CLOSED
+        if self._clock() - b.opened_at < self.breaker.open_s:
+            return BreakerState.OPEN
+        return BreakerState.HALF_OPEN
+
+    # -- the request path --------------------------------------------------------------------
+    def started(self, model: str, node: str) -> None:
+        self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
+        self._model_in_flight[model] = self._model_in_flight.get(model, 0) + 1
+        b = self._breakers.get((model, node))
+        if b is not None and self.state(model, node) is BreakerState.HALF_OPEN:
+            b.probes += 1
+
+    def finished(self, model: str, node: str, *, ok: bool, latency_ms: float | None = None) -> None:
+        """Account for a request that ended: ``ok`` closes the breaker, failures may open it."""
+        self._node_in_flight[node] = max(0, self._node_in_flight.get(node, 0) - 1)
+        self._model_in_flight[model] = max(0, self._model_in_flight.get(model, 0) - 1)
+        if ok:
+            self._breakers.pop((model, node), None)
+            if latency_ms is not None:
+                self._observe(model, node, latency_ms)
+            return
+        b = self._breakers.setdefault((model, node), _Breaker())
+        b.failures += 1
+        half_open = self.state(model, node) is BreakerState.HALF_OPEN
+        if half_open or b.failures >= self.breaker.consecutive_failures:
+            b.opened_at, b.probes = self._clock(), 0  # (re)open: a failed probe waits a full period again
+
+    def _observe(self, model: str, node: str, ms: float) -> None:
+        a = self._alpha
+        key = (model, node)
+        old = self._latency.get(key)
+        self._latency[key] = ms if old is None else (1 - a) * old + a * ms
+        old_model = self._model_latency.get(model)
+        self._model_latency[model] = ms if old_model is None else (1 - a) * old_model + a * ms
+
+    def breakers(self) -> dict[tuple[str, str], BreakerState]:
+        """Every (model, node) whose breaker is not closed (for /metrics)."""
+        return {k: s for k in self._breakers if (s := self.state(*k)) is not BreakerState.CLOSED}
