@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from router.classify import classify, estimate_tokens
+from router.core import merged_options
 from router.policy import NoRoute, Request, decide, unit_hash
 from router.table import RouteTable, build_table
 from schemas.common import ConfigObject
@@ -142,6 +143,16 @@ def test_route_priority_tenant_and_fallbacks() -> None:
     assert d.route == "support" and [c.model.name for c in d.candidates()] == ["small"]
     assert "no healthy node holds coder" in d.reasons
     assert decide(t, Request(tenant="other")).route == "default"
+
+
+def test_options_merge_model_target_request_and_clamp() -> None:
+    model = model_doc("m", tag="m:1", ctx=8192, options={"temperature": 0.7, "top_p": 0.9, "num_ctx": 4096})
+    route = route_doc("r", "m", match={"model_aliases": ["a"]})
+    route["spec"]["targets"] = [{"model": "m", "options": {"temperature": 0.3}}]
+    t = table([model, route], {"n": (["m:1"], [])})
+    d = decide(t, Request(model="a"))
+    merged = merged_options(t, d, d.first.model, {"top_p": 0.5, "num_ctx": 100_000})
+    assert merged == {"temperature": 0.3, "top_p": 0.5, "num_ctx": 8192}  # request wins; num_ctx clamped to the window
 
 
 @pytest.mark.parametrize(

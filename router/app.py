@@ -1,0 +1,87 @@
+"""The router's ASGI app: the table feed (informers), the shared request path, and the front doors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from controlplane.settings import StoreSettings
+from controlplane.store.base import ConfigStore
+from controlplane.store.factory import open_store
+from controlplane.store.keys import KeySpace
+from router import native_api, ollama_api
+from router.core import RouterCore
+from router.feed import TableFeed
+from router.metrics import RouterMetrics
+from router.table import RouteTable
+
+
+def create_app(settings: StoreSettings, *, store: ConfigStore | None = None) -> Starlette:
+    """The router on the configured store (``store`` overrides it: tests)."""
+    registry = CollectorRegistry()
+    the_store = store or open_store(settings)
+    feed = TableFeed(the_store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
+    core = RouterCore(lambda: feed.table, metrics=RouterMetrics(registry))
+
+    def capacity(table: RouteTable) -> None:
+        # A node takes up to 4x its parallel slots in flight (Ollama queues the rest itself).
+        nodes = {n.name: n for ns in table.nodes.values() for n in ns}
+        slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
+        core.live.set_capacity({name: n.max_parallel * 4 for name, n in nodes.items()}, slots)
+
+    feed.add_listener(capacity)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(feed.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await core.forwarder.close()
+            if store is None:
+                await the_store.close()
+
+    async def healthz(_r: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_r: Request) -> Response:
+        ready = feed.synced
+        body = {"ready": ready, "revision": feed.table.revision, "models": len(feed.table.models)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(_r: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    def door(path: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            return await ollama_api.forward(core, request, path)
+
+        return handler
+
+    async def native(request: Request) -> Response:
+        return await native_api.route(core, request)
+
+    routes = [
+        Route("/api/chat", door("/api/chat"), methods=["POST"]),
+        Route("/api/generate", door("/api/generate"), methods=["POST"]),
+        Route("/api/embed", door("/api/embed"), methods=["POST"]),
+        Route("/api/tags", lambda _r: ollama_api.tags(core), methods=["GET"]),
+        Route("/api/ps", lambda _r: ollama_api.ps(core), methods=["GET"]),
+        Route("/api/version", lambda _r: ollama_api.version(), methods=["GET"]),
+        Route("/api/v1/route", native, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.core, app.state.feed = core, feed
+    return app

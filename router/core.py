@@ -1,0 +1,190 @@
+"""What every front door shares: request facts → decision → merged options → an upstream that
+answered → the streamed body, with the decision in headers, metrics and an outcome record."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from router.classify import Classifier, classify, estimate_tokens
+from router.forward import Forwarder, Opened
+from router.live import LiveStats
+from router.metrics import RouterMetrics
+from router.policy import Candidate, Decision, Request, decide
+from router.table import ModelEntry, RouteTable
+from schemas.model import Capability
+from schemas.route import Retries, Task, Timeouts
+
+log = logging.getLogger(__name__)
+DEFAULT_OUTPUT_TOKENS = 128  # assumed answer length when the request sets no num_predict / max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished request, for the performance monitor."""
+
+    request_id: str
+    route: str | None
+    model: str
+    node: str
+    variant: str | None
+    status: str  # ok | error
+    decision_us: float
+    first_byte_ms: float
+    total_ms: float
+    attempts: int
+
+
+class OutcomeSink(Protocol):
+    def record(self, outcome: Outcome) -> None: ...
+
+
+class LogSink:
+    """Until the monitor consumes outcomes, they are logged at debug level."""
+
+    def record(self, outcome: Outcome) -> None:
+        log.debug("outcome %s", outcome)
+
+
+def facts(
+    *,
+    model: str | None,
+    text: str,
+    headers: Mapping[str, str],
+    options: Mapping[str, Any] | None,
+    capabilities: frozenset[Capability] = frozenset(),
+    task: Task | None = None,
+    classifier: Classifier = classify,
+) -> Request:
+    """The policy's view of a request: hints from ``x-route-*`` headers, the rest inferred."""
+    hinted = headers.get("x-route-task")
+    predict = int((options or {}).get("num_predict") or 0)
+    max_cost = headers.get("x-route-max-cost")
+    return Request(
+        model=model,
+        task=task or (Task(hinted) if hinted is not None and hinted in Task._value2member_map_ else classifier(text)),
+        tags=frozenset(t.strip() for t in headers.get("x-route-tags", "").split(",") if t.strip()),
+        tenant=headers.get("x-tenant"),
+        headers=headers,
+        capabilities=capabilities,
+        prompt_tokens=estimate_tokens(text),
+        max_output_tokens=predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,
+        max_cost=float(max_cost) if max_cost else None,
+        sticky=headers.get("x-sticky-key"),
+        draw=random.random(),
+    )
+
+
+def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, request: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Model defaults (tuned) ← route target or experiment variant ← the request; ``num_ctx``
+    clamped to the model's context window."""
+    out = dict(model.options)
+    route = next((r for r in table.routes if r.name == decision.route), None)
+    if route is not None:
+        target = next((t for t in route.spec.targets if t.model == model.name), None)
+        if target is not None and target.options is not None:
+            out.update(target.options.model_dump(exclude_none=True))
+        if route.experiment is not None and decision.variant is not None:
+            variant = next(v for v in route.experiment.spec.variants if v.name == decision.variant)
+            if variant.model == model.name and variant.options is not None:
+                out.update(variant.options.model_dump(exclude_none=True))
+    out.update(request or {})
+    if "num_ctx" in out:
+        out["num_ctx"] = min(int(out["num_ctx"]), model.context_window)
+    return out
+
+
+class RouterCore:
+    def __init__(self, table: Callable[[], RouteTable], *, metrics: RouterMetrics, sink: OutcomeSink | None = None) -> None:
+        self._table = table
+        self.live = LiveStats()
+        self.forwarder = Forwarder(self.live)
+        self.metrics = metrics
+        self.sink = sink or LogSink()
+
+    @property
+    def table(self) -> RouteTable:
+        return self._table()
+
+    def decide(self, request: Request) -> tuple[Decision, float]:
+        """The decision and the microseconds it took (NoRoute propagates)."""
+        started = time.perf_counter_ns()
+        decision = decide(self.table, request, self.live)
+        micros = (time.perf_counter_ns() - started) / 1000
+        self.metrics.decision.observe(micros / 1e6)
+        return decision, micros
+
+    def limits(self, decision: Decision) -> tuple[Timeouts, Retries]:
+        route = next((r for r in decision.table.routes if r.name == decision.route), None)
+        return (route.spec.timeouts, route.spec.retries) if route else (Timeouts(), Retries())
+
+    async def open(
+        self,
+        decision: Decision,
+        *,
+        path: Callable[[Candidate], str],
+        body: Callable[[Candidate], Mapping[str, Any]],
+        stream: bool,
+    ) -> Opened:
+        timeouts, retries = self.limits(decision)
+        try:
+            opened = await self.forwarder.open(decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream)
+        except Exception:
+            self.metrics.requests.labels(decision.route or "-", "-", "-", "error").inc()
+            raise
+        if opened.failed:
+            self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
+        return opened
+
+    async def stream(self, decision: Decision, opened: Opened, decision_us: float) -> AsyncIterator[bytes]:
+        """The upstream's body, first bytes included; accounting when it ends (or breaks)."""
+        ok = False
+        try:
+            yield opened.first
+            async for chunk in opened.rest:
+                yield chunk
+            ok = True
+        finally:
+            await opened.response.aclose()
+            total_ms = self.forwarder.finish(opened, ok=ok)
+            self._record(decision, opened, decision_us, total_ms, ok=ok)
+
+    def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool) -> None:
+        cand = opened.candidate
+        node = cand.node.name if cand.node else "endpoint"
+        status = "ok" if ok else "error"
+        labels = (decision.route or "-", cand.model.name, node)
+        self.metrics.requests.labels(*labels, status).inc()
+        self.metrics.upstream.labels(*labels).observe(total_ms / 1000)
+        self.metrics.first_byte.labels(*labels).observe(opened.first_byte_s)
+        self.sink.record(
+            Outcome(
+                str(uuid.uuid4()),
+                decision.route,
+                cand.model.name,
+                node,
+                decision.variant,
+                status,
+                decision_us,
+                opened.first_byte_s * 1000,
+                total_ms,
+                len(opened.failed) + 1,
+            )
+        )
+
+
+def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> dict[str, str]:
+    cand = opened.candidate
+    return {
+        "x-route-model": cand.model.name,
+        "x-route-node": cand.node.name if cand.node else "endpoint",
+        "x-route-variant": decision.variant or "",
+        "x-route-name": decision.route or "",
+        "x-route-decision-us": f"{decision_us:.1f}",
+        "x-route-attempts": str(len(opened.failed) + 1),
+    }

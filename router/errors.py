@@ -1,0 +1,45 @@
+"""The router's one error → HTTP mapping, in each front door's dialect: Ollama's ``{"error": …}``,
+OpenAI's ``{"error": {"message", "type", "code"}}``, problem+json for the native API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from router.forward import UpstreamFailed
+from router.policy import NoRoute
+
+Dialect = Literal["ollama", "openai", "native"]
+
+
+class BadInput(Exception):
+    """The request body is not what the front door accepts."""
+
+
+def status_of(exc: Exception) -> tuple[int, str, str]:
+    """(HTTP status, short type, a message a person can act on)."""
+    if isinstance(exc, BadInput):
+        return 400, "invalid_request", str(exc)
+    if isinstance(exc, ValidationError):
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        return 422, "invalid_request", detail
+    if isinstance(exc, NoRoute):
+        return (404, "model_not_found", str(exc)) if exc.unknown_model else (503, "no_route", str(exc))
+    if isinstance(exc, UpstreamFailed):
+        if exc.timeout:
+            return 504, "upstream_timeout", f"no upstream answered in time: {exc}"
+        return 502, "upstream_error", f"every upstream tried failed: {exc}"
+    raise exc
+
+
+def render(exc: Exception, dialect: Dialect) -> JSONResponse:
+    status, kind, message = status_of(exc)
+    if dialect == "ollama":
+        return JSONResponse({"error": message}, status_code=status)
+    if dialect == "openai":
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    title = kind.replace("_", " ").capitalize()
+    body = {"type": f"https://llmtune.dev/problems/{kind}", "title": title, "status": status, "detail": message}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")

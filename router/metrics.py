@@ -1,0 +1,25 @@
+"""The router's Prometheus figures. Labels are route, model and node names from configuration and
+registrations (bounded sets), never request values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_FAST = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005)
+_SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decision = Histogram("llmtune_router_decision_seconds", "Time to decide a request's route", buckets=_FAST,
+                                  registry=registry)  # fmt: skip
+        labels = ["route", "model", "node"]
+        self.requests = Counter("llmtune_router_requests", "Requests by outcome", [*labels, "status"], registry=registry)
+        self.upstream = Histogram("llmtune_router_upstream_seconds", "Upstream time until the answer ended", labels,
+                                  buckets=_SLOW, registry=registry)  # fmt: skip
+        self.first_byte = Histogram("llmtune_router_first_byte_seconds", "Upstream time to the first byte (first token)",
+                                    labels, buckets=_SLOW, registry=registry)  # fmt: skip
+        self.retries = Counter(
+            "llmtune_router_retries", "Candidates that failed before one answered", ["route"], registry=registry
+        )
+        self.rejected = Counter("llmtune_router_rejected", "Requests refused before any upstream", ["reason"], registry=registry)

@@ -1,0 +1,82 @@
+"""The native front door, ``POST /api/v1/route``: routing hints in, the answer and the decision out
+(``dry_run``: the decision alone, nothing sent upstream)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from router.core import RouterCore, decision_headers, facts, merged_options
+from router.errors import BadInput, render
+from router.forward import UpstreamFailed
+from router.ollama_api import read_json
+from router.policy import Candidate, Decision, NoRoute
+from schemas.routing import RouteRequest
+
+
+def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, Any]:
+    chain = []
+    for cand in decision.candidates():
+        chain.append({"model": cand.model.name, "node": cand.node.name if cand.node else "endpoint"})
+        if len(chain) >= limit:
+            break
+    first = decision.first
+    return {
+        "route": decision.route,
+        "strategy": decision.strategy,
+        "variant": decision.variant,
+        "model": first.model.name,
+        "ollama_tag": first.model.tag,
+        "node": first.node.name if first.node else "endpoint",
+        "fallbacks": chain[1:],
+        "reasons": list(decision.reasons),
+        "decision_us": round(micros, 1),
+        "table_revision": decision.table.revision,
+    }
+
+
+async def route(core: RouterCore, request: Request) -> Response:
+    try:
+        req = RouteRequest.model_validate(await read_json(request))
+        headers = {**request.headers, **({"x-tenant": req.tenant} if req.tenant else {})}
+        if req.tags:
+            headers["x-route-tags"] = ",".join(req.tags)
+        if req.sticky_key:
+            headers["x-sticky-key"] = req.sticky_key
+        info = facts(
+            model=req.model, text=req.text(), headers=headers, options=req.options, capabilities=frozenset(req.capabilities),
+            task=req.task,
+        )  # fmt: skip
+        if req.max_cost is not None:
+            info = dataclasses.replace(info, max_cost=req.max_cost)
+        decision, micros = core.decide(info)
+        if req.dry_run:
+            return JSONResponse({"decision": explain(decision, micros)})
+        path = "/api/chat" if req.messages is not None else "/api/generate"
+        opened = await core.open(decision, path=lambda _c: path, body=_body(decision, req), stream=req.stream)
+    except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
+        return render(exc, "native")
+    headers = decision_headers(decision, opened, micros)
+    if req.stream:
+        return StreamingResponse(core.stream(decision, opened, micros), media_type="application/x-ndjson", headers=headers)
+    chunks = [chunk async for chunk in core.stream(decision, opened, micros)]
+    answer = orjson.loads(b"".join(chunks))
+    return JSONResponse({"answer": answer, "decision": explain(decision, micros)}, headers=headers)
+
+
+def _body(decision: Decision, req: RouteRequest) -> Any:
+    def build(cand: Candidate) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": cand.model.tag, "stream": req.stream, "keep_alive": cand.model.keep_alive,
+                                "options": merged_options(decision.table, decision, cand.model, req.options)}  # fmt: skip
+        if req.messages is not None:
+            body["messages"] = [m.model_dump() for m in req.messages]
+        else:
+            body["prompt"] = req.prompt
+        return body
+
+    return build

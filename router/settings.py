@@ -1,0 +1,20 @@
+"""Router settings: ``LLMTUNE_ROUTER__HOST`` / ``__PORT`` plus the shared ``LLMTUNE_STORE__*`` group."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from controlplane.settings import StoreSettings
+
+
+class RouterGroup(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Bind address (point Ollama or OpenAI clients here).")
+    port: int = Field(default=8701, ge=1, le=65535)
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    router: RouterGroup = Field(default_factory=RouterGroup)

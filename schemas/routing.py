@@ -1,0 +1,46 @@
+"""``POST /api/v1/route`` on the router: a request with routing hints, and the decision it returns."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.model import Capability
+from schemas.route import Task
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # images, tool calls… pass through to Ollama
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+
+
+class RouteRequest(BaseModel):
+    """Messages (chat) or a prompt (completion), plus hints the policy uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    model: str | None = Field(default=None, description="An alias, a Model name or an Ollama tag; else routes match by hints.")
+    task: Task | None = Field(default=None, description="Skip the classifier.")
+    tags: list[str] = Field(default_factory=list)
+    tenant: str | None = None
+    capabilities: list[Capability] = Field(default_factory=list)
+    max_latency_ms: float | None = Field(default=None, gt=0, description="Budget for the whole answer.")
+    max_cost: float | None = Field(default=None, ge=0)
+    sticky_key: str | None = Field(default=None, max_length=256)
+    options: dict[str, Any] = Field(default_factory=dict, description="Ollama options for this request.")
+    stream: bool = False
+    dry_run: bool = Field(default=False, description="Decide and explain, send nothing upstream.")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> RouteRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give either 'messages' (chat) or 'prompt' (completion)")
+        return self
+
+    def text(self) -> str:
+        return self.prompt if self.prompt is not None else "\n".join(m.content for m in self.messages or [])

@@ -1,0 +1,122 @@
+"""The router end to end: etcd, the control plane, agents on simulated nodes, and the official
+``ollama`` client pointed at the router; failover when a node dies; changes apply to the next request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from controlplane.store.keys import KeySpace
+from tests.fixtures.fleet import Fleet
+from tests.fixtures.services import EtcdServer
+from tests.helpers import model_doc, route_doc
+
+pytestmark = pytest.mark.etcd
+
+CONFIG = [
+    model_doc("small", tag="llama3.2:1b", ctx=8192, options={"temperature": 0.1}),
+    model_doc("coder", tag="qwen2.5-coder:7b", caps=["chat", "code"], ctx=32768),
+    model_doc("embedder", tag="nomic-embed-text", caps=["embed"], ctx=8192),
+    route_doc("chat", "small", match={"model_aliases": ["chat"]}, fallbacks=["coder"]),
+]
+
+
+@pytest.fixture
+async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> AsyncIterator[tuple[Fleet, str]]:
+    f = Fleet(etcd_server.url, keys, tmp_path)
+    await f.start_control_plane()
+    for i in range(2):
+        await f.add_node(f"node-{i}")
+    resp = await f.api.post("/api/v1/config:apply", json={"objects": CONFIG})
+    assert resp.status_code == 200, resp.text
+
+    async def ready() -> bool:
+        models = (await f.api.get("/api/v1/models/status")).json()["models"]
+        return all(m["ready_nodes"] == 2 for m in models)
+
+    await f.eventually(ready, timeout_s=15)
+    url = await f.start_router()
+
+    async def routable() -> bool:
+        async with httpx.AsyncClient(base_url=url) as c:
+            return len((await c.get("/api/tags")).json()["models"]) == 3
+
+    await f.eventually(routable, timeout_s=10)
+    yield f, url
+    await f.close()
+
+
+async def test_official_ollama_client_through_the_router(fleet: tuple[Fleet, str]) -> None:
+    _f, url = fleet
+    client = ollama.AsyncClient(host=url)
+    answer = await client.chat(model="chat", messages=[{"role": "user", "content": "hello there"}])
+    assert answer.done and answer.message.content and answer.model == "llama3.2:1b"
+    parts = [p async for p in await client.chat(model="chat", messages=[{"role": "user", "content": "hi"}], stream=True)]
+    assert len(parts) > 2 and parts[-1].done and not parts[0].done
+    generated = await client.generate(model="coder", prompt="def add(a, b):")
+    assert generated.response and generated.done
+    vectors = (await client.embed(model="embedder", input=["a b", "c d"])).embeddings
+    assert len(vectors) == 2 and len(vectors[0]) == 64
+    assert {m.model for m in (await client.list()).models} == {"small", "coder", "embedder"}
+    with pytest.raises(ollama.ResponseError) as missing:
+        await client.chat(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.status_code == 404 and "no model has that name" in missing.value.error
+    with pytest.raises(ollama.ResponseError) as not_embedding:
+        await client.embed(model="small", input="x")
+    assert not_embedding.value.status_code == 503 and "lacks embed" in not_embedding.value.error
+
+    async with httpx.AsyncClient(base_url=url) as raw:
+        resp = await raw.post(
+            "/api/chat", json={"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": False}
+        )
+        assert resp.headers["x-route-model"] == "small" and resp.headers["x-route-name"] == "chat"
+        assert resp.headers["x-route-node"] in ("node-0", "node-1") and float(resp.headers["x-route-decision-us"]) > 0
+        bad = await raw.post("/api/chat", content=b"{not json")
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+        dry = await raw.post("/api/v1/route", json={"prompt": "def f(): pass", "model": "chat", "dry_run": True})
+        decision = dry.json()["decision"]
+        assert dry.status_code == 200 and decision["model"] == "small" and decision["fallbacks"]
+        native = await raw.post("/api/v1/route", json={"messages": [{"role": "user", "content": "hi"}], "model": "coder"})
+        assert native.status_code == 200 and native.json()["answer"]["done"] and native.json()["decision"]["model"] == "coder"
+        invalid = await raw.post("/api/v1/route", json={"model": "chat"})
+        assert invalid.status_code == 422 and "either 'messages'" in invalid.json()["detail"]
+
+
+async def test_failover_when_a_node_dies_mid_traffic(fleet: tuple[Fleet, str]) -> None:
+    f, url = fleet
+    client = ollama.AsyncClient(host=url)
+    errors: list[BaseException] = []
+
+    async def traffic(n: int) -> None:
+        for _ in range(n):
+            try:
+                await client.chat(model="chat", messages=[{"role": "user", "content": "ping"}])
+            except Exception as exc:
+                errors.append(exc)
+
+    task = asyncio.create_task(traffic(60))
+    await asyncio.sleep(0.2)
+    await f.sims["node-1"].stop()  # dies: connections refused until its agent's status says so
+    await task
+    assert errors == []  # requests that had not started streaming were retried on node-0
+    used = [c for c in f.sims["node-0"].engine.calls if c[1] == "/api/chat"]
+    assert len(used) >= 30
+
+
+async def test_route_change_applies_to_the_next_request(fleet: tuple[Fleet, str]) -> None:
+    f, url = fleet
+    client = ollama.AsyncClient(host=url)
+    assert (await client.chat(model="chat", messages=[{"role": "user", "content": "a"}])).model == "llama3.2:1b"
+    changed = route_doc("chat", "coder", match={"model_aliases": ["chat"]})
+    resp = await f.api.put("/api/v1/config/routes/chat", json=changed)
+    assert resp.status_code == 200, resp.text
+
+    async def switched() -> bool:
+        return (await client.chat(model="chat", messages=[{"role": "user", "content": "b"}])).model == "qwen2.5-coder:7b"
+
+    await f.eventually(switched, timeout_s=5)
