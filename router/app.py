@@ -16,7 +16,7 @@ from controlplane.settings import StoreSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
-from router import native_api, ollama_api
+from router import native_api, ollama_api, openai_api
 from router.core import RouterCore
 from router.feed import TableFeed
 from router.metrics import RouterMetrics
@@ -70,6 +70,12 @@ def create_app(settings: StoreSettings, *, store: ConfigStore | None = None) -> 
     async def native(request: Request) -> Response:
         return await native_api.route(core, request)
 
+    def openai_door(front: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            return await openai_api.forward(core, request, front)
+
+        return handler
+
     routes = [
         Route("/api/chat", door("/api/chat"), methods=["POST"]),
         Route("/api/generate", door("/api/generate"), methods=["POST"]),
@@ -78,6 +84,8 @@ def create_app(settings: StoreSettings, *, store: ConfigStore | None = None) -> 
         Route("/api/ps", lambda _r: ollama_api.ps(core), methods=["GET"]),
         Route("/api/version", lambda _r: ollama_api.version(), methods=["GET"]),
         Route("/api/v1/route", native, methods=["POST"]),
+        *(Route(front, openai_door(front), methods=["POST"]) for front in openai_api.KINDS),
+        Route("/v1/models", lambda _r: openai_api.models(core), methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

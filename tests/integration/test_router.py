@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from controlplane.store.keys import KeySpace
@@ -120,3 +121,26 @@ async def test_route_change_applies_to_the_next_request(fleet: tuple[Fleet, str]
         return (await client.chat(model="chat", messages=[{"role": "user", "content": "b"}])).model == "qwen2.5-coder:7b"
 
     await f.eventually(switched, timeout_s=5)
+
+
+async def test_official_openai_client_through_the_router(fleet: tuple[Fleet, str]) -> None:
+    _f, url = fleet
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+    done = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+    assert done.choices[0].message.content and done.choices[0].finish_reason == "length"
+    assert done.usage is not None and done.usage.completion_tokens == 4
+    stream = await client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and chunks[-1].usage is not None and chunks[-2].choices[0].finish_reason == "stop"
+    completion = await client.completions.create(model="coder", prompt="def add(a, b):", max_tokens=3)
+    assert completion.choices[0].text and completion.choices[0].finish_reason == "length"
+    emb = await client.embeddings.create(model="embedder", input=["a b", "c d"])  # base64 by default in this client
+    assert len(emb.data) == 2 and len(emb.data[0].embedding) == 64
+    assert {m.id for m in (await client.models.list()).data} == {"small", "coder", "embedder"}
+    with pytest.raises(openai.NotFoundError, match="no model has that name"):
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="'messages' must be a non-empty list"):
+        await client.chat.completions.create(model="chat", messages=[])

@@ -1,0 +1,217 @@
+"""The OpenAI-compatible front door (``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings``, ``/v1/models``), mapped onto Ollama's native API so per-model options such as
+``num_ctx`` still apply; streams come back as OpenAI server-sent events, chunk by chunk. A static
+OpenAI-compatible upstream (a Model with ``provider: openai``) gets the request as it came."""
+
+from __future__ import annotations
+
+import array
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from router.core import RouterCore, decision_headers, facts, merged_options
+from router.errors import BadInput, render
+from router.forward import UpstreamFailed
+from router.ollama_api import read_json
+from router.policy import Candidate, Decision, NoRoute
+from schemas.model import Capability
+from schemas.route import Task
+
+#: OpenAI sampling fields and the Ollama option each becomes.
+OPTION_OF = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
+             "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+             "max_tokens": "num_predict", "max_completion_tokens": "num_predict"}  # fmt: skip
+KINDS = {
+    "/v1/chat/completions": ("/api/chat", "chat.completion"),
+    "/v1/completions": ("/api/generate", "text_completion"),
+    "/v1/embeddings": ("/api/embed", "list"),
+}
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    out = {OPTION_OF[k]: v for k, v in body.items() if k in OPTION_OF and v is not None}
+    if isinstance(out.get("stop"), str):
+        out["stop"] = [out["stop"]]
+    return out
+
+
+def _messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], frozenset[Capability]]:
+    """OpenAI messages as Ollama's: text parts joined, data-URL images moved to ``images``."""
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise BadInput("'messages' must be a non-empty list")
+    out, caps = [], set()
+    for msg in raw:
+        if not isinstance(msg, dict):
+            raise BadInput("each message must be an object with 'role' and 'content'")
+        content, images = msg.get("content") or "", []
+        if isinstance(content, list):
+            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            urls = [
+                p.get("image_url", {}).get("url", "") for p in content if isinstance(p, dict) and p.get("type") == "image_url"
+            ]
+            images = [u.split(",", 1)[1] for u in urls if u.startswith("data:") and "," in u]
+            content = "\n".join(texts)
+        entry = {k: v for k, v in msg.items() if k in ("role", "tool_calls", "tool_call_id", "name")} | {"content": content}
+        if images:
+            entry["images"] = images
+            caps.add(Capability.VISION)
+        out.append(entry)
+    if body.get("tools"):
+        caps.add(Capability.TOOLS)
+    return out, frozenset(caps)
+
+
+def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Candidate) -> dict[str, Any]:
+    options = merged_options(decision.table, decision, cand.model, _options(body))
+    out: dict[str, Any] = {"model": cand.model.tag, "options": options, "keep_alive": cand.model.keep_alive}
+    if path == "/api/embed":
+        out["input"] = body.get("input", "")
+        return out
+    out["stream"] = bool(body.get("stream"))
+    if path == "/api/chat":
+        out["messages"] = _messages(body)[0]
+        if body.get("tools"):
+            out["tools"] = body["tools"]
+    else:
+        out["prompt"] = body.get("prompt") if isinstance(body.get("prompt"), str) else "\n".join(body.get("prompt") or [])
+    fmt = (body.get("response_format") or {}).get("type")
+    if fmt == "json_object":
+        out["format"] = "json"
+    return out
+
+
+async def forward(core: RouterCore, request: Request, front: str) -> Response:
+    path, kind = KINDS[front]
+    try:
+        body = await read_json(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadInput("'model' is required")
+        if int(body.get("n") or 1) != 1:
+            raise BadInput("only n=1 is supported")
+        caps: frozenset[Capability] = frozenset()
+        if path == "/api/chat":
+            messages, caps = _messages(body)
+            text = "\n".join(str(m["content"]) for m in messages)
+        elif path == "/api/embed":
+            raw = body.get("input", "")
+            text = raw if isinstance(raw, str) else "\n".join(map(str, raw))
+        else:
+            text = str(body.get("prompt") or "")
+        task = Task.EMBEDDING if path == "/api/embed" else None
+        info = facts(model=model, text=text, headers=request.headers, options=_options(body), capabilities=caps, task=task)
+        decision, micros = core.decide(info)
+        stream = bool(body.get("stream")) and path != "/api/embed"
+        opened = await core.open(
+            decision,
+            path=lambda c: front if c.node is None else path,
+            body=lambda c: dict(body, model=c.model.tag) if c.node is None else _ollama_body(path, body, decision, c),
+            stream=stream,
+        )
+    except (BadInput, NoRoute, UpstreamFailed) as exc:
+        return render(exc, "openai")
+    headers = decision_headers(decision, opened, micros)
+    chunks = core.stream(decision, opened, micros)
+    if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
+        media = "text/event-stream" if stream else "application/json"
+        return StreamingResponse(chunks, status_code=opened.response.status_code, media_type=media, headers=headers)
+    if stream:
+        events = _sse(chunks, kind=kind, model=model, include_usage=bool((body.get("stream_options") or {}).get("include_usage")))
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    answer = orjson.loads(b"".join([c async for c in chunks]))
+    if "error" in answer:
+        return JSONResponse({"error": {"message": answer["error"], "type": "upstream_error", "code": 502}}, status_code=502)
+    if path == "/api/embed":
+        return JSONResponse(_embeddings(answer, model, body.get("encoding_format")), headers=headers)
+    return JSONResponse(_completion(answer, kind=kind, model=model), headers=headers)
+
+
+def _finish(line: dict[str, Any]) -> str:
+    return (
+        "length" if line.get("done_reason") == "length" else "tool_calls" if line.get("message", {}).get("tool_calls") else "stop"
+    )
+
+
+def _usage(line: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(answer: dict[str, Any], *, kind: str, model: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
+    if kind == "chat.completion":
+        message = {"role": "assistant", "content": answer.get("message", {}).get("content", "")}
+        if answer.get("message", {}).get("tool_calls"):
+            message["tool_calls"] = answer["message"]["tool_calls"]
+        out["choices"] = [{"index": 0, "message": message, "finish_reason": _finish(answer)}]
+    else:
+        out["choices"] = [{"index": 0, "text": answer.get("response", ""), "finish_reason": _finish(answer), "logprobs": None}]
+    out["usage"] = _usage(answer)
+    return out
+
+
+def _embeddings(answer: dict[str, Any], model: str, encoding: str | None) -> dict[str, Any]:
+    data = []
+    for i, vector in enumerate(answer.get("embeddings", [])):
+        value: Any = vector
+        if encoding == "base64":  # what the official client asks for by default: little-endian float32
+            value = base64.b64encode(array.array("f", vector).tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = int(answer.get("prompt_eval_count") or 0)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """NDJSON objects from a byte stream whose chunks may split lines anywhere."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield orjson.loads(line)
+    if buffer.strip():
+        yield orjson.loads(buffer)
+
+
+async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
+    first = True
+    async for line in _lines(chunks):
+        if "error" in line:
+            yield b"data: " + orjson.dumps({"error": {"message": line["error"], "type": "upstream_error"}}) + b"\n\n"
+            break
+        done = bool(line.get("done"))
+        if kind == "chat.completion":
+            delta: dict[str, Any] = {"content": line.get("message", {}).get("content", "")}
+            if first:
+                delta["role"] = "assistant"
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": _finish(line) if done else None}
+        else:
+            choice = {"index": 0, "text": line.get("response", ""), "finish_reason": _finish(line) if done else None}
+        first = False
+        event: dict[str, Any] = {"id": ident, "object": chunk_kind, "created": created, "model": model, "choices": [choice]}
+        yield b"data: " + orjson.dumps(event) + b"\n\n"
+        if done and include_usage:
+            usage = {"id": ident, "object": chunk_kind, "created": created, "model": model, "choices": [], "usage": _usage(line)}
+            yield b"data: " + orjson.dumps(usage) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def models(core: RouterCore) -> Response:
+    table = core.table
+    data = [
+        {"id": m.name, "object": "model", "created": 0, "owned_by": "llmtune"}
+        for m in sorted(table.models.values(), key=lambda m: m.name)
+        if table.nodes.get(m.name) or m.endpoint
+    ]
+    return JSONResponse({"object": "list", "data": data})
