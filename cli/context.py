@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 DEFAULT_URL = "http://127.0.0.1:8700"
+DEFAULT_ROUTER_URL = "http://127.0.0.1:8701"
 
 
 def config_path() -> Path:
@@ -23,6 +24,7 @@ def config_path() -> Path:
 class Context:
     url: str
     token: str | None
+    router_url: str = DEFAULT_ROUTER_URL
 
 
 def load_file(path: Path | None = None) -> dict[str, str]:
@@ -37,12 +39,14 @@ def load_file(path: Path | None = None) -> dict[str, str]:
     return {}
 
 
-def save_file(url: str, token: str | None, *, name: str = "default", path: Path | None = None) -> Path:
+def save_file(
+    url: str, token: str | None, *, router_url: str | None = None, name: str = "default", path: Path | None = None
+) -> Path:
     """Write (or replace) one context and make it current; the file is private to the user."""
     path = path or config_path()
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
     contexts = [c for c in data.get("contexts", []) if c.get("name") != name]
-    contexts.append({"name": name, "url": url, "token": token})
+    contexts.append({"name": name, "url": url, "token": token, "router": router_url})
     data.update({"current-context": name, "contexts": contexts})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -50,9 +54,11 @@ def save_file(url: str, token: str | None, *, name: str = "default", path: Path 
     return path
 
 
-def resolve(url: str | None, token: str | None) -> Context:
+def resolve(url: str | None, token: str | None, router_url: str | None = None) -> Context:
     stored = load_file()
+    router = router_url or os.environ.get("LLMCTL_ROUTER_URL") or stored.get("router") or DEFAULT_ROUTER_URL
     return Context(
         url=(url or os.environ.get("LLMCTL_URL") or stored.get("url") or DEFAULT_URL).rstrip("/"),
         token=token or os.environ.get("LLMCTL_TOKEN") or stored.get("token"),
+        router_url=router.rstrip("/"),
     )

@@ -17,6 +17,7 @@ from cli.client import ApiError, Client
 from cli.context import resolve, save_file
 from cli.documents import DocumentError, kind_plural, load
 from cli.fleet import register as register_fleet
+from cli.route import register as register_route
 
 app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
@@ -251,9 +252,13 @@ def status() -> None:
 
 
 @app.command()
-def login(url: str = typer.Option(..., "--url"), token: str = typer.Option(..., "--token")) -> None:
-    """Save a server URL and token as the current context."""
-    path = save_file(url, token)
+def login(
+    url: str = typer.Option(..., "--url"),
+    token: str = typer.Option(..., "--token"),
+    router_url: str | None = typer.Option(None, "--router-url", help="The router (default http://127.0.0.1:8701)."),
+) -> None:
+    """Save a server URL and token (and the router's URL) as the current context."""
+    path = save_file(url, token, router_url=router_url)
     out.print(f"saved context to {path}")
 
 
@@ -294,6 +299,7 @@ def token_revoke(token_id: int) -> None:
 
 
 register_fleet(app, client, run, out)
+register_route(app, lambda: resolve(_state["url"], _state["token"]), run, out)
 
 if __name__ == "__main__":
     app()

@@ -31,6 +31,8 @@ ETCD_PEER_PORT = int(os.environ.get("LLMTUNE_LOCAL_ETCD_PEER_PORT", "2380"))
 API_PORT = int(os.environ.get("LLMTUNE_API__PORT", "8700"))
 ETCD_URL = f"http://127.0.0.1:{ETCD_PORT}"
 API_URL = f"http://127.0.0.1:{API_PORT}"
+ROUTER_PORT = int(os.environ.get("LLMTUNE_ROUTER__PORT", "8701"))
+ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 TOKEN_FILE = RUN / "admin-token"
 #: SIM=N starts N simulated Ollama nodes (tests/sim) with an agent each, instead of an agent for a local Ollama.
 SIM = int(os.environ.get("SIM") or "0")
@@ -149,12 +151,28 @@ def up() -> None:
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
+    _router()
     _agents()
-    subprocess.run([str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token], check=True, stdout=subprocess.DEVNULL)
+    login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token, "--router-url", ROUTER_URL]
+    subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
+    print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*: try '.venv/bin/llmctl route hi --dry-run')")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
     print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
+
+
+def _router() -> None:
+    if _pid("router"):
+        print(f"router         already running (pid {_pid('router')}) at {ROUTER_URL}")
+        return
+    if _port_busy(ROUTER_PORT):
+        raise SystemExit(f"port {ROUTER_PORT} is taken by another process; set LLMTUNE_ROUTER__PORT")
+    env = dict(os.environ)
+    env.update({"LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_ROUTER__PORT": str(ROUTER_PORT)})
+    proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
+    _wait("router", proc, lambda: _get(f"{ROUTER_URL}/readyz")[0] == 200)
+    print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")
 
 
 def _agent(name: str, node: str, ollama_url: str, port: int, labels: str) -> None:
@@ -202,7 +220,7 @@ def _agents() -> None:
 
 def _started() -> list[str]:
     """Names with a pid file, stopped in this order: agents, simulated nodes, control plane, etcd."""
-    order = {"controlplane": 2, "etcd": 3, "ollama-sim": 1}
+    order = {"router": 2, "controlplane": 3, "etcd": 4, "ollama-sim": 1}
     names = [p.stem for p in RUN.glob("*.pid")] if RUN.exists() else []
     return sorted(set(names) | {"controlplane", "etcd"}, key=lambda n: (order.get(n, 0), n))
 

@@ -169,6 +169,12 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         procs.append(
             subprocess.Popen([sys.executable, "-m", "agents.sidecar"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         )
+    router_port = free_port()
+    router_env = {**os.environ, "LLMTUNE_STORE__ENDPOINTS": etcd_server.url, "LLMTUNE_STORE__NAMESPACE": keys.namespace,
+                  "LLMTUNE_ROUTER__PORT": str(router_port)}  # fmt: skip
+    router_log = (tmp_path / "router.log").open("wb")
+    router_cmd = [sys.executable, "-m", "router"]
+    procs.append(subprocess.Popen(router_cmd, env=router_env, cwd=ROOT, stdout=router_log, stderr=router_log))
     try:
         model = {"kind": "Model", "metadata": {"name": "assistant"}, "spec": {
             "ollama_tag": "assistant:v1", "base": "llama3.1:8b", "capabilities": ["chat"], "context_window": 16384,
@@ -199,6 +205,20 @@ def test_fleet_commands_with_agent_and_simulator_processes(
 
         metrics = httpx.get(f"http://127.0.0.1:{agent_ports[0]}/metrics").text
         assert "llmtune_agent_ollama_up 1.0" in metrics and 'llmtune_agent_ollama_calls_total{op="create",result="ok"}' in metrics
+
+        os.environ["LLMCTL_ROUTER_URL"] = f"http://127.0.0.1:{router_port}"
+        try:
+            deadline = time.monotonic() + 15
+            routed = llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant")
+            while routed.returncode != 0 and time.monotonic() < deadline:  # the router catches up with the fleet
+                time.sleep(0.3)
+                routed = llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant")
+            assert routed.returncode == 0, routed.stderr + (tmp_path / "router.log").read_text()[-2000:]
+            assert "assistant:v1" in routed.stdout and "decision_us" in routed.stdout
+            dry = llmctl(control_plane, tmp_path, "route", "hello", "--model", "nope", "--dry-run")
+            assert dry.returncode == 1 and "404" in dry.stderr and "no model has that name" in dry.stderr
+        finally:
+            del os.environ["LLMCTL_ROUTER_URL"]
 
         bad = llmctl(control_plane, tmp_path, "tune", "assistant", "--set", "temprature=0.2")
         assert bad.returncode == 1 and "422" in bad.stderr and "temprature" in bad.stderr

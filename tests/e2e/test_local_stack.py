@@ -22,7 +22,7 @@ def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
-    """SIM=2: etcd, the control plane, one simulator process serving two nodes, and two agents."""
+    """SIM=2: etcd, the control plane, the router, one simulator process serving two nodes, two agents."""
     api_port = free_port()
     env = {
         **os.environ,
@@ -36,6 +36,7 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         "SIM": "2",
         "LLMTUNE_LOCAL_SIM_PORT": str(free_port_range(2)),
         "LLMTUNE_LOCAL_AGENT_PORT": str(free_port_range(2)),
+        "LLMTUNE_ROUTER__PORT": str(free_port()),
     }
     env.pop("LLMTUNE_DB__URL", None)
     first = stack("up", env)
@@ -55,11 +56,13 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert [(n["node"], n["health"]) for n in nodes] == [("sim-0", "ready"), ("sim-1", "ready")]
         second = stack("up", env)
-        assert second.returncode == 0 and second.stdout.count("already running") == 5
+        assert second.returncode == 0 and second.stdout.count("already running") == 6
+        router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
+        assert httpx.get(f"{router}/readyz").status_code == 200 and httpx.get(f"{router}/api/tags").json() == {"models": []}
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
         down = stack("down", env)
-    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 5
+    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 6
     assert stack("status", env).returncode == 1
     assert "not running" in stack("down", env).stdout  # a second down is harmless
