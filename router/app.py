@@ -19,7 +19,7 @@ from controlplane.store.keys import KeySpace
 from router import native_api, ollama_api, openai_api
 from router.core import RouterCore
 from router.feed import TableFeed
-from router.metrics import RouterMetrics
+from router.metrics import BreakerStates, RouterMetrics
 from router.table import RouteTable
 
 
@@ -29,6 +29,7 @@ def create_app(settings: StoreSettings, *, store: ConfigStore | None = None) -> 
     the_store = store or open_store(settings)
     feed = TableFeed(the_store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
     core = RouterCore(lambda: feed.table, metrics=RouterMetrics(registry))
+    registry.register(BreakerStates(core.live))
 
     def capacity(table: RouteTable) -> None:
         # A node takes up to 4x its parallel slots in flight (Ollama queues the rest itself).

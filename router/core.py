@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from router.classify import Classifier, classify, estimate_tokens
 from router.forward import Forwarder, Opened
 from router.live import LiveStats
@@ -143,16 +145,31 @@ class RouterCore:
 
     async def stream(self, decision: Decision, opened: Opened, decision_us: float) -> AsyncIterator[bytes]:
         """The upstream's body, first bytes included; accounting when it ends (or breaks)."""
-        ok = False
+        ok, tail = False, opened.first[-2048:]
         try:
             yield opened.first
             async for chunk in opened.rest:
+                tail = (tail + chunk)[-2048:]
                 yield chunk
             ok = True
         finally:
             await opened.response.aclose()
             total_ms = self.forwarder.finish(opened, ok=ok)
             self._record(decision, opened, decision_us, total_ms, ok=ok)
+            if ok:
+                self._speed(decision, opened, tail)
+
+    def _speed(self, decision: Decision, opened: Opened, tail: bytes) -> None:
+        """Tokens per second from Ollama's final object (``eval_count`` / ``eval_duration``), if any."""
+        last = tail.rstrip().rsplit(b"\n", 1)[-1]
+        try:
+            final = orjson.loads(last)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(final, dict) and final.get("eval_count") and final.get("eval_duration"):
+            node = opened.candidate.node.name if opened.candidate.node else "endpoint"
+            rate = final["eval_count"] / (final["eval_duration"] / 1e9)
+            self.metrics.tokens_per_s.labels(decision.route or "-", opened.candidate.model.name, node).observe(rate)
 
     def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool) -> None:
         cand = opened.candidate
@@ -160,6 +177,8 @@ class RouterCore:
         status = "ok" if ok else "error"
         labels = (decision.route or "-", cand.model.name, node)
         self.metrics.requests.labels(*labels, status).inc()
+        if cand.model.name != decision.first.model.name:
+            self.metrics.fallbacks.labels(decision.route or "-").inc()
         self.metrics.upstream.labels(*labels).observe(total_ms / 1000)
         self.metrics.first_byte.labels(*labels).observe(opened.first_byte_s)
         self.sink.record(

@@ -3,7 +3,13 @@ registrations (bounded sets), never request values."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from router.live import LiveStats
 
 _FAST = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005)
 _SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -23,3 +29,22 @@ class RouterMetrics:
             "llmtune_router_retries", "Candidates that failed before one answered", ["route"], registry=registry
         )
         self.rejected = Counter("llmtune_router_rejected", "Requests refused before any upstream", ["reason"], registry=registry)
+        self.fallbacks = Counter("llmtune_router_fallbacks", "Answers from a model other than the first choice", ["route"],
+                                 registry=registry)  # fmt: skip
+        self.tokens_per_s = Histogram("llmtune_router_tokens_per_second", "Generation speed the node reported", labels,
+                                      buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640, 1280), registry=registry)  # fmt: skip
+
+
+class BreakerStates(Collector):
+    """Circuit breakers that are not closed, as ``llmtune_router_circuit_state{model,node,state} 1``."""
+
+    def __init__(self, live: LiveStats) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "llmtune_router_circuit_state", "Open or half-open breakers", labels=["model", "node", "state"]
+        )
+        for (model, node), state in sorted(self._live.breakers().items()):
+            family.add_metric([model, node, state.value], 1)
+        yield family

@@ -52,8 +52,7 @@ async def route(core: RouterCore, request: Request) -> Response:
             model=req.model, text=req.text(), headers=headers, options=req.options, capabilities=frozenset(req.capabilities),
             task=req.task,
         )  # fmt: skip
-        if req.max_cost is not None:
-            info = dataclasses.replace(info, max_cost=req.max_cost)
+        info = dataclasses.replace(info, max_cost=req.max_cost, max_latency_ms=req.max_latency_ms)
         decision, micros = core.decide(info)
         if req.dry_run:
             return JSONResponse({"decision": explain(decision, micros)})

@@ -91,6 +91,7 @@ class Request:
     prompt_tokens: int = 0
     max_output_tokens: int = 0
     max_cost: float | None = None
+    max_latency_ms: float | None = None  # leave out models observed to be slower
     sticky: str | None = None  # an explicit sticky key (native API)
     draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
 
@@ -126,7 +127,7 @@ class Decision:
                 yield Candidate(self.first.model, node)
         for name in self.models[start + 1 :]:
             model = self.table.models.get(name)
-            if model is None or _unfit(model, self.request) is not None:
+            if model is None or _unfit(model, self.request, self.live) is not None:
                 continue
             if model.provider is Provider.OPENAI:
                 yield Candidate(model, None)
@@ -189,7 +190,7 @@ def _primary(route: RouteEntry, req: Request) -> tuple[str, str | None]:
     return pick_weighted([t.model for t in targets], [t.weight for t in targets], point), None
 
 
-def _unfit(model: ModelEntry, req: Request) -> str | None:
+def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | None:
     """Why ``model`` cannot serve ``req`` (None: it can)."""
     needed = set(req.capabilities)
     if req.task is Task.EMBEDDING:
@@ -202,6 +203,10 @@ def _unfit(model: ModelEntry, req: Request) -> str | None:
         return f"{model.name}: ~{tokens} tokens exceed its context window of {model.context_window}"
     if req.max_cost is not None and model.cost > req.max_cost:
         return f"{model.name} costs {model.cost}, above the request's max_cost {req.max_cost}"
+    if req.max_latency_ms is not None and live is not None:
+        observed = live.model_latency_ms(model.name)
+        if observed is not None and observed > req.max_latency_ms:
+            return f"{model.name} answers in ~{observed:.0f} ms, above the request's max_latency_ms {req.max_latency_ms:.0f}"
     return None
 
 
@@ -273,7 +278,7 @@ def _first(names: Sequence[str], req: Request, table: RouteTable, live: Live) ->
         if model is None:
             reasons.append(f"model {name} is not configured")
             continue
-        why = _unfit(model, req)
+        why = _unfit(model, req, live)
         if why is not None:
             reasons.append(why)
             continue

@@ -16,6 +16,7 @@ from controlplane.store.keys import KeySpace
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, route_doc
+from tests.sim.engine import Fault
 
 pytestmark = pytest.mark.etcd
 
@@ -144,3 +145,35 @@ async def test_official_openai_client_through_the_router(fleet: tuple[Fleet, str
         await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError, match="'messages' must be a non-empty list"):
         await client.chat.completions.create(model="chat", messages=[])
+
+
+async def test_busy_or_stalled_node_is_skipped_before_the_first_byte(fleet: tuple[Fleet, str]) -> None:
+    f, url = fleet
+    quick = route_doc("quick", "small", match={"model_aliases": ["quick"]}, timeouts={"first_token_ms": 300, "total_ms": 5000})
+    assert (await f.api.post("/api/v1/config:apply", json={"objects": [quick]})).status_code == 200
+    client = ollama.AsyncClient(host=url)
+
+    async def routed() -> bool:
+        try:
+            await client.chat(model="quick", messages=[{"role": "user", "content": "x"}])
+        except ollama.ResponseError:
+            return False
+        return True
+
+    await f.eventually(routed, timeout_s=5)
+    async with httpx.AsyncClient(base_url=url) as raw:
+        dry = await raw.post("/api/v1/route", json={"prompt": "x", "model": "quick", "dry_run": True})
+        first = dry.json()["decision"]["node"]
+        f.sims[first].engine.faults.append(Fault("/api/chat", status=503, message="server busy", times=1))
+        ask = {"model": "quick", "messages": [{"role": "user", "content": "x"}], "stream": False}
+        resp = await raw.post("/api/chat", json=ask)
+        assert resp.status_code == 200 and resp.headers["x-route-attempts"] == "2"  # one node said busy: the other answered
+        for sim in f.sims.values():
+            sim.engine.faults.clear()
+            sim.engine.faults.append(Fault("/api/chat", stall_s=2.0, times=-1, mid_stream=True))
+        # Streamed: the route's first_token_ms (300) bounds each attempt; both nodes stall for 2 s.
+        stalled = await raw.post("/api/chat", json={"model": "quick", "messages": [{"role": "user", "content": "x"}]})
+        assert stalled.status_code == 504 and "no upstream answered in time" in stalled.json()["error"]
+        metrics = (await raw.get("/metrics")).text
+        assert 'llmtune_router_retries_total{route="quick"}' in metrics
+        assert "llmtune_router_tokens_per_second_count" in metrics and "llmtune_router_decision_seconds_count" in metrics

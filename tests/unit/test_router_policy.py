@@ -145,6 +145,29 @@ def test_route_priority_tenant_and_fallbacks() -> None:
     assert decide(t, Request(tenant="other")).route == "default"
 
 
+def test_max_latency_leaves_out_models_observed_slower() -> None:
+    t = table([*ALL, route_doc("r", "small", "big", match={"model_aliases": ["m"]}, strategy="lowest_cost")], EVERYWHERE)
+
+    class Slow:
+        def in_flight(self, node: str) -> int:
+            return 0
+
+        def latency_ms(self, model: str, node: str) -> float | None:
+            return None
+
+        def model_latency_ms(self, model: str) -> float | None:
+            return {"small": 900.0, "big": 200.0}.get(model)
+
+        def model_load(self, model: str) -> float:
+            return 0.0
+
+        def available(self, model: str, node: str) -> bool:
+            return True
+
+    d = decide(t, Request(model="m", max_latency_ms=500), Slow())
+    assert d.first.model.name == "big" and any("above the request's max_latency_ms 500" in r for r in d.reasons)
+
+
 def test_options_merge_model_target_request_and_clamp() -> None:
     model = model_doc("m", tag="m:1", ctx=8192, options={"temperature": 0.7, "top_p": 0.9, "num_ctx": 4096})
     route = route_doc("r", "m", match={"model_aliases": ["a"]})
