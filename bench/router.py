@@ -1,11 +1,15 @@
-"""Router benchmark. Decision time: the policy alone over a route table of 200 models, 500 nodes
-and 50 routes, for a mix of requests (aliases, tenants, tasks, sticky users, long prompts), with
-live figures for every node; p50/p99 against the 100 µs goal, and the table's build time.
+"""Router benchmark, one run, three figures.
 
-(The added-latency comparison — direct, through the router, through LiteLLM — joins this script
-with the router's front doors.)
+1. Decision time: the policy alone over a route table of 200 models, 500 nodes and 50 routes, for
+   a mix of requests (aliases, tenants, tasks, sticky users, long prompts) with live figures for
+   every node; p50/p99 against the 100 µs goal, and the table's build time.
+2. Added latency: the same non-streaming chat requests sent straight to a simulated Ollama node
+   (fixed answer time) and through the router (its Ollama and OpenAI front doors), alternating,
+   at 1 and at 50 concurrent clients (each with its own HTTP client, in this process).
+3. The same stream through LiteLLM's proxy (its own virtualenv, pinned) in the same run: the
+   ratio of added latencies, ours / LiteLLM.
 
-    python bench/router.py [--requests 20000]
+    python bench/router.py [--requests 20000] [--calls 400] [--no-litellm]
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pct, peak_rss_mb
+from bench.common import pct, peak_rss_mb, run_loop
 from router.classify import classify, estimate_tokens
 from router.policy import Request, decide
 from router.table import RouteTable, build_table
@@ -97,7 +101,14 @@ def requests(rng: random.Random, count: int) -> list[Request]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--calls", type=int, default=400, help="requests per path and concurrency level")
+    parser.add_argument("--no-litellm", action="store_true")
     args = parser.parse_args()
+    decision(args)
+    latency(args)
+
+
+def decision(args: argparse.Namespace) -> None:
     rng = random.Random(7)
     objects, regs, statuses = fleet(rng)
     started = time.perf_counter()
@@ -127,6 +138,15 @@ def main() -> None:
           f"{max(classify_times):9.1f}")  # fmt: skip
     print(f"no route for {failures} request(s); table build {build_ms:.1f} ms (once per revision); "
           f"goal p99 < 100 µs: {goal}; peak RSS {peak_rss_mb():.0f} MB")  # fmt: skip
+
+
+def latency(args: argparse.Namespace) -> None:
+    from bench.router_latency import measure, report
+    from bench.router_stack import running
+
+    with running(sim_token_s=0.0016, litellm=not args.no_litellm) as stack:
+        results = run_loop(measure(stack, calls=args.calls))
+        report(results, stack)
 
 
 if __name__ == "__main__":

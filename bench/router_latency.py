@@ -1,0 +1,117 @@
+"""The added-latency measurement of bench/router.py: paths, alternating rounds, the report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.common import cpu_seconds, pct, peak_rss_mb
+from bench.router_stack import Stack
+
+MESSAGES = [{"role": "user", "content": "Say hello to the platform team."}]
+
+
+@dataclass
+class PathResult:
+    ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    cpu_s: float = 0.0  # CPU of the proxy process under test while its path ran
+    wall_s: float = 0.0
+
+
+def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+    """name -> (URL, body, the pid-map key of the process in between)."""
+    ollama = {"messages": MESSAGES, "stream": False}
+    out = {
+        "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
+        "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
+        "router, OpenAI API": (f"{stack.router}/v1/chat/completions", {"model": "bench", "messages": MESSAGES}, "router"),
+    }
+    if stack.litellm:
+        out["LiteLLM proxy, OpenAI API"] = (
+            f"{stack.litellm}/v1/chat/completions",
+            {"model": "bench", "messages": MESSAGES},
+            "litellm",
+        )
+    return out
+
+
+async def _round(clients: list[httpx.AsyncClient], url: str, body: dict[str, Any], *, count: int, result: PathResult) -> None:
+    """``count`` requests spread over the workers, each with its own client (DESIGN.md: a shared
+    client caps throughput; and a client made per round would cost ~10 ms of TLS set-up each)."""
+    per_worker = max(1, count // len(clients))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for _ in range(per_worker):
+            started = time.perf_counter()
+            try:
+                resp = await client.post(url, json=body)
+                ok = resp.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                result.ms.append((time.perf_counter() - started) * 1000)
+            else:
+                result.errors += 1
+
+    await asyncio.gather(*(worker(c) for c in clients))
+
+
+async def measure(stack: Stack, *, calls: int) -> dict[int, dict[str, PathResult]]:
+    table = paths(stack)
+    out: dict[int, dict[str, PathResult]] = {}
+    for concurrency in (1, 50):
+        results = {name: PathResult() for name in table}
+        per_round = max(concurrency, calls // 10)
+        clients = [httpx.AsyncClient(timeout=60) for _ in range(concurrency)]
+        try:
+            for url, body, _ in table.values():  # warm-up (connections, runners), not counted
+                await _round(clients, url, body, count=max(per_round, 2 * concurrency), result=PathResult())
+            for _ in range(10):  # alternate the paths so machine drift hits all of them alike
+                for name, (url, body, proc) in table.items():
+                    pid = stack.pids.get(proc) if proc else None
+                    cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+                    await _round(clients, url, body, count=per_round, result=results[name])
+                    results[name].wall_s += time.perf_counter() - t0
+                    results[name].cpu_s += (cpu_seconds(pid) - cpu0) if pid else 0.0
+        finally:
+            for client in clients:
+                await client.aclose()
+        out[concurrency] = results
+    return out
+
+
+def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
+    print("\nadded latency: non-streaming chat, one simulated Ollama node answering in ~20 ms, paths alternated")
+    for concurrency, by_path in results.items():
+        direct = by_path["direct (Ollama API)"]
+        print(f"concurrency {concurrency}: {len(direct.ms)} requests per path")
+        print(f"  {'ms':28s}{'p50':>8s}{'p99':>8s}{'+p50':>8s}{'+p99':>8s}{'req/s':>8s}{'CPU ms/req':>12s}{'errors':>8s}")
+        added: dict[str, tuple[float, float]] = {}
+        for name, r in by_path.items():
+            if not r.ms:
+                print(f"  {name:28s} no successful request ({r.errors} errors)")
+                continue
+            a50, a99 = pct(r.ms, 50) - pct(direct.ms, 50), pct(r.ms, 99) - pct(direct.ms, 99)
+            added[name] = (a50, a99)
+            cpu = f"{r.cpu_s / len(r.ms) * 1000:.2f}" if r.cpu_s else "-"
+            print(f"  {name:28s}{pct(r.ms, 50):8.2f}{pct(r.ms, 99):8.2f}{a50:8.2f}{a99:8.2f}{len(r.ms) / r.wall_s:8.0f}{cpu:>12s}"
+                  f"{r.errors:8d}")  # fmt: skip
+        ours = added.get("router, Ollama API")
+        if ours is not None:
+            goal = "met" if ours[0] < 1 and ours[1] < 5 else "NOT met"
+            line = f"  router added p50 {ours[0]:.2f} ms, p99 {ours[1]:.2f} ms; goal p50 < 1 ms and p99 < 5 ms: {goal}"
+            peer = added.get("LiteLLM proxy, OpenAI API")
+            mine = added.get("router, OpenAI API")
+            if peer is not None and mine is not None and peer[0] > 0:
+                ratio = mine[0] / peer[0]
+                line += (
+                    f"; ours/LiteLLM (OpenAI API) added p50 x{ratio:.2f} (goal <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'})"
+                )
+            print(line)
+    rss = ", ".join(f"{name} {peak_rss_mb(pid):.0f} MB" for name, pid in stack.pids.items())
+    print(f"peak RSS: {rss}")

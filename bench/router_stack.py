@@ -1,0 +1,126 @@
+"""Processes for the router's latency benchmark: etcd, the control plane, one simulated Ollama node
+with a fixed answer time, its agent, the router, and LiteLLM's proxy (in its own virtualenv,
+installed from pinned constraints on first use) pointed at the same node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.common import KEYS, ROOT, TOKEN, start_control_plane
+from tests.fixtures.services import EtcdServer, free_port
+
+LITELLM_VENV = ROOT / ".venv-litellm"
+LITELLM_PIN = ROOT / "bench" / "litellm-constraints.txt"
+MODEL = {"kind": "Model", "metadata": {"name": "bench"}, "spec": {
+    "ollama_tag": "llama3.2:1b", "capabilities": ["chat"], "context_window": 8192, "keep_alive": "-1"}}  # fmt: skip
+
+
+@dataclass
+class Stack:
+    sim: str
+    router: str
+    litellm: str | None
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def _wait(url: str, what: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited while starting")
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready at {url}")
+
+
+def ensure_litellm() -> Path:
+    """LiteLLM's proxy in a virtualenv of its own (its dependencies would clash with ours)."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print("installing litellm[proxy] into .venv-litellm (once, about 2 minutes)...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "-c", str(LITELLM_PIN), "litellm[proxy]"]
+        subprocess.run(pip, check=True)
+    return binary
+
+
+@contextlib.contextmanager
+def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
+    etcd = EtcdServer(progress_interval="5s")
+    etcd.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-router-"))
+
+    def spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    try:
+        store = {"LLMTUNE_STORE__ENDPOINTS": etcd.url, "LLMTUNE_STORE__NAMESPACE": KEYS.namespace}
+        cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
+        procs.append(cp)
+        sim_port, router_port = free_port(), free_port()
+        sim_env = {**os.environ, "SIM_TOKEN_S": str(sim_token_s), "SIM_LOAD_S": "0", "OLLAMA_NUM_PARALLEL": "64"}
+        sim = spawn("sim", [sys.executable, "-m", "tests.sim", "--port", str(sim_port)], sim_env)
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        _wait(f"{sim_url}/api/version", "the simulator", proc=sim)
+        agent_env = {**os.environ, **store, "LLMTUNE_AGENT__NODE": "bench-node", "LLMTUNE_AGENT__OLLAMA_URL": sim_url,
+                     "LLMTUNE_AGENT__PORT": "0", "LLMTUNE_AGENT__MAX_PARALLEL": "64"}  # fmt: skip
+        spawn("agent", [sys.executable, "-m", "agents.sidecar"], agent_env)
+        router = spawn(
+            "router", [sys.executable, "-m", "router"], {**os.environ, **store, "LLMTUNE_ROUTER__PORT": str(router_port)}
+        )
+        router_url = f"http://127.0.0.1:{router_port}"
+        _wait(f"{api}/readyz", "the control plane", proc=cp)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        httpx.post(f"{api}/api/v1/config:apply", json={"objects": [MODEL]}, headers=headers).raise_for_status()
+        _wait(f"{router_url}/readyz", "the router", proc=router)
+        deadline = time.monotonic() + 60
+        while not httpx.get(f"{router_url}/api/tags").json()["models"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the router never saw the node; logs in {logs}")
+            time.sleep(0.2)
+        stack = Stack(sim_url, router_url, None, {"router": router.pid, "sim": sim.pid})
+        if litellm:
+            stack.litellm = _start_litellm(spawn, sim_url, logs)
+            stack.pids["litellm"] = procs[-1].pid
+        yield stack
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        etcd.close()
+
+
+def _start_litellm(spawn, sim_url: str, logs: Path) -> str:  # type: ignore[no-untyped-def]
+    binary = ensure_litellm()
+    config = logs / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n"
+        f"      model: ollama_chat/llama3.2:1b\n      api_base: {sim_url}\n"
+        "litellm_settings:\n  telemetry: false\n"
+    )
+    port = free_port()
+    # No key: our router has no auth on its data path either, so neither pays for it here.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}  # fmt: skip
+    proc = spawn("litellm", [str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"], env)
+    url = f"http://127.0.0.1:{port}"
+    _wait(f"{url}/health/liveliness", "LiteLLM", timeout_s=120, proc=proc)
+    return url
