@@ -63,8 +63,7 @@ async def route(core: RouterCore, request: Request) -> Response:
     headers = decision_headers(decision, opened, micros)
     if req.stream:
         return StreamingResponse(core.stream(decision, opened, micros), media_type="application/x-ndjson", headers=headers)
-    chunks = [chunk async for chunk in core.stream(decision, opened, micros)]
-    answer = orjson.loads(b"".join(chunks))
+    answer = orjson.loads(await core.body(decision, opened, micros))
     return JSONResponse({"answer": answer, "decision": explain(decision, micros)}, headers=headers)
 
 

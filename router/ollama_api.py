@@ -63,11 +63,12 @@ async def forward(core: RouterCore, request: Request, path: str) -> Response:
         opened = await core.open(decision, path=lambda _c: path, body=_body(decision, body), stream=stream)
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "ollama")
-    media = "application/x-ndjson" if stream else "application/json"
     headers = decision_headers(decision, opened, micros)
-    return StreamingResponse(
-        core.stream(decision, opened, micros), status_code=opened.response.status_code, media_type=media, headers=headers
-    )
+    if not stream:
+        body_bytes = await core.body(decision, opened, micros)
+        return Response(body_bytes, status_code=opened.status, media_type="application/json", headers=headers)
+    chunks = core.stream(decision, opened, micros)
+    return StreamingResponse(chunks, status_code=opened.status, media_type="application/x-ndjson", headers=headers)
 
 
 def _body(decision: Decision, body: dict[str, Any]) -> Any:

@@ -119,14 +119,21 @@ async def forward(core: RouterCore, request: Request, front: str) -> Response:
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "openai")
     headers = decision_headers(decision, opened, micros)
-    chunks = core.stream(decision, opened, micros)
     if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
-        media = "text/event-stream" if stream else "application/json"
-        return StreamingResponse(chunks, status_code=opened.response.status_code, media_type=media, headers=headers)
+        if not stream:
+            return Response(await core.body(decision, opened, micros), status_code=opened.status, headers=headers,
+                            media_type="application/json")  # fmt: skip
+        passthrough = core.stream(decision, opened, micros)
+        return StreamingResponse(passthrough, status_code=opened.status, media_type="text/event-stream", headers=headers)
     if stream:
-        events = _sse(chunks, kind=kind, model=model, include_usage=bool((body.get("stream_options") or {}).get("include_usage")))
+        events = _sse(
+            core.stream(decision, opened, micros),
+            kind=kind,
+            model=model,
+            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer = orjson.loads(b"".join([c async for c in chunks]))
+    answer = orjson.loads(await core.body(decision, opened, micros))
     if "error" in answer:
         return JSONResponse({"error": {"message": answer["error"], "type": "upstream_error", "code": 502}}, status_code=502)
     if path == "/api/embed":
