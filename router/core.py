@@ -3,6 +3,7 @@ answered → the streamed body, with the decision in headers, metrics and an out
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -144,18 +145,22 @@ class RouterCore:
         return opened
 
     async def stream(self, decision: Decision, opened: Opened, decision_us: float) -> AsyncIterator[bytes]:
-        """The upstream's body, first bytes included; accounting when it ends (or breaks)."""
-        ok, tail = False, opened.first[-2048:]
+        """The upstream's body, first bytes included; accounting when it ends or breaks. A client
+        that goes away mid-answer says nothing about the node: it releases the slot, no more."""
+        ok, gone, tail = False, False, opened.first[-2048:]
         try:
             yield opened.first
             async for chunk in opened.rest:
                 tail = (tail + chunk)[-2048:]
                 yield chunk
             ok = True
+        except (asyncio.CancelledError, GeneratorExit):
+            gone = True
+            raise
         finally:
             opened.close(complete=ok)
-            total_ms = self.forwarder.finish(opened, ok=ok)
-            self._record(decision, opened, decision_us, total_ms, ok=ok)
+            total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
+            self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone)
             if ok:
                 self._speed(decision, opened, tail)
 
@@ -176,10 +181,12 @@ class RouterCore:
             rate = final["eval_count"] / (final["eval_duration"] / 1e9)
             self.metrics.tokens_per_s.labels(decision.route or "-", opened.candidate.model.name, node).observe(rate)
 
-    def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool) -> None:
+    def _record(
+        self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool, client_gone: bool = False
+    ) -> None:
         cand = opened.candidate
         node = cand.node.name if cand.node else "endpoint"
-        status = "ok" if ok else "error"
+        status = "ok" if ok else "cancelled" if client_gone else "error"
         labels = (decision.route or "-", cand.model.name, node)
         self.metrics.requests.labels(*labels, status).inc()
         if cand.model.name != decision.first.model.name:

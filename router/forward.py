@@ -139,11 +139,14 @@ class Forwarder:
             raise _AttemptFailed(f"cannot reach it: {exc or type(exc).__name__}", timeout=False) from exc
         return Opened(cand, response, first, response.content.iter_any(), started, time.perf_counter() - started)
 
-    def finish(self, opened: Opened, *, ok: bool) -> float:
+    def finish(self, opened: Opened, *, ok: bool, client_gone: bool = False) -> float:
         """Account for an answer that ended; returns its duration in ms."""
         ms = (time.perf_counter() - opened.started) * 1000
         node = opened.candidate.node.name if opened.candidate.node else "endpoint"
-        self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
+        if client_gone:
+            self.live.released(opened.candidate.model.name, node)
+        else:
+            self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
         return ms
 
 

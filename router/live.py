@@ -94,10 +94,14 @@ class LiveStats:
         if b is not None and self.state(model, node) is BreakerState.HALF_OPEN:
             b.probes += 1
 
-    def finished(self, model: str, node: str, *, ok: bool, latency_ms: float | None = None) -> None:
-        """Account for a request that ended: ``ok`` closes the breaker, failures may open it."""
+    def released(self, model: str, node: str) -> None:
+        """A request ended without telling anything about the node (the client went away)."""
         self._node_in_flight[node] = max(0, self._node_in_flight.get(node, 0) - 1)
         self._model_in_flight[model] = max(0, self._model_in_flight.get(model, 0) - 1)
+
+    def finished(self, model: str, node: str, *, ok: bool, latency_ms: float | None = None) -> None:
+        """Account for a request that ended: ``ok`` closes the breaker, failures may open it."""
+        self.released(model, node)
         if ok:
             self._breakers.pop((model, node), None)
             if latency_ms is not None:

@@ -177,3 +177,19 @@ async def test_busy_or_stalled_node_is_skipped_before_the_first_byte(fleet: tupl
         metrics = (await raw.get("/metrics")).text
         assert 'llmtune_router_retries_total{route="quick"}' in metrics
         assert "llmtune_router_tokens_per_second_count" in metrics and "llmtune_router_decision_seconds_count" in metrics
+
+
+async def test_client_leaving_mid_stream_is_not_a_node_failure(fleet: tuple[Fleet, str]) -> None:
+    f, url = fleet
+    for sim in f.sims.values():
+        sim.engine.settings.token_s = 0.05  # a slow answer, so the client can leave in the middle
+    async with httpx.AsyncClient(base_url=url) as raw:
+        for _ in range(6):  # more than the breaker's 5 consecutive failures
+            async with raw.stream(
+                "POST", "/api/chat", json={"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+            ) as r:
+                async for _line in r.aiter_lines():
+                    break  # the client goes away after the first token
+        await asyncio.sleep(0.2)
+        metrics = (await raw.get("/metrics")).text
+    assert 'status="cancelled"' in metrics and "llmtune_router_circuit_state{" not in metrics

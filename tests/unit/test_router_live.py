@@ -51,3 +51,10 @@ def test_in_flight_limits_and_latency() -> None:
     assert live.available("m", "n") and live.in_flight("n") == 0
     assert live.latency_ms("m", "n") == 200 and live.model_latency_ms("m") == 200
     assert live.latency_ms("m", "other") is None
+
+
+def test_a_client_going_away_only_releases_the_slot() -> None:
+    live = LiveStats(breaker=CircuitBreaker(consecutive_failures=1))
+    live.started("m", "n")
+    live.released("m", "n")
+    assert live.in_flight("n") == 0 and live.state("m", "n") is BreakerState.CLOSED and live.latency_ms("m", "n") is None
