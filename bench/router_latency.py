@@ -28,6 +28,7 @@ def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     ollama = {"messages": MESSAGES, "stream": False}
     out = {
         "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
+        "bare proxy (floor)": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "floor"),
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
         "router, OpenAI API": (f"{stack.router}/v1/chat/completions", {"model": "bench", "messages": MESSAGES}, "router"),
     }
@@ -105,6 +106,9 @@ def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
         if ours is not None:
             goal = "met" if ours[0] < 1 and ours[1] < 5 else "NOT met"
             line = f"  router added p50 {ours[0]:.2f} ms, p99 {ours[1]:.2f} ms; goal p50 < 1 ms and p99 < 5 ms: {goal}"
+            floor = added.get("bare proxy (floor)")
+            if floor is not None:
+                line += f"; over the bare proxy: p50 {ours[0] - floor[0]:+.2f} ms"
             peer = added.get("LiteLLM proxy, OpenAI API")
             mine = added.get("router, OpenAI API")
             if peer is not None and mine is not None and peer[0] > 0:
