@@ -33,10 +33,9 @@ def create_app(settings: StoreSettings, *, store: ConfigStore | None = None) -> 
     registry.register(BreakerStates(core.live))
 
     def capacity(table: RouteTable) -> None:
-        # A node takes up to 4x its parallel slots in flight (Ollama queues the rest itself).
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
-        core.live.set_capacity({name: n.max_parallel * 4 for name, n in nodes.items()}, slots)
+        core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
 
     feed.add_listener(capacity)
 

@@ -14,6 +14,8 @@ from typing import Any
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment, ExperimentState
 from schemas.model import Capability, Model, Provider
+from schemas.nodepool import NodePool
+from schemas.placement import pools_of
 from schemas.route import Route, RouteSpec
 from schemas.status import NodeRegistration, NodeStatus
 
@@ -44,6 +46,12 @@ class NodeEntry:
     url: str
     loaded: frozenset[str]  # tags loaded in memory (a request to them pays no load time)
     max_parallel: int
+    limit: int  # requests the router keeps in flight on the node at most
+
+
+#: Without a pool's max_concurrency_per_node, a node takes this many times its parallel slots
+#: (Ollama queues what it cannot run at once; beyond that, another node is the better bet).
+DEFAULT_QUEUE_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +117,11 @@ def build_table(
     models: dict[str, ModelEntry] = {}
     routes: list[Route] = []
     experiments: dict[str, Experiment] = {}
+    pools: list[NodePool] = []
     for obj in objects:
-        if isinstance(obj, Model):
+        if isinstance(obj, NodePool):
+            pools.append(obj)
+        elif isinstance(obj, Model):
             models[obj.name] = _model_entry(obj)
         elif isinstance(obj, Route):
             routes.append(obj)
@@ -122,9 +133,11 @@ def build_table(
         reg = registrations.get(name)
         if reg is None or not healthy(status):
             continue
-        node = NodeEntry(
-            name, str(reg.ollama_url).rstrip("/"), frozenset(m.name for m in status.loaded_models), reg.capacity.max_parallel
-        )
+        parallel = reg.capacity.max_parallel
+        caps = [p.spec.max_concurrency_per_node for p in pools_of(reg.labels, pools) if p.spec.max_concurrency_per_node]
+        limit = min(caps) if caps else parallel * DEFAULT_QUEUE_FACTOR
+        loaded = frozenset(m.name for m in status.loaded_models)
+        node = NodeEntry(name, str(reg.ollama_url).rstrip("/"), loaded, parallel, limit)
         for tag in status.available_models:
             model = by_tag.get(tag_of(tag))
             if model is not None:

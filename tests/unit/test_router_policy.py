@@ -191,3 +191,18 @@ def test_options_merge_model_target_request_and_clamp() -> None:
 def test_classifier(text: str, task: Task) -> None:
     assert classify(text) is task
     assert estimate_tokens(text) >= len(text) // 4
+
+
+def test_node_limits_come_from_pools_or_parallel_slots() -> None:
+    pool = {
+        "kind": "NodePool",
+        "metadata": {"name": "gpu"},
+        "spec": {"node_selector": {"gpu": "a100"}, "max_concurrency_per_node": 6},
+    }
+    regs = {
+        "a": NodeRegistration(name="a", ollama_url="http://a:1", labels={"gpu": "a100"}),  # type: ignore[arg-type]
+        "b": NodeRegistration(name="b", ollama_url="http://b:1", capacity={"max_parallel": 2}),  # type: ignore[arg-type]
+    }
+    statuses = {n: NodeStatus(node=n, ollama_reachable=True, available_models=["small:1b"]) for n in regs}
+    t = build_table([parse_object(SMALL), parse_object(pool)], regs, statuses, revision=3)
+    assert {n.name: n.limit for n in t.nodes["small"]} == {"a": 6, "b": 8}  # pool cap; else 4x parallel slots
