@@ -121,9 +121,11 @@ class Forwarder:
                 response = await self._client().post(
                     base + path, data=orjson.dumps(body), headers=_JSON, timeout=timeout, allow_redirects=False
                 )
-                if response.status >= 500 or response.status == 404:
+                if response.status >= 500 or response.status in (404, 429):
                     text = (await response.read())[:300].decode(errors="replace")
-                    raise _AttemptFailed(f"HTTP {response.status} {text}", timeout=False, overloaded=response.status == 503)
+                    raise _AttemptFailed(
+                        f"HTTP {response.status} {text}", timeout=False, overloaded=response.status in (429, 503)
+                    )
                 first = await response.content.readany()
         except _AttemptFailed:
             if response is not None:

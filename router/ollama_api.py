@@ -10,9 +10,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from router import openai_upstream
 from router.core import RouterCore, decision_headers, facts, merged_options
 from router.errors import BadInput, render
-from router.forward import UpstreamFailed
+from router.forward import Opened, UpstreamFailed
 from router.policy import Candidate, Decision, NoRoute
 from schemas.model import Capability
 from schemas.route import Task
@@ -60,10 +61,17 @@ async def forward(core: RouterCore, request: Request, path: str) -> Response:
         info = facts(model=model, text=text, headers=request.headers, options=body.get("options"), capabilities=caps, task=task)
         decision, micros = core.decide(info)
         stream = bool(body.get("stream", True)) and path != "/api/embed"
-        opened = await core.open(decision, path=lambda _c: path, body=_body(decision, body), stream=stream)
+        opened = await core.open(
+            decision,
+            path=lambda c: path if c.node else openai_upstream.PATHS[path],
+            body=_body(decision, body, path),
+            stream=stream,
+        )
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "ollama")
     headers = decision_headers(decision, opened, micros)
+    if opened.candidate.node is None:  # an OpenAI-compatible upstream: its answer in Ollama's shapes
+        return await _from_openai(core, decision, opened, micros, path=path, model=model, stream=stream, headers=headers)
     if not stream:
         body_bytes = await core.body(decision, opened, micros)
         return Response(body_bytes, status_code=opened.status, media_type="application/json", headers=headers)
@@ -71,8 +79,31 @@ async def forward(core: RouterCore, request: Request, path: str) -> Response:
     return StreamingResponse(chunks, status_code=opened.status, media_type="application/x-ndjson", headers=headers)
 
 
-def _body(decision: Decision, body: dict[str, Any]) -> Any:
+async def _from_openai(
+    core: RouterCore,
+    decision: Decision,
+    opened: Opened,
+    micros: float,
+    *,
+    path: str,
+    model: str,
+    stream: bool,
+    headers: dict[str, str],
+) -> Response:
+    started = opened.started
+    if stream:
+        lines = openai_upstream.stream(path, core.stream(decision, opened, micros), model=model, started=started)
+        return StreamingResponse(lines, media_type="application/x-ndjson", headers=headers)
+    data = orjson.loads(await core.body(decision, opened, micros))
+    out = openai_upstream.answer(path, data, model=model, started=started)
+    return JSONResponse(out, status_code=502 if "error" in out else 200, headers=headers)
+
+
+def _body(decision: Decision, body: dict[str, Any], path: str) -> Any:
     def build(cand: Candidate) -> dict[str, Any]:
+        if cand.node is None:
+            options = merged_options(decision.table, decision, cand.model, body.get("options"))
+            return openai_upstream.request(path, body, model=cand.model.tag, options=options)
         out = dict(body)
         out["model"] = cand.model.tag
         out["options"] = merged_options(decision.table, decision, cand.model, body.get("options"))

@@ -112,7 +112,7 @@ async def forward(core: RouterCore, request: Request, front: str) -> Response:
         stream = bool(body.get("stream")) and path != "/api/embed"
         opened = await core.open(
             decision,
-            path=lambda c: front if c.node is None else path,
+            path=lambda c: front.removeprefix("/v1") if c.node is None else path,  # endpoints name their /v1 base
             body=lambda c: dict(body, model=c.model.tag) if c.node is None else _ollama_body(path, body, decision, c),
             stream=stream,
         )

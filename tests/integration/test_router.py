@@ -193,3 +193,25 @@ async def test_client_leaving_mid_stream_is_not_a_node_failure(fleet: tuple[Flee
         await asyncio.sleep(0.2)
         metrics = (await raw.get("/metrics")).text
     assert 'status="cancelled"' in metrics and "llmtune_router_circuit_state{" not in metrics
+
+
+async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, str]) -> None:
+    """A Model served by a static OpenAI-compatible endpoint (here a node's own /v1 API, as vLLM would be)."""
+    f, url = fleet
+    hosted = model_doc("hosted", tag="llama3.2:1b", provider="openai", endpoint=f"{f.sims['node-0'].url}/v1")
+    assert (await f.api.post("/api/v1/config:apply", json={"objects": [hosted]})).status_code == 200
+    client = ollama.AsyncClient(host=url)
+
+    async def listed() -> bool:
+        return "hosted" in {m.model for m in (await client.list()).models}
+
+    await f.eventually(listed, timeout_s=5)
+    answer = await client.chat(model="hosted", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3})
+    assert answer.done and answer.message.content and answer.done_reason == "length" and answer.eval_count == 3
+    parts = [p async for p in await client.chat(model="hosted", messages=[{"role": "user", "content": "hi"}], stream=True)]
+    assert parts[-1].done and "".join(p.message.content or "" for p in parts).strip()
+    assert (await client.generate(model="hosted", prompt="say hi")).response
+    oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+    done = await oai.chat.completions.create(model="hosted", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert done.choices[0].message.content and done.choices[0].finish_reason == "length"
+    assert ("POST", "/v1/chat/completions", "llama3.2:1b") in list(f.sims["node-0"].engine.calls)

@@ -8,6 +8,7 @@ import math
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from tests.fixtures.services import free_port
@@ -106,3 +107,16 @@ async def test_full_queue_answers_503_and_faults_inject() -> None:
             assert ["GET", "/api/tags", ""] in calls
     finally:
         await server.stop()
+
+
+async def test_openai_compatible_api_like_ollamas(sim: SimServer) -> None:
+    await ollama.AsyncClient(host=sim.url).pull("llama3.2:1b")
+    client = openai.AsyncOpenAI(base_url=f"{sim.url}/v1", api_key="ollama")
+    done = await client.chat.completions.create(model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert done.choices[0].finish_reason == "length" and done.usage is not None and done.usage.completion_tokens == 2
+    chunks = [c async for c in await client.chat.completions.create(
+        model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}], stream=True)]  # fmt: skip
+    assert chunks[-1].choices[0].finish_reason == "stop" and "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert [m.id for m in (await client.models.list()).data] == ["llama3.2:1b"]
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from tests.sim.engine import VERSION, Engine, Fault, OllamaError, SimModel, answer_words, embed_vector, keep_alive_seconds
+from tests.sim.openai_compat import OpenAICompat
 
 NATURAL_TOKENS = 12  # answer length when num_predict does not cut it short
 Handler = Callable[[Request], Awaitable[Response]]
@@ -290,6 +291,12 @@ class SimApp:
             "/api/delete": (self.delete, ["DELETE"]), "/api/generate": (self.generate, ["POST"]),
             "/api/chat": (self.chat, ["POST"]), "/api/embed": (self.embed, ["POST"]),
             "/api/embeddings": (self.embeddings, ["POST"]), "/sim/state": (self.sim_state, ["GET"]),
+        }  # fmt: skip
+        compat = OpenAICompat(chat=self.chat, generate=self.generate, embed=self.embed, models=lambda: sorted(self.engine.models))
+        api |= {
+            "/v1/chat/completions": (lambda b: compat.completions(b, chat=True), ["POST"]),
+            "/v1/completions": (lambda b: compat.completions(b, chat=False), ["POST"]),
+            "/v1/embeddings": (compat.embeddings, ["POST"]), "/v1/models": (compat.models, ["GET"]),
         }  # fmt: skip
         routes = [Route(path, self._endpoint(path, fn), methods=methods) for path, (fn, methods) in api.items()]
         routes += [
