@@ -138,7 +138,7 @@ class RouterCore:
         try:
             opened = await self.forwarder.open(decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream)
         except Exception:
-            self.metrics.requests.labels(decision.route or "-", "-", "-", "error").inc()
+            self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", "error").inc()
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
@@ -188,7 +188,7 @@ class RouterCore:
         node = cand.node.name if cand.node else "endpoint"
         status = "ok" if ok else "cancelled" if client_gone else "error"
         labels = (decision.route or "-", cand.model.name, node)
-        self.metrics.requests.labels(*labels, status).inc()
+        self.metrics.requests.labels(*labels, decision.variant or "-", status).inc()
         if cand.model.name != decision.first.model.name:
             self.metrics.fallbacks.labels(decision.route or "-").inc()
         self.metrics.upstream.labels(*labels).observe(total_ms / 1000)

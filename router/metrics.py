@@ -20,7 +20,8 @@ class RouterMetrics:
         self.decision = Histogram("llmtune_router_decision_seconds", "Time to decide a request's route", buckets=_FAST,
                                   registry=registry)  # fmt: skip
         labels = ["route", "model", "node"]
-        self.requests = Counter("llmtune_router_requests", "Requests by outcome", [*labels, "status"], registry=registry)
+        self.requests = Counter("llmtune_router_requests", "Requests by outcome (variant: the experiment arm, if any)",
+                                [*labels, "variant", "status"], registry=registry)  # fmt: skip
         self.upstream = Histogram("llmtune_router_upstream_seconds", "Upstream time until the answer ended", labels,
                                   buckets=_SLOW, registry=registry)  # fmt: skip
         self.first_byte = Histogram("llmtune_router_first_byte_seconds", "Upstream time to the first byte (first token)",

@@ -123,6 +123,18 @@ async def test_route_change_applies_to_the_next_request(fleet: tuple[Fleet, str]
 
     await f.eventually(switched, timeout_s=5)
 
+    # A tune reaches the next request's options (model defaults <- request): no restart anywhere.
+    await client.chat(model="small", messages=[{"role": "user", "content": "c"}])
+    assert {s.engine.last_options.get("temperature") for s in f.sims.values()} >= {0.1}
+    resp = await f.api.put("/api/v1/tune", json={"model": "small", "options": {"temperature": 0.9}})
+    assert resp.status_code in (200, 202), resp.text
+
+    async def tuned() -> bool:
+        await client.chat(model="small", messages=[{"role": "user", "content": "d"}])
+        return any(s.engine.last_options.get("temperature") == 0.9 for s in f.sims.values())
+
+    await f.eventually(tuned, timeout_s=5)
+
 
 async def test_official_openai_client_through_the_router(fleet: tuple[Fleet, str]) -> None:
     _f, url = fleet

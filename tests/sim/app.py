@@ -197,6 +197,7 @@ class SimApp:
         if model.embedding:
             raise OllamaError(400, f'"{model.name}" does not support {"chat" if chat else "generate"}')
         options = eng.effective_options(model, body.get("options"))
+        eng.last_options = options
         keep_alive = body.get("keep_alive")
         if prompt == "" if empty is None else empty:
             return JSONResponse(await self._load_only(model, options, keep_alive, chat=chat))
