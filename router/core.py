@@ -87,7 +87,7 @@ def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, req
     """Model defaults (tuned) ← route target or experiment variant ← the request; ``num_ctx``
     clamped to the model's context window."""
     out = dict(model.options)
-    route = next((r for r in table.routes if r.name == decision.route), None)
+    route = table.route(decision.route)
     if route is not None:
         target = next((t for t in route.spec.targets if t.model == model.name), None)
         if target is not None and target.options is not None:
@@ -123,7 +123,7 @@ class RouterCore:
         return decision, micros
 
     def limits(self, decision: Decision) -> tuple[Timeouts, Retries]:
-        route = next((r for r in decision.table.routes if r.name == decision.route), None)
+        route = decision.table.route(decision.route)
         return (route.spec.timeouts, route.spec.retries) if route else (Timeouts(), Retries())
 
     async def open(

@@ -73,6 +73,11 @@ class RouteTable:
     by_alias: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     by_tenant: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     open_routes: tuple[int, ...] = ()
+    by_name: Mapping[str, RouteEntry] = field(default_factory=dict)
+
+    def route(self, name: str | None) -> RouteEntry | None:
+        """The route called ``name`` (None for a request no route matched)."""
+        return self.by_name.get(name) if name is not None else None
 
     def routes_for(self, alias: str | None, tenant: str | None) -> Iterator[RouteEntry]:
         """Routes that may match, in priority order (each still has to pass its full match)."""
@@ -168,4 +173,5 @@ def build_table(
         by_alias=MappingProxyType({k: tuple(v) for k, v in by_alias.items()}),
         by_tenant=MappingProxyType({k: tuple(v) for k, v in by_tenant.items()}),
         open_routes=tuple(open_routes),
+        by_name=MappingProxyType({r.name: r for r in entries}),
     )
