@@ -1,18 +1,21 @@
-"""The floor for a Python proxy on this machine: a bare ASGI app on uvicorn that forwards each
-request to one upstream with aiohttp and returns its body, with no routing work at all. The
-router benchmark sends the same requests through it, so the router's own cost shows as the
-difference between the two.
+"""Floors for a proxy on this machine, with no routing work at all, so the router benchmark can
+tell what the router costs apart from what any proxy costs here:
 
-    python bench/proxy_floor.py UPSTREAM_URL PORT
+* ``http``: a bare ASGI app on uvicorn that forwards each request with aiohttp;
+* ``tcp``: a byte pipe (asyncio streams on uvloop), the cost of the extra hop alone.
+
+    python bench/proxy_floor.py http|tcp UPSTREAM_URL PORT
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 import aiohttp
 import uvicorn
+import uvloop
 
 
 def make_app(upstream: str) -> Any:
@@ -43,5 +46,28 @@ def make_app(upstream: str) -> Any:
     return app
 
 
+async def pipe_server(upstream: str, port: int) -> None:
+    host, up_port = upstream.removeprefix("http://").rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(up_port))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 if __name__ == "__main__":
-    uvicorn.run(make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+    mode, upstream, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "tcp":
+        uvloop.run(pipe_server(upstream, port))
+    else:
+        uvicorn.run(make_app(upstream), host="127.0.0.1", port=port, log_level="warning", access_log=False)

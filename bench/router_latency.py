@@ -28,6 +28,7 @@ def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     ollama = {"messages": MESSAGES, "stream": False}
     out = {
         "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
+        "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "pipe"),
         "bare proxy (floor)": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "floor"),
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
         "router, OpenAI API": (f"{stack.router}/v1/chat/completions", {"model": "bench", "messages": MESSAGES}, "router"),

@@ -29,7 +29,8 @@ MODEL = {"kind": "Model", "metadata": {"name": "bench"}, "spec": {
 class Stack:
     sim: str
     router: str
-    floor: str  # a bare pass-through proxy (bench/proxy_floor.py): what any Python proxy costs here
+    floor: str  # a bare HTTP pass-through proxy (bench/proxy_floor.py): what any Python proxy costs here
+    pipe: str  # a TCP byte pipe: what the extra hop alone costs
     litellm: str | None
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -95,10 +96,11 @@ def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the router never saw the node; logs in {logs}")
             time.sleep(0.2)
-        floor_port = free_port()
-        floor = spawn("floor", [sys.executable, "bench/proxy_floor.py", sim_url, str(floor_port)], dict(os.environ))
-        stack = Stack(sim_url, router_url, f"http://127.0.0.1:{floor_port}", None, {"router": router.pid, "sim": sim.pid,
-                      "floor": floor.pid})  # fmt: skip
+        floor_port, pipe_port = free_port(), free_port()
+        floor = spawn("floor", [sys.executable, "bench/proxy_floor.py", "http", sim_url, str(floor_port)], dict(os.environ))
+        pipe = spawn("pipe", [sys.executable, "bench/proxy_floor.py", "tcp", sim_url, str(pipe_port)], dict(os.environ))
+        stack = Stack(sim_url, router_url, f"http://127.0.0.1:{floor_port}", f"http://127.0.0.1:{pipe_port}", None,
+                      {"router": router.pid, "sim": sim.pid, "floor": floor.pid, "pipe": pipe.pid})  # fmt: skip
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
             stack.litellm = _start_litellm(spawn, sim_url, logs)
