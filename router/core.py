@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from router.classify import Classifier, classify, estimate_tokens
+from router.errors import BadInput
 from router.forward import Forwarder, Opened
 from router.live import LiveStats
 from router.metrics import RouterMetrics
@@ -66,8 +67,13 @@ def facts(
 ) -> Request:
     """The policy's view of a request: hints from ``x-route-*`` headers, the rest inferred."""
     hinted = headers.get("x-route-task")
-    predict = int((options or {}).get("num_predict") or 0)
-    max_cost = headers.get("x-route-max-cost")
+    if options is not None and not isinstance(options, Mapping):
+        raise BadInput("'options' must be an object")
+    try:
+        predict = int((options or {}).get("num_predict") or 0)
+        max_cost = float(headers["x-route-max-cost"]) if headers.get("x-route-max-cost") else None
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"num_predict must be an integer and x-route-max-cost a number ({exc})") from exc
     return Request(
         model=model,
         task=task or (Task(hinted) if hinted is not None and hinted in Task._value2member_map_ else classifier(text)),
@@ -77,7 +83,7 @@ def facts(
         capabilities=capabilities,
         prompt_tokens=estimate_tokens(text),
         max_output_tokens=predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,
-        max_cost=float(max_cost) if max_cost else None,
+        max_cost=max_cost,
         sticky=headers.get("x-sticky-key"),
         draw=random.random(),
     )

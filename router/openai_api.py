@@ -95,7 +95,7 @@ async def forward(core: RouterCore, request: Request, front: str) -> Response:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("'model' is required")
-        if int(body.get("n") or 1) != 1:
+        if body.get("n") not in (None, 1):
             raise BadInput("only n=1 is supported")
         caps: frozenset[Capability] = frozenset()
         if path == "/api/chat":

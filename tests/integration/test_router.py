@@ -80,6 +80,11 @@ async def test_official_ollama_client_through_the_router(fleet: tuple[Fleet, str
         assert resp.headers["x-route-node"] in ("node-0", "node-1") and float(resp.headers["x-route-decision-us"]) > 0
         bad = await raw.post("/api/chat", content=b"{not json")
         assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+        msgs = [{"role": "user", "content": "x"}]
+        odd = await raw.post("/api/chat", json={"model": "chat", "messages": msgs, "options": [1]})
+        assert odd.status_code == 400 and "'options' must be an object" in odd.json()["error"]
+        cost = await raw.post("/api/chat", json={"model": "chat", "messages": msgs}, headers={"x-route-max-cost": "cheap"})
+        assert cost.status_code == 400 and "x-route-max-cost" in cost.json()["error"]
         dry = await raw.post("/api/v1/route", json={"prompt": "def f(): pass", "model": "chat", "dry_run": True})
         decision = dry.json()["decision"]
         assert dry.status_code == 200 and decision["model"] == "small" and decision["fallbacks"]
