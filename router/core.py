@@ -95,13 +95,10 @@ def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, req
     out = dict(model.options)
     route = table.route(decision.route)
     if route is not None:
-        target = next((t for t in route.spec.targets if t.model == model.name), None)
-        if target is not None and target.options is not None:
-            out.update(target.options.model_dump(exclude_none=True))
-        if route.experiment is not None and decision.variant is not None:
-            variant = next(v for v in route.experiment.spec.variants if v.name == decision.variant)
-            if variant.model == model.name and variant.options is not None:
-                out.update(variant.options.model_dump(exclude_none=True))
+        out.update(route.target_options.get(model.name, {}))
+        variant = route.variant_options.get(decision.variant) if decision.variant else None
+        if variant is not None and variant[0] == model.name:
+            out.update(variant[1])
     out.update(request or {})
     if "num_ctx" in out:
         out["num_ctx"] = min(int(out["num_ctx"]), model.context_window)
@@ -183,7 +180,7 @@ class RouterCore:
         except orjson.JSONDecodeError:
             return
         if isinstance(final, dict) and final.get("eval_count") and final.get("eval_duration"):
-            node = opened.candidate.node.name if opened.candidate.node else "endpoint"
+            node = opened.candidate.node_name
             rate = final["eval_count"] / (final["eval_duration"] / 1e9)
             self.metrics.tokens_per_s.labels(decision.route or "-", opened.candidate.model.name, node).observe(rate)
 
@@ -191,7 +188,7 @@ class RouterCore:
         self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool, client_gone: bool = False
     ) -> None:
         cand = opened.candidate
-        node = cand.node.name if cand.node else "endpoint"
+        node = cand.node_name
         status = "ok" if ok else "cancelled" if client_gone else "error"
         labels = (decision.route or "-", cand.model.name, node)
         self.metrics.requests.labels(*labels, decision.variant or "-", status).inc()
@@ -219,7 +216,7 @@ def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> 
     cand = opened.candidate
     return {
         "x-route-model": cand.model.name,
-        "x-route-node": cand.node.name if cand.node else "endpoint",
+        "x-route-node": cand.node_name,
         "x-route-variant": decision.variant or "",
         "x-route-name": decision.route or "",
         "x-route-decision-us": f"{decision_us:.1f}",

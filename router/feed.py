@@ -7,39 +7,14 @@ Requests hold the table they started with; a rebuild only swaps the reference.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from collections.abc import Callable
-from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
 
 from controlplane.store.base import ConfigStore
 from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
+from controlplane.store.view import ConfigView, decode_keyed
 from router.table import RouteTable, build_table
-from schemas.common import ConfigObject
-from schemas.registry import parse_object
 from schemas.status import NodeRegistration, NodeStatus
-
-log = logging.getLogger(__name__)
-T = TypeVar("T", bound=BaseModel)
-
-
-def _decode_all(snapshot: Snapshot, cls: type[T], old: dict[str, tuple[int, T]]) -> dict[str, tuple[int, T]]:
-    """Values by the key's last segment, decoding only what changed since ``old``."""
-    out: dict[str, tuple[int, T]] = {}
-    for key, kv in snapshot.items.items():
-        name = key.rsplit("/", 1)[-1]
-        prev = old.get(name)
-        if prev is not None and prev[0] == kv.mod_revision:
-            out[name] = prev
-            continue
-        try:
-            out[name] = (kv.mod_revision, cls.model_validate_json(kv.value))
-        except ValidationError:
-            log.error("ignoring unreadable %s at %s", cls.__name__, key)
-    return out
 
 
 class TableFeed:
@@ -50,9 +25,9 @@ class TableFeed:
         self.nodes = Informer(store, keys.nodes_prefix(), idle_timeout_s=idle_timeout_s)
         self.status = Informer(store, keys.status_prefix(), idle_timeout_s=idle_timeout_s)
         self.table = build_table([], {}, {}, revision=0)
-        self._objects: dict[str, tuple[int, ConfigObject]] = {}
-        self._registrations: dict[str, tuple[int, NodeRegistration]] = {}
-        self._statuses: dict[str, tuple[int, NodeStatus]] = {}
+        self._view = ConfigView(keys)
+        self._registrations: dict[str, NodeRegistration] = {}
+        self._statuses: dict[str, NodeStatus] = {}
         self._listeners: list[Callable[[RouteTable], None]] = []
         self.config.add_handler(self._on_config)
         self.nodes.add_handler(self._on_nodes)
@@ -62,36 +37,21 @@ class TableFeed:
         self._listeners.append(listener)
 
     def _on_config(self, snapshot: Snapshot) -> None:
-        objects: dict[str, tuple[int, ConfigObject]] = {}
-        for key, kv in snapshot.items.items():
-            prev = self._objects.get(key)
-            if prev is not None and prev[0] == kv.mod_revision:
-                objects[key] = prev
-                continue
-            try:
-                objects[key] = (kv.mod_revision, parse_object(json.loads(kv.value)).with_revision(kv.mod_revision))
-            except (ValueError, ValidationError):
-                log.error("invalid stored object %s; keeping the last good value", key)
-                if prev is not None:
-                    objects[key] = prev
-        self._objects = objects
+        self._view.on_snapshot(snapshot)
         self._rebuild()
 
     def _on_nodes(self, snapshot: Snapshot) -> None:
-        self._registrations = _decode_all(snapshot, NodeRegistration, self._registrations)
+        self._registrations, _ = decode_keyed(snapshot, NodeRegistration, self._registrations)
         self._rebuild()
 
     def _on_status(self, snapshot: Snapshot) -> None:
-        self._statuses = _decode_all(snapshot, NodeStatus, self._statuses)
+        self._statuses, _ = decode_keyed(snapshot, NodeStatus, self._statuses)
         self._rebuild()
 
     def _rebuild(self) -> None:
         revision = max(self.config.snapshot.revision, self.nodes.snapshot.revision, self.status.snapshot.revision)
         self.table = build_table(
-            [o for _, o in self._objects.values()],
-            {k: v for k, (_, v) in self._registrations.items()},
-            {k: v for k, (_, v) in self._statuses.items()},
-            revision=revision,
+            [stored.obj for stored in self._view.state.values()], self._registrations, self._statuses, revision=revision
         )
         for listener in self._listeners:
             listener(self.table)

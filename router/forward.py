@@ -91,9 +91,8 @@ class Forwarder:
         for attempt, cand in enumerate(decision.candidates()):
             if attempt > retries.max_attempts or time.monotonic() >= deadline:
                 break
-            node = cand.node.name if cand.node else "endpoint"
+            node = cand.node_name
             self.live.started(cand.model.name, node)
-            started = time.perf_counter()
             try:
                 opened = await self._try(cand, path(cand), body(cand), timeouts, deadline, stream=stream)
             except _AttemptFailed as exc:
@@ -103,7 +102,7 @@ class Forwarder:
                 if not _retry_allowed(exc, retries):
                     break
                 continue
-            opened.started, opened.failed = started, failed
+            opened.failed = failed
             return opened
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout, attempts=failed)
 
@@ -144,7 +143,7 @@ class Forwarder:
     def finish(self, opened: Opened, *, ok: bool, client_gone: bool = False) -> float:
         """Account for an answer that ended; returns its duration in ms."""
         ms = (time.perf_counter() - opened.started) * 1000
-        node = opened.candidate.node.name if opened.candidate.node else "endpoint"
+        node = opened.candidate.node_name
         if client_gone:
             self.live.released(opened.candidate.model.name, node)
         else:

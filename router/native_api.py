@@ -22,7 +22,7 @@ from schemas.routing import RouteRequest
 def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, Any]:
     chain = []
     for cand in decision.candidates():
-        chain.append({"model": cand.model.name, "node": cand.node.name if cand.node else "endpoint"})
+        chain.append({"model": cand.model.name, "node": cand.node_name})
         if len(chain) >= limit:
             break
     first = decision.first
@@ -32,7 +32,7 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
         "variant": decision.variant,
         "model": first.model.name,
         "ollama_tag": first.model.tag,
-        "node": first.node.name if first.node else "endpoint",
+        "node": first.node_name,
         "fallbacks": chain[1:],
         "reasons": list(decision.reasons),
         "decision_us": round(micros, 1),

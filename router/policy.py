@@ -101,6 +101,11 @@ class Candidate:
     model: ModelEntry
     node: NodeEntry | None  # None: a static OpenAI-compatible endpoint
 
+    @property
+    def node_name(self) -> str:
+        """The node's name, or ``endpoint`` for a static upstream (labels, headers, live figures)."""
+        return self.node.name if self.node else "endpoint"
+
 
 @dataclass(frozen=True, eq=False)
 class Decision:

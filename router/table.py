@@ -59,6 +59,19 @@ class RouteEntry:
     name: str
     spec: RouteSpec
     experiment: Experiment | None  # only while it runs
+    # Option overrides by target model and by experiment variant, as plain dicts once per table
+    # (not dumped from pydantic on every request).
+    target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variant_options: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)  # variant -> (model, options)
+
+
+def _route_entry(route: Route, experiment: Experiment | None) -> RouteEntry:
+    targets = {t.model: t.options.model_dump(exclude_none=True) for t in route.spec.targets if t.options is not None}
+    variants = {
+        v.name: (v.model, v.options.model_dump(exclude_none=True) if v.options else {})
+        for v in (experiment.spec.variants if experiment else [])
+    }
+    return RouteEntry(route.name, route.spec, experiment, MappingProxyType(targets), MappingProxyType(variants))
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,7 @@ def build_table(
             if model is not None:
                 holders.setdefault(model, []).append(node)
     entries = tuple(
-        RouteEntry(r.name, r.spec, experiments.get(r.spec.experiment) if r.spec.experiment else None)
+        _route_entry(r, experiments.get(r.spec.experiment) if r.spec.experiment else None)
         for r in sorted(routes, key=lambda r: (-r.spec.priority, r.name))
     )
     by_alias: dict[str, list[int]] = {}

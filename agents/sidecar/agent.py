@@ -68,7 +68,6 @@ class Agent:
         self.metrics = AgentMetrics(self.registry)
         self.applied_revision = 0
         self.observed: Observed | None = None
-        self.version: str | None = None
         self.draining = False
         self.server_settings: dict[str, str] = {}
         self.restart_required: list[str] = []
@@ -85,7 +84,7 @@ class Agent:
 
     # -- configuration -----------------------------------------------------------------------
     def _on_snapshot(self, snapshot: Snapshot) -> None:
-        self.desired.update(snapshot.items, None if snapshot.relisted else [ev.key for ev in snapshot.changes])
+        self.desired.on_snapshot(snapshot)
         self._wake.set()
 
     def wanted(self) -> Desired:
@@ -135,7 +134,6 @@ class Agent:
             if self.process is None:
                 self._baseline_env = None
         self.observed = observed
-        self.version = observed.version if observed else self.version
 
     async def _apply_server_settings(self, server: ServerSettings) -> None:
         env = server.environment()
@@ -197,7 +195,7 @@ class Agent:
         return NodeStatus(
             node=self.settings.node,
             ollama_reachable=obs is not None,
-            ollama_version=self.version,
+            ollama_version=self.node.version or None,  # the last version Ollama reported
             loaded_models=sorted(loaded, key=lambda m: m.name),
             available_models=sorted(obs.present) if obs else [],
             applied_revision=self.applied_revision,

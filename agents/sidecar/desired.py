@@ -11,18 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from controlplane.store.base import KeyValue
+from controlplane.store.informer import Snapshot
 from controlplane.store.keys import KeySpace
+from controlplane.store.view import ConfigView
 from schemas.model import Capability, Model
 from schemas.nodepool import NodePool, ServerSettings
 from schemas.placement import placed_on, prunes, server_settings
-from schemas.registry import parse_object
 
 log = logging.getLogger(__name__)
 #: Options Ollama applies when it loads a runner: a change means a reload (and a re-warm).
@@ -98,42 +96,27 @@ def desired_model(model: Model) -> DesiredModel:
 
 
 class DesiredState:
-    """Decodes Models and NodePools from config snapshots (keeping the last good value of an item
-    that no longer validates) and answers what a node with given labels should hold."""
+    """What a node with given labels should hold, over the shared decoded view of configuration
+    (which decodes only changed keys and keeps the last good value of an item that no longer
+    validates); a Model's requirements are derived once per revision of it."""
 
     def __init__(self, keys: KeySpace) -> None:
-        self._keys = keys
-        # key -> (mod revision, object, what a node holding it needs: derived once per revision)
-        self._decoded: dict[str, tuple[int, Model | NodePool, DesiredModel | None]] = {}
+        self.view = ConfigView(keys)
+        self._derived: dict[str, tuple[int, DesiredModel]] = {}  # Model name -> (revision, what it needs)
 
-    def update(self, items: Mapping[str, KeyValue], changed: Iterable[str] | None = None) -> None:
-        """Take a snapshot's items; ``changed``: the only keys that moved (None: look at all)."""
-        decoded = self._decoded.copy() if changed is not None else {}
-        for key in items if changed is None else changed:
-            kind, _ = self._keys.parse_config(key)
-            if kind not in ("models", "nodepools"):
-                continue
-            old, kv = self._decoded.get(key), items.get(key)
-            if kv is None:
-                decoded.pop(key, None)
-                continue
-            if old is not None and old[0] == kv.mod_revision:
-                decoded[key] = old
-                continue
-            try:
-                obj = parse_object(json.loads(kv.value)).with_revision(kv.mod_revision)
-            except (ValueError, ValidationError):
-                log.error("invalid stored object %s at revision %d; keeping the last good value", key, kv.mod_revision)
-                if old is not None:
-                    decoded[key] = old
-                continue
-            assert isinstance(obj, Model | NodePool)
-            decoded[key] = (kv.mod_revision, obj, desired_model(obj) if isinstance(obj, Model) else None)
-        self._decoded = decoded
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        self.view.on_snapshot(snapshot)
+
+    def _desired(self, model: Model, revision: int) -> DesiredModel:
+        cached = self._derived.get(model.name)
+        if cached is None or cached[0] != revision:
+            cached = self._derived[model.name] = (revision, desired_model(model))
+        return cached[1]
 
     def for_node(self, labels: Mapping[str, str], revision: int) -> Desired:
-        models = sorted(((o, d) for _, o, d in self._decoded.values() if isinstance(o, Model) and d), key=lambda p: p[0].name)
-        pools = {o.name: o for _, o, _ in self._decoded.values() if isinstance(o, NodePool)}
+        state = self.view.state
+        models = [(s.obj, self._desired(s.obj, s.revision)) for _, s in sorted(state.items()) if isinstance(s.obj, Model)]
+        pools = {s.obj.name: s.obj for s in state.values() if isinstance(s.obj, NodePool)}
         wanted: dict[str, DesiredModel] = {}
         for model, d in models:
             if placed_on(model, labels, pools):

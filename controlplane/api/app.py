@@ -24,12 +24,12 @@ from controlplane.services.history import History
 from controlplane.services.loops import every
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
-from controlplane.services.view import ConfigView
 from controlplane.settings import Settings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
+from controlplane.store.view import ConfigView
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
 from controlplane.services.fleet import FleetView
 from controlplane.services.tokens import Principal, Role, TokenService
 from controlplane.services.tuning import TuningService
-from controlplane.services.view import ConfigView
 from controlplane.store.base import ConfigStore
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
+from controlplane.store.view import ConfigView
 
 
 @dataclass

@@ -24,10 +24,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from controlplane.services.diff import compare, unified
 from controlplane.services.errors import AlreadyExists, BadRequest, Busy, Invalid, NotFound, StaleRevision, TooLarge
 from controlplane.services.history import Change, History, Record
-from controlplane.services.view import ConfigView, Stored, decode
 from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
+from controlplane.store.view import ConfigView, Stored, decode
 from schemas.common import ConfigObject
 from schemas.registry import KINDS, parse_object
 from schemas.validation import Problem, affected_by, check_references

@@ -4,46 +4,17 @@ informers), which nodes should hold each model, and desired versus actual per mo
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from controlplane.services.view import ConfigView
 from controlplane.store.informer import Snapshot
+from controlplane.store.view import ConfigView, decode_keyed
 from schemas.model import Model
 from schemas.nodepool import NodePool
 from schemas.placement import placed_on
 from schemas.status import ConditionType, ModelCondition, NodeRegistration, NodeStatus
-
-log = logging.getLogger(__name__)
-T = TypeVar("T", bound=BaseModel)
-
-
-def _decode(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> tuple[dict[str, T], list[str]]:
-    """Decoded values by node name, and the nodes decoded again: only keys the snapshot changed
-    (a status write per node per change would otherwise decode the whole fleet each time)."""
-    if snapshot.relisted:
-        out: dict[str, T] = {}
-        keys = list(snapshot.items)
-    else:
-        out = previous.copy()
-        keys = [ev.key for ev in snapshot.changes]
-    nodes = [key.rsplit("/", 1)[-1] for key in keys]
-    for key, node in zip(keys, nodes, strict=True):
-        kv = snapshot.items.get(key)
-        if kv is None:
-            out.pop(node, None)
-            continue
-        try:
-            out[node] = cls.model_validate_json(kv.value)
-        except ValidationError:
-            log.error("ignoring unreadable %s at %s", cls.__name__, key)
-            out.pop(node, None)
-    return out, nodes
 
 
 class FleetView:
@@ -57,11 +28,11 @@ class FleetView:
         self._changed = asyncio.Event()
 
     def on_nodes(self, snapshot: Snapshot) -> None:
-        self.registrations, _ = _decode(snapshot, NodeRegistration, self.registrations)
+        self.registrations, _ = decode_keyed(snapshot, NodeRegistration, self.registrations)
         self._notify()
 
     def on_status(self, snapshot: Snapshot) -> None:
-        self.statuses, nodes = _decode(snapshot, NodeStatus, self.statuses)
+        self.statuses, nodes = decode_keyed(snapshot, NodeStatus, self.statuses)
         for node in nodes:
             self.status_versions[node] = self.status_versions.get(node, 0) + 1
         self._notify()

@@ -14,7 +14,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import Invalid, StaleRevision
 from controlplane.services.fleet import FleetView, NodeModelState, model_on_node, pools_in
-from controlplane.services.view import ConfigView, Stored
+from controlplane.store.view import ConfigView, Stored
 from schemas.model import Model
 from schemas.placement import matches
 from schemas.registry import parse_object

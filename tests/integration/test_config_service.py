@@ -197,8 +197,8 @@ async def viewed(etcd_store: EtcdStore, engine: Engine, keys: KeySpace) -> Async
     """The service as the API runs it: validating against the informer-fed view."""
     import asyncio
 
-    from controlplane.services.view import ConfigView
     from controlplane.store.informer import Informer
+    from controlplane.store.view import ConfigView
 
     view = ConfigView(keys)
     informer = Informer(etcd_store, keys.config_prefix())

@@ -13,7 +13,8 @@ from agents.sidecar.desired import DesiredState, desired_model, tag
 from agents.sidecar.node import matches, modelfile_system, parse_parameters
 from controlplane.services.errors import Invalid
 from controlplane.services.tuning import patched
-from controlplane.store.base import KeyValue
+from controlplane.store.base import Event, EventType, KeyValue
+from controlplane.store.informer import Snapshot
 from controlplane.store.keys import KeySpace
 from schemas.model import Model
 from schemas.nodepool import ServerSettings
@@ -28,6 +29,21 @@ def kv(kind: str, doc: dict[str, object], revision: int) -> tuple[str, KeyValue]
     return key, KeyValue(key, json.dumps(doc).encode(), revision, revision, 1)
 
 
+def feed(state: DesiredState, items: dict[str, KeyValue], changed: list[str] | None = None) -> None:
+    """Hand ``state`` a snapshot: a full listing, or only the ``changed`` keys as watch events."""
+    revision = max((kv.mod_revision for kv in items.values()), default=1)
+    if changed is None:
+        state.on_snapshot(Snapshot(revision, items, relisted=True))
+        return
+    events = tuple(
+        Event(EventType.PUT, k, items[k].value, items[k].mod_revision)
+        if k in items
+        else Event(EventType.DELETE, k, b"", revision)
+        for k in changed
+    )
+    state.on_snapshot(Snapshot(revision, items, changes=events))
+
+
 def test_placement_by_selector_and_pool_and_server_settings() -> None:
     pool = {"kind": "NodePool", "metadata": {"name": "a100"}, "spec": {
         "node_selector": {"gpu": "a100"}, "server": {"num_parallel": 8, "flash_attention": True}, "prune": True}}  # fmt: skip
@@ -38,7 +54,7 @@ def test_placement_by_selector_and_pool_and_server_settings() -> None:
         kv("nodepools", pool, 6),
     ]
     state = DesiredState(KEYS)
-    state.update(dict(docs))
+    feed(state, dict(docs))
     gpu = state.for_node({"gpu": "a100", "zone": "us"}, 9)
     assert sorted(gpu.models) == ["llama3.1:70b", "llama3.1:8b"] and gpu.revision == 9 and gpu.prune
     assert gpu.server.environment() == {"OLLAMA_NUM_PARALLEL": "8", "OLLAMA_FLASH_ATTENTION": "1"}
@@ -49,8 +65,8 @@ def test_placement_by_selector_and_pool_and_server_settings() -> None:
 def test_an_invalid_stored_item_keeps_its_last_good_value() -> None:
     key, good = kv("models", model_doc("m", tag="m:1"), 3)
     state = DesiredState(KEYS)
-    state.update({key: good})
-    state.update({key: KeyValue(key, b'{"kind": "Model", "metadata": {"name": "m"}, "spec": {}}', 4, 3, 2)})
+    feed(state, {key: good})
+    feed(state, {key: KeyValue(key, b'{"kind": "Model", "metadata": {"name": "m"}, "spec": {}}', 4, 3, 2)})
     assert list(state.for_node({}, 4).models) == ["m:1"]
 
 
@@ -103,9 +119,9 @@ def test_quantized_kv_cache_needs_flash_attention() -> None:
 def test_incremental_updates_touch_only_changed_keys() -> None:
     (k1, v1), (k2, v2) = kv("models", model_doc("a", tag="a:1"), 3), kv("models", model_doc("b", tag="b:1"), 4)
     state = DesiredState(KEYS)
-    state.update({k1: v1, k2: v2})
+    feed(state, {k1: v1, k2: v2})
     _, v2b = kv("models", model_doc("b", tag="b:2"), 5)
-    state.update({k1: v1, k2: v2b}, changed=[k2])
+    feed(state, {k1: v1, k2: v2b}, changed=[k2])
     assert sorted(state.for_node({}, 5).models) == ["a:1", "b:2"]
-    state.update({k2: v2b}, changed=[k1])  # a deleted
+    feed(state, {k2: v2b}, changed=[k1])  # a deleted
     assert sorted(state.for_node({}, 6).models) == ["b:2"]

@@ -13,11 +13,11 @@ from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService, encode
 from controlplane.services.errors import Busy
 from controlplane.services.history import History
-from controlplane.services.view import ConfigView
 from controlplane.store.base import Op, Put
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
+from controlplane.store.view import ConfigView
 from schemas.registry import parse_object
 from tests.helpers import model_doc
 

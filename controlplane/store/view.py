@@ -1,8 +1,9 @@
-"""The control plane's decoded read model of desired configuration, fed by the one informer.
+"""Decoded read models of informer snapshots, shared by every consumer (control plane, agents,
+router): ``ConfigView`` for desired configuration, ``decode_keyed`` for per-node keys.
 
 Only changed keys are decoded on each snapshot, so a write validates against 10,000 objects
-without listing or parsing them again. A stored item that no longer validates is logged and the
-last good value is kept (consumers validate again on read).
+without listing or parsing them again. A stored configuration item that no longer validates is
+logged and the last good value is kept (consumers validate again on read).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from controlplane.store.base import EventType, KeyValue
 from controlplane.store.informer import Snapshot
@@ -24,6 +26,7 @@ from schemas.registry import parse_object
 
 log = logging.getLogger(__name__)
 ObjectKey = tuple[str, str]
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +95,26 @@ class ConfigView:
         except TimeoutError:
             return False
         return True
+
+
+def decode_keyed(snapshot: Snapshot, cls: type[T], previous: dict[str, T]) -> tuple[dict[str, T], list[str]]:
+    """Values by the key's last segment (a node name), and the names decoded again: only keys the
+    snapshot changed (a status write per node per change would otherwise decode the whole fleet)."""
+    if snapshot.relisted:
+        out: dict[str, T] = {}
+        keys = list(snapshot.items)
+    else:
+        out = previous.copy()
+        keys = [ev.key for ev in snapshot.changes]
+    nodes = [key.rsplit("/", 1)[-1] for key in keys]
+    for key, node in zip(keys, nodes, strict=True):
+        kv = snapshot.items.get(key)
+        if kv is None:
+            out.pop(node, None)
+            continue
+        try:
+            out[node] = cls.model_validate_json(kv.value)
+        except ValidationError:
+            log.error("ignoring unreadable %s at %s", cls.__name__, key)
+            out.pop(node, None)
+    return out, nodes
