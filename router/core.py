@@ -19,7 +19,7 @@ from router.errors import BadInput
 from router.forward import Forwarder, Opened
 from router.live import LiveStats
 from router.metrics import RouterMetrics
-from router.policy import Candidate, Decision, Request, decide
+from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.table import ModelEntry, RouteTable
 from schemas.model import Capability
 from schemas.route import Retries, Task, Timeouts
@@ -120,7 +120,11 @@ class RouterCore:
     def decide(self, request: Request) -> tuple[Decision, float]:
         """The decision and the microseconds it took (NoRoute propagates)."""
         started = time.perf_counter_ns()
-        decision = decide(self.table, request, self.live)
+        try:
+            decision = decide(self.table, request, self.live)
+        except NoRoute as exc:
+            self.metrics.rejected.labels("unknown_model" if exc.unknown_model else "no_route").inc()
+            raise
         micros = (time.perf_counter_ns() - started) / 1000
         self.metrics.decision.observe(micros / 1e6)
         return decision, micros

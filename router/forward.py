@@ -25,10 +25,9 @@ from schemas.route import Retries, Timeouts
 class UpstreamFailed(Exception):
     """Every candidate tried failed before answering; ``timeout`` says whether the last one timed out."""
 
-    def __init__(self, message: str, *, timeout: bool, attempts: list[str]) -> None:
+    def __init__(self, message: str, *, timeout: bool) -> None:
         super().__init__(message)
         self.timeout = timeout
-        self.attempts = attempts
 
 
 @dataclass
@@ -104,7 +103,7 @@ class Forwarder:
                 continue
             opened.failed = failed
             return opened
-        raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout, attempts=failed)
+        raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
 
     async def _try(
         self, cand: Candidate, path: str, body: Mapping[str, Any], timeouts: Timeouts, deadline: float, *, stream: bool

@@ -71,6 +71,10 @@ async def test_official_ollama_client_through_the_router(fleet: tuple[Fleet, str
     with pytest.raises(ollama.ResponseError) as not_embedding:
         await client.embed(model="small", input="x")
     assert not_embedding.value.status_code == 503 and "lacks embed" in not_embedding.value.error
+    async with httpx.AsyncClient(base_url=url) as raw:
+        refused = (await raw.get("/metrics")).text
+    assert 'llmtune_router_rejected_total{reason="unknown_model"} 1.0' in refused
+    assert 'llmtune_router_rejected_total{reason="no_route"} 1.0' in refused
 
     async with httpx.AsyncClient(base_url=url) as raw:
         resp = await raw.post(
