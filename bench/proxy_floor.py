@@ -2,9 +2,11 @@
 tell what the router costs apart from what any proxy costs here:
 
 * ``http``: a bare ASGI app on uvicorn that forwards each request with aiohttp;
+* ``raw``: the router's own HTTP server and upstream client (router/http.py, router/upstream.py)
+  with no routing work: what the router's plumbing costs apart from its decisions;
 * ``tcp``: a byte pipe (asyncio streams on uvloop), the cost of the extra hop alone.
 
-    python bench/proxy_floor.py http|tcp UPSTREAM_URL PORT
+    python -m bench.proxy_floor http|raw|tcp UPSTREAM_URL PORT
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from typing import Any
 import aiohttp
 import uvicorn
 import uvloop
+
+from router.http import HttpServer, Incoming, Reply
+from router.upstream import Origin, UpstreamPool
+
+
+def _fix(body: bytes) -> bytes:
+    return body.replace(b'"model":"bench"', b'"model":"llama3.2:1b"').replace(b'"model": "bench"', b'"model": "llama3.2:1b"')
 
 
 def make_app(upstream: str) -> Any:
@@ -34,7 +43,7 @@ def make_app(upstream: str) -> Any:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        body = body.replace(b'"model":"bench"', b'"model":"llama3.2:1b"').replace(b'"model": "bench"', b'"model": "llama3.2:1b"')
+        body = _fix(body)
         if session is None:
             session = aiohttp.ClientSession()
         async with session.post(upstream + scope["path"], data=body, headers={"Content-Type": "application/json"}) as resp:
@@ -44,6 +53,20 @@ def make_app(upstream: str) -> Any:
         await send({"type": "http.response.body", "body": data})
 
     return app
+
+
+async def raw_server(upstream: str, port: int) -> None:
+    pool, origin = UpstreamPool(), Origin.parse(upstream)
+
+    async def forward(request: Incoming) -> Reply:
+        response = await pool.post(origin, request.path, _fix(request.body), connect_timeout_s=5)
+        body = await response.read()
+        response.release()
+        return Reply(response.status, body)
+
+    server = HttpServer({"/api/chat": {"POST": forward}})
+    await server.start("127.0.0.1", port)
+    await asyncio.Event().wait()
 
 
 async def pipe_server(upstream: str, port: int) -> None:
@@ -69,5 +92,7 @@ if __name__ == "__main__":
     mode, upstream, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "tcp":
         uvloop.run(pipe_server(upstream, port))
+    elif mode == "raw":
+        uvloop.run(raw_server(upstream, port))
     else:
         uvicorn.run(make_app(upstream), host="127.0.0.1", port=port, log_level="warning", access_log=False)

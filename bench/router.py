@@ -9,7 +9,7 @@
 3. The same stream through LiteLLM's proxy (its own virtualenv, pinned) in the same run: the
    ratio of added latencies, ours / LiteLLM.
 
-    python bench/router.py [--requests 20000] [--calls 400] [--no-litellm]
+    python bench/router.py [--requests 20000] [--calls 400] [--no-litellm] [--concurrency 1 50] [--latency-only]
 """
 
 from __future__ import annotations
@@ -103,8 +103,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=400, help="requests per path and concurrency level")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50], help="concurrent clients, one run each")
+    parser.add_argument("--latency-only", action="store_true", help="skip the decision-time part")
     args = parser.parse_args()
-    decision(args)
+    if not args.latency_only:
+        decision(args)
     latency(args)
 
 
@@ -145,7 +148,7 @@ def latency(args: argparse.Namespace) -> None:
     from bench.router_stack import running
 
     with running(sim_token_s=0.0016, litellm=not args.no_litellm) as stack:
-        results = run_loop(measure(stack, calls=args.calls))
+        results = run_loop(measure(stack, calls=args.calls, levels=tuple(args.concurrency)))
         report(results, stack)
 
 

@@ -28,8 +28,9 @@ def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     ollama = {"messages": MESSAGES, "stream": False}
     out = {
         "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
-        "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "pipe"),
-        "bare proxy (floor)": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "floor"),
+        "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "tcp"),
+        "uvicorn+aiohttp proxy": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "http"),
+        "our HTTP plumbing alone": (f"{stack.raw}/api/chat", {"model": "bench", **ollama}, "raw"),
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
         "router, OpenAI API": (f"{stack.router}/v1/chat/completions", {"model": "bench", "messages": MESSAGES}, "router"),
     }
@@ -63,10 +64,10 @@ async def _round(clients: list[httpx.AsyncClient], url: str, body: dict[str, Any
     await asyncio.gather(*(worker(c) for c in clients))
 
 
-async def measure(stack: Stack, *, calls: int) -> dict[int, dict[str, PathResult]]:
+async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)) -> dict[int, dict[str, PathResult]]:
     table = paths(stack)
     out: dict[int, dict[str, PathResult]] = {}
-    for concurrency in (1, 50):
+    for concurrency in levels:
         results = {name: PathResult() for name in table}
         per_round = max(concurrency, calls // 10)
         # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us (while
@@ -110,9 +111,9 @@ def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
         if ours is not None:
             goal = "met" if ours[0] < 1 and ours[1] < 5 else "NOT met"
             line = f"  router added p50 {ours[0]:.2f} ms, p99 {ours[1]:.2f} ms; goal p50 < 1 ms and p99 < 5 ms: {goal}"
-            floor = added.get("bare proxy (floor)")
+            floor = added.get("our HTTP plumbing alone")
             if floor is not None:
-                line += f"; over the bare proxy: p50 {ours[0] - floor[0]:+.2f} ms"
+                line += f"; over its plumbing alone: p50 {ours[0] - floor[0]:+.2f} ms"
             peer = added.get("LiteLLM proxy, OpenAI API")
             mine = added.get("router, OpenAI API")
             if peer is not None and mine is not None and peer[0] > 0:

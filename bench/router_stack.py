@@ -31,6 +31,7 @@ class Stack:
     router: str
     floor: str  # a bare HTTP pass-through proxy (bench/proxy_floor.py): what any Python proxy costs here
     pipe: str  # a TCP byte pipe: what the extra hop alone costs
+    raw: str  # the router's own HTTP server and client, no routing: what its plumbing costs
     litellm: str | None
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -96,11 +97,12 @@ def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the router never saw the node; logs in {logs}")
             time.sleep(0.2)
-        floor_port, pipe_port = free_port(), free_port()
-        floor = spawn("floor", [sys.executable, "bench/proxy_floor.py", "http", sim_url, str(floor_port)], dict(os.environ))
-        pipe = spawn("pipe", [sys.executable, "bench/proxy_floor.py", "tcp", sim_url, str(pipe_port)], dict(os.environ))
-        stack = Stack(sim_url, router_url, f"http://127.0.0.1:{floor_port}", f"http://127.0.0.1:{pipe_port}", None,
-                      {"router": router.pid, "sim": sim.pid, "floor": floor.pid, "pipe": pipe.pid})  # fmt: skip
+        ports = {mode: free_port() for mode in ("http", "tcp", "raw")}
+        floors = {mode: spawn(mode, [sys.executable, "-m", "bench.proxy_floor", mode, sim_url, str(port)], dict(os.environ))
+                  for mode, port in ports.items()}  # fmt: skip
+        url = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
+        stack = Stack(sim_url, router_url, url["http"], url["tcp"], url["raw"], None,
+                      {"router": router.pid, "sim": sim.pid, **{m: p.pid for m, p in floors.items()}})  # fmt: skip
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
             stack.litellm = _start_litellm(spawn, sim_url, logs)

@@ -1,22 +1,39 @@
-"""``python -m router``: serve the router with uvicorn (settings from ``LLMTUNE_ROUTER__*`` / ``LLMTUNE_STORE__*``)."""
+"""``python -m router``: serve the router (settings from ``LLMTUNE_ROUTER__*`` / ``LLMTUNE_STORE__*``)
+on uvloop until SIGTERM or SIGINT, then finish the requests in flight and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 
-import uvicorn
+import uvloop
 
 from router.app import create_app
 from router.settings import RouterSettings
 
+log = logging.getLogger("router")
+
+
+async def serve(settings: RouterSettings) -> None:
+    app = create_app(settings.store)
+    port = await app.start(settings.router.host, settings.router.port)
+    log.info("router listening on http://%s:%d", settings.router.host, port)
+    gc.freeze()  # start-up objects live as long as the process: collections need not walk them
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.close()
+
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = RouterSettings()
-    app = create_app(settings.store)
-    gc.freeze()  # start-up objects live as long as the process: collections need not walk them
-    uvicorn.run(app, host=settings.router.host, port=settings.router.port, log_level="warning", access_log=False)
+    uvloop.run(serve(RouterSettings()))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,18 @@ import orjson
 
 from router.classify import Classifier, classify, estimate_tokens
 from router.errors import BadInput
-from router.forward import Forwarder, Opened
+from router.forward import Forwarder, Opened, UpstreamFailed
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.table import ModelEntry, RouteTable
+from router.upstream import UpstreamError
 from schemas.model import Capability
 from schemas.route import Retries, Task, Timeouts
 
 log = logging.getLogger(__name__)
+_DEFAULT_LIMITS = (Timeouts(), Retries())  # a request that matched no route (asked for a model by name)
+_NO_TAGS: frozenset[str] = frozenset()
 DEFAULT_OUTPUT_TOKENS = 128  # assumed answer length when the request sets no num_predict / max_tokens
 
 
@@ -76,8 +79,10 @@ def facts(
         raise BadInput(f"num_predict must be an integer and x-route-max-cost a number ({exc})") from exc
     return Request(
         model=model,
-        task=task or (Task(hinted) if hinted is not None and hinted in Task._value2member_map_ else classifier(text)),
-        tags=frozenset(t.strip() for t in headers.get("x-route-tags", "").split(",") if t.strip()),
+        task=task or (Task(hinted) if hinted is not None and hinted in Task._value2member_map_ else None),
+        text=text,
+        classifier=classifier,
+        tags=frozenset(t.strip() for t in tags.split(",") if t.strip()) if (tags := headers.get("x-route-tags")) else _NO_TAGS,
         tenant=headers.get("x-tenant"),
         headers=headers,
         capabilities=capabilities,
@@ -105,6 +110,14 @@ def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, req
     return out
 
 
+def ndjson_error(message: str) -> bytes:
+    return orjson.dumps({"error": message}) + b"\n"
+
+
+def sse_error(message: str) -> bytes:
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error"}}) + b"\n\n"
+
+
 class RouterCore:
     def __init__(self, table: Callable[[], RouteTable], *, metrics: RouterMetrics, sink: OutcomeSink | None = None) -> None:
         self._table = table
@@ -125,13 +138,14 @@ class RouterCore:
         except NoRoute as exc:
             self.metrics.rejected.labels("unknown_model" if exc.unknown_model else "no_route").inc()
             raise
-        micros = (time.perf_counter_ns() - started) / 1000
+        return decision, (time.perf_counter_ns() - started) / 1000  # observed in the metrics once the request ends
+
+    def observe_decision(self, micros: float) -> None:
         self.metrics.decision.observe(micros / 1e6)
-        return decision, micros
 
     def limits(self, decision: Decision) -> tuple[Timeouts, Retries]:
         route = decision.table.route(decision.route)
-        return (route.spec.timeouts, route.spec.retries) if route else (Timeouts(), Retries())
+        return (route.spec.timeouts, route.spec.retries) if route else _DEFAULT_LIMITS
 
     async def open(
         self,
@@ -140,41 +154,73 @@ class RouterCore:
         path: Callable[[Candidate], str],
         body: Callable[[Candidate], Mapping[str, Any]],
         stream: bool,
+        decision_us: float,
     ) -> Opened:
         timeouts, retries = self.limits(decision)
         try:
             opened = await self.forwarder.open(decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream)
         except Exception:
+            self.observe_decision(decision_us)
             self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", "error").inc()
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
         return opened
 
-    async def stream(self, decision: Decision, opened: Opened, decision_us: float) -> AsyncIterator[bytes]:
+    async def stream(
+        self, decision: Decision, opened: Opened, decision_us: float, *, broken: Callable[[str], bytes] = ndjson_error
+    ) -> AsyncIterator[bytes]:
         """The upstream's body, first bytes included; accounting when it ends or breaks. A client
-        that goes away mid-answer says nothing about the node: it releases the slot, no more."""
+        that goes away mid-answer says nothing about the node: it releases the slot, no more. An
+        upstream that breaks off mid-answer ends the stream with ``broken(reason)`` (an error line,
+        as Ollama itself reports errors mid-stream)."""
         ok, gone, tail = False, False, opened.first[-2048:]
         try:
             yield opened.first
-            async for chunk in opened.rest:
+            async for chunk in opened.rest():
                 tail = (tail + chunk)[-2048:]
                 yield chunk
             ok = True
+        except UpstreamError as exc:
+            yield broken(f"node {opened.candidate.node_name} broke off the answer: {exc}")
         except (asyncio.CancelledError, GeneratorExit):
             gone = True
             raise
         finally:
-            opened.close(complete=ok)
-            total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
-            self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone)
-            if ok:
-                self._speed(decision, opened, tail)
+            self._defer_end(decision, opened, decision_us, tail, ok=ok, gone=gone)
 
     async def body(self, decision: Decision, opened: Opened, decision_us: float) -> bytes:
-        """The whole answer (non-streaming requests): sent as one response with a length, which
-        costs less than a streamed one (no chunked encoding, no disconnect-watching task)."""
-        return b"".join([chunk async for chunk in self.stream(decision, opened, decision_us)])
+        """The whole answer (non-streaming requests), sent as one response with a length; an
+        upstream that breaks off mid-answer raises UpstreamFailed."""
+        ok, gone, data = False, False, opened.first
+        try:
+            data += await opened.response.read()
+            ok = True
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"{opened.candidate.node_name}/{opened.candidate.model.name}: {exc}", timeout=False) from exc
+        except asyncio.CancelledError:
+            gone = True
+            raise
+        finally:
+            self._defer_end(decision, opened, decision_us, data[-2048:], ok=ok, gone=gone)
+        return data
+
+    def _defer_end(self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, *, ok: bool, gone: bool) -> None:
+        """The connection goes back to the pool now; the accounting (live figures, metrics, the
+        outcome record, ~0.1 ms) runs on the loop's next turn, after the answer's last bytes are
+        written, so the client does not wait for it."""
+        opened.close()
+        opened.ended = time.perf_counter()
+        try:
+            asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone)
+        except RuntimeError:  # a stream finalized outside the loop (at exit): account for it now
+            self._end(decision, opened, decision_us, tail, ok, gone)
+
+    def _end(self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool) -> None:
+        total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
+        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone)
+        if ok:
+            self._speed(decision, opened, tail)
 
     def _speed(self, decision: Decision, opened: Opened, tail: bytes) -> None:
         """Tokens per second from Ollama's final object (``eval_count`` / ``eval_duration``), if any."""
@@ -191,6 +237,7 @@ class RouterCore:
     def _record(
         self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool, client_gone: bool = False
     ) -> None:
+        self.observe_decision(decision_us)
         cand = opened.candidate
         node = cand.node_name
         status = "ok" if ok else "cancelled" if client_gone else "error"

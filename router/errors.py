@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import ValidationError
-from starlette.responses import JSONResponse
 
 from router.forward import UpstreamFailed
+from router.http import Reply, json_reply
 from router.policy import NoRoute
 
 Dialect = Literal["ollama", "openai", "native"]
@@ -34,12 +34,12 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
     raise exc
 
 
-def render(exc: Exception, dialect: Dialect) -> JSONResponse:
+def render(exc: Exception, dialect: Dialect) -> Reply:
     status, kind, message = status_of(exc)
     if dialect == "ollama":
-        return JSONResponse({"error": message}, status_code=status)
+        return json_reply({"error": message}, status)
     if dialect == "openai":
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+        return json_reply({"error": {"message": message, "type": kind, "code": status}}, status)
     title = kind.replace("_", " ").capitalize()
     body = {"type": f"https://llmtune.dev/problems/{kind}", "title": title, "status": status, "detail": message}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return json_reply(body, status, media_type="application/problem+json")

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from router.live import LiveStats
 from router.policy import Candidate, Decision
+from router.upstream import Origin, Response, UpstreamError, UpstreamPool
 from schemas.route import Retries, Timeouts
 
 
@@ -35,43 +35,47 @@ class Opened:
     """An upstream that answered: its first bytes are read, the rest streams from ``rest``."""
 
     candidate: Candidate
-    response: aiohttp.ClientResponse
+    response: Response
     first: bytes
-    rest: AsyncIterator[bytes]  # the same body, after ``first``
     started: float
     first_byte_s: float
     failed: list[str] = field(default_factory=list)  # "node/model: why" of candidates tried before
+    ended: float = 0.0  # perf_counter when the body had been read (or the read broke off)
 
     @property
     def status(self) -> int:
         return self.response.status
 
-    def close(self, *, complete: bool) -> None:
-        """Give the connection back to the pool when the body was read to the end, else drop it."""
-        if complete:
-            self.response.release()
-        else:
-            self.response.close()
+    @property
+    def media_type(self) -> str:
+        return (self.response.header(b"content-type") or b"application/json").decode("latin-1")
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        """The body after ``first``, as it arrives."""
+        while chunk := await self.response.chunk():
+            yield chunk
+
+    def close(self) -> None:
+        """Give the connection back to the pool if the body was read to the end, else drop it."""
+        self.response.release()
 
 
 class Forwarder:
-    """One aiohttp session (pooled keep-alive connections per upstream), the attempts loop, and the
-    accounting. aiohttp rather than httpx: httpx's pool cost ~1.5 ms of CPU per proxied request
-    here, most of it re-checking every pooled connection on each request."""
+    """The upstream connection pool, the attempts loop, and the accounting."""
 
     def __init__(self, live: LiveStats) -> None:
         self.live = live
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = UpstreamPool()
+        self._origins: dict[str, Origin] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # made inside the running loop, on first use
-            connector = aiohttp.TCPConnector(limit=1024, limit_per_host=256, keepalive_timeout=30, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
-        return self._session
+    def origin(self, url: str) -> Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = Origin.parse(url)
+        return origin
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.pool.close()
 
     async def open(
         self,
@@ -108,49 +112,41 @@ class Forwarder:
     async def _try(
         self, cand: Candidate, path: str, body: Mapping[str, Any], timeouts: Timeouts, deadline: float, *, stream: bool
     ) -> Opened:
-        base = cand.node.url if cand.node else (cand.model.endpoint or "").rstrip("/")
+        origin = self.origin(cand.node.url if cand.node else cand.model.endpoint or "")
         first_s = (timeouts.first_token_ms if stream else timeouts.total_ms) / 1000
         remaining = max(0.001, min(first_s, deadline - time.monotonic()))
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_ms / 1000)
         started = time.perf_counter()
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         try:
             async with asyncio.timeout(remaining):  # up to the first byte: after it the answer is committed
-                response = await self._client().post(
-                    base + path, data=orjson.dumps(body), headers=_JSON, timeout=timeout, allow_redirects=False
+                response = await self.pool.post(
+                    origin, path, orjson.dumps(body), connect_timeout_s=timeouts.connect_ms / 1000, whole=not stream
                 )
                 if response.status >= 500 or response.status in (404, 429):
                     text = (await response.read())[:300].decode(errors="replace")
                     raise _AttemptFailed(
                         f"HTTP {response.status} {text}", timeout=False, overloaded=response.status in (429, 503)
                     )
-                first = await response.content.readany()
-        except _AttemptFailed:
+                first = await response.chunk()
+        except BaseException as exc:  # the connection goes back only if its answer was read whole
             if response is not None:
                 response.release()
+            if isinstance(exc, TimeoutError):
+                raise _AttemptFailed("no first byte in time", timeout=True) from exc
+            if isinstance(exc, UpstreamError):
+                raise _AttemptFailed(f"cannot reach it: {exc}", timeout=False) from exc
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            if response is not None:
-                response.close()
-            raise _AttemptFailed("no first byte in time", timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            if response is not None:
-                response.close()
-            raise _AttemptFailed(f"cannot reach it: {exc or type(exc).__name__}", timeout=False) from exc
-        return Opened(cand, response, first, response.content.iter_any(), started, time.perf_counter() - started)
+        return Opened(cand, response, first, started, time.perf_counter() - started)
 
     def finish(self, opened: Opened, *, ok: bool, client_gone: bool = False) -> float:
         """Account for an answer that ended; returns its duration in ms."""
-        ms = (time.perf_counter() - opened.started) * 1000
+        ms = ((opened.ended or time.perf_counter()) - opened.started) * 1000
         node = opened.candidate.node_name
         if client_gone:
             self.live.released(opened.candidate.model.name, node)
         else:
             self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
         return ms
-
-
-_JSON = {"Content-Type": "application/json"}
 
 
 class _AttemptFailed(Exception):

@@ -8,12 +8,11 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.core import RouterCore, decision_headers, facts, merged_options
 from router.errors import BadInput, render
 from router.forward import UpstreamFailed
+from router.http import Incoming, Reply, json_reply
 from router.ollama_api import read_json
 from router.policy import Candidate, Decision, NoRoute
 from schemas.routing import RouteRequest
@@ -40,9 +39,9 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
     }
 
 
-async def route(core: RouterCore, request: Request) -> Response:
+async def route(core: RouterCore, request: Incoming) -> Reply:
     try:
-        req = RouteRequest.model_validate(await read_json(request))
+        req = RouteRequest.model_validate(read_json(request))
         headers = {**request.headers, **({"x-tenant": req.tenant} if req.tenant else {})}
         if req.tags:
             headers["x-route-tags"] = ",".join(req.tags)
@@ -55,16 +54,17 @@ async def route(core: RouterCore, request: Request) -> Response:
         info = dataclasses.replace(info, max_cost=req.max_cost, max_latency_ms=req.max_latency_ms)
         decision, micros = core.decide(info)
         if req.dry_run:
-            return JSONResponse({"decision": explain(decision, micros)})
+            core.observe_decision(micros)
+            return json_reply({"decision": explain(decision, micros)})
         path = "/api/chat" if req.messages is not None else "/api/generate"
-        opened = await core.open(decision, path=lambda _c: path, body=_body(decision, req), stream=req.stream)
+        opened = await core.open(decision, path=lambda _c: path, body=_body(decision, req), stream=req.stream, decision_us=micros)
+        out_headers = decision_headers(decision, opened, micros)
+        if req.stream:
+            return Reply(media_type="application/x-ndjson", headers=out_headers, stream=core.stream(decision, opened, micros))
+        answer = orjson.loads(await core.body(decision, opened, micros))
     except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
         return render(exc, "native")
-    headers = decision_headers(decision, opened, micros)
-    if req.stream:
-        return StreamingResponse(core.stream(decision, opened, micros), media_type="application/x-ndjson", headers=headers)
-    answer = orjson.loads(await core.body(decision, opened, micros))
-    return JSONResponse({"answer": answer, "decision": explain(decision, micros)}, headers=headers)
+    return json_reply({"answer": answer, "decision": explain(decision, micros)}, headers=out_headers)
 
 
 def _body(decision: Decision, req: RouteRequest) -> Any:

@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router import openai_upstream
-from router.core import RouterCore, decision_headers, facts, merged_options
+from router.core import RouterCore, decision_headers, facts, merged_options, sse_error
 from router.errors import BadInput, render
 from router.forward import Opened, UpstreamFailed
+from router.http import Incoming, Reply, json_reply
 from router.policy import Candidate, Decision, NoRoute
 from schemas.model import Capability
 from schemas.route import Task
@@ -21,9 +20,9 @@ from schemas.route import Task
 VERSION = "0.12.6"  # the Ollama API version the router speaks
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+def read_json(request: Incoming) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.body() or b"{}")
+        body = orjson.loads(request.body or b"{}")
     except orjson.JSONDecodeError as exc:
         raise BadInput(f"the body is not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
@@ -50,10 +49,10 @@ def _text_and_caps(path: str, body: dict[str, Any]) -> tuple[str, frozenset[Capa
     return f"{body.get('system') or ''}\n{body.get('prompt') or ''}", frozenset(caps), None
 
 
-async def forward(core: RouterCore, request: Request, path: str) -> Response:
+async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
     """Route one Ollama-API request and stream the chosen upstream's answer back."""
     try:
-        body = await read_json(request)
+        body = read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("model is required")
@@ -66,17 +65,18 @@ async def forward(core: RouterCore, request: Request, path: str) -> Response:
             path=lambda c: path if c.node else openai_upstream.PATHS[path],
             body=_body(decision, body, path),
             stream=stream,
+            decision_us=micros,
+        )
+        headers = decision_headers(decision, opened, micros)
+        if opened.candidate.node is None:  # an OpenAI-compatible upstream: its answer in Ollama's shapes
+            return await _from_openai(core, decision, opened, micros, path=path, model=model, stream=stream, headers=headers)
+        if not stream:
+            return Reply(opened.status, await core.body(decision, opened, micros), "application/json", headers)
+        return Reply(
+            opened.status, media_type="application/x-ndjson", headers=headers, stream=core.stream(decision, opened, micros)
         )
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "ollama")
-    headers = decision_headers(decision, opened, micros)
-    if opened.candidate.node is None:  # an OpenAI-compatible upstream: its answer in Ollama's shapes
-        return await _from_openai(core, decision, opened, micros, path=path, model=model, stream=stream, headers=headers)
-    if not stream:
-        body_bytes = await core.body(decision, opened, micros)
-        return Response(body_bytes, status_code=opened.status, media_type="application/json", headers=headers)
-    chunks = core.stream(decision, opened, micros)
-    return StreamingResponse(chunks, status_code=opened.status, media_type="application/x-ndjson", headers=headers)
 
 
 async def _from_openai(
@@ -89,14 +89,15 @@ async def _from_openai(
     model: str,
     stream: bool,
     headers: dict[str, str],
-) -> Response:
+) -> Reply:
     started = opened.started
     if stream:
-        lines = openai_upstream.stream(path, core.stream(decision, opened, micros), model=model, started=started)
-        return StreamingResponse(lines, media_type="application/x-ndjson", headers=headers)
+        upstream = core.stream(decision, opened, micros, broken=sse_error)
+        lines = openai_upstream.stream(path, upstream, model=model, started=started)
+        return Reply(media_type="application/x-ndjson", headers=headers, stream=lines)
     data = orjson.loads(await core.body(decision, opened, micros))
     out = openai_upstream.answer(path, data, model=model, started=started)
-    return JSONResponse(out, status_code=502 if "error" in out else 200, headers=headers)
+    return json_reply(out, 502 if "error" in out else 200, headers=headers)
 
 
 def _body(decision: Decision, body: dict[str, Any], path: str) -> Any:
@@ -113,7 +114,7 @@ def _body(decision: Decision, body: dict[str, Any], path: str) -> Any:
     return build
 
 
-def tags(core: RouterCore) -> Response:
+def tags(core: RouterCore) -> Reply:
     """The models the fleet serves (names clients may ask for), like Ollama's ``/api/tags``."""
     table = core.table
     models = [
@@ -122,15 +123,15 @@ def tags(core: RouterCore) -> Response:
         for m in sorted(table.models.values(), key=lambda m: m.name)
         if table.nodes.get(m.name) or m.endpoint
     ]  # fmt: skip
-    return JSONResponse({"models": models})
+    return json_reply({"models": models})
 
 
-def ps(core: RouterCore) -> Response:
+def ps(core: RouterCore) -> Reply:
     """Models loaded on at least one healthy node."""
     table = core.table
     loaded = sorted(m.name for m in table.models.values() if any(m.tag in n.loaded for n in table.nodes.get(m.name, ())))
-    return JSONResponse({"models": [{"name": n, "model": n, "size": 0, "size_vram": 0, "digest": ""} for n in loaded]})
+    return json_reply({"models": [{"name": n, "model": n, "size": 0, "size_vram": 0, "digest": ""} for n in loaded]})
 
 
-def version() -> Response:
-    return JSONResponse({"version": VERSION})
+def version() -> Reply:
+    return json_reply({"version": VERSION})

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from router.core import RouterCore, decision_headers, facts, merged_options
+from router.core import RouterCore, decision_headers, facts, merged_options, sse_error
 from router.errors import BadInput, render
 from router.forward import UpstreamFailed
+from router.http import Incoming, Reply, json_reply
 from router.ollama_api import read_json
 from router.policy import Candidate, Decision, NoRoute
 from schemas.model import Capability
@@ -88,10 +87,10 @@ def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Cand
     return out
 
 
-async def forward(core: RouterCore, request: Request, front: str) -> Response:
+async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
     path, kind = KINDS[front]
     try:
-        body = await read_json(request)
+        body = read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("'model' is required")
@@ -115,30 +114,26 @@ async def forward(core: RouterCore, request: Request, front: str) -> Response:
             path=lambda c: front.removeprefix("/v1") if c.node is None else path,  # endpoints name their /v1 base
             body=lambda c: dict(body, model=c.model.tag) if c.node is None else _ollama_body(path, body, decision, c),
             stream=stream,
+            decision_us=micros,
         )
+        headers = decision_headers(decision, opened, micros)
+        if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
+            if not stream:
+                return Reply(opened.status, await core.body(decision, opened, micros), "application/json", headers)
+            passthrough = core.stream(decision, opened, micros, broken=sse_error)
+            return Reply(opened.status, media_type="text/event-stream", headers=headers, stream=passthrough)
+        if stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = _sse(core.stream(decision, opened, micros), kind=kind, model=model, include_usage=include_usage)
+            return Reply(media_type="text/event-stream", headers=headers, stream=events)
+        answer = orjson.loads(await core.body(decision, opened, micros))
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "openai")
-    headers = decision_headers(decision, opened, micros)
-    if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
-        if not stream:
-            return Response(await core.body(decision, opened, micros), status_code=opened.status, headers=headers,
-                            media_type="application/json")  # fmt: skip
-        passthrough = core.stream(decision, opened, micros)
-        return StreamingResponse(passthrough, status_code=opened.status, media_type="text/event-stream", headers=headers)
-    if stream:
-        events = _sse(
-            core.stream(decision, opened, micros),
-            kind=kind,
-            model=model,
-            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
-        )
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer = orjson.loads(await core.body(decision, opened, micros))
     if "error" in answer:
-        return JSONResponse({"error": {"message": answer["error"], "type": "upstream_error", "code": 502}}, status_code=502)
+        return json_reply({"error": {"message": answer["error"], "type": "upstream_error", "code": 502}}, 502, headers=headers)
     if path == "/api/embed":
-        return JSONResponse(_embeddings(answer, model, body.get("encoding_format")), headers=headers)
-    return JSONResponse(_completion(answer, kind=kind, model=model), headers=headers)
+        return json_reply(_embeddings(answer, model, body.get("encoding_format")), headers=headers)
+    return json_reply(_completion(answer, kind=kind, model=model), headers=headers)
 
 
 def _finish(line: dict[str, Any]) -> str:
@@ -214,11 +209,11 @@ async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_u
     yield b"data: [DONE]\n\n"
 
 
-def models(core: RouterCore) -> Response:
+def models(core: RouterCore) -> Reply:
     table = core.table
     data = [
         {"id": m.name, "object": "model", "created": 0, "owned_by": "llmtune"}
         for m in sorted(table.models.values(), key=lambda m: m.name)
         if table.nodes.get(m.name) or m.endpoint
     ]
-    return JSONResponse({"object": "list", "data": data})
+    return json_reply({"object": "list", "data": data})

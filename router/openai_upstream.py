@@ -84,6 +84,10 @@ async def stream(path: str, chunks: AsyncIterator[bytes], *, model: str, started
             if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
                 continue
             event = orjson.loads(line[5:])
+            if "error" in event:  # the upstream's (or the router's, when the upstream broke off) error event
+                err = event["error"]
+                yield orjson.dumps({"error": err.get("message", str(err)) if isinstance(err, dict) else str(err)}) + b"\n"
+                return
             usage = event.get("usage") or usage
             for choice in event.get("choices") or []:
                 finish = choice.get("finish_reason") or finish

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.classify import Classifier, classify
 from router.table import ModelEntry, NodeEntry, RouteEntry, RouteTable, tag_of
 from schemas.model import Capability, Provider
 from schemas.route import Strategy, Task
@@ -83,7 +84,9 @@ class Request:
     """What the policy needs to know about one request."""
 
     model: str | None = None  # the name the client asked for (an alias, a Model name or an Ollama tag)
-    task: Task = Task.CHAT
+    task: Task | None = None  # given (a hint, the front door, the native API); else read from ``text`` if needed
+    text: str = ""  # what the classifier reads
+    classifier: Classifier = classify
     tags: frozenset[str] = frozenset()
     tenant: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
@@ -94,6 +97,16 @@ class Request:
     max_latency_ms: float | None = None  # leave out models observed to be slower
     sticky: str | None = None  # an explicit sticky key (native API)
     draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
+    _inferred: Task | None = field(default=None, init=False, repr=False, compare=False)
+
+    def task_of(self) -> Task:
+        """The given task, else the classifier's reading of ``text``: run at most once, and only
+        when a route matches on tasks or ranks by context (most requests never pay for it)."""
+        if self.task is not None:
+            return self.task
+        if self._inferred is None:
+            object.__setattr__(self, "_inferred", self.classifier(self.text))
+        return self._inferred  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +158,7 @@ def matches(route: RouteEntry, req: Request) -> bool:
     m = route.spec.match
     return (
         (not m.model_aliases or req.model in m.model_aliases)
-        and (not m.tasks or req.task in m.tasks)
+        and (not m.tasks or req.task_of() in m.tasks)
         and (not m.tags or bool(req.tags.intersection(m.tags)))
         and (not m.tenants or req.tenant in m.tenants)
         and all(req.headers.get(k.lower()) == v for k, v in m.headers.items())
@@ -198,7 +211,7 @@ def _primary(route: RouteEntry, req: Request) -> tuple[str, str | None]:
 def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | None:
     """Why ``model`` cannot serve ``req`` (None: it can)."""
     needed = set(req.capabilities)
-    if req.task is Task.EMBEDDING:
+    if req.task is Task.EMBEDDING:  # only ever given (by the embedding doors), never inferred
         needed.add(Capability.EMBED)
     missing = needed - model.capabilities
     if missing:
@@ -228,14 +241,14 @@ def node_cost_ms(model: ModelEntry, node: NodeEntry, live: Live) -> float:
     return cost
 
 
-def _model_key(strategy: Strategy, task: Task, live: Live) -> Callable[[ModelEntry], tuple[float, ...]]:
+def _model_key(strategy: Strategy, req: Request, live: Live) -> Callable[[ModelEntry], tuple[float, ...]]:
     """Sort key for a route's targets under ``strategy`` (lower sorts first)."""
 
     def latency(m: ModelEntry) -> float:
         ms = live.model_latency_ms(m.name)
         return UNKNOWN_LATENCY_MS if ms is None else ms
 
-    fits_task = TASK_CAPABILITY.get(task)
+    fits_task = TASK_CAPABILITY.get(req.task_of()) if strategy is Strategy.CONTEXT_AWARE else None
     keys: dict[Strategy, Callable[[ModelEntry], tuple[float, ...]]] = {
         Strategy.BEST_QUALITY: lambda m: (-m.quality_tier, m.cost),
         Strategy.LOWEST_COST: lambda m: (m.cost, -m.quality_tier),
@@ -262,7 +275,7 @@ def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Li
         names = [primary, *sorted((n for n in targets if n != primary), key=lambda n: -weight[n])]
     else:
         # Every other strategy ranks all targets itself.
-        key = _model_key(spec.strategy, req.task, live)
+        key = _model_key(spec.strategy, req, live)
         names = [m.name for m in sorted((table.models[n] for n in targets if n in table.models), key=key)]
         names += [n for n in targets if n not in table.models]  # reported as not configured
     return list(dict.fromkeys([*names, *spec.fallbacks])), variant
