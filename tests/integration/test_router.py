@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import ollama
 import openai
+import orjson
 import pytest
 
 from controlplane.store.keys import KeySpace
@@ -236,3 +237,23 @@ async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, 
     done = await oai.chat.completions.create(model="hosted", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert done.choices[0].message.content and done.choices[0].finish_reason == "length"
     assert ("POST", "/v1/chat/completions", "llama3.2:1b") in list(f.sims["node-0"].engine.calls)
+
+
+async def test_node_dying_mid_answer_ends_the_stream_with_an_error(fleet: tuple[Fleet, str]) -> None:
+    """After the first byte an answer is committed to its node: if the node dies then, streaming
+    clients get Ollama's error line (not a body that merely stops), non-streaming ones a 502."""
+    f, url = fleet
+    for sim in f.sims.values():
+        sim.engine.faults.append(Fault("/api/chat", drop_after=2, times=-1))
+    ask = {"model": "chat", "messages": [{"role": "user", "content": "tell me a story"}]}
+    async with httpx.AsyncClient(base_url=url) as raw:
+        async with raw.stream("POST", "/api/chat", json=ask) as resp:
+            lines = [orjson.loads(line) async for line in resp.aiter_lines() if line.strip()]
+        assert resp.status_code == 200 and [bool(line.get("message")) for line in lines[:2]] == [True, True]
+        assert "broke off the answer" in lines[-1]["error"] and not any(line.get("done") for line in lines)
+        whole = await raw.post("/api/chat", json={**ask, "stream": False})
+        assert whole.status_code == 502 and "every upstream tried failed" in whole.json()["error"]
+    client = ollama.AsyncClient(host=url)
+    with pytest.raises(ollama.ResponseError, match="broke off the answer"):
+        async for _part in await client.chat(model="chat", messages=ask["messages"], stream=True):
+            pass

@@ -54,6 +54,10 @@ async def _last(lines: AsyncIterator[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(final)
 
 
+class NodeDied(Exception):
+    """Raised inside an answer's stream: uvicorn then breaks the connection, as a dying node would."""
+
+
 class SimApp:
     """Builds the Starlette app for one engine."""
 
@@ -71,7 +75,7 @@ class SimApp:
             fault = self.engine.take_fault(path)
             if fault is not None:
                 await asyncio.sleep(fault.stall_s)
-                if not fault.mid_stream:
+                if not fault.mid_stream and fault.drop_after is None:
                     return _error(fault.status, fault.message)
                 body["_fault"] = fault
             try:
@@ -212,9 +216,13 @@ class SimApp:
         words = answer_words(model.name, prompt, count)
         prompt_tokens = len(prompt.split()) + len(model.system.split()) + 1
 
+        fault: Fault | None = body.get("_fault")
+
         async def lines() -> AsyncIterator[dict[str, Any]]:
             try:
-                for word in words:
+                for i, word in enumerate(words):
+                    if fault is not None and fault.drop_after == i:
+                        raise NodeDied("simulated node death mid-answer")  # the server drops the connection
                     await asyncio.sleep(eng.settings.token_s)
                     yield _piece(model.name, word + " ", chat=chat)
             finally:

@@ -120,6 +120,7 @@ class Fault:
     times: int = 1  # how many requests fail (-1: every one)
     stall_s: float = 0.0  # wait this long first (a stalled node)
     mid_stream: bool = False
+    drop_after: int | None = None  # generation: break the connection after this many tokens (a node dying mid-answer)
 
 
 @dataclass

@@ -1,0 +1,239 @@
+"""The router's own HTTP/1.1 server (router/http.py) and upstream client (router/upstream.py) on
+real loopback sockets: keep-alive, pipelining, 100-continue, chunked bodies both ways, limits,
+malformed input, disconnects, idle and graceful close, connection reuse and stale connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import orjson
+import pytest
+
+from router.http import HttpServer, Incoming, Limits, Reply, json_reply
+from router.upstream import Origin, UpstreamError, UpstreamPool
+
+pytestmark = pytest.mark.asyncio
+
+
+async def echo(request: Incoming) -> Reply:
+    return json_reply({"path": request.path, "query": request.query, "body": request.body.decode(), "headers": request.headers})
+
+
+class Served:
+    def __init__(self, server: HttpServer, port: int) -> None:
+        self.server, self.port = server, port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def raw(self, data: bytes, *, read_until_close: bool = True) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(data)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(5):
+                return await reader.read() if read_until_close else await reader.read(65536)
+        finally:
+            writer.close()
+
+
+async def serve(routes: dict[str, dict[str, Callable[[Incoming], Awaitable[Reply]]]], limits: Limits | None = None) -> Served:
+    server = HttpServer(routes, limits=limits)
+    return Served(server, await server.start("127.0.0.1", 0))
+
+
+@pytest.fixture
+async def echoing() -> AsyncIterator[Served]:
+    served = await serve({"/echo": {"POST": echo, "GET": echo}}, Limits(max_body=1000, max_head=2000, keepalive_s=0.3))
+    yield served
+    await served.server.close()
+
+
+async def test_keep_alive_query_and_repeated_headers(echoing: Served) -> None:
+    async with httpx.AsyncClient(base_url=echoing.url) as client:
+        first = await client.post("/echo?a=1", content=b'{"x": 1}', headers=[("x-tag", "a"), ("x-tag", "b")])
+        second = await client.get("/echo")
+    assert first.status_code == 200 and second.status_code == 200
+    body = first.json()
+    assert (body["path"], body["query"], body["body"]) == ("/echo", "a=1", '{"x": 1}')
+    assert body["headers"]["x-tag"] == "a, b"
+    assert first.headers["date"] and first.headers["content-length"] == str(len(first.content))
+
+
+async def test_pipelined_requests_are_answered_in_order(echoing: Served) -> None:
+    one = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+    two = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\ntwo"
+    data = await echoing.raw(one + two)
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert data.index(b'"body":"one"') < data.index(b'"body":"two"')
+
+
+async def test_expect_100_continue_and_chunked_request_body(echoing: Served) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echoing.port)
+    writer.write(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert b"200 OK" in rest and b'"body":"abcde"' in rest
+
+
+async def test_limits_and_malformed_requests_get_a_clear_error_and_close(echoing: Served) -> None:
+    big = await echoing.raw(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 413") and b"exceeds the limit of 1000 bytes" in big and b"connection: close" in big
+    chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"200\r\n" + b"a" * 512 + b"\r\n"
+    over = await echoing.raw(chunked * 1 + b"200\r\n" + b"a" * 512 + b"\r\n")
+    assert over.startswith(b"HTTP/1.1 413")
+    head = await echoing.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 3000 + b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431")
+    garbage = await echoing.raw(b"NOT HTTP AT ALL\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in garbage
+
+
+async def test_unknown_path_wrong_method_and_head(echoing: Served) -> None:
+    async with httpx.AsyncClient(base_url=echoing.url) as client:
+        missing = await client.get("/nowhere")
+        wrong = await client.delete("/echo")
+        head = await client.head("/echo")
+        get = await client.get("/echo")
+    assert missing.status_code == 404 and missing.json() == {"error": "no such endpoint: GET /nowhere"}
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST" and "not DELETE" in wrong.json()["error"]
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(get.content))
+
+
+async def test_streamed_reply_and_a_client_that_leaves_cancels_the_handler() -> None:
+    ended: list[str] = []
+    release = asyncio.Event()
+
+    async def chunks(n: int, hold: bool) -> AsyncIterator[bytes]:
+        try:
+            for i in range(n):
+                yield f"line {i}\n".encode()
+                if hold and i == 1:
+                    await release.wait()
+            ended.append("finished")
+        except (asyncio.CancelledError, GeneratorExit):
+            ended.append("cancelled")
+            raise
+
+    async def stream(request: Incoming) -> Reply:
+        return Reply(media_type="application/x-ndjson", stream=chunks(4, hold=request.query == "hold"))
+
+    served = await serve({"/s": {"GET": stream}})
+    try:
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            whole = await client.get("/s")
+            assert whole.headers["transfer-encoding"] == "chunked"
+            assert whole.text == "".join(f"line {i}\n" for i in range(4))
+            async with client.stream("GET", "/s?hold") as resp:
+                async for _ in resp.aiter_bytes():
+                    break  # leave after the first chunk while the handler waits
+        await _until(lambda: len(ended) == 2)
+        assert ended == ["finished", "cancelled"]
+    finally:
+        await served.server.close()
+
+
+async def test_a_failing_handler_answers_500_without_a_trace() -> None:
+    async def boom(_request: Incoming) -> Reply:
+        raise RuntimeError("secret internals")
+
+    served = await serve({"/boom": {"GET": boom}})
+    try:
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            resp = await client.get("/boom")
+        assert resp.status_code == 500 and "secret" not in resp.text and resp.json()["error"].startswith("internal error")
+    finally:
+        await served.server.close()
+
+
+async def test_idle_connections_close_and_close_waits_for_requests_in_flight(echoing: Served) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echoing.port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server after keepalive_s
+    writer.close()
+
+    gate = asyncio.Event()
+
+    async def slow(_request: Incoming) -> Reply:
+        await gate.wait()
+        return json_reply({"done": True})
+
+    served = await serve({"/slow": {"GET": slow}})
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        pending = asyncio.create_task(client.get("/slow"))
+        await _until(lambda: any(c.busy for c in served.server.connections))
+        closing = asyncio.create_task(served.server.close(grace_s=5))
+        await asyncio.sleep(0.1)
+        assert not closing.done()
+        gate.set()
+        resp = await pending
+        await closing
+    assert resp.json() == {"done": True}
+
+
+async def test_upstream_pool_reuses_connections_and_replaces_stale_ones() -> None:
+    peers: list[object] = []
+
+    async def count(request: Incoming) -> Reply:
+        return json_reply({"n": len(peers)})
+
+    class Counting(set):  # type: ignore[type-arg]
+        def add(self, conn: object) -> None:
+            peers.append(conn)
+            super().add(conn)
+
+    served = await serve({"/c": {"POST": count}}, Limits(keepalive_s=0.2))
+    served.server.connections = Counting()
+    pool = UpstreamPool(idle_s=60)
+    origin = Origin.parse(served.url)
+    try:
+        for _ in range(3):
+            resp = await pool.post(origin, "/c", b"{}", connect_timeout_s=2)
+            assert orjson.loads(await resp.read()) == {"n": 1}
+            resp.release()
+        await asyncio.sleep(0.5)  # the server closes the idle connection; the pool finds out on use
+        resp = await pool.post(origin, "/c", b"{}", connect_timeout_s=2, whole=True)
+        assert resp.complete and orjson.loads(await resp.read()) == {"n": 2}
+        resp.release()
+    finally:
+        pool.close()
+        await served.server.close()
+
+
+async def test_upstream_errors_unreachable_and_broken_mid_answer() -> None:
+    pool = UpstreamPool()
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await pool.post(Origin.parse("http://127.0.0.1:1"), "/x", b"{}", connect_timeout_s=2)
+
+    async def half(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    broken = await asyncio.start_server(half, "127.0.0.1", 0)
+    port = broken.sockets[0].getsockname()[1]
+    try:
+        resp = await pool.post(Origin.parse(f"http://127.0.0.1:{port}"), "/x", b"{}", connect_timeout_s=2)
+        assert resp.status == 200
+        with pytest.raises(UpstreamError, match="broke mid-answer"):
+            await resp.read()
+        resp.release()
+    finally:
+        broken.close()
+        pool.close()
+    with pytest.raises(ValueError, match="only http"):
+        Origin.parse("ftp://example.com")
+    assert Origin.parse("http://vllm:8000/v1/") == Origin("vllm", 8000, "/v1", tls=False)
+    assert Origin.parse("https://api.example.com/v1") == Origin("api.example.com", 443, "/v1", tls=True)
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
