@@ -231,11 +231,12 @@ def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | N
 def node_cost_ms(model: ModelEntry, node: NodeEntry, live: Live) -> float:
     """Expected latency on ``node``: observed (or assumed) latency, a cold load if the model is not
     in memory, and queueing once the node runs more requests than it serves in parallel."""
-    latency = live.latency_ms(model.name, node.name)
+    name = node.name
+    latency = live.latency_ms(model.name, name)
     cost = UNKNOWN_LATENCY_MS if latency is None else latency
     if model.tag not in node.loaded:
         cost += COLD_LOAD_MS
-    busy = live.in_flight(node.name)
+    busy = live.in_flight(name)
     if busy >= node.max_parallel:
         cost *= 1 + (busy - node.max_parallel + 1) / node.max_parallel
     return cost
@@ -302,14 +303,11 @@ def _first(names: Sequence[str], req: Request, table: RouteTable, live: Live) ->
             continue
         if model.provider is Provider.OPENAI:
             return Candidate(model, None), reasons
-        # One pass for the best node: ranking all of them waits until a fallback needs it.
-        best, best_ms = None, float("inf")
-        for node in table.nodes.get(name, ()):
-            if live.available(name, node.name):
-                ms = node_cost_ms(model, node, live)
-                if ms < best_ms:
-                    best, best_ms = node, ms
-        if best is not None:
+        # The best node only (min, not a sort): ranking them all waits until a fallback needs it.
+        available = live.available
+        nodes = [n for n in table.nodes.get(name, ()) if available(name, n.name)]
+        if nodes:
+            best = nodes[0] if len(nodes) == 1 else min(nodes, key=lambda n: node_cost_ms(model, n, live))
             return Candidate(model, best), reasons
         reasons.append(f"no healthy node holds {name}")
     return None, reasons
