@@ -199,13 +199,11 @@ def _primary(route: RouteEntry, req: Request) -> tuple[str, str | None]:
     if exp is not None:
         key = sticky_value(exp.spec.sticky_key or route.spec.sticky_key, req)
         point = unit_hash(exp.name, key) if key is not None else req.draw
-        variants = exp.spec.variants
-        name = pick_weighted([v.name for v in variants], [v.weight for v in variants], point)
-        return next(v.model for v in variants if v.name == name), name
+        name = pick_weighted(route.variants, route.variant_weights, point)
+        return route.variant_models[route.variants.index(name)], name
     key = sticky_value(route.spec.sticky_key, req)
     point = unit_hash(route.name, key) if key is not None else req.draw
-    targets = route.spec.targets
-    return pick_weighted([t.model for t in targets], [t.weight for t in targets], point), None
+    return pick_weighted(route.targets, route.weights, point), None
 
 
 def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | None:
@@ -267,19 +265,20 @@ def _model_key(strategy: Strategy, req: Request, live: Live) -> Callable[[ModelE
 
 def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Live) -> tuple[list[str], str | None]:
     """Model names in the order to try them, and the experiment variant."""
-    primary, variant = _primary(route, req)
     spec = route.spec
-    targets = [t.model for t in spec.targets]
-    if variant is not None or spec.strategy is Strategy.WEIGHTED:
+    if route.experiment is not None or spec.strategy is Strategy.WEIGHTED:
         # The split (sticky or drawn) decides the first model; the other targets follow by weight.
-        weight = {t.model: t.weight for t in spec.targets}
-        names = [primary, *sorted((n for n in targets if n != primary), key=lambda n: -weight[n])]
+        primary, variant = _primary(route, req)
+        names = [primary, *(n for n in route.by_weight if n != primary)]
     else:
         # Every other strategy ranks all targets itself.
-        key = _model_key(spec.strategy, req, live)
-        names = [m.name for m in sorted((table.models[n] for n in targets if n in table.models), key=key)]
-        names += [n for n in targets if n not in table.models]  # reported as not configured
-    return list(dict.fromkeys([*names, *spec.fallbacks])), variant
+        variant, key = None, _model_key(spec.strategy, req, live)
+        models = table.models
+        names = [m.name for m in sorted((models[n] for n in route.targets if n in models), key=key)]
+        names += [n for n in route.targets if n not in models]  # reported as not configured
+    if spec.fallbacks:
+        return list(dict.fromkeys([*names, *spec.fallbacks])), variant
+    return names, variant
 
 
 def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live) -> list[NodeEntry]:
@@ -303,14 +302,30 @@ def _first(names: Sequence[str], req: Request, table: RouteTable, live: Live) ->
             continue
         if model.provider is Provider.OPENAI:
             return Candidate(model, None), reasons
-        # The best node only (min, not a sort): ranking them all waits until a fallback needs it.
-        available = live.available
-        nodes = [n for n in table.nodes.get(name, ()) if available(name, n.name)]
-        if nodes:
-            best = nodes[0] if len(nodes) == 1 else min(nodes, key=lambda n: node_cost_ms(model, n, live))
-            return Candidate(model, best), reasons
+        # The best node only, not a ranking of all (that waits until a fallback needs it). Nodes
+        # with the model loaded come first in the table; the others each cost a cold load on top,
+        # so they are looked at only when every loaded one is at least that slow.
+        held, warm = table.nodes.get(name, ()), table.warm.get(name, 0)
+        best = _cheapest(model, held[:warm], live)
+        if best is None or best[1] > COLD_LOAD_MS:
+            cold = _cheapest(model, held[warm:], live)
+            if cold is not None and (best is None or cold[1] < best[1]):
+                best = cold
+        if best is not None:
+            return Candidate(model, best[0]), reasons
         reasons.append(f"no healthy node holds {name}")
     return None, reasons
+
+
+def _cheapest(model: ModelEntry, nodes: Sequence[NodeEntry], live: Live) -> tuple[NodeEntry, float] | None:
+    """The available node of ``nodes`` with the lowest expected latency, and that latency."""
+    best, best_ms = None, float("inf")
+    for node in nodes:
+        if live.available(model.name, node.name):
+            ms = node_cost_ms(model, node, live)
+            if ms < best_ms:
+                best, best_ms = node, ms
+    return None if best is None else (best, best_ms)
 
 
 def _direct(req: Request, table: RouteTable) -> str | None:

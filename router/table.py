@@ -63,15 +63,30 @@ class RouteEntry:
     # (not dumped from pydantic on every request).
     target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variant_options: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)  # variant -> (model, options)
+    # The split's inputs, also once per table: target models and weights, the targets by weight
+    # (the order after the drawn one), and the running experiment's variants, weights and models.
+    targets: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    by_weight: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    variant_weights: tuple[float, ...] = ()
+    variant_models: tuple[str, ...] = ()
 
 
 def _route_entry(route: Route, experiment: Experiment | None) -> RouteEntry:
-    targets = {t.model: t.options.model_dump(exclude_none=True) for t in route.spec.targets if t.options is not None}
-    variants = {
-        v.name: (v.model, v.options.model_dump(exclude_none=True) if v.options else {})
-        for v in (experiment.spec.variants if experiment else [])
-    }
-    return RouteEntry(route.name, route.spec, experiment, MappingProxyType(targets), MappingProxyType(variants))
+    spec = route.spec
+    targets = {t.model: t.options.model_dump(exclude_none=True) for t in spec.targets if t.options is not None}
+    exp_variants = experiment.spec.variants if experiment else []
+    variants = {v.name: (v.model, v.options.model_dump(exclude_none=True) if v.options else {}) for v in exp_variants}
+    return RouteEntry(
+        route.name, spec, experiment, MappingProxyType(targets), MappingProxyType(variants),
+        targets=tuple(t.model for t in spec.targets),
+        weights=tuple(float(t.weight) for t in spec.targets),
+        by_weight=tuple(t.model for t in sorted(spec.targets, key=lambda t: -t.weight)),
+        variants=tuple(v.name for v in exp_variants),
+        variant_weights=tuple(float(v.weight) for v in exp_variants),
+        variant_models=tuple(v.model for v in exp_variants),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,8 @@ class RouteTable:
     revision: int
     models: Mapping[str, ModelEntry]
     routes: tuple[RouteEntry, ...]  # highest priority first, then by name
-    nodes: Mapping[str, tuple[NodeEntry, ...]]  # model name -> healthy nodes holding it
+    nodes: Mapping[str, tuple[NodeEntry, ...]]  # model name -> healthy nodes holding it, those with it loaded first
+    warm: Mapping[str, int] = field(default_factory=dict)  # model name -> how many of its nodes have it loaded
     by_tag: Mapping[str, str] = field(default_factory=dict)  # Ollama tag -> model name
     # Routes that can match a request naming an alias / a tenant, and routes constrained by neither
     # (positions in ``routes``): matching looks at a handful of routes, not all of them.
@@ -160,6 +176,11 @@ def build_table(
             model = by_tag.get(tag_of(tag))
             if model is not None:
                 holders.setdefault(model, []).append(node)
+    warm: dict[str, int] = {}
+    for name, held in holders.items():
+        tag = models[name].tag
+        held.sort(key=lambda n: tag not in n.loaded)  # stable: by name within each group
+        warm[name] = sum(tag in n.loaded for n in held)
     entries = tuple(
         _route_entry(r, experiments.get(r.spec.experiment) if r.spec.experiment else None)
         for r in sorted(routes, key=lambda r: (-r.spec.priority, r.name))
@@ -182,6 +203,7 @@ def build_table(
         models=MappingProxyType(models),
         routes=entries,
         nodes=MappingProxyType({k: tuple(v) for k, v in holders.items()}),
+        warm=MappingProxyType(warm),
         by_tag=MappingProxyType(by_tag),
         by_alias=MappingProxyType({k: tuple(v) for k, v in by_alias.items()}),
         by_tenant=MappingProxyType({k: tuple(v) for k, v in by_tenant.items()}),
