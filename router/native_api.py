@@ -6,15 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
-from router.core import RouterCore, decision_headers, facts, merged_options
+from router.core import RouterCore, decision_headers, facts
 from router.errors import BadInput, render
 from router.forward import UpstreamFailed
 from router.http import Incoming, Reply, json_reply
-from router.ollama_api import read_json
-from router.policy import Candidate, Decision, NoRoute
+from router.ollama_api import answer_stream, read_json, upstream_body, upstream_path, whole_answer
+from router.policy import Decision, NoRoute
 from schemas.routing import RouteRequest
 
 
@@ -57,24 +56,20 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
             core.observe_decision(micros)
             return json_reply({"decision": explain(decision, micros)})
         path = "/api/chat" if req.messages is not None else "/api/generate"
-        opened = await core.open(decision, path=lambda _c: path, body=_body(decision, req), stream=req.stream, decision_us=micros)
-        out_headers = decision_headers(decision, opened, micros)
-        if req.stream:
-            return Reply(media_type="application/x-ndjson", headers=out_headers, stream=core.stream(decision, opened, micros))
-        answer = orjson.loads(await core.body(decision, opened, micros))
-    except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
-        return render(exc, "native")
-    return json_reply({"answer": answer, "decision": explain(decision, micros)}, headers=out_headers)
-
-
-def _body(decision: Decision, req: RouteRequest) -> Any:
-    def build(cand: Candidate) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": cand.model.tag, "stream": req.stream, "keep_alive": cand.model.keep_alive,
-                                "options": merged_options(decision.table, decision, cand.model, req.options)}  # fmt: skip
+        body: dict[str, Any] = {"stream": req.stream, "options": req.options}
         if req.messages is not None:
             body["messages"] = [m.model_dump() for m in req.messages]
         else:
             body["prompt"] = req.prompt
-        return body
-
-    return build
+        opened = await core.open(
+            decision, path=upstream_path(path), body=upstream_body(decision, body, path), stream=req.stream, decision_us=micros
+        )
+        out_headers = decision_headers(decision, opened, micros)
+        served = opened.candidate.model.name
+        if req.stream:
+            chunks = answer_stream(core, decision, opened, micros, path=path, model=served)
+            return Reply(media_type="application/x-ndjson", headers=out_headers, stream=chunks)
+        answer = await whole_answer(core, decision, opened, micros, path=path, model=served)
+    except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
+        return render(exc, "native")
+    return json_reply({"answer": answer, "decision": explain(decision, micros)}, headers=out_headers)

@@ -4,6 +4,7 @@ through with the chosen model's tag and the merged options; answers stream back 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -61,57 +62,61 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
         decision, micros = core.decide(info)
         stream = bool(body.get("stream", True)) and path != "/api/embed"
         opened = await core.open(
-            decision,
-            path=lambda c: path if c.node else openai_upstream.PATHS[path],
-            body=_body(decision, body, path),
-            stream=stream,
-            decision_us=micros,
+            decision, path=upstream_path(path), body=upstream_body(decision, body, path), stream=stream, decision_us=micros
         )
         headers = decision_headers(decision, opened, micros)
-        if opened.candidate.node is None:  # an OpenAI-compatible upstream: its answer in Ollama's shapes
-            return await _from_openai(core, decision, opened, micros, path=path, model=model, stream=stream, headers=headers)
-        if not stream:
+        if stream:
+            chunks = answer_stream(core, decision, opened, micros, path=path, model=model)
+            return Reply(opened.status, media_type="application/x-ndjson", headers=headers, stream=chunks)
+        if opened.candidate.node is not None:  # Ollama's answer as it came: no need to parse it
             return Reply(opened.status, await core.body(decision, opened, micros), "application/json", headers)
-        return Reply(
-            opened.status, media_type="application/x-ndjson", headers=headers, stream=core.stream(decision, opened, micros)
-        )
+        out = await whole_answer(core, decision, opened, micros, path=path, model=model)
+        return json_reply(out, 502 if "error" in out else 200, headers=headers)
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "ollama")
 
 
-async def _from_openai(
-    core: RouterCore,
-    decision: Decision,
-    opened: Opened,
-    micros: float,
-    *,
-    path: str,
-    model: str,
-    stream: bool,
-    headers: dict[str, str],
-) -> Reply:
-    started = opened.started
-    if stream:
-        upstream = core.stream(decision, opened, micros, broken=sse_error)
-        lines = openai_upstream.stream(path, upstream, model=model, started=started)
-        return Reply(media_type="application/x-ndjson", headers=headers, stream=lines)
-    data = orjson.loads(await core.body(decision, opened, micros))
-    out = openai_upstream.answer(path, data, model=model, started=started)
-    return json_reply(out, 502 if "error" in out else 200, headers=headers)
+def upstream_path(path: str) -> Callable[[Candidate], str]:
+    """Where an Ollama-API request goes on a candidate: the same path on a node, the OpenAI
+    equivalent under a static endpoint's base URL."""
+    return lambda c: path if c.node else openai_upstream.PATHS[path]
 
 
-def _body(decision: Decision, body: dict[str, Any], path: str) -> Any:
+def upstream_body(decision: Decision, body: dict[str, Any], path: str) -> Callable[[Candidate], dict[str, Any]]:
+    """An Ollama-API ``body`` as a candidate takes it: the chosen tag and merged options for a node,
+    translated for a static OpenAI-compatible endpoint."""
+
     def build(cand: Candidate) -> dict[str, Any]:
+        options = merged_options(decision.table, decision, cand.model, body.get("options"))
         if cand.node is None:
-            options = merged_options(decision.table, decision, cand.model, body.get("options"))
             return openai_upstream.request(path, body, model=cand.model.tag, options=options)
         out = dict(body)
         out["model"] = cand.model.tag
-        out["options"] = merged_options(decision.table, decision, cand.model, body.get("options"))
+        out["options"] = options
         out.setdefault("keep_alive", cand.model.keep_alive)
         return out
 
     return build
+
+
+async def whole_answer(
+    core: RouterCore, decision: Decision, opened: Opened, micros: float, *, path: str, model: str
+) -> dict[str, Any]:
+    """A non-streaming answer in Ollama's shape, whichever kind of upstream gave it."""
+    data = orjson.loads(await core.body(decision, opened, micros))
+    if opened.candidate.node is not None:
+        return data  # type: ignore[no-any-return]
+    return openai_upstream.answer(path, data, model=model, started=opened.started)
+
+
+def answer_stream(
+    core: RouterCore, decision: Decision, opened: Opened, micros: float, *, path: str, model: str
+) -> AsyncIterator[bytes]:
+    """A streamed answer as Ollama's NDJSON lines, whichever kind of upstream gives it."""
+    if opened.candidate.node is not None:
+        return core.stream(decision, opened, micros)
+    upstream = core.stream(decision, opened, micros, broken=sse_error)
+    return openai_upstream.stream(path, upstream, model=model, started=opened.started)
 
 
 def tags(core: RouterCore) -> Reply:

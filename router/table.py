@@ -161,7 +161,10 @@ def build_table(
             routes.append(obj)
         elif isinstance(obj, Experiment) and obj.spec.state is ExperimentState.RUNNING:
             experiments[obj.name] = obj
-    by_tag = {m.tag: m.name for m in sorted(models.values(), key=lambda m: m.name, reverse=True)}
+    # Ollama tags name models on nodes; a static endpoint's model is served there alone, even when
+    # its upstream id reads like a tag some node holds.
+    ollama = [m for m in models.values() if m.provider is not Provider.OPENAI]
+    by_tag = {m.tag: m.name for m in sorted(ollama, key=lambda m: m.name, reverse=True)}
     holders: dict[str, list[NodeEntry]] = {}
     for name, status in sorted(statuses.items()):
         reg = registrations.get(name)

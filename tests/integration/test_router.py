@@ -236,7 +236,17 @@ async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, 
     oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
     done = await oai.chat.completions.create(model="hosted", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert done.choices[0].message.content and done.choices[0].finish_reason == "length"
+    async with httpx.AsyncClient(base_url=url) as raw:  # the native door too, whole and streamed
+        native = await raw.post("/api/v1/route", json={"model": "hosted", "messages": [{"role": "user", "content": "hi"}]})
+        assert native.status_code == 200 and native.json()["answer"]["message"]["content"]
+        assert native.json()["decision"]["node"] == "endpoint" and native.headers["x-route-node"] == "endpoint"
+        ask = {"model": "hosted", "prompt": "say hi", "stream": True}
+        async with raw.stream("POST", "/api/v1/route", json=ask) as resp:
+            lines = [orjson.loads(line) async for line in resp.aiter_lines() if line.strip()]
+        assert lines[-1]["done"] and "".join(line.get("response", "") for line in lines).strip()
+        assert resp.headers["x-route-node"] == "endpoint" and resp.headers["x-route-attempts"] == "1"
     assert ("POST", "/v1/chat/completions", "llama3.2:1b") in list(f.sims["node-0"].engine.calls)
+    assert ("POST", "/v1/completions", "llama3.2:1b") in list(f.sims["node-0"].engine.calls)
 
 
 async def test_node_dying_mid_answer_ends_the_stream_with_an_error(fleet: tuple[Fleet, str]) -> None:
