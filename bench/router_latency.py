@@ -6,11 +6,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import orjson
 
 from bench.common import cpu_seconds, pct, peak_rss_mb
 from bench.router_stack import Stack
+from router.upstream import Origin, UpstreamError, UpstreamPool
 
 MESSAGES = [{"role": "user", "content": "Say hello to the platform team."}]
 
@@ -43,25 +45,30 @@ def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     return out
 
 
-async def _round(clients: list[httpx.AsyncClient], url: str, body: dict[str, Any], *, count: int, result: PathResult) -> None:
-    """``count`` requests spread over the workers, each with its own client (DESIGN.md: a shared
-    client caps throughput; and a client made per round would cost ~10 ms of TLS set-up each)."""
-    per_worker = max(1, count // len(clients))
+async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers: int, count: int, result: PathResult) -> None:
+    """``count`` requests spread over ``workers`` concurrent clients, each on its own keep-alive
+    connection. The client is the router's own (router/upstream.py): httpx spent ~1 ms of CPU per
+    request here, which at 50 clients took that much CPU from the processes being measured."""
+    per_worker = max(1, count // workers)
+    split = urlsplit(url)
+    origin, path, data = Origin.parse(f"{split.scheme}://{split.netloc}"), split.path, orjson.dumps(body)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         for _ in range(per_worker):
             started = time.perf_counter()
             try:
-                resp = await client.post(url, json=body)
-                ok = resp.status_code == 200
-            except httpx.HTTPError:
+                resp = await pool.post(origin, path, data, connect_timeout_s=10, whole=True)
+                await resp.read()
+                resp.release()
+                ok = resp.status == 200
+            except UpstreamError:
                 ok = False
             if ok:
                 result.ms.append((time.perf_counter() - started) * 1000)
             else:
                 result.errors += 1
 
-    await asyncio.gather(*(worker(c) for c in clients))
+    await asyncio.gather(*(worker() for _ in range(workers)))
 
 
 async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)) -> dict[int, dict[str, PathResult]]:
@@ -71,22 +78,20 @@ async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)
         results = {name: PathResult() for name in table}
         per_round = max(concurrency, calls // 10)
         # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us (while
-        # another path's rounds run), which would count as errors of the path that reuses them.
-        limits = httpx.Limits(keepalive_expiry=2.0)
-        clients = [httpx.AsyncClient(timeout=60, limits=limits) for _ in range(concurrency)]
+        # another path's rounds run); the pool also replaces one found closed.
+        pool = UpstreamPool(idle_s=2.0)
         try:
             for url, body, _ in table.values():  # warm-up (connections, runners), not counted
-                await _round(clients, url, body, count=max(per_round, 2 * concurrency), result=PathResult())
+                await _round(pool, url, body, workers=concurrency, count=max(per_round, 2 * concurrency), result=PathResult())
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
                 for name, (url, body, proc) in table.items():
                     pid = stack.pids.get(proc) if proc else None
                     cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-                    await _round(clients, url, body, count=per_round, result=results[name])
+                    await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name])
                     results[name].wall_s += time.perf_counter() - t0
                     results[name].cpu_s += (cpu_seconds(pid) - cpu0) if pid else 0.0
         finally:
-            for client in clients:
-                await client.aclose()
+            pool.close()
         out[concurrency] = results
     return out
 

@@ -4,10 +4,11 @@ answered → the streamed body, with the decision in headers, metrics and an out
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -125,6 +126,9 @@ class RouterCore:
         self.forwarder = Forwarder(self.live)
         self.metrics = metrics
         self.sink = sink or LogSink()
+        # Request ids: unique per process by a counter, across processes by a random prefix (a
+        # uuid4 per request cost a system call on the request path).
+        self._id_prefix, self._ids = os.urandom(6).hex(), itertools.count(1)
 
     @property
     def table(self) -> RouteTable:
@@ -155,7 +159,10 @@ class RouterCore:
         body: Callable[[Candidate], Mapping[str, Any]],
         stream: bool,
         decision_us: float,
+        request_id: str | None = None,
     ) -> Opened:
+        """The first candidate that answered, with the request's id (the client's ``x-request-id``
+        when it sent a usable one, else a new one)."""
         timeouts, retries = self.limits(decision)
         try:
             opened = await self.forwarder.open(decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream)
@@ -165,6 +172,9 @@ class RouterCore:
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
+        if request_id is None or not (0 < len(request_id) <= 128 and request_id.isprintable()):
+            request_id = f"{self._id_prefix}-{next(self._ids):x}"
+        opened.request_id = request_id
         return opened
 
     async def stream(
@@ -249,7 +259,7 @@ class RouterCore:
         self.metrics.first_byte.labels(*labels).observe(opened.first_byte_s)
         self.sink.record(
             Outcome(
-                str(uuid.uuid4()),
+                opened.request_id,
                 decision.route,
                 cand.model.name,
                 node,
@@ -272,4 +282,5 @@ def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> 
         "x-route-name": decision.route or "",
         "x-route-decision-us": f"{decision_us:.1f}",
         "x-route-attempts": str(len(opened.failed) + 1),
+        "x-request-id": opened.request_id,
     }

@@ -41,6 +41,7 @@ class Opened:
     first_byte_s: float
     failed: list[str] = field(default_factory=list)  # "node/model: why" of candidates tried before
     ended: float = 0.0  # perf_counter when the body had been read (or the read broke off)
+    request_id: str = ""
 
     @property
     def status(self) -> int:

@@ -62,7 +62,12 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
         else:
             body["prompt"] = req.prompt
         opened = await core.open(
-            decision, path=upstream_path(path), body=upstream_body(decision, body, path), stream=req.stream, decision_us=micros
+            decision,
+            path=upstream_path(path),
+            body=upstream_body(decision, body, path),
+            stream=req.stream,
+            decision_us=micros,
+            request_id=request.headers.get("x-request-id"),
         )
         out_headers = decision_headers(decision, opened, micros)
         served = opened.candidate.model.name

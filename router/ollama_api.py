@@ -62,7 +62,12 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
         decision, micros = core.decide(info)
         stream = bool(body.get("stream", True)) and path != "/api/embed"
         opened = await core.open(
-            decision, path=upstream_path(path), body=upstream_body(decision, body, path), stream=stream, decision_us=micros
+            decision,
+            path=upstream_path(path),
+            body=upstream_body(decision, body, path),
+            stream=stream,
+            decision_us=micros,
+            request_id=request.headers.get("x-request-id"),
         )
         headers = decision_headers(decision, opened, micros)
         if stream:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from controlplane.store.keys import KeySpace
+from router.core import Outcome
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, route_doc
@@ -236,8 +237,17 @@ async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, 
     oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
     done = await oai.chat.completions.create(model="hosted", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert done.choices[0].message.content and done.choices[0].finish_reason == "length"
+    outcomes: list[Outcome] = []
+    f.router.core.sink = type("Collect", (), {"record": lambda _self, o: outcomes.append(o)})()
     async with httpx.AsyncClient(base_url=url) as raw:  # the native door too, whole and streamed
         native = await raw.post("/api/v1/route", json={"model": "hosted", "messages": [{"role": "user", "content": "hi"}]})
+        tagged = await raw.post("/api/v1/route", json={"model": "hosted", "prompt": "hi"}, headers={"x-request-id": "req-42"})
+        assert tagged.headers["x-request-id"] == "req-42" and native.headers["x-request-id"] not in ("", "req-42")
+        await asyncio.sleep(0.05)  # outcomes are recorded once the answer is out
+        assert [(o.request_id, o.model, o.node, o.status) for o in outcomes[-2:]] == [
+            (native.headers["x-request-id"], "hosted", "endpoint", "ok"),
+            ("req-42", "hosted", "endpoint", "ok"),
+        ]
         assert native.status_code == 200 and native.json()["answer"]["message"]["content"]
         assert native.json()["decision"]["node"] == "endpoint" and native.headers["x-route-node"] == "endpoint"
         ask = {"model": "hosted", "prompt": "say hi", "stream": True}
