@@ -47,10 +47,6 @@ class Opened:
     def status(self) -> int:
         return self.response.status
 
-    @property
-    def media_type(self) -> str:
-        return (self.response.header(b"content-type") or b"application/json").decode("latin-1")
-
     async def rest(self) -> AsyncIterator[bytes]:
         """The body after ``first``, as it arrives."""
         while chunk := await self.response.chunk():

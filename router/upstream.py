@@ -62,9 +62,6 @@ class Response:
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
 
-    def header(self, name: bytes) -> bytes | None:
-        return next((v for k, v in self.headers if k == name), None)
-
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
