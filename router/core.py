@@ -22,7 +22,7 @@ from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.table import ModelEntry, RouteTable
-from router.upstream import UpstreamError
+from router.upstream import Response, UpstreamError
 from schemas.model import Capability
 from schemas.route import Retries, Task, Timeouts
 
@@ -159,23 +159,29 @@ class RouterCore:
         body: Callable[[Candidate], Mapping[str, Any]],
         stream: bool,
         decision_us: float,
-        request_id: str | None = None,
+        request_id: str,
+        early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
     ) -> Opened:
-        """The first candidate that answered, with the request's id (the client's ``x-request-id``
-        when it sent a usable one, else a new one)."""
+        """The first candidate that answered (``early``: see ``Forwarder.open``)."""
         timeouts, retries = self.limits(decision)
         try:
-            opened = await self.forwarder.open(decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream)
+            opened = await self.forwarder.open(
+                decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream, early=early
+            )
         except Exception:
             self.observe_decision(decision_us)
             self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", "error").inc()
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        if request_id is None or not (0 < len(request_id) <= 128 and request_id.isprintable()):
-            request_id = f"{self._id_prefix}-{next(self._ids):x}"
         opened.request_id = request_id
         return opened
+
+    def request_id(self, given: str | None) -> str:
+        """The client's ``x-request-id`` when it sent a usable one, else a new id."""
+        if given is not None and 0 < len(given) <= 128 and given.isprintable():
+            return given
+        return f"{self._id_prefix}-{next(self._ids):x}"
 
     async def stream(
         self, decision: Decision, opened: Opened, decision_us: float, *, broken: Callable[[str], bytes] = ndjson_error
@@ -274,13 +280,18 @@ class RouterCore:
 
 
 def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> dict[str, str]:
-    cand = opened.candidate
+    return route_headers(decision, opened.candidate, len(opened.failed) + 1, opened.request_id, decision_us)
+
+
+def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id: str, decision_us: float) -> dict[str, str]:
+    """The decision as response headers: which model, node, variant and route, how long the
+    decision took, how many candidates were tried, and the request's id."""
     return {
         "x-route-model": cand.model.name,
         "x-route-node": cand.node_name,
         "x-route-variant": decision.variant or "",
         "x-route-name": decision.route or "",
         "x-route-decision-us": f"{decision_us:.1f}",
-        "x-route-attempts": str(len(opened.failed) + 1),
-        "x-request-id": opened.request_id,
+        "x-route-attempts": str(attempts),
+        "x-request-id": request_id,
     }

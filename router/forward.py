@@ -83,8 +83,11 @@ class Forwarder:
         timeouts: Timeouts,
         retries: Retries,
         stream: bool,
+        early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
     ) -> Opened:
-        """The first candidate that answers; UpstreamFailed when none did within the limits."""
+        """The first candidate that answers; UpstreamFailed when none did within the limits.
+        ``early(candidate, attempt)`` may give a hook called with the whole answer as it arrives
+        (see ``Response.on_complete``)."""
         deadline = time.monotonic() + timeouts.total_ms / 1000
         failed: list[str] = []
         last_timeout = False
@@ -94,7 +97,8 @@ class Forwarder:
             node = cand.node_name
             self.live.started(cand.model.name, node)
             try:
-                opened = await self._try(cand, path(cand), body(cand), timeouts, deadline, stream=stream)
+                hook = early(cand, attempt) if early is not None else None
+                opened = await self._try(cand, path(cand), body(cand), timeouts, deadline, stream=stream, on_complete=hook)
             except _AttemptFailed as exc:
                 self.live.finished(cand.model.name, node, ok=False)
                 failed.append(f"{node}/{cand.model.name}: {exc}")
@@ -107,7 +111,15 @@ class Forwarder:
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
 
     async def _try(
-        self, cand: Candidate, path: str, body: Mapping[str, Any], timeouts: Timeouts, deadline: float, *, stream: bool
+        self,
+        cand: Candidate,
+        path: str,
+        body: Mapping[str, Any],
+        timeouts: Timeouts,
+        deadline: float,
+        *,
+        stream: bool,
+        on_complete: Callable[[Response], None] | None,
     ) -> Opened:
         origin = self.origin(cand.node.url if cand.node else cand.model.endpoint or "")
         first_s = (timeouts.first_token_ms if stream else timeouts.total_ms) / 1000
@@ -117,9 +129,14 @@ class Forwarder:
         try:
             async with asyncio.timeout(remaining):  # up to the first byte: after it the answer is committed
                 response = await self.pool.post(
-                    origin, path, orjson.dumps(body), connect_timeout_s=timeouts.connect_ms / 1000, whole=not stream
+                    origin,
+                    path,
+                    orjson.dumps(body),
+                    connect_timeout_s=timeouts.connect_ms / 1000,
+                    whole=not stream,
+                    on_complete=on_complete,
                 )
-                if response.status >= 500 or response.status in (404, 429):
+                if retryable(response.status):
                     text = (await response.read())[:300].decode(errors="replace")
                     raise _AttemptFailed(
                         f"HTTP {response.status} {text}", timeout=False, overloaded=response.status in (429, 503)
@@ -144,6 +161,11 @@ class Forwarder:
         else:
             self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
         return ms
+
+
+def retryable(status: int) -> bool:
+    """An answer that sends the request on to the next candidate instead of to the client."""
+    return status >= 500 or status in (404, 429)
 
 
 class _AttemptFailed(Exception):

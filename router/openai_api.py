@@ -115,7 +115,7 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
             body=lambda c: dict(body, model=c.model.tag) if c.node is None else _ollama_body(path, body, decision, c),
             stream=stream,
             decision_us=micros,
-            request_id=request.headers.get("x-request-id"),
+            request_id=core.request_id(request.headers.get("x-request-id")),
         )
         headers = decision_headers(decision, opened, micros)
         if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
+log = logging.getLogger(__name__)
 _HIGH_WATER = 1 << 20  # buffered body bytes at which the upstream socket stops being read
 
 
@@ -49,7 +52,18 @@ class Origin:
 class Response:
     """One upstream answer: the status and headers once they arrive, then the body in chunks."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_waiter", "complete", "headers", "keep_alive", "status")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_error",
+        "_waiter",
+        "complete",
+        "headers",
+        "keep_alive",
+        "on_complete",
+        "status",
+    )
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -61,6 +75,10 @@ class Response:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
+        # Called with the whole answer as its last byte is parsed, before any waiting task wakes:
+        # lets a pass-through answer go out to the client from here (one loop turn and much
+        # colder code sooner). It must not raise, nor consume the body.
+        self.on_complete: Callable[[Response], None] | None = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -92,6 +110,10 @@ class Response:
         if self._buffered <= _HIGH_WATER // 2:
             self._conn.resume()
         return data
+
+    def peek(self) -> bytes:
+        """The body received so far, left in place for ``chunk()`` / ``read()``."""
+        return b"".join(self._chunks)
 
     async def read(self) -> bytes:
         parts = []
@@ -157,6 +179,11 @@ class _Connection(asyncio.Protocol):
         assert self.current is not None
         self.current.keep_alive = self.parser.should_keep_alive()
         self.current.complete = True
+        if self.current.on_complete is not None:
+            try:
+                self.current.on_complete(self.current)
+            except Exception:  # a hook's bug must not break the connection's parsing
+                log.exception("upstream completion hook failed")
         self.current._wake()
         if self.head is not None and not self.head.done():
             self.head.set_result(None)
@@ -178,10 +205,11 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
 
-    def send(self, request: bytes, *, whole: bool) -> Response:
+    def send(self, request: bytes, *, whole: bool, on_complete: Callable[[Response], None] | None) -> Response:
         assert self.transport is not None
         self.whole = whole
         self.current = Response(self)
+        self.current.on_complete = on_complete
         self.head = asyncio.get_running_loop().create_future()
         self.used += 1
         self.transport.write(request)
@@ -213,7 +241,16 @@ class UpstreamPool:
     _idle: dict[Origin, list[_Connection]] = field(default_factory=dict)
     _tls: ssl.SSLContext | None = None
 
-    async def post(self, origin: Origin, path: str, body: bytes, *, connect_timeout_s: float, whole: bool = False) -> Response:
+    async def post(
+        self,
+        origin: Origin,
+        path: str,
+        body: bytes,
+        *,
+        connect_timeout_s: float,
+        whole: bool = False,
+        on_complete: Callable[[Response], None] | None = None,
+    ) -> Response:
         """Send the request and wait for the answer's status and headers, or with ``whole`` for the
         whole answer (one wake-up instead of two; the caller bounds the wait). A reused connection
         that turns out closed is replaced once by a fresh one: nothing reached the upstream's
@@ -225,7 +262,7 @@ class UpstreamPool:
         request = head + body
         conn = self._take(origin)
         if conn is not None:
-            response = conn.send(request, whole=whole)
+            response = conn.send(request, whole=whole, on_complete=on_complete)
             try:
                 await _headers(conn)
                 return response
@@ -234,7 +271,7 @@ class UpstreamPool:
                     raise
                 conn.close()  # stale: closed by the server while idle; retry below on a new one
         conn = await self._connect(origin, connect_timeout_s)
-        response = conn.send(request, whole=whole)
+        response = conn.send(request, whole=whole, on_complete=on_complete)
         try:
             await _headers(conn)
         except ConnectionError as exc:

@@ -237,3 +237,25 @@ async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_a_reply_sent_early_is_the_one_the_client_gets() -> None:
+    """``answer_now`` writes a whole reply at once (an upstream's callback does, for pass-through
+    answers); what the handler returns afterwards is dropped, and the connection stays usable."""
+
+    async def early(request: Incoming) -> Reply:
+        assert request.answer_now is not None
+        request.answer_now(json_reply({"sent": "early"}, 201))
+        request.answer_now(json_reply({"sent": "twice"}))  # ignored: one answer per request
+        await asyncio.sleep(0.01)
+        return json_reply({"sent": "late"})
+
+    served = await serve({"/early": {"POST": early}, "/echo": {"POST": echo}})
+    try:
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            first = await client.post("/early", content=b"{}")
+            after = await client.post("/echo", content=b"next")
+        assert (first.status_code, first.json()) == (201, {"sent": "early"})
+        assert after.json()["body"] == "next"
+    finally:
+        await served.server.close()
