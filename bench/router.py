@@ -147,7 +147,7 @@ def latency(args: argparse.Namespace) -> None:
     from bench.router_latency import measure, report
     from bench.router_stack import running
 
-    with running(sim_token_s=0.0016, litellm=not args.no_litellm) as stack:
+    with running(sim_token_s=0.02, litellm=not args.no_litellm) as stack:
         results = run_loop(measure(stack, calls=args.calls, levels=tuple(args.concurrency)))
         report(results, stack)
 

@@ -27,19 +27,22 @@ class PathResult:
 
 def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     """name -> (URL, body, the pid-map key of the process in between)."""
-    ollama = {"messages": MESSAGES, "stream": False}
+    # One generated token: the simulator then answers after one fixed wait (SIM_TOKEN_S) instead of
+    # one per token, which spends less of the 2 cores on the simulator and more on what is measured.
+    ollama = {"messages": MESSAGES, "stream": False, "options": {"num_predict": 1}}
+    openai = {"model": "bench", "messages": MESSAGES, "max_tokens": 1}
     out = {
         "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
         "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "tcp"),
         "uvicorn+aiohttp proxy": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "http"),
         "our HTTP plumbing alone": (f"{stack.raw}/api/chat", {"model": "bench", **ollama}, "raw"),
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
-        "router, OpenAI API": (f"{stack.router}/v1/chat/completions", {"model": "bench", "messages": MESSAGES}, "router"),
+        "router, OpenAI API": (f"{stack.router}/v1/chat/completions", openai, "router"),
     }
     if stack.litellm:
         out["LiteLLM proxy, OpenAI API"] = (
             f"{stack.litellm}/v1/chat/completions",
-            {"model": "bench", "messages": MESSAGES},
+            openai,
             "litellm",
         )
     return out
@@ -97,7 +100,7 @@ async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)
 
 
 def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
-    print("\nadded latency: non-streaming chat, one simulated Ollama node answering in ~20 ms, paths alternated")
+    print("\nadded latency: non-streaming chat, one simulated Ollama node answering one token after a fixed 20 ms, paths alternated")
     for concurrency, by_path in results.items():
         direct = by_path["direct (Ollama API)"]
         print(f"concurrency {concurrency}: {len(direct.ms)} requests per path")
