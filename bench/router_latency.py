@@ -100,7 +100,8 @@ async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)
 
 
 def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
-    print("\nadded latency: non-streaming chat, one simulated Ollama node answering one token after a fixed 20 ms, paths alternated")
+    print("\nadded latency: non-streaming chat, one simulated Ollama node answering one token after a fixed 20 ms, "
+          "paths alternated")  # fmt: skip
     for concurrency, by_path in results.items():
         direct = by_path["direct (Ollama API)"]
         print(f"concurrency {concurrency}: {len(direct.ms)} requests per path")
