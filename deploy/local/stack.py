@@ -156,7 +156,8 @@ def up() -> None:
     login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token, "--router-url", ROUTER_URL]
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
-    print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*: try '.venv/bin/llmctl route hi -m chat --dry-run')")
+    print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*)")
+    print("routes:       .venv/bin/llmctl apply -f deploy/examples/routes.yaml   then   .venv/bin/llmctl route hi -m chat --dry-run")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
     print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
