@@ -157,7 +157,7 @@ def up() -> None:
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*)")
-    print("routes:       .venv/bin/llmctl apply -f deploy/examples/routes.yaml   then   .venv/bin/llmctl route hi -m chat --dry-run")
+    print("routes:       .venv/bin/llmctl apply -f deploy/examples/routes.yaml; .venv/bin/llmctl route hi -m chat --dry-run")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
     print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
