@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 
 from bench.common import cpu_seconds, pct, peak_rss_mb
@@ -23,6 +24,35 @@ class PathResult:
     errors: int = 0
     cpu_s: float = 0.0  # CPU of the proxy process under test while its path ran
     wall_s: float = 0.0
+    # The router's own time per whole answer, from its llmtune_router_overhead_seconds histogram
+    # (scraped around each of its rounds): upper bound -> requests, cumulative.
+    overhead: dict[float, float] = field(default_factory=dict)
+
+
+async def _overhead(router: str) -> dict[float, float]:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{router}/metrics")).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('llmtune_router_overhead_seconds_bucket{le="'):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.split()[-1])
+    return out
+
+
+def histogram_pct(buckets: dict[float, float], p: float) -> float:
+    """The p-th percentile of a cumulative histogram, interpolated within its bucket."""
+    bounds = sorted(buckets)
+    target = p / 100 * buckets[bounds[-1]]
+    low, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= target:
+            if bound == float("inf"):
+                return low
+            return low + (bound - low) * ((target - below) / (count - below) if count > below else 0.0)
+        low, below = bound, count
+    return low
 
 
 def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
@@ -89,10 +119,15 @@ async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
                 for name, (url, body, proc) in table.items():
                     pid = stack.pids.get(proc) if proc else None
+                    before = await _overhead(stack.router) if proc == "router" else {}
                     cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
                     await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name])
                     results[name].wall_s += time.perf_counter() - t0
                     results[name].cpu_s += (cpu_seconds(pid) - cpu0) if pid else 0.0
+                    if before:
+                        after, seen = await _overhead(stack.router), results[name].overhead
+                        for bound, count in after.items():
+                            seen[bound] = seen.get(bound, 0.0) + count - before.get(bound, 0.0)
         finally:
             pool.close()
         out[concurrency] = results
@@ -131,5 +166,11 @@ def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
                     f"; ours/LiteLLM (OpenAI API) added p50 x{ratio:.2f} (goal <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'})"
                 )
             print(line)
+        for name, r in by_path.items():
+            if r.overhead and max(r.overhead.values()) > 0:
+                p50, p99 = histogram_pct(r.overhead, 50) * 1000, histogram_pct(r.overhead, 99) * 1000
+                goal = "met" if p50 < 1 and p99 < 5 else "NOT met"
+                print(f"  {name}: the router's own time per answer (its overhead histogram): p50 {p50:.2f} ms, "
+                      f"p99 {p99:.2f} ms (goal p50 < 1 ms and p99 < 5 ms: {goal})")  # fmt: skip
     rss = ", ".join(f"{name} {peak_rss_mb(pid):.0f} MB" for name, pid in stack.pids.items())
     print(f"peak RSS: {rss}")

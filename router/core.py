@@ -18,6 +18,7 @@ import orjson
 from router.classify import Classifier, classify, estimate_tokens
 from router.errors import BadInput
 from router.forward import Forwarder, Opened, UpstreamFailed
+from router.http import Incoming
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
@@ -160,6 +161,7 @@ class RouterCore:
         stream: bool,
         decision_us: float,
         request_id: str,
+        incoming: Incoming | None = None,
         early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
     ) -> Opened:
         """The first candidate that answered (``early``: see ``Forwarder.open``)."""
@@ -174,7 +176,7 @@ class RouterCore:
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        opened.request_id = request_id
+        opened.request_id, opened.incoming = request_id, incoming
         return opened
 
     def request_id(self, given: str | None) -> str:
@@ -233,6 +235,10 @@ class RouterCore:
             self._end(decision, opened, decision_us, tail, ok, gone)
 
     def _end(self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool) -> None:
+        incoming = opened.incoming
+        if ok and incoming is not None and incoming.answered and opened.response.completed:
+            before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
+            self.metrics.overhead.observe(before + after)
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
         self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone)
         if ok:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from router.http import Incoming
 from router.live import LiveStats
 from router.policy import Candidate, Decision
 from router.upstream import Origin, Response, UpstreamError, UpstreamPool
@@ -42,6 +43,8 @@ class Opened:
     failed: list[str] = field(default_factory=list)  # "node/model: why" of candidates tried before
     ended: float = 0.0  # perf_counter when the body had been read (or the read broke off)
     request_id: str = ""
+    first_sent: float = 0.0  # perf_counter when the first candidate was tried
+    incoming: Incoming | None = None  # the client's request (its arrival and answer times)
 
     @property
     def status(self) -> int:
@@ -88,7 +91,7 @@ class Forwarder:
         """The first candidate that answers; UpstreamFailed when none did within the limits.
         ``early(candidate, attempt)`` may give a hook called with the whole answer as it arrives
         (see ``Response.on_complete``)."""
-        deadline = time.monotonic() + timeouts.total_ms / 1000
+        deadline, first_sent = time.monotonic() + timeouts.total_ms / 1000, time.perf_counter()
         failed: list[str] = []
         last_timeout = False
         for attempt, cand in enumerate(decision.candidates()):
@@ -106,7 +109,7 @@ class Forwarder:
                 if not _retry_allowed(exc, retries):
                     break
                 continue
-            opened.failed = failed
+            opened.failed, opened.first_sent = failed, first_sent
             return opened
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
 

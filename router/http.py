@@ -39,6 +39,8 @@ class Incoming:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
+    received: float = 0.0  # perf_counter when its last byte was parsed
+    answered: float = 0.0  # perf_counter when a whole reply to it was written (0: not yet, or streamed)
     # Sends a whole (not streamed) reply at once, from wherever the handler has it (an upstream's
     # parser callback); the reply the handler returns later is then dropped.
     answer_now: Callable[[Reply], None] | None = None
@@ -189,7 +191,8 @@ class _Connection(asyncio.Protocol):
         path, _, query = self._url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("latin-1")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self.queue.append(Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive()))
+        request = Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive(), time.perf_counter())
+        self.queue.append(request)
         if len(self.queue) >= self.limits.max_pipelined and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
@@ -220,6 +223,7 @@ class _Connection(asyncio.Protocol):
             if not answered and reply.stream is None:
                 answered.append(reply)
                 self._write(_head(reply.status, reply, length=len(reply.body), keep_alive=request.keep_alive) + reply.body)
+                request.answered = time.perf_counter()
 
         request.answer_now = answer_now
         try:
@@ -234,6 +238,7 @@ class _Connection(asyncio.Protocol):
                 return True
             if reply.stream is None:
                 self._write(_head(reply.status, reply, length=len(reply.body), keep_alive=request.keep_alive) + reply.body)
+                request.answered = time.perf_counter()
                 return True
             started = True
             return await self._stream(request, reply, reply.stream)

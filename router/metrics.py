@@ -13,6 +13,8 @@ from prometheus_client.registry import Collector
 from router.live import LiveStats
 
 _FAST = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005)
+_OVERHEAD = (0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+             0.01, 0.025, 0.05, 0.1)  # fmt: skip
 _SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -45,6 +47,13 @@ class RouterMetrics:
         where = ["route", "model", "node"]
         self.decision = Histogram(
             "llmtune_router_decision_seconds", "Time to decide a request's route", buckets=_FAST, registry=registry
+        )
+        self.overhead = Histogram(
+            "llmtune_router_overhead_seconds",
+            "Time a whole (non-streamed) answer spent in the router itself: from the request read to the first upstream "
+            "attempt, plus from the upstream's last byte to the reply written",
+            buckets=_OVERHEAD,
+            registry=registry,
         )
         self.requests = counter(
             "llmtune_router_requests", "Requests by outcome (variant: the experiment arm, if any)", [*where, "variant", "status"]

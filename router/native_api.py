@@ -68,6 +68,7 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
             stream=req.stream,
             decision_us=micros,
             request_id=core.request_id(request.headers.get("x-request-id")),
+            incoming=request,
         )
         out_headers = decision_headers(decision, opened, micros)
         served = opened.candidate.model.name

@@ -85,6 +85,7 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
             stream=stream,
             decision_us=micros,
             request_id=rid,
+            incoming=request,
             early=early,
         )
         headers = decision_headers(decision, opened, micros)

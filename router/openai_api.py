@@ -116,6 +116,7 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
             stream=stream,
             decision_us=micros,
             request_id=core.request_id(request.headers.get("x-request-id")),
+            incoming=request,
         )
         headers = decision_headers(decision, opened, micros)
         if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already

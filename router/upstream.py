@@ -59,6 +59,7 @@ class Response:
         "_error",
         "_waiter",
         "complete",
+        "completed",
         "headers",
         "keep_alive",
         "on_complete",
@@ -72,6 +73,7 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self.complete = False
+        self.completed = 0.0  # perf_counter when the last byte was parsed
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
@@ -179,6 +181,7 @@ class _Connection(asyncio.Protocol):
         assert self.current is not None
         self.current.keep_alive = self.parser.should_keep_alive()
         self.current.complete = True
+        self.current.completed = time.perf_counter()
         if self.current.on_complete is not None:
             try:
                 self.current.on_complete(self.current)

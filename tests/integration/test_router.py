@@ -200,6 +200,8 @@ async def test_busy_or_stalled_node_is_skipped_before_the_first_byte(fleet: tupl
         metrics = (await raw.get("/metrics")).text
         assert 'llmtune_router_retries_total{route="quick"}' in metrics
         assert "llmtune_router_tokens_per_second_count" in metrics and "llmtune_router_decision_seconds_count" in metrics
+        overhead = next(line for line in metrics.splitlines() if line.startswith("llmtune_router_overhead_seconds_count"))
+        assert float(overhead.split()[-1]) >= 1  # the whole answer above: the router's own share of its time
 
 
 async def test_client_leaving_mid_stream_is_not_a_node_failure(fleet: tuple[Fleet, str]) -> None:
