@@ -20,6 +20,7 @@ from schemas.model import Capability
 from schemas.route import Task
 
 VERSION = "0.12.6"  # the Ollama API version the router speaks
+_SENT = Reply(status=200)  # returned for an answer already written: the server drops it
 
 
 def read_json(request: Incoming) -> dict[str, Any]:
@@ -88,14 +89,17 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
             incoming=request,
             early=early,
         )
-        headers = decision_headers(decision, opened, micros)
         if stream:
             chunks = answer_stream(core, decision, opened, micros, path=path, model=model)
+            headers = decision_headers(decision, opened, micros)
             return Reply(opened.status, media_type="application/x-ndjson", headers=headers, stream=chunks)
         if opened.candidate.node is not None:  # Ollama's answer as it came: no need to parse it
-            return Reply(opened.status, await core.body(decision, opened, micros), "application/json", headers)
+            data = await core.body(decision, opened, micros)
+            if request.answered:  # already sent from the upstream's callback (early, above)
+                return _SENT
+            return Reply(opened.status, data, "application/json", decision_headers(decision, opened, micros))
         out = await whole_answer(core, decision, opened, micros, path=path, model=model)
-        return json_reply(out, 502 if "error" in out else 200, headers=headers)
+        return json_reply(out, 502 if "error" in out else 200, headers=decision_headers(decision, opened, micros))
     except (BadInput, NoRoute, UpstreamFailed) as exc:
         return render(exc, "ollama")
 
