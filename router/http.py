@@ -7,7 +7,8 @@ server, same client, same upstream), half of the router's whole budget of 1 ms. 
 are narrow (JSON in; JSON, NDJSON or server-sent events out) and so is this module: keep-alive and
 pipelined requests in order, ``Expect: 100-continue``, chunked request bodies (httptools), chunked
 streamed answers with write back-pressure, size limits (413/431), malformed requests (400), idle
-connections closed after ``keepalive_s``, a client that goes away cancelling its request (which
+connections closed after ``keepalive_s``, 408 for a request that trickles in slower than
+``read_timeout_s``, a client that goes away cancelling its request (which
 releases its upstream), and a graceful close.
 """
 
@@ -99,6 +100,7 @@ class Limits:
     max_body: int = 32 << 20  # bytes of request body
     max_head: int = 64 << 10  # bytes of request line and headers
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
+    read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
 
 
@@ -113,7 +115,10 @@ class _Connection(asyncio.Protocol):
         self.queue: collections.deque[Incoming] = collections.deque()
         self.task: asyncio.Task[None] | None = None
         self.closed = False
-        self._idle: asyncio.TimerHandle | None = None
+        # One deadline at a time, checked by the server's sweep (no timer per request): close when
+        # idle too long, or answer 408 when a started request does not arrive whole in time.
+        self.deadline: float | None = None
+        self.reading = False
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = self._read_paused = False
         self._url = b""
@@ -139,8 +144,6 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client left: stop its request (and release its upstream)
         self._wake_writer()
@@ -155,9 +158,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body, self._size = b"", {}, [], 0
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self.deadline, self.reading = time.monotonic() + self.limits.read_timeout_s, True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -192,6 +193,7 @@ class _Connection(asyncio.Protocol):
         method = self.parser.get_method().decode("latin-1")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive(), time.perf_counter())
+        self.deadline, self.reading = None, False  # no deadline while it is answered
         self.queue.append(request)
         if len(self.queue) >= self.limits.max_pipelined and self.transport is not None:
             self._read_paused = True
@@ -291,8 +293,17 @@ class _Connection(asyncio.Protocol):
         self._close()
 
     def _arm_idle(self) -> None:
-        if not self.closed:
-            self._idle = asyncio.get_running_loop().call_later(self.limits.keepalive_s, self._close)
+        if not self.closed and not self.reading:
+            self.deadline = time.monotonic() + self.limits.keepalive_s
+
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: act on a deadline that has passed (none while answering)."""
+        if self.deadline is None or now < self.deadline or self.closed or self.busy:
+            return
+        if self.reading:
+            self._refuse(408, f"the request did not arrive whole within {self.limits.read_timeout_s:g} s")
+        else:
+            self._close()
 
     def _close(self) -> None:
         if not self.closed and self.transport is not None:
@@ -319,6 +330,7 @@ class HttpServer:
         self.limits = limits or Limits()
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def dispatch(self, request: Incoming) -> Reply:
         methods = self.routes.get(request.path)
@@ -336,12 +348,24 @@ class HttpServer:
         """Listen; returns the port (useful with ``port=0``)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True, backlog=2048)
+        self._sweeper = asyncio.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        """Deadlines of all connections, a few times per the shortest limit (at most once a second)."""
+        every = min(1.0, self.limits.keepalive_s / 4, self.limits.read_timeout_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.expire(now)
 
     async def close(self, *, grace_s: float = 10.0) -> None:
         """Stop listening, let requests being answered finish (up to ``grace_s``), close the rest."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             if not conn.busy:
                 conn._close()

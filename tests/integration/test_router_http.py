@@ -44,7 +44,9 @@ async def serve(routes: dict[str, dict[str, Callable[[Incoming], Awaitable[Reply
 
 @pytest.fixture
 async def echoing() -> AsyncIterator[Served]:
-    served = await serve({"/echo": {"POST": echo, "GET": echo}}, Limits(max_body=1000, max_head=2000, keepalive_s=0.3))
+    served = await serve(
+        {"/echo": {"POST": echo, "GET": echo}}, Limits(max_body=1000, max_head=2000, keepalive_s=0.3, read_timeout_s=0.3)
+    )
     yield served
     await served.server.close()
 
@@ -92,6 +94,15 @@ async def test_limits_and_malformed_requests_get_a_clear_error_and_close(echoing
     assert head.startswith(b"HTTP/1.1 431")
     garbage = await echoing.raw(b"NOT HTTP AT ALL\r\n\r\n")
     assert garbage.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in garbage
+
+
+async def test_a_request_that_trickles_in_gets_408(echoing: Served) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echoing.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes short, then nothing
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 408") and b"did not arrive whole within 0.3 s" in data
 
 
 async def test_unknown_path_wrong_method_and_head(echoing: Served) -> None:
