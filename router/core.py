@@ -170,9 +170,10 @@ class RouterCore:
             opened = await self.forwarder.open(
                 decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream, early=early
             )
-        except Exception:
+        except (Exception, asyncio.CancelledError) as exc:  # no upstream answered, or the client left first
             self.observe_decision(decision_us)
-            self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", "error").inc()
+            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", status).inc()
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))

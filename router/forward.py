@@ -109,6 +109,9 @@ class Forwarder:
                 if not _retry_allowed(exc, retries):
                     break
                 continue
+            except BaseException:  # the client left before an answer: its slot is freed, the node not blamed
+                self.live.released(cand.model.name, node)
+                raise
             opened.failed, opened.first_sent = failed, first_sent
             return opened
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)

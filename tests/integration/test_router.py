@@ -279,3 +279,25 @@ async def test_node_dying_mid_answer_ends_the_stream_with_an_error(fleet: tuple[
     with pytest.raises(ollama.ResponseError, match="broke off the answer"):
         async for _part in await client.chat(model="chat", messages=ask["messages"], stream=True):
             pass
+
+
+async def test_client_leaving_before_the_answer_releases_the_node(fleet: tuple[Fleet, str]) -> None:
+    """A client that gives up while the node is still working (a timeout on a non-streaming call)
+    frees its slot on that node: no in-flight count is left behind to make the node look busy."""
+    f, url = fleet
+    for sim in f.sims.values():
+        sim.engine.settings.token_s = 0.2  # a slow answer: the client leaves long before it
+    ask = {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    async with httpx.AsyncClient(base_url=url, timeout=0.3) as raw:
+        for _ in range(3):
+            with pytest.raises(httpx.ReadTimeout):
+                await raw.post("/api/chat", json=ask)
+    live = f.router.core.live
+    await f.until(lambda: all(live.in_flight(name) == 0 for name in f.sims), timeout_s=5,
+                  what=lambda: {name: live.in_flight(name) for name in f.sims})  # fmt: skip
+    async with httpx.AsyncClient(base_url=url) as raw:
+        metrics = (await raw.get("/metrics")).text
+    assert "llmtune_router_circuit_state{" not in metrics  # leaving is not the node's failure
+    cancelled = [line for line in metrics.splitlines() if line.startswith("llmtune_router_requests_total{") and 'node="-"' in line
+                 and 'status="cancelled"' in line]  # fmt: skip
+    assert len(cancelled) == 1 and cancelled[0].endswith(" 3.0")  # counted, before any node answered
