@@ -229,7 +229,6 @@ class RouterCore:
         outcome record, ~0.1 ms) runs on the loop's next turn, after the answer's last bytes are
         written, so the client does not wait for it."""
         opened.close()
-        opened.ended = time.perf_counter()
         try:
             asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone)
         except RuntimeError:  # a stream finalized outside the loop (at exit): account for it now

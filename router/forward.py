@@ -9,6 +9,7 @@ accounted in the live figures (in-flight, latency, circuit breaker) and the metr
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,6 @@ class Opened:
     started: float
     first_byte_s: float
     failed: list[str] = field(default_factory=list)  # "node/model: why" of candidates tried before
-    ended: float = 0.0  # perf_counter when the body had been read (or the read broke off)
     request_id: str = ""
     first_sent: float = 0.0  # perf_counter when the first candidate was tried
     incoming: Incoming | None = None  # the client's request (its arrival and answer times)
@@ -66,13 +66,6 @@ class Forwarder:
     def __init__(self, live: LiveStats) -> None:
         self.live = live
         self.pool = UpstreamPool()
-        self._origins: dict[str, Origin] = {}
-
-    def origin(self, url: str) -> Origin:
-        origin = self._origins.get(url)
-        if origin is None:
-            origin = self._origins[url] = Origin.parse(url)
-        return origin
 
     async def close(self) -> None:
         self.pool.close()
@@ -127,7 +120,7 @@ class Forwarder:
         stream: bool,
         on_complete: Callable[[Response], None] | None,
     ) -> Opened:
-        origin = self.origin(cand.node.url if cand.node else cand.model.endpoint or "")
+        origin = _origin(cand.node.url if cand.node else cand.model.endpoint or "")
         first_s = (timeouts.first_token_ms if stream else timeouts.total_ms) / 1000
         remaining = max(0.001, min(first_s, deadline - time.monotonic()))
         started = time.perf_counter()
@@ -159,14 +152,18 @@ class Forwarder:
         return Opened(cand, response, first, started, time.perf_counter() - started)
 
     def finish(self, opened: Opened, *, ok: bool, client_gone: bool = False) -> float:
-        """Account for an answer that ended; returns its duration in ms."""
-        ms = ((opened.ended or time.perf_counter()) - opened.started) * 1000
+        """Account for an answer that ended; returns its duration in ms (to its last byte, or to
+        now when it broke off or the client left)."""
+        ms = ((opened.response.completed or time.perf_counter()) - opened.started) * 1000
         node = opened.candidate.node_name
         if client_gone:
             self.live.released(opened.candidate.model.name, node)
         else:
             self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
         return ms
+
+
+_origin = functools.lru_cache(maxsize=4096)(Origin.parse)  # node and endpoint URLs: a bounded set
 
 
 def retryable(status: int) -> bool:

@@ -33,10 +33,19 @@ def read_json(request: Incoming) -> dict[str, Any]:
     return body
 
 
+def embed_text(body: dict[str, Any]) -> str:
+    """The text of an embedding request's ``input``: a string or a list of strings (both APIs)."""
+    raw = body.get("input", "")
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return "\n".join(raw)
+    raise BadInput("'input' must be a string or a list of strings")
+
+
 def _text_and_caps(path: str, body: dict[str, Any]) -> tuple[str, frozenset[Capability], Task | None]:
     if path == "/api/embed":
-        raw = body.get("input", "")
-        return (raw if isinstance(raw, str) else "\n".join(map(str, raw))), frozenset(), Task.EMBEDDING
+        return embed_text(body), frozenset(), Task.EMBEDDING
     caps: set[Capability] = set()
     if body.get("tools"):
         caps.add(Capability.TOOLS)

@@ -18,7 +18,7 @@ from router.core import RouterCore, decision_headers, facts, merged_options, sse
 from router.errors import BadInput, render
 from router.forward import UpstreamFailed
 from router.http import Incoming, Reply, json_reply
-from router.ollama_api import read_json
+from router.ollama_api import embed_text, read_json
 from router.policy import Candidate, Decision, NoRoute
 from schemas.model import Capability
 from schemas.route import Task
@@ -101,8 +101,7 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
             messages, caps = _messages(body)
             text = "\n".join(str(m["content"]) for m in messages)
         elif path == "/api/embed":
-            raw = body.get("input", "")
-            text = raw if isinstance(raw, str) else "\n".join(map(str, raw))
+            text = embed_text(body)
         else:
             text = str(body.get("prompt") or "")
         task = Task.EMBEDDING if path == "/api/embed" else None

@@ -50,21 +50,10 @@ class Origin:
 
 
 class Response:
-    """One upstream answer: the status and headers once they arrive, then the body in chunks."""
+    """One upstream answer: its status once the head arrives, then the body in chunks. Header
+    fields are not kept: nothing downstream reads them (each front door sets its own)."""
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_conn",
-        "_error",
-        "_waiter",
-        "complete",
-        "completed",
-        "headers",
-        "keep_alive",
-        "on_complete",
-        "status",
-    )
+    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_waiter", "completed", "keep_alive", "on_complete", "status")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -72,15 +61,17 @@ class Response:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
-        self.complete = False
-        self.completed = 0.0  # perf_counter when the last byte was parsed
+        self.completed = 0.0  # perf_counter when the last byte was parsed (0: not yet)
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
         # Called with the whole answer as its last byte is parsed, before any waiting task wakes:
         # lets a pass-through answer go out to the client from here (one loop turn and much
         # colder code sooner). It must not raise, nor consume the body.
         self.on_complete: Callable[[Response], None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.completed > 0.0
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -163,10 +154,6 @@ class _Connection(asyncio.Protocol):
         self._lost(exc or ConnectionResetError("the upstream closed the connection"))
 
     # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.current is not None
-        self.current.headers.append((name.lower(), value))
-
     def on_headers_complete(self) -> None:
         assert self.current is not None
         self.current.status = self.parser.get_status_code()
@@ -180,7 +167,6 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self.current is not None
         self.current.keep_alive = self.parser.should_keep_alive()
-        self.current.complete = True
         self.current.completed = time.perf_counter()
         if self.current.on_complete is not None:
             try:

@@ -91,6 +91,9 @@ async def test_official_ollama_client_through_the_router(fleet: tuple[Fleet, str
         assert odd.status_code == 400 and "'options' must be an object" in odd.json()["error"]
         cost = await raw.post("/api/chat", json={"model": "chat", "messages": msgs}, headers={"x-route-max-cost": "cheap"})
         assert cost.status_code == 400 and "x-route-max-cost" in cost.json()["error"]
+        for door in ("/api/embed", "/v1/embeddings"):  # was a 500: the input was joined without a check
+            numbers = await raw.post(door, json={"model": "chat", "input": 5})
+            assert numbers.status_code == 400 and "'input' must be a string or a list of strings" in numbers.text
         dry = await raw.post("/api/v1/route", json={"prompt": "def f(): pass", "model": "chat", "dry_run": True})
         decision = dry.json()["decision"]
         assert dry.status_code == 200 and decision["model"] == "small" and decision["fallbacks"]
