@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from bench.common import cpu_seconds, pct, peak_rss_mb
+from bench.common import cpu_seconds, machine_cpu, pct, peak_rss_mb
 from bench.router_stack import Stack
 from router.upstream import Origin, UpstreamError, UpstreamPool
 
@@ -24,6 +24,7 @@ class PathResult:
     errors: int = 0
     cpu_s: float = 0.0  # CPU of the proxy process under test while its path ran
     wall_s: float = 0.0
+    busy: list[int] = field(default_factory=lambda: [0, 0])  # the machine's busy and total CPU ticks while it ran
     # The router's own time per whole answer, from its llmtune_router_overhead_seconds histogram
     # (scraped around each of its rounds): upper bound -> requests, cumulative.
     overhead: dict[float, float] = field(default_factory=dict)
@@ -55,12 +56,11 @@ def histogram_pct(buckets: dict[float, float], p: float) -> float:
     return low
 
 
-def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
-    """name -> (URL, body, the pid-map key of the process in between)."""
-    # One generated token: the simulator then answers after one fixed wait (SIM_TOKEN_S) instead of
-    # one per token, which spends less of the 2 cores on the simulator and more on what is measured.
-    ollama = {"messages": MESSAGES, "stream": False, "options": {"num_predict": 1}}
-    openai = {"model": "bench", "messages": MESSAGES, "max_tokens": 1}
+def paths(stack: Stack, tokens: int = 1) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+    """name -> (URL, body, the pid-map key of the process in between). The simulator answers
+    ``tokens`` tokens, one fixed wait (SIM_TOKEN_S) each."""
+    ollama = {"messages": MESSAGES, "stream": False, "options": {"num_predict": tokens}}
+    openai = {"model": "bench", "messages": MESSAGES, "max_tokens": tokens}
     out = {
         "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
         "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "tcp"),
@@ -78,7 +78,8 @@ def paths(stack: Stack) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     return out
 
 
-async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers: int, count: int, result: PathResult) -> None:
+async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers: int, count: int, result: PathResult,
+                 spread_s: float = 0.0) -> None:
     """``count`` requests spread over ``workers`` concurrent clients, each on its own keep-alive
     connection. The client is the router's own (router/upstream.py): httpx spent ~1 ms of CPU per
     request here, which at 50 clients took that much CPU from the processes being measured."""
@@ -86,7 +87,8 @@ async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers:
     split = urlsplit(url)
     origin, path, data = Origin.parse(f"{split.scheme}://{split.netloc}"), split.path, orjson.dumps(body)
 
-    async def worker() -> None:
+    async def worker(start_s: float) -> None:
+        await asyncio.sleep(start_s)
         for _ in range(per_worker):
             started = time.perf_counter()
             try:
@@ -101,13 +103,29 @@ async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers:
             else:
                 result.errors += 1
 
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    # Independent clients do not start in the same instant: starts are spread over one answer time.
+    # Started together, the clients stay in lock-step (every answer takes the same fixed time), and
+    # each proxy then meets all of them as one burst, which measures the burst, not the proxy.
+    await asyncio.gather(*(worker(spread_s * i / workers) for i in range(workers)))
 
 
-async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)) -> dict[int, dict[str, PathResult]]:
-    table = paths(stack)
-    out: dict[int, dict[str, PathResult]] = {}
-    for concurrency in levels:
+async def _settle(pid: int, *, quiet_s: float = 0.005, limit_s: float = 10.0) -> None:
+    """Wait until a proxy stops working after its round: LiteLLM goes on for a while (logging and
+    accounting after each answer), which would otherwise slow the next path's round and hide from
+    its own CPU figure."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(0.1)
+        if cpu_seconds(pid) - before < quiet_s:
+            return
+
+
+async def measure(stack: Stack, *, calls: int, levels: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, PathResult]]:
+    """``levels``: (concurrent clients, answer tokens) pairs, one measurement each."""
+    out: dict[tuple[int, int], dict[str, PathResult]] = {}
+    for concurrency, tokens in levels:
+        table, spread_s = paths(stack, tokens), tokens * stack.token_s
         results = {name: PathResult() for name in table}
         per_round = max(concurrency, calls // 10)
         # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us (while
@@ -115,32 +133,44 @@ async def measure(stack: Stack, *, calls: int, levels: tuple[int, ...] = (1, 50)
         pool = UpstreamPool(idle_s=2.0)
         try:
             for url, body, _ in table.values():  # warm-up (connections, runners), not counted
-                await _round(pool, url, body, workers=concurrency, count=max(per_round, 2 * concurrency), result=PathResult())
+                await _round(pool, url, body, workers=concurrency, count=max(per_round, 2 * concurrency), result=PathResult(),
+                             spread_s=spread_s)
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
                 for name, (url, body, proc) in table.items():
                     pid = stack.pids.get(proc) if proc else None
                     before = await _overhead(stack.router) if proc == "router" else {}
-                    cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-                    await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name])
+                    cpu0, t0, machine0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter(), machine_cpu()
+                    await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name],
+                                 spread_s=spread_s)
                     results[name].wall_s += time.perf_counter() - t0
-                    results[name].cpu_s += (cpu_seconds(pid) - cpu0) if pid else 0.0
+                    results[name].busy = [a + b - c for a, b, c in zip(results[name].busy, machine_cpu(), machine0, strict=True)]
+                    if pid:
+                        await _settle(pid)
+                        results[name].cpu_s += cpu_seconds(pid) - cpu0
                     if before:
                         after, seen = await _overhead(stack.router), results[name].overhead
                         for bound, count in after.items():
                             seen[bound] = seen.get(bound, 0.0) + count - before.get(bound, 0.0)
         finally:
             pool.close()
-        out[concurrency] = results
+        out[(concurrency, tokens)] = results
     return out
 
 
-def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
-    print("\nadded latency: non-streaming chat, one simulated Ollama node answering one token after a fixed 20 ms, "
-          "paths alternated")  # fmt: skip
-    for concurrency, by_path in results.items():
+def _busy(result: PathResult) -> float:
+    return 100 * result.busy[0] / result.busy[1] if result.busy[1] else 0.0
+
+
+def report(results: dict[tuple[int, int], dict[str, PathResult]], stack: Stack) -> None:
+    token_ms = stack.token_s * 1000
+    print(f"\nadded latency: non-streaming chat, one simulated Ollama node answering after a fixed {token_ms:.0f} ms per token, "
+          "paths alternated, client starts spread over one answer time")  # fmt: skip
+    for (concurrency, tokens), by_path in results.items():
         direct = by_path["direct (Ollama API)"]
-        print(f"concurrency {concurrency}: {len(direct.ms)} requests per path")
-        print(f"  {'ms':28s}{'p50':>8s}{'p99':>8s}{'+p50':>8s}{'+p99':>8s}{'req/s':>8s}{'CPU ms/req':>12s}{'errors':>8s}")
+        answer_ms = tokens * token_ms
+        print(f"concurrency {concurrency}, {tokens}-token answers ({answer_ms:.0f} ms): {len(direct.ms)} requests per path")
+        head = f"{'p50':>8s}{'p99':>8s}{'+p50':>8s}{'+p99':>8s}{'req/s':>8s}{'CPU ms/req':>12s}{'machine':>14s}{'errors':>8s}"
+        print(f"  {'ms':28s}{head}")
         added: dict[str, tuple[float, float]] = {}
         for name, r in by_path.items():
             if not r.ms:
@@ -149,12 +179,15 @@ def report(results: dict[int, dict[str, PathResult]], stack: Stack) -> None:
             a50, a99 = pct(r.ms, 50) - pct(direct.ms, 50), pct(r.ms, 99) - pct(direct.ms, 99)
             added[name] = (a50, a99)
             cpu = f"{r.cpu_s / len(r.ms) * 1000:.2f}" if r.cpu_s else "-"
+            busy = f"{_busy(r):.0f}% busy"
             print(f"  {name:28s}{pct(r.ms, 50):8.2f}{pct(r.ms, 99):8.2f}{a50:8.2f}{a99:8.2f}{len(r.ms) / r.wall_s:8.0f}{cpu:>12s}"
-                  f"{r.errors:8d}")  # fmt: skip
+                  f"{busy:>14s}{r.errors:8d}")  # fmt: skip
         ours = added.get("router, Ollama API")
         if ours is not None:
             goal = "met" if ours[0] < 1 and ours[1] < 5 else "NOT met"
             line = f"  router added p50 {ours[0]:.2f} ms, p99 {ours[1]:.2f} ms; goal p50 < 1 ms and p99 < 5 ms: {goal}"
+            if _busy(by_path["router, Ollama API"]) > 85:
+                line += " (the 2 cores were saturated: the figure includes waiting for a CPU)"
             floor = added.get("our HTTP plumbing alone")
             if floor is not None:
                 line += f"; over its plumbing alone: p50 {ours[0] - floor[0]:+.2f} ms"

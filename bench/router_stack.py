@@ -33,6 +33,7 @@ class Stack:
     pipe: str  # a TCP byte pipe: what the extra hop alone costs
     raw: str  # the router's own HTTP server and client, no routing: what its plumbing costs
     litellm: str | None
+    token_s: float  # the simulator's fixed time per answer token
     pids: dict[str, int] = field(default_factory=dict)
 
 
@@ -101,7 +102,7 @@ def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
         floors = {mode: spawn(mode, [sys.executable, "-m", "bench.proxy_floor", mode, sim_url, str(port)], dict(os.environ))
                   for mode, port in ports.items()}  # fmt: skip
         url = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
-        stack = Stack(sim_url, router_url, url["http"], url["tcp"], url["raw"], None,
+        stack = Stack(sim_url, router_url, url["http"], url["tcp"], url["raw"], None, sim_token_s,
                       {"router": router.pid, "sim": sim.pid, **{m: p.pid for m, p in floors.items()}})  # fmt: skip
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
