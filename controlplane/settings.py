@@ -5,6 +5,7 @@ Example: ``LLMTUNE_STORE__ENDPOINTS=http://10.0.0.1:2379,http://10.0.0.2:2379``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -67,6 +68,19 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
 
 
+class RagSettings(BaseModel):
+    data_dir: Path = Field(default=Path(".data/rag"), description="Embedded Chroma's files and the document catalog.")
+    router_url: str = Field(default="http://127.0.0.1:8701", description="The router: embeddings and answers go through it.")
+    redis_url: str | None = Field(
+        default=None, description="Redis for the query cache (redis://host:6379/0); in process when unset."
+    )
+    max_document_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest document accepted (413 beyond).")
+    max_batch_documents: int = Field(default=1000, ge=1, description="Most documents in one ingest request.")
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Most text in one ingest request.")
+    embed_batch: int = Field(default=64, ge=1, le=4096, description="Chunks per embedding request.")
+    cache_ttl_s: int = Field(default=600, ge=1, description="Lifetime of cached query embeddings and retrievals.")
+
+
 class Settings(BaseSettings):
     """Every control-plane setting; read once at start-up."""
 
@@ -76,3 +90,4 @@ class Settings(BaseSettings):
     db: DbSettings = Field(default_factory=DbSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)

@@ -87,6 +87,7 @@ def facts(
         tags=frozenset(t.strip() for t in tags.split(",") if t.strip()) if (tags := headers.get("x-route-tags")) else _NO_TAGS,
         tenant=headers.get("x-tenant"),
         headers=headers,
+        route=headers.get("x-route-name"),
         capabilities=capabilities,
         prompt_tokens=estimate_tokens(text),
         max_output_tokens=predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,

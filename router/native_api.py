@@ -46,6 +46,8 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
             headers["x-route-tags"] = ",".join(req.tags)
         if req.sticky_key:
             headers["x-sticky-key"] = req.sticky_key
+        if req.route:
+            headers["x-route-name"] = req.route
         info = facts(
             model=req.model, text=req.text(), headers=headers, options=req.options, capabilities=frozenset(req.capabilities),
             task=req.task,

@@ -96,6 +96,7 @@ class Request:
     max_cost: float | None = None
     max_latency_ms: float | None = None  # leave out models observed to be slower
     sticky: str | None = None  # an explicit sticky key (native API)
+    route: str | None = None  # a route named by the caller (the RAG engine's generation route): matching is skipped
     draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
     _inferred: Task | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -340,7 +341,12 @@ def _direct(req: Request, table: RouteTable) -> str | None:
 def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decision:
     """The first candidate (and the chain behind it); NoRoute when no model can serve the request."""
     live = live or NoLive()
-    route = next((r for r in table.routes_for(req.model, req.tenant) if matches(r, req)), None)
+    if req.route is not None:
+        route = next((r for r in table.routes if r.name == req.route), None)
+        if route is None:
+            raise NoRoute(f"no route named '{req.route}'", unknown_model=True)
+    else:
+        route = next((r for r in table.routes_for(req.model, req.tenant) if matches(r, req)), None)
     if route is not None:
         names, variant = _ordered_models(route, req, table, live)
         strategy, route_name = route.spec.strategy.value, route.name

@@ -155,7 +155,7 @@ def build_table(
     for obj in objects:
         if isinstance(obj, NodePool):
             pools.append(obj)
-        elif isinstance(obj, Model):
+        elif isinstance(obj, Model) and obj.spec.provider is not Provider.LOCAL:  # those run in the RAG engine
             models[obj.name] = _model_entry(obj)
         elif isinstance(obj, Route):
             routes.append(obj)

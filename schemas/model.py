@@ -28,6 +28,11 @@ class Capability(StrEnum):
 class Provider(StrEnum):
     OLLAMA = "ollama"
     OPENAI = "openai"
+    LOCAL = "local"  # an embedding model run inside the RAG engine (machines without one on the fleet)
+
+
+#: Embedding models the RAG engine can run itself (``provider: local``), by the Ollama tag of the same model.
+LOCAL_EMBEDDERS = ("all-minilm", "all-minilm:latest", "all-minilm:22m")
 
 
 class OllamaOptions(Strict):
@@ -102,6 +107,11 @@ class ModelSpec(Strict):
     def _consistent(self) -> ModelSpec:
         if self.provider is Provider.OPENAI and self.endpoint is None:
             raise ValueError("provider 'openai' needs an endpoint URL")
+        if self.provider is Provider.LOCAL:
+            if self.capabilities != [Capability.EMBED]:
+                raise ValueError("provider 'local' runs embedding models only: capabilities must be ['embed']")
+            if self.ollama_tag not in LOCAL_EMBEDDERS:
+                raise ValueError(f"provider 'local' has no model '{self.ollama_tag}'; it runs {', '.join(LOCAL_EMBEDDERS)}")
         if self.options.num_ctx is not None and self.options.num_ctx > self.context_window:
             raise ValueError(f"options.num_ctx ({self.options.num_ctx}) exceeds context_window ({self.context_window})")
         if len(set(self.capabilities)) != len(self.capabilities):

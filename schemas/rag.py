@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, Field, model_validator
+from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
 
 from schemas.common import ConfigObject, Name, Strict
 
@@ -59,3 +59,102 @@ class RagCollection(ConfigObject):
     plural: ClassVar[str] = "rag"
     kind: Literal["RagCollection"] = "RagCollection"
     spec: RagCollectionSpec
+
+
+# --- the RAG API's requests and answers (control plane /api/v1/rag) ---
+
+MetaValue = str | int | float | bool
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class RagDocument(Strict):
+    """One document to ingest; re-sending the same id with the same text (and chunking) does no work."""
+
+    id: DocumentId
+    text: str = Field(min_length=1)
+    format: Literal["text", "markdown"] = "text"
+    metadata: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], MetaValue] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class RagIngestRequest(Strict):
+    documents: list[RagDocument] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RagIngestRequest:
+        seen: set[str] = set()
+        for i, doc in enumerate(self.documents):
+            if doc.id in seen:
+                raise ValueError(f"documents[{i}]: id '{doc.id}' appears twice in this batch")
+            seen.add(doc.id)
+        return self
+
+
+class RagIngestResult(Strict):
+    collection: str
+    ingested: list[str] = Field(description="Documents written (new or changed).")
+    unchanged: list[str] = Field(description="Documents already held with the same content: nothing was done.")
+    chunks: int = Field(description="Chunks written.")
+    reindexed: int = Field(default=0, description="Chunks re-embedded first because the embedding model changed.")
+    embed_ms: float
+    total_ms: float
+
+
+class RagDocumentInfo(Strict):
+    id: str
+    hash: str
+    chunks: int
+    bytes: int
+    metadata: dict[str, MetaValue]
+    updated: float
+
+
+class RagDocumentList(Strict):
+    collection: str
+    documents: list[RagDocumentInfo]
+    total: int
+    offset: int
+
+
+class RagQuery(Strict):
+    collection: Name
+    query: str = Field(min_length=1, max_length=20_000)
+    top_k: int | None = Field(default=None, ge=1, le=100, description="Default: the collection's top_k.")
+    filters: dict[str, Any] | None = Field(default=None, description="metadata field -> value, or {'$in': [values]}")
+    stream: bool = False
+    retrieve_only: bool = False
+
+    @model_validator(mode="after")
+    def _not_blank(self) -> RagQuery:
+        if not self.query.strip():
+            raise ValueError("query is blank")
+        return self
+
+
+class RagSource(Strict):
+    n: int = Field(description="The number the prompt cites it by.")
+    document_id: str
+    chunk: int
+    score: float = Field(description="Fused rank score, 1.0 = first in every list that ranked it.")
+    similarity: float | None = Field(default=None, description="Cosine similarity to the query, when the vector search found it.")
+    keyword_rank: int | None = Field(default=None, description="1-based BM25 rank, when the keyword search found it.")
+    snippet: str
+    metadata: dict[str, MetaValue]
+
+
+class RagTimings(Strict):
+    embed_ms: float
+    retrieve_ms: float
+    generate_ms: float
+    total_ms: float
+
+
+class RagAnswer(Strict):
+    collection: str
+    answer: str | None
+    sources: list[RagSource]
+    timings: RagTimings
+    cached: bool = Field(description="The retrieval came from the cache.")
+    model: str | None = None
+    node: str | None = None

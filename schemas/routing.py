@@ -25,6 +25,7 @@ class RouteRequest(BaseModel):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     model: str | None = Field(default=None, description="An alias, a Model name or an Ollama tag; else routes match by hints.")
+    route: str | None = Field(default=None, max_length=253, description="Use this route by name; matching is skipped.")
     task: Task | None = Field(default=None, description="Skip the classifier.")
     tags: list[str] = Field(default_factory=list)
     tenant: str | None = None

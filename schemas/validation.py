@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment
-from schemas.model import Capability, Model
+from schemas.model import Capability, Model, Provider
 from schemas.rag import RagCollection
 from schemas.route import Route
 
@@ -36,10 +36,13 @@ def _missing(owner: ObjectKey, field: str, ref: ObjectKey, state: Mapping[Object
 def _check_route(route: Route, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
     me = ("routes", route.name)
     out: list[Problem] = []
-    for i, target in enumerate(route.spec.targets):
-        out += _missing(me, f"spec.targets[{i}].model", ("models", target.model), state)
-    for i, model in enumerate(route.spec.fallbacks):
-        out += _missing(me, f"spec.fallbacks[{i}]", ("models", model), state)
+    named = [(f"spec.targets[{i}].model", t.model) for i, t in enumerate(route.spec.targets)]
+    named += [(f"spec.fallbacks[{i}]", model) for i, model in enumerate(route.spec.fallbacks)]
+    for field, name in named:
+        out += _missing(me, field, ("models", name), state)
+        model = state.get(("models", name))
+        if isinstance(model, Model) and model.spec.provider is Provider.LOCAL:
+            out.append(Problem(*me, field, f"model '{name}' runs inside the RAG engine (provider 'local'); no node serves it"))
     if route.spec.experiment is not None:
         out += _missing(me, "spec.experiment", ("experiments", route.spec.experiment), state)
         exp = state.get(("experiments", route.spec.experiment))

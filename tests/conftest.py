@@ -14,7 +14,7 @@ from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
-from tests.fixtures.services import EtcdServer, PostgresServer, ZooKeeperServer, free_port
+from tests.fixtures.services import ChromaServer, EtcdServer, PostgresServer, RedisServer, ZooKeeperServer, free_port
 from tests.sim.server import SimServer
 
 #: CI sets this so that a missing service fails the run instead of skipping tests.
@@ -29,7 +29,7 @@ def etcd_server() -> Iterator[EtcdServer]:
     server.close()
 
 
-S = TypeVar("S", ZooKeeperServer, PostgresServer)
+S = TypeVar("S", ZooKeeperServer, PostgresServer, RedisServer, ChromaServer)
 
 
 def _installed(factory: Callable[[], S]) -> Iterator[S]:
@@ -62,6 +62,16 @@ def own_etcd() -> Iterator[EtcdServer]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     yield from _installed(PostgresServer)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from _installed(RedisServer)
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    yield from _installed(ChromaServer)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
@@ -16,12 +17,13 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
 from controlplane.api.metrics import MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import config, fleet, health, history, tokens, watch
+from controlplane.api.routes import config, fleet, health, history, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
+from controlplane.services.rag import open_rag
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
 from controlplane.settings import Settings
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
 
             await asyncio.to_thread(ping)
 
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        rag_service, close_rag = open_rag(settings.rag, view, http)
         rt = Runtime(
             store=the_store,
             keys=keys,
@@ -80,6 +84,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             broadcaster=broadcaster,
             registry=registry,
             check_db=check_db,
+            rag=rag_service,
         )
         app.state.runtime = rt
 
@@ -103,6 +108,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             if store is None:
                 await the_store.close()
             engine.dispose()
+            await close_rag()
+            await http.aclose()
 
     app = FastAPI(
         title="LLM Tuning Service — control plane",
@@ -111,8 +118,10 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         description="Versioned model, routing, RAG and experiment configuration for a fleet of Ollama nodes.",
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    # Document batches may be larger than configuration: their own limit (plus JSON's overhead) applies.
+    rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes, wider={"/api/v1/rag/collections/": rag_limit})
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, fleet, health):
+    for module in (config, history, watch, tokens, fleet, health, rag):
         app.include_router(module.router)
     return app

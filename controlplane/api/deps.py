@@ -12,6 +12,7 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
 from controlplane.services.fleet import FleetView
+from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal, Role, TokenService
 from controlplane.services.tuning import TuningService
 from controlplane.store.base import ConfigStore
@@ -35,6 +36,7 @@ class Runtime:
     broadcaster: Broadcaster
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]
+    rag: RagService | None = None
 
 
 def runtime(request: Request) -> Runtime:

@@ -24,6 +24,15 @@ from controlplane.services.errors import (
     Unauthorized,
 )
 from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
+from rag.errors import (
+    BadInput,
+    DocumentTooLarge,
+    EmbeddingFailed,
+    GenerationFailed,
+    UnknownCollection,
+    UnknownDocument,
+    VectorStoreUnavailable,
+)
 
 PROBLEM = "application/problem+json"
 _KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
@@ -82,6 +91,12 @@ def install(app: FastAPI) -> None:
     on(LeaseLost, 409, "Lease lost")
     on(StoreRejected, 413, "Change set too large")
     on(TooLarge, 413, "Change set too large")
+    on(UnknownCollection, 404, "Not found")
+    on(UnknownDocument, 404, "Not found")
+    on(BadInput, 422, "Invalid request")
+    on(DocumentTooLarge, 413, "Request too large")
+    on(EmbeddingFailed, 502, "Embedding failed")
+    on(GenerationFailed, 502, "Generation failed")
 
     async def stale(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StaleRevision)
@@ -119,4 +134,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HistoryUnavailable, unavailable)
     app.add_exception_handler(Conflict, store_conflict)
     app.add_exception_handler(StoreError, unavailable)
+    app.add_exception_handler(VectorStoreUnavailable, unavailable)
     app.add_exception_handler(StarletteHTTPException, http)

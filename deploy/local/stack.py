@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ SIM = int(os.environ.get("SIM") or "0")
 SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
 AGENT_PORT = int(os.environ.get("LLMTUNE_LOCAL_AGENT_PORT", "8710"))
 OLLAMA_URL = os.environ.get("LLMTUNE_AGENT__OLLAMA_URL", "http://127.0.0.1:11434")
+REDIS_PORT = int(os.environ.get("LLMTUNE_LOCAL_REDIS_PORT", "6379"))
 
 
 def _pid(name: str) -> int | None:
@@ -132,6 +134,7 @@ def up() -> None:
         _wait("etcd", proc, lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
         print(f"etcd           started (pid {proc.pid}) at {ETCD_URL}")
     token = _admin_token()
+    redis_url = _redis()
     if _pid("controlplane"):
         print(f"control plane  already running (pid {_pid('controlplane')}) at {API_URL}")
     else:
@@ -145,8 +148,12 @@ def up() -> None:
                 "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": token,
                 "LLMTUNE_API__PORT": str(API_PORT),
                 "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
+                "LLMTUNE_RAG__DATA_DIR": env.get("LLMTUNE_RAG__DATA_DIR", str(DATA / "rag")),
+                "LLMTUNE_RAG__ROUTER_URL": ROUTER_URL,
             }
         )
+        if redis_url:
+            env["LLMTUNE_RAG__REDIS_URL"] = redis_url
         marker = "controlplane.api"
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
@@ -161,6 +168,43 @@ def up() -> None:
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
     print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
+
+
+def _redis() -> str | None:
+    """The RAG query cache: a given LLMTUNE_RAG__REDIS_URL, else a local redis-server when one is
+    installed (data in .data/redis), else none (the control plane caches in process)."""
+    if os.environ.get("LLMTUNE_RAG__REDIS_URL"):
+        return os.environ["LLMTUNE_RAG__REDIS_URL"]
+    url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    if _pid("redis"):
+        print(f"redis          already running (pid {_pid('redis')}) at {url}")
+        return url
+    if _redis_answers(REDIS_PORT):
+        print(f"redis          reachable at {url} (not ours: left running on 'down')")
+        return url
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis          not installed: the RAG cache stays in process (apt-get install redis-server)")
+        return None
+    if _port_busy(REDIS_PORT):
+        raise SystemExit(f"port {REDIS_PORT} is taken by another process; set LLMTUNE_LOCAL_REDIS_PORT")
+    folder = DATA / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "60 1000"]
+    # redis-server rewrites its command line to "redis-server 127.0.0.1:<port>": that is what _pid can check
+    proc = _start("redis", cmd, dict(os.environ), f"127.0.0.1:{REDIS_PORT}")
+    _wait("redis", proc, lambda: _redis_answers(REDIS_PORT))
+    print(f"redis          started (pid {proc.pid}) at {url}")
+    return url
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _router() -> None:
@@ -221,7 +265,7 @@ def _agents() -> None:
 
 def _started() -> list[str]:
     """Names with a pid file, stopped in this order: agents, simulated nodes, control plane, etcd."""
-    order = {"router": 2, "controlplane": 3, "etcd": 4, "ollama-sim": 1}
+    order = {"router": 2, "controlplane": 3, "redis": 4, "etcd": 5, "ollama-sim": 1}
     names = [p.stem for p in RUN.glob("*.pid")] if RUN.exists() else []
     return sorted(set(names) | {"controlplane", "etcd"}, key=lambda n: (order.get(n, 0), n))
 

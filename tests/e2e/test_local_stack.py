@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+SERVICES = 7 if shutil.which("redis-server") else 6  # etcd, control plane, router, simulator, 2 agents (+ redis)
+
+
 def test_up_twice_status_down(tmp_path: Path) -> None:
     """SIM=2: etcd, the control plane, the router, one simulator process serving two nodes, two agents."""
     api_port = free_port()
@@ -37,6 +41,7 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         "LLMTUNE_LOCAL_SIM_PORT": str(free_port_range(2)),
         "LLMTUNE_LOCAL_AGENT_PORT": str(free_port_range(2)),
         "LLMTUNE_ROUTER__PORT": str(free_port()),
+        "LLMTUNE_LOCAL_REDIS_PORT": str(free_port()),
     }
     env.pop("LLMTUNE_DB__URL", None)
     first = stack("up", env)
@@ -55,14 +60,28 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert [(n["node"], n["health"]) for n in nodes] == [("sim-0", "ready"), ("sim-1", "ready")]
+        # RAG on the stack's defaults: embedded Chroma under the data dir, the local embedder
+        local = {"provider": "local", "ollama_tag": "all-minilm", "capabilities": ["embed"], "context_window": 512}
+        notes = {"collection": "notes", "embedding_model": "minilm"}
+        rag = [{"kind": "Model", "metadata": {"name": "minilm"}, "spec": local},
+               {"kind": "RagCollection", "metadata": {"name": "notes"}, "spec": notes}]
+        api = f"http://127.0.0.1:{api_port}/api/v1"
+        assert httpx.post(f"{api}/config:apply", json={"objects": rag}, headers=auth).status_code == 200
+        texts = [{"id": "a", "text": "The coffee machine is cleaned on Fridays."}, {"id": "b", "text": "Backups run nightly."}]
+        ingested = httpx.post(f"{api}/rag/collections/notes/documents", json={"documents": texts}, headers=auth, timeout=60)
+        assert ingested.status_code == 200 and ingested.json()["chunks"] == 2, ingested.text
+        found = httpx.post(f"{api}/rag/query", json={"collection": "notes", "query": "when is the espresso maker washed?",
+                                                      "retrieve_only": True}, headers=auth, timeout=30)  # fmt: skip
+        assert found.status_code == 200 and found.json()["sources"][0]["document_id"] == "a"
+        assert (tmp_path / "data" / "rag" / "chroma").is_dir()
         second = stack("up", env)
-        assert second.returncode == 0 and second.stdout.count("already running") == 6
+        assert second.returncode == 0 and second.stdout.count("already running") == SERVICES
         router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
         assert httpx.get(f"{router}/readyz").status_code == 200 and httpx.get(f"{router}/api/tags").json() == {"models": []}
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
         down = stack("down", env)
-    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 6
+    assert down.returncode == 0 and down.stdout.count("stopped (pid") == SERVICES
     assert stack("status", env).returncode == 1
     assert "not running" in stack("down", env).stdout  # a second down is harmless

@@ -118,6 +118,7 @@ class Fault:
     status: int = 500
     message: str = "simulated failure"
     times: int = 1  # how many requests fail (-1: every one)
+    after: int = 0  # let this many requests to ``path`` through first (a failure part-way through a batch)
     stall_s: float = 0.0  # wait this long first (a stalled node)
     mid_stream: bool = False
     drop_after: int | None = None  # generation: break the connection after this many tokens (a node dying mid-answer)
@@ -292,6 +293,9 @@ class Engine:
     def take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:
             if fault.path == path and fault.times != 0:
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 if fault.times > 0:
                     fault.times -= 1
                 return fault

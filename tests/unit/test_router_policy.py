@@ -143,6 +143,10 @@ def test_route_priority_tenant_and_fallbacks() -> None:
     assert d.route == "support" and [c.model.name for c in d.candidates()] == ["small"]
     assert "no healthy node holds coder" in d.reasons
     assert decide(t, Request(tenant="other")).route == "default"
+    pinned = decide(t, Request(tenant="desk", route="default"))  # a route named by the caller: no matching
+    assert pinned.route == "default" and pinned.first.model.name == "big"
+    with pytest.raises(NoRoute, match="no route named 'gone'"):
+        decide(t, Request(route="gone"))
 
 
 def test_max_latency_leaves_out_models_observed_slower() -> None:

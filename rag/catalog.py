@@ -1,0 +1,240 @@
+"""The catalog of ingested documents and their chunks (SQLite, beside the embedded vector data):
+what each collection holds (document id, content hash, metadata), the chunk texts (for snippets
+and re-indexing), and the keyword index (FTS5, ranked by BM25).
+
+The catalog is the source of truth for what a collection contains: a batch becomes visible in
+one SQLite transaction after its vectors are written, so a failure half-way leaves nothing of the
+batch; a vector without a catalog row (a crash between the two writes) is never returned."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.store import Filter, Scalar
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, generation INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL, doc_id TEXT NOT NULL, hash TEXT NOT NULL, chunks INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, metadata TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (collection, doc_id));
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT NOT NULL, collection TEXT NOT NULL, doc_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    text TEXT NOT NULL, metadata TEXT NOT NULL, PRIMARY KEY (collection, id));
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (collection, doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(text, content='chunks', content_rowid='rowid',
+    tokenize='porter unicode61');
+CREATE TRIGGER IF NOT EXISTS chunks_in AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunk_words (rowid, text) VALUES (new.rowid, new.text); END;
+CREATE TRIGGER IF NOT EXISTS chunks_out AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunk_words (chunk_words, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+"""
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    id: str
+    doc_id: str
+    index: int
+    text: str
+    metadata: dict[str, Scalar]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    id: str
+    hash: str
+    bytes: int
+    metadata: dict[str, Scalar]
+    chunks: Sequence[StoredChunk]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    id: str
+    hash: str
+    chunks: int
+    bytes: int
+    metadata: dict[str, Scalar]
+    updated: float
+
+
+class Catalog:
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    def fingerprint(self, collection: str) -> str | None:
+        found: str | None = self._one("SELECT fingerprint FROM collections WHERE name = ?", (collection,))
+        return found
+
+    def generation(self, collection: str) -> int:
+        """Goes up with every change of the collection's content (cache keys carry it)."""
+        return int(self._one("SELECT generation FROM collections WHERE name = ?", (collection,)) or 0)
+
+    def set_fingerprint(self, collection: str, fingerprint: str) -> None:
+        with self._txn() as db:
+            db.execute(
+                "INSERT INTO collections (name, fingerprint, generation) VALUES (?, ?, 1) ON CONFLICT (name) DO UPDATE "
+                "SET fingerprint = excluded.fingerprint, generation = collections.generation + 1",
+                (collection, fingerprint),
+            )
+
+    def hashes(self, collection: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(doc_ids), 500):
+                part = doc_ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT doc_id, hash FROM documents WHERE collection = ? AND doc_id IN ({marks})", (collection, *part)
+                )
+                out.update(dict(rows.fetchall()))
+        return out
+
+    def replace(self, collection: str, documents: Sequence[StoredDocument]) -> list[str]:
+        """Put ``documents`` in place of any earlier versions, in one transaction; the ids of the
+        chunks they replace (their vectors are now unused)."""
+        now = time.time()
+        with self._txn() as db:
+            old = self._remove(db, collection, [d.id for d in documents])
+            for doc in documents:
+                db.execute(
+                    "INSERT INTO documents (collection, doc_id, hash, chunks, bytes, metadata, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (collection, doc.id, doc.hash, len(doc.chunks), doc.bytes, json.dumps(doc.metadata), now),
+                )
+                db.executemany(
+                    "INSERT INTO chunks (id, collection, doc_id, idx, text, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(c.id, collection, doc.id, c.index, c.text, json.dumps(c.metadata)) for c in doc.chunks],
+                )
+            self._bump(db, collection)
+        return old
+
+    def remove(self, collection: str, doc_ids: Sequence[str]) -> list[str]:
+        """Forget ``doc_ids``; the ids of their chunks."""
+        with self._txn() as db:
+            old = self._remove(db, collection, doc_ids)
+            self._bump(db, collection)
+        return old
+
+    def _remove(self, db: sqlite3.Connection, collection: str, doc_ids: Sequence[str]) -> list[str]:
+        old: list[str] = []
+        for start in range(0, len(doc_ids), 500):
+            part = list(doc_ids[start : start + 500])
+            marks = ",".join("?" * len(part))
+            args = (collection, *part)
+            old += [r[0] for r in db.execute(f"SELECT id FROM chunks WHERE collection = ? AND doc_id IN ({marks})", args)]
+            db.execute(f"DELETE FROM chunks WHERE collection = ? AND doc_id IN ({marks})", args)
+            db.execute(f"DELETE FROM documents WHERE collection = ? AND doc_id IN ({marks})", args)
+        return old
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, collection: str) -> None:
+        db.execute("UPDATE collections SET generation = generation + 1 WHERE name = ?", (collection,))
+
+    def documents(self, collection: str, *, offset: int = 0, limit: int = 100) -> tuple[list[DocumentInfo], int]:
+        with self._lock:
+            total = self._db.execute("SELECT count(*) FROM documents WHERE collection = ?", (collection,)).fetchone()[0]
+            rows = self._db.execute(
+                "SELECT doc_id, hash, chunks, bytes, metadata, updated FROM documents WHERE collection = ? "
+                "ORDER BY doc_id LIMIT ? OFFSET ?",
+                (collection, limit, offset),
+            ).fetchall()
+        return [DocumentInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows], int(total)
+
+    def chunk_count(self, collection: str) -> int:
+        return int(self._one("SELECT count(*) FROM chunks WHERE collection = ?", (collection,)) or 0)
+
+    def chunks(self, collection: str, ids: Sequence[str]) -> dict[str, StoredChunk]:
+        """The chunks among ``ids`` that the collection holds (others are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, doc_id, idx, text, metadata FROM chunks WHERE collection = ? AND id IN ({marks})", (collection, *ids)
+            ).fetchall()
+        return {r[0]: StoredChunk(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows}
+
+    def all_chunks(self, collection: str, *, batch: int = 256) -> Iterator[list[StoredChunk]]:
+        """Every chunk of the collection, a batch at a time (re-indexing)."""
+        last = ""
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, doc_id, idx, text, metadata FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                    (collection, last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [StoredChunk(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def keyword(self, collection: str, query: str, *, k: int, where: Filter | None = None) -> list[tuple[str, float]]:
+        """The ``k`` chunks that match ``query``'s words best by BM25 (any word matches), best first,
+        with BM25 scores (higher is better)."""
+        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+        if not words:
+            return []
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words[:64])
+        sql = (
+            "SELECT c.id, bm25(chunk_words) AS rank FROM chunk_words JOIN chunks c ON c.rowid = chunk_words.rowid "
+            "WHERE chunk_words MATCH ? AND c.collection = ?"
+        )
+        args: list[Any] = [match, collection]
+        for key, want in (where or {}).items():
+            path = "$." + json.dumps(key)
+            if isinstance(want, dict):
+                values = list(want["$in"])
+                sql += f" AND json_extract(c.metadata, ?) IN ({','.join('?' * len(values))})"
+                args += [path, *values]
+            else:
+                sql += " AND json_extract(c.metadata, ?) = ?"
+                args += [path, want]
+        sql += " ORDER BY rank LIMIT ?"
+        args.append(k)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [(r[0], -float(r[1])) for r in rows]  # FTS5's bm25() is negative: lower is better
+
+    def drop(self, collection: str) -> None:
+        with self._txn() as db:
+            db.execute("DELETE FROM chunks WHERE collection = ?", (collection,))
+            db.execute("DELETE FROM documents WHERE collection = ?", (collection,))
+            db.execute("DELETE FROM collections WHERE name = ?", (collection,))

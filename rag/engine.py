@@ -1,0 +1,258 @@
+"""The RAG engine: ingestion (chunk, embed, write, idempotent by content hash), re-indexing when a
+collection's embedding model or vector location changes, and retrieval (vector + BM25 fused by
+reciprocal rank, score threshold, cached). Generation lives in rag/answer.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from rag.cache import Cache
+from rag.catalog import Catalog, StoredChunk, StoredDocument
+from rag.chunking import chunk_text
+from rag.embedding import Embedder
+from rag.errors import DocumentTooLarge
+from rag.fusion import Fused, fuse
+from rag.store import Filter, Record, VectorStore, check_filter
+from schemas.model import Model
+from schemas.rag import RagCollection, RagDocument, RagIngestResult, RagSource
+
+log = logging.getLogger(__name__)
+
+StoreFor = Callable[[RagCollection], VectorStore]
+EmbedderFor = Callable[[Model], Embedder]
+Progress = Callable[[int, int], None]  # (chunks embedded, chunks in all)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    document_bytes: int = 2 * 1024 * 1024
+    batch_documents: int = 1000
+    batch_bytes: int = 16 * 1024 * 1024
+    embed_batch: int = 64
+    cache_ttl_s: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    sources: list[RagSource]
+    embed_ms: float
+    retrieve_ms: float
+    cached: bool
+
+
+def content_hash(doc: RagDocument, collection: RagCollection) -> str:
+    """Changes with the text, its format, its metadata and the collection's chunking."""
+    chunking = collection.spec.chunking.model_dump_json()
+    meta = orjson.dumps(doc.metadata, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(b"\x00".join([doc.text.encode(), doc.format.encode(), meta, chunking.encode()])).hexdigest()
+
+
+class RagEngine:
+    def __init__(self, *, catalog: Catalog, store_for: StoreFor, embedder_for: EmbedderFor, cache: Cache, limits: Limits) -> None:
+        self.catalog, self._store_for, self._embedder_for, self._cache, self.limits = (
+            catalog,
+            store_for,
+            embedder_for,
+            cache,
+            limits,
+        )
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._ready_at: dict[str, str] = {}  # collection -> the location this process last made it ready for
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    @staticmethod
+    def _location(collection: RagCollection, embedder: Embedder) -> str:
+        spec = collection.spec
+        return f"{embedder.fingerprint}|{spec.backend.value}|{spec.server_url or 'embedded'}|{spec.collection}"
+
+    async def _ready(self, collection: RagCollection, embedder: Embedder, progress: Progress | None = None) -> int:
+        """Make the vector collection match the catalog; re-embed every chunk when the embedding
+        model or the vector location changed. The number of chunks re-embedded."""
+        store, location = self._store_for(collection), self._location(collection, embedder)
+        if self._ready_at.get(collection.name) == location:
+            return 0
+        fresh = await asyncio.to_thread(store.ensure, collection.spec.collection, fingerprint=embedder.fingerprint)
+        if self.catalog.fingerprint(collection.name) == location and not fresh:
+            self._ready_at[collection.name] = location
+            return 0
+        total, done = self.catalog.chunk_count(collection.name), 0
+        if total:
+            log.info("re-indexing collection '%s' (%d chunks) for %s", collection.name, total, location)
+        for batch in self.catalog.all_chunks(collection.name, batch=self.limits.embed_batch * 4):
+            vectors = await embedder.embed([c.text for c in batch])
+            await asyncio.to_thread(store.upsert, collection.spec.collection, _records(batch, vectors))
+            done += len(batch)
+            if progress:
+                progress(done, total)
+        self.catalog.set_fingerprint(collection.name, location)
+        self._ready_at[collection.name] = location
+        return done
+
+    async def ingest(
+        self, collection: RagCollection, model: Model, documents: Sequence[RagDocument], *, progress: Progress | None = None
+    ) -> RagIngestResult:
+        started = time.perf_counter()
+        self._check_size(documents)
+        embedder = self._embedder_for(model)
+        async with self._lock(collection.name):
+            reindexed = await self._ready(collection, embedder)
+            known = self.catalog.hashes(collection.name, [d.id for d in documents])
+            changed: list[StoredDocument] = []
+            unchanged: list[str] = []
+            for doc in documents:
+                digest = content_hash(doc, collection)
+                if known.get(doc.id) == digest:
+                    unchanged.append(doc.id)
+                    continue
+                pieces = chunk_text(doc.text, collection.spec.chunking, markdown=doc.format == "markdown")
+                chunks = [
+                    StoredChunk(f"{doc.id}#{digest[:16]}#{p.index}", doc.id, p.index, p.text, {**doc.metadata, "doc_id": doc.id})
+                    for p in pieces
+                ]
+                changed.append(StoredDocument(doc.id, digest, len(doc.text.encode()), dict(doc.metadata), chunks))
+            chunks = [c for d in changed for c in d.chunks]
+            embed_started = time.perf_counter()
+            vectors: list[list[float]] = []
+            for start in range(0, len(chunks), self.limits.embed_batch):  # all embedded before anything is written
+                vectors += await embedder.embed([c.text for c in chunks[start : start + self.limits.embed_batch]])
+                if progress:
+                    progress(len(vectors), len(chunks))
+            embed_ms = (time.perf_counter() - embed_started) * 1000
+            await self._write(collection, chunks, vectors, changed)
+        return RagIngestResult(
+            collection=collection.name, ingested=[d.id for d in changed], unchanged=unchanged, chunks=len(chunks),
+            reindexed=reindexed, embed_ms=round(embed_ms, 1), total_ms=round((time.perf_counter() - started) * 1000, 1),
+        )  # fmt: skip
+
+    async def _write(
+        self, collection: RagCollection, chunks: list[StoredChunk], vectors: list[list[float]], docs: list[StoredDocument]
+    ) -> None:
+        """Vectors first, then the catalog in one transaction (the switch-over); the vectors of the
+        replaced versions go last. A failure before the switch-over removes the new vectors."""
+        if not docs:
+            return
+        store, name = self._store_for(collection), collection.spec.collection
+        new_ids = [c.id for c in chunks]
+        try:
+            await asyncio.to_thread(store.upsert, name, _records(chunks, vectors))
+            old = self.catalog.replace(collection.name, docs)
+        except BaseException:
+            await _quietly(store.delete, name, new_ids)
+            raise
+        stale = sorted(set(old) - set(new_ids))
+        await _quietly(store.delete, name, stale)  # unreferenced by the catalog, so never returned anyway
+
+    async def delete(self, collection: RagCollection, doc_ids: Sequence[str]) -> list[str]:
+        """Remove documents; the ids that were there."""
+        async with self._lock(collection.name):
+            present = list(self.catalog.hashes(collection.name, list(doc_ids)))
+            if present:
+                old = self.catalog.remove(collection.name, present)
+                await _quietly(self._store_for(collection).delete, collection.spec.collection, old)
+        return present
+
+    async def retrieve(self, collection: RagCollection, model: Model, query: str, *, top_k: int | None = None,
+                       filters: object = None) -> Retrieved:  # fmt: skip
+        where = check_filter(filters)
+        spec, k = collection.spec, top_k or collection.spec.top_k
+        generation = self.catalog.generation(collection.name)
+        revisions = (collection.metadata.revision, model.metadata.revision, generation)
+        key = _key("hits", collection.name, *revisions, query, k, where)
+        found = await self._cache.get(key)
+        if found is not None:
+            return Retrieved([RagSource.model_validate(s) for s in orjson.loads(found)], 0.0, 0.0, cached=True)
+        embedder = self._embedder_for(model)
+        started = time.perf_counter()
+        vector: list[float] | None = None
+        if spec.hybrid_weight > 0:
+            async with self._lock(collection.name):
+                await self._ready(collection, embedder)
+            vector = await self._embed_query(embedder, query)
+        embedded = time.perf_counter()
+        sources = await asyncio.to_thread(self._search, collection, vector, query, k, where)
+        done = time.perf_counter()
+        await self._cache.set(key, orjson.dumps([s.model_dump() for s in sources]), ttl_s=self.limits.cache_ttl_s)
+        return Retrieved(sources, (embedded - started) * 1000, (done - embedded) * 1000, cached=False)
+
+    async def _embed_query(self, embedder: Embedder, query: str) -> list[float]:
+        key = _key("embedding", embedder.fingerprint, query)
+        found = await self._cache.get(key)
+        if found is not None:
+            vector: list[float] = orjson.loads(found)
+            return vector
+        vector = (await embedder.embed([query]))[0]
+        await self._cache.set(key, orjson.dumps(vector), ttl_s=self.limits.cache_ttl_s)
+        return vector
+
+    def _search(
+        self, collection: RagCollection, vector: list[float] | None, query: str, k: int, where: Filter | None
+    ) -> list[RagSource]:
+        spec = collection.spec
+        fetch = max(4 * k, 20)  # each ranking looks deeper than k, so fusion can lift a chunk both found
+        near: list[tuple[str, float]] = []
+        if vector is not None:
+            matches = self._store_for(collection).query(spec.collection, vector, k=fetch, where=where)
+            near = [(m.id, m.similarity) for m in matches if m.similarity >= spec.score_threshold]
+        words = self.catalog.keyword(collection.name, query, k=fetch, where=where) if spec.hybrid_weight < 1 else []
+        fused = fuse(near, words, weight=spec.hybrid_weight)
+        held = self.catalog.chunks(collection.name, [f.id for f in fused])
+        picked: list[tuple[Fused, StoredChunk]] = [(f, held[f.id]) for f in fused if f.id in held][:k]
+        return [
+            RagSource(
+                n=i + 1,
+                document_id=chunk.doc_id,
+                chunk=chunk.index,
+                score=round(f.score, 4),
+                similarity=None if f.similarity is None else round(f.similarity, 4),
+                keyword_rank=f.keyword_rank,
+                snippet=chunk.text,
+                metadata={k_: v for k_, v in chunk.metadata.items() if k_ != "doc_id"},
+            )
+            for i, (f, chunk) in enumerate(picked)
+        ]
+
+    def _check_size(self, documents: Sequence[RagDocument]) -> None:
+        lim = self.limits
+        if len(documents) > lim.batch_documents:
+            raise DocumentTooLarge(
+                f"{len(documents)} documents in one batch; the limit is {lim.batch_documents}: send smaller batches"
+            )
+        total = 0
+        for doc in documents:
+            size = len(doc.text.encode())
+            total += size
+            if size > lim.document_bytes:
+                raise DocumentTooLarge(
+                    f"document '{doc.id}' is {size:,} bytes; the limit is {lim.document_bytes:,}: split it into several documents"
+                )
+        if total > lim.batch_bytes:
+            raise DocumentTooLarge(
+                f"the batch holds {total:,} bytes of text; the limit is {lim.batch_bytes:,}: send smaller batches"
+            )
+
+
+def _records(chunks: Sequence[StoredChunk], vectors: Sequence[Sequence[float]]) -> list[Record]:
+    return [Record(c.id, v, c.metadata) for c, v in zip(chunks, vectors, strict=True)]
+
+
+def _key(kind: str, *parts: object) -> str:
+    return f"{kind}:" + hashlib.sha256(orjson.dumps(parts, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _quietly(call: Callable[[str, list[str]], None], name: str, ids: list[str]) -> None:
+    """Best-effort clean-up of vectors no catalog row refers to (a leftover is never returned)."""
+    if not ids:
+        return
+    try:
+        await asyncio.to_thread(call, name, ids)
+    except Exception as exc:  # the vector DB may be the thing that failed
+        log.warning("could not remove %d unreferenced vector(s) from '%s': %s", len(ids), name, exc)
