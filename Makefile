@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/rag.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

@@ -61,6 +61,19 @@ class Client:
     def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
         return self.request("DELETE", path, headers=headers or {})
 
+    def lines(self, path: str, body: Any, **params: Any) -> Iterator[dict[str, Any]]:
+        """POST ``body`` and yield the NDJSON lines of the answer as they arrive."""
+        try:
+            with self._http.stream("POST", path, json=body, params=params, timeout=None) as resp:
+                if not resp.is_success:
+                    resp.read()
+                    self._check(resp)
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
     def events(self, path: str, **params: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         """Server-Sent Events as (event, data) pairs."""
         try:

@@ -1,6 +1,7 @@
 """The catalog of ingested documents and their chunks (SQLite, beside the embedded vector data):
 what each collection holds (document id, content hash, metadata), the chunk texts (for snippets
-and re-indexing), and the keyword index (FTS5, ranked by BM25).
+and re-indexing), and the keyword index (FTS5, ranked by BM25; one index per collection, so
+each collection's term statistics are its own).
 
 The catalog is the source of truth for what a collection contains: a batch becomes visible in
 one SQLite transaction after its vectors are written, so a failure half-way leaves nothing of the
@@ -8,6 +9,7 @@ batch; a vector without a catalog row (a crash between the two writes) is never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -30,13 +32,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     id TEXT NOT NULL, collection TEXT NOT NULL, doc_id TEXT NOT NULL, idx INTEGER NOT NULL,
     text TEXT NOT NULL, metadata TEXT NOT NULL, PRIMARY KEY (collection, id));
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (collection, doc_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(text, content='chunks', content_rowid='rowid',
-    tokenize='porter unicode61');
-CREATE TRIGGER IF NOT EXISTS chunks_in AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunk_words (rowid, text) VALUES (new.rowid, new.text); END;
-CREATE TRIGGER IF NOT EXISTS chunks_out AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunk_words (chunk_words, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words USING fts5(text, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query_words, 'instance');
 """
+_TOKENIZER = "porter unicode61"
+_SMALL = 1000  # chunks: below this, searching common words costs little
+_TERMS_CACHED = 100_000  # per collection, until its content changes
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -74,6 +75,9 @@ class Catalog:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        # per collection: chunk count and document frequency by term, for keyword search; this
+        # process is the only writer of its catalog, so dropping an entry on every write suffices
+        self._stats: dict[str, tuple[int, dict[str, int]]] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -127,11 +131,24 @@ class Catalog:
                 out.update(dict(rows.fetchall()))
         return out
 
+    @staticmethod
+    def _words(collection: str) -> str:
+        """The name of the collection's keyword index (FTS5 over ``chunks``, rows by chunk rowid)."""
+        return "words_" + hashlib.blake2b(collection.encode(), digest_size=8).hexdigest()
+
+    def _ensure_words(self, db: sqlite3.Connection, collection: str) -> str:
+        table = self._words(collection)
+        db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(text, content='chunks', content_rowid='rowid', "
+                   f"tokenize='{_TOKENIZER}')")  # fmt: skip
+        db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {table}_terms USING fts5vocab({table}, 'row')")
+        return table
+
     def replace(self, collection: str, documents: Sequence[StoredDocument]) -> list[str]:
         """Put ``documents`` in place of any earlier versions, in one transaction; the ids of the
         chunks they replace (their vectors are now unused)."""
         now = time.time()
         with self._txn() as db:
+            words = self._ensure_words(db, collection)
             old = self._remove(db, collection, [d.id for d in documents])
             for doc in documents:
                 db.execute(
@@ -143,12 +160,17 @@ class Catalog:
                     "INSERT INTO chunks (id, collection, doc_id, idx, text, metadata) VALUES (?, ?, ?, ?, ?, ?)",
                     [(c.id, collection, doc.id, c.index, c.text, json.dumps(c.metadata)) for c in doc.chunks],
                 )
+                db.execute(
+                    f"INSERT INTO {words} (rowid, text) SELECT rowid, text FROM chunks WHERE collection = ? AND doc_id = ?",
+                    (collection, doc.id),
+                )
             self._bump(db, collection)
         return old
 
     def remove(self, collection: str, doc_ids: Sequence[str]) -> list[str]:
         """Forget ``doc_ids``; the ids of their chunks."""
         with self._txn() as db:
+            self._ensure_words(db, collection)
             old = self._remove(db, collection, doc_ids)
             self._bump(db, collection)
         return old
@@ -160,13 +182,18 @@ class Catalog:
             marks = ",".join("?" * len(part))
             args = (collection, *part)
             old += [r[0] for r in db.execute(f"SELECT id FROM chunks WHERE collection = ? AND doc_id IN ({marks})", args)]
+            db.execute(  # an external-content index forgets a row only when told its text
+                f"INSERT INTO {self._words(collection)} ({self._words(collection)}, rowid, text) "
+                f"SELECT 'delete', rowid, text FROM chunks WHERE collection = ? AND doc_id IN ({marks})",
+                args,
+            )
             db.execute(f"DELETE FROM chunks WHERE collection = ? AND doc_id IN ({marks})", args)
             db.execute(f"DELETE FROM documents WHERE collection = ? AND doc_id IN ({marks})", args)
         return old
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection, collection: str) -> None:
+    def _bump(self, db: sqlite3.Connection, collection: str) -> None:
         db.execute("UPDATE collections SET generation = generation + 1 WHERE name = ?", (collection,))
+        self._stats.pop(collection, None)
 
     def documents(self, collection: str, *, offset: int = 0, limit: int = 100) -> tuple[list[DocumentInfo], int]:
         with self._lock:
@@ -208,33 +235,80 @@ class Catalog:
 
     def keyword(self, collection: str, query: str, *, k: int, where: Filter | None = None) -> list[tuple[str, float]]:
         """The ``k`` chunks that match ``query``'s words best by BM25 (any word matches), best first,
-        with BM25 scores (higher is better)."""
-        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+        with BM25 scores (higher is better).
+
+        In a collection of 1,000 chunks or more, words found in more than half of them are left out
+        of the search: BM25 gives them no weight (FTS5 floors their negative IDF near zero), while
+        matching them would score nearly every chunk ("the", "how", ...), the bulk of a query's
+        cost (~10x at 10,000 chunks here)."""
+        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:64]
         if not words:
             return []
-        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words[:64])
-        sql = (
-            "SELECT c.id, bm25(chunk_words) AS rank FROM chunk_words JOIN chunks c ON c.rowid = chunk_words.rowid "
-            "WHERE chunk_words MATCH ? AND c.collection = ?"
-        )
-        args: list[Any] = [match, collection]
-        for key, want in (where or {}).items():
-            path = "$." + json.dumps(key)
-            if isinstance(want, dict):
-                values = list(want["$in"])
-                sql += f" AND json_extract(c.metadata, ?) IN ({','.join('?' * len(values))})"
-                args += [path, *values]
-            else:
-                sql += " AND json_extract(c.metadata, ?) = ?"
-                args += [path, want]
-        sql += " ORDER BY rank LIMIT ?"
-        args.append(k)
         with self._lock:
+            table = self._words(collection)
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                return []
+            words = self._informative(table, collection, words)
+            if not words:
+                return []
+            match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+            if not where:  # rank in the index alone, then look up the k ids
+                rows = self._db.execute(
+                    f"SELECT c.id, r.rank FROM (SELECT rowid, bm25({table}) AS rank FROM {table} WHERE {table} MATCH ? "
+                    "ORDER BY rank LIMIT ?) r JOIN chunks c ON c.rowid = r.rowid ORDER BY r.rank",
+                    (match, k),
+                ).fetchall()
+                return [(r[0], -float(r[1])) for r in rows]  # FTS5's bm25() is negative: lower is better
+            sql = f"SELECT c.id, bm25({table}) AS rank FROM {table} JOIN chunks c ON c.rowid = {table}.rowid "
+            sql += f"WHERE {table} MATCH ?"
+            args: list[Any] = [match]
+            for key, want in where.items():
+                path = "$." + json.dumps(key)
+                if isinstance(want, dict):
+                    values = list(want["$in"])
+                    sql += f" AND json_extract(c.metadata, ?) IN ({','.join('?' * len(values))})"
+                    args += [path, *values]
+                else:
+                    sql += " AND json_extract(c.metadata, ?) = ?"
+                    args += [path, want]
+            sql += " ORDER BY rank LIMIT ?"
+            args.append(k)
             rows = self._db.execute(sql, args).fetchall()
-        return [(r[0], -float(r[1])) for r in rows]  # FTS5's bm25() is negative: lower is better
+        return [(r[0], -float(r[1])) for r in rows]
+
+    def _informative(self, table: str, collection: str, words: list[str]) -> list[str]:
+        """``words`` less those in more than half of the collection's chunks (the caller holds the lock).
+        The index's own tokenizer (on a scratch table) gives each word's term, as the index stores it."""
+        db = self._db
+        db.execute("DELETE FROM temp.query_words")
+        db.executemany("INSERT INTO temp.query_words (rowid, text) VALUES (?, ?)", list(enumerate(words)))
+        term_of = {doc: term for term, doc in db.execute("SELECT term, doc FROM temp.query_terms")}
+        stats = self._stats.get(collection)
+        if stats is None:
+            total = db.execute("SELECT count(*) FROM chunks WHERE collection = ?", (collection,)).fetchone()[0]
+            stats = self._stats[collection] = (total, {})
+        total, seen = stats
+        if total < _SMALL:
+            return words
+        kept = []
+        for i, word in enumerate(words):
+            term = term_of.get(i)
+            if term is None:
+                continue
+            if term not in seen:  # a vocabulary lookup costs ~0.3 ms; queries repeat their common words
+                found = db.execute(f"SELECT doc FROM {table}_terms WHERE term = ?", (term,)).fetchone()
+                if len(seen) >= _TERMS_CACHED:
+                    seen.clear()
+                seen[term] = 0 if found is None else int(found[0])
+            if 0 < seen[term] * 2 <= total:
+                kept.append(word)
+        return kept
 
     def drop(self, collection: str) -> None:
         with self._txn() as db:
+            db.execute(f"DROP TABLE IF EXISTS {self._words(collection)}_terms")
+            db.execute(f"DROP TABLE IF EXISTS {self._words(collection)}")
             db.execute("DELETE FROM chunks WHERE collection = ?", (collection,))
             db.execute("DELETE FROM documents WHERE collection = ?", (collection,))
             db.execute("DELETE FROM collections WHERE name = ?", (collection,))
+            self._stats.pop(collection, None)

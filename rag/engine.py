@@ -8,8 +8,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 
@@ -24,6 +25,7 @@ from schemas.model import Model
 from schemas.rag import RagCollection, RagDocument, RagIngestResult, RagSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 StoreFor = Callable[[RagCollection], VectorStore]
 EmbedderFor = Callable[[Model], Embedder]
@@ -56,13 +58,8 @@ def content_hash(doc: RagDocument, collection: RagCollection) -> str:
 
 class RagEngine:
     def __init__(self, *, catalog: Catalog, store_for: StoreFor, embedder_for: EmbedderFor, cache: Cache, limits: Limits) -> None:
-        self.catalog, self._store_for, self._embedder_for, self._cache, self.limits = (
-            catalog,
-            store_for,
-            embedder_for,
-            cache,
-            limits,
-        )
+        self.catalog, self.limits = catalog, limits
+        self._store_for, self._embedder_for, self._cache = store_for, embedder_for, cache
         self._locks: dict[str, asyncio.Lock] = {}
         self._ready_at: dict[str, str] = {}  # collection -> the location this process last made it ready for
 
@@ -74,7 +71,7 @@ class RagEngine:
         spec = collection.spec
         return f"{embedder.fingerprint}|{spec.backend.value}|{spec.server_url or 'embedded'}|{spec.collection}"
 
-    async def _ready(self, collection: RagCollection, embedder: Embedder, progress: Progress | None = None) -> int:
+    async def _ready(self, collection: RagCollection, embedder: Embedder) -> int:
         """Make the vector collection match the catalog; re-embed every chunk when the embedding
         model or the vector location changed. The number of chunks re-embedded."""
         store, location = self._store_for(collection), self._location(collection, embedder)
@@ -91,8 +88,6 @@ class RagEngine:
             vectors = await embedder.embed([c.text for c in batch])
             await asyncio.to_thread(store.upsert, collection.spec.collection, _records(batch, vectors))
             done += len(batch)
-            if progress:
-                progress(done, total)
         self.catalog.set_fingerprint(collection.name, location)
         self._ready_at[collection.name] = location
         return done
@@ -105,20 +100,8 @@ class RagEngine:
         embedder = self._embedder_for(model)
         async with self._lock(collection.name):
             reindexed = await self._ready(collection, embedder)
-            known = self.catalog.hashes(collection.name, [d.id for d in documents])
-            changed: list[StoredDocument] = []
-            unchanged: list[str] = []
-            for doc in documents:
-                digest = content_hash(doc, collection)
-                if known.get(doc.id) == digest:
-                    unchanged.append(doc.id)
-                    continue
-                pieces = chunk_text(doc.text, collection.spec.chunking, markdown=doc.format == "markdown")
-                chunks = [
-                    StoredChunk(f"{doc.id}#{digest[:16]}#{p.index}", doc.id, p.index, p.text, {**doc.metadata, "doc_id": doc.id})
-                    for p in pieces
-                ]
-                changed.append(StoredDocument(doc.id, digest, len(doc.text.encode()), dict(doc.metadata), chunks))
+            known = await asyncio.to_thread(self.catalog.hashes, collection.name, [d.id for d in documents])
+            changed, unchanged = await asyncio.to_thread(_prepare, collection, documents, known)  # chunking is CPU work
             chunks = [c for d in changed for c in d.chunks]
             embed_started = time.perf_counter()
             vectors: list[list[float]] = []
@@ -144,7 +127,7 @@ class RagEngine:
         new_ids = [c.id for c in chunks]
         try:
             await asyncio.to_thread(store.upsert, name, _records(chunks, vectors))
-            old = self.catalog.replace(collection.name, docs)
+            old = await _outcome(asyncio.to_thread(self.catalog.replace, collection.name, docs))
         except BaseException:
             await _quietly(store.delete, name, new_ids)
             raise
@@ -154,9 +137,9 @@ class RagEngine:
     async def delete(self, collection: RagCollection, doc_ids: Sequence[str]) -> list[str]:
         """Remove documents; the ids that were there."""
         async with self._lock(collection.name):
-            present = list(self.catalog.hashes(collection.name, list(doc_ids)))
+            present = list(await asyncio.to_thread(self.catalog.hashes, collection.name, list(doc_ids)))
             if present:
-                old = self.catalog.remove(collection.name, present)
+                old = await asyncio.to_thread(self.catalog.remove, collection.name, present)
                 await _quietly(self._store_for(collection).delete, collection.spec.collection, old)
         return present
 
@@ -174,8 +157,9 @@ class RagEngine:
         started = time.perf_counter()
         vector: list[float] | None = None
         if spec.hybrid_weight > 0:
-            async with self._lock(collection.name):
-                await self._ready(collection, embedder)
+            if self._ready_at.get(collection.name) != self._location(collection, embedder):
+                async with self._lock(collection.name):  # not held otherwise: queries go on during an ingest
+                    await self._ready(collection, embedder)
             vector = await self._embed_query(embedder, query)
         embedded = time.perf_counter()
         sources = await asyncio.to_thread(self._search, collection, vector, query, k, where)
@@ -240,12 +224,44 @@ class RagEngine:
             )
 
 
+def _prepare(
+    collection: RagCollection, documents: Sequence[RagDocument], known: dict[str, str]
+) -> tuple[list[StoredDocument], list[str]]:
+    """The documents to write, chunked, and the ids of those held already with the same content."""
+    changed: list[StoredDocument] = []
+    unchanged: list[str] = []
+    for doc in documents:
+        digest = content_hash(doc, collection)
+        if known.get(doc.id) == digest:
+            unchanged.append(doc.id)
+            continue
+        pieces = chunk_text(doc.text, collection.spec.chunking, markdown=doc.format == "markdown")
+        meta = {**doc.metadata, "doc_id": doc.id}
+        chunks = [StoredChunk(f"{doc.id}#{digest[:16]}#{p.index}", doc.id, p.index, p.text, meta) for p in pieces]
+        changed.append(StoredDocument(doc.id, digest, len(doc.text.encode()), dict(doc.metadata), chunks))
+    return changed, unchanged
+
+
 def _records(chunks: Sequence[StoredChunk], vectors: Sequence[Sequence[float]]) -> list[Record]:
     return [Record(c.id, v, c.metadata) for c, v in zip(chunks, vectors, strict=True)]
 
 
 def _key(kind: str, *parts: object) -> str:
     return f"{kind}:" + hashlib.sha256(orjson.dumps(parts, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _outcome(work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result even when this task is cancelled meanwhile (the client left): a commit
+    running in a thread goes on regardless, and what follows depends on whether it happened."""
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        result = await future  # a failed commit raises here instead; either way the cancel is honoured below
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()  # re-arm it: the caller's clean-up runs, then the task ends cancelled
+        return result
 
 
 async def _quietly(call: Callable[[str, list[str]], None], name: str, ids: list[str]) -> None:

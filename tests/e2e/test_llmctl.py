@@ -31,6 +31,7 @@ def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> It
         "LLMTUNE_DB__URL": f"sqlite:///{tmp_path / 'meta.db'}",
         "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
         "LLMTUNE_API__PORT": str(port),
+        "LLMTUNE_RAG__DATA_DIR": str(tmp_path / "rag"),
     }
     log = (tmp_path / "cp.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -66,11 +67,11 @@ def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_pat
     examples = str(ROOT / "deploy" / "examples")
     dry = llmctl(control_plane, tmp_path, "apply", "-f", examples, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "+++ b/routes/default-chat" in dry.stdout and "would change 10 object(s)" in dry.stdout
+    assert "+++ b/routes/default-chat" in dry.stdout and "would change 12 object(s)" in dry.stdout
     assert json.loads(llmctl(control_plane, tmp_path, "list", "-o", "json").stdout) == []
 
     applied = llmctl(control_plane, tmp_path, "apply", "-f", examples, "-m", "initial fleet")
-    assert applied.returncode == 0 and "changed 10 object(s) at revision" in applied.stdout
+    assert applied.returncode == 0 and "changed 12 object(s) at revision" in applied.stdout
     first_rev = int(applied.stdout.rsplit("revision", 1)[1])
     again = llmctl(control_plane, tmp_path, "apply", "-f", examples)
     assert "no changes" in again.stdout
@@ -227,3 +228,40 @@ def test_fleet_commands_with_agent_and_simulator_processes(
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+
+
+def test_rag_ingest_query_docs_delete(control_plane: str, tmp_path: Path) -> None:
+    """The local embedder (no fleet needed): files and folders in, sources out."""
+    config = tmp_path / "rag.yaml"
+    config.write_text(
+        "kind: Model\nmetadata: {name: minilm}\n"
+        "spec: {provider: local, ollama_tag: 'all-minilm', capabilities: [embed], context_window: 512}\n---\n"
+        "kind: RagCollection\nmetadata: {name: notes}\nspec: {collection: notes, embedding_model: minilm}\n"
+    )
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(config)).returncode == 0
+    folder = tmp_path / "docs"
+    (folder / "ops").mkdir(parents=True)
+    (folder / "ops" / "backups.md").write_text("# Backups\n\nThe database is copied to object storage every night.")
+    (folder / "kitchen.txt").write_text("The dishwasher runs at six in the evening; coffee beans are refilled on Mondays.")
+    (folder / "image.png").write_bytes(b"\x89PNG")  # not a text suffix: skipped
+    first = llmctl(control_plane, tmp_path, "rag", "ingest", str(folder), "-c", "notes")
+    assert first.returncode == 0 and "2 ingested, 0 unchanged, 2 chunks written" in first.stdout, first.stdout + first.stderr
+    again = llmctl(control_plane, tmp_path, "rag", "ingest", str(folder), "-c", "notes")
+    assert again.returncode == 0 and "0 ingested, 2 unchanged, 0 chunks written" in again.stdout
+
+    found = llmctl(control_plane, tmp_path, "rag", "query", "when are the espresso beans topped up?", "-c", "notes",
+                   "--retrieve-only", "-k", "1")  # fmt: skip
+    assert found.returncode == 0 and "docs/kitchen.txt" in found.stdout and "backups" not in found.stdout, found.stdout
+    assert "retrieve" in found.stdout and "ms" in found.stdout
+    listed = llmctl(control_plane, tmp_path, "rag", "docs", "-c", "notes")
+    assert listed.returncode == 0 and "2 of 2" in listed.stdout and "docs/ops/backups.md" in listed.stdout
+    gone = llmctl(control_plane, tmp_path, "rag", "delete", "docs/kitchen.txt", "-c", "notes")
+    assert gone.returncode == 0
+    assert "1 of 1" in llmctl(control_plane, tmp_path, "rag", "docs", "-c", "notes").stdout
+
+    unknown = llmctl(control_plane, tmp_path, "rag", "query", "x", "-c", "nope")
+    assert unknown.returncode == 1 and "404" in unknown.stderr and "no RAG collection 'nope'" in unknown.stderr
+    missing = llmctl(control_plane, tmp_path, "rag", "ingest", str(tmp_path / "absent"), "-c", "notes")
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    no_router = llmctl(control_plane, tmp_path, "rag", "query", "coffee", "-c", "notes")  # generation needs the router
+    assert no_router.returncode == 1 and "502" in no_router.stderr and "could not be reached" in no_router.stderr

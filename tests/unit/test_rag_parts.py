@@ -149,3 +149,18 @@ def test_local_embedders_are_embedding_models_no_route_may_target() -> None:
     objects = [parse_object(local), parse_object(route_doc("r", "mini"))]
     problems = check_references({(o.plural, o.name): o for o in objects})
     assert any("runs inside the RAG engine" in p.message for p in problems)
+
+
+def test_keyword_search_skips_words_in_most_chunks_and_keeps_collections_apart(tmp_path: Path) -> None:
+    from rag.catalog import StoredChunk, StoredDocument
+
+    cat = Catalog(tmp_path / "c.sqlite")
+    texts = [f"the common text {'rare ' if i % 400 == 0 else ''}{i}" for i in range(1200)]
+    docs = [StoredDocument(f"d{i}", "h", 1, {}, [StoredChunk(f"d{i}#0", f"d{i}", 0, t, {})]) for i, t in enumerate(texts)]
+    cat.replace("big", docs)
+    assert {i for i, _ in cat.keyword("big", "the rare", k=10)} == {"d0#0", "d400#0", "d800#0"}
+    assert cat.keyword("big", "the common", k=10) == []  # in every chunk: BM25 has nothing to rank by
+    cat.replace("small", [StoredDocument("s", "h", 1, {}, [StoredChunk("s#0", "s", 0, "the common words", {})])])
+    assert [i for i, _ in cat.keyword("small", "common", k=10)] == ["s#0"]  # its own statistics, not big's
+    cat.drop("big")
+    assert cat.keyword("big", "rare", k=10) == [] and cat.keyword("small", "common", k=10)
