@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rag.errors import VectorStoreUnavailable
-from rag.store import Filter, Match, Record
+from rag.store import Filter, Match, Record, failures_as_unavailable
 
 _UPSERT_BATCH = 1000  # Chroma caps one call's size (max_batch_size, ~5k here); stay well under it
 
@@ -52,15 +51,8 @@ class ChromaStore:
                 self._client = chromadb.PersistentClient(path=str(self._path), settings=settings)
         return self._client
 
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except VectorStoreUnavailable:
-            raise
-        except Exception as exc:  # chromadb raises many types (its own, httpx's, sqlite's); all mean the same here
-            self._collections.clear()  # a server restart invalidates handles
-            raise VectorStoreUnavailable(f"Chroma at {self.where} failed to {what}: {exc}") from exc
+    def _calling(self, what: str) -> AbstractContextManager[None]:
+        return failures_as_unavailable(f"Chroma at {self.where}", what, reset=self._collections.clear)
 
     def _collection(self, name: str) -> Any:
         found = self._collections.get(name)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rag.errors import BadInput
+from rag.errors import BadInput, VectorStoreUnavailable
 
 Scalar = str | int | float | bool
 #: ``{"field": value}`` (equal) or ``{"field": {"$in": [values]}}``; several fields must all match.
@@ -49,6 +50,21 @@ class VectorStore(Protocol):
     def count(self, collection: str) -> int: ...
 
     def drop(self, collection: str) -> None: ...
+
+
+@contextmanager
+def failures_as_unavailable(system: str, what: str, *, reset: Callable[[], None] | None = None) -> Iterator[None]:
+    """Any failure inside as ``VectorStoreUnavailable`` naming the database and the action: vector
+    DB clients raise many types (their own, httpx's, grpc's, sqlite's) that all mean the same here.
+    ``reset`` runs first (drop handles a server restart made stale)."""
+    try:
+        yield
+    except VectorStoreUnavailable:
+        raise
+    except Exception as exc:
+        if reset is not None:
+            reset()
+        raise VectorStoreUnavailable(f"{system} failed to {what}: {exc}") from exc
 
 
 def check_filter(where: object) -> Filter | None:

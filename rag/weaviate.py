@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
 from rag.errors import VectorStoreUnavailable
-from rag.store import Filter, Match, Record, Scalar
+from rag.store import Filter, Match, Record, Scalar, failures_as_unavailable
 
 _NAMESPACE = uuid.UUID("6f6c6c61-6d61-7475-6e65-72616700cafe")
 _BATCH = 500
@@ -53,14 +53,8 @@ class WeaviateStore:
             )  # fmt: skip
         return self._client
 
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except VectorStoreUnavailable:
-            raise
-        except Exception as exc:  # weaviate raises its own errors plus httpx's and grpc's
-            raise VectorStoreUnavailable(f"Weaviate at {self._url} failed to {what}: {exc}") from exc
+    def _calling(self, what: str) -> AbstractContextManager[None]:
+        return failures_as_unavailable(f"Weaviate at {self._url}", what)
 
     def close(self) -> None:
         if self._client is not None:
