@@ -81,6 +81,15 @@ class RagSettings(BaseModel):
     cache_ttl_s: int = Field(default=600, ge=1, description="Lifetime of cached query embeddings and retrievals.")
 
 
+class MonitorSettings(BaseModel):
+    redis_url: str | None = Field(
+        default=None, description="Redis holding the routers' outcome stream; the monitor is off when unset."
+    )
+    bucket_s: int = Field(default=60, ge=1, le=86_400, description="Width of a figures bucket.")
+    keep_samples_s: float = Field(default=86_400, gt=0, description="How long raw outcome samples are kept.")
+    batch: int = Field(default=500, ge=1, le=10_000, description="Records folded in per transaction.")
+
+
 class Settings(BaseSettings):
     """Every control-plane setting; read once at start-up."""
 
@@ -91,3 +100,4 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)

@@ -17,18 +17,21 @@ from router.core import RouterCore
 from router.feed import TableFeed
 from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
 from router.metrics import BreakerStates, RouterMetrics
+from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
 
 
 class RouterApp:
     """Everything the router runs, started and stopped together."""
 
-    def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None) -> None:
+    def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
+                 outcomes_redis_url: str | None = None) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
         self._own_store = store is None
         self.store = store or open_store(settings)
         self.feed = TableFeed(self.store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
-        self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry))
+        self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry) if outcomes_redis_url else None
+        self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes)
         self.registry.register(BreakerStates(self.core.live))
         self.feed.add_listener(self._capacity)
         self.server = HttpServer(self.routes(), limits=limits)
@@ -80,6 +83,8 @@ class RouterApp:
     async def start(self, host: str, port: int) -> int:
         """Start the feed and listen; returns the port (``port=0`` picks a free one)."""
         self._feed_task = asyncio.create_task(self.feed.run())
+        if self.outcomes is not None:
+            self.outcomes.start()
         return await self.server.start(host, port)
 
     async def close(self) -> None:
@@ -88,10 +93,13 @@ class RouterApp:
             self._feed_task.cancel()
             await asyncio.gather(self._feed_task, return_exceptions=True)
         await self.core.forwarder.close()
+        if self.outcomes is not None:
+            await self.outcomes.close()
         if self._own_store:
             await self.store.close()
 
 
-def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None) -> RouterApp:
+def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
+               outcomes_redis_url: str | None = None) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
-    return RouterApp(settings, store=store, limits=limits)
+    return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url)

@@ -47,6 +47,9 @@ class Outcome:
     first_byte_ms: float
     total_ms: float
     attempts: int
+    at: float = 0.0  # unix time it finished
+    tokens: int | None = None  # Ollama's eval_count, when the answer reported it
+    tokens_per_s: float | None = None
 
 
 class OutcomeSink(Protocol):
@@ -241,25 +244,14 @@ class RouterCore:
             before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
             self.metrics.overhead.observe(before + after)
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
-        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone)
-        if ok:
-            self._speed(decision, opened, tail)
+        tokens, rate = _speed(tail) if ok else (None, None)
+        if rate is not None:
+            cand = opened.candidate
+            self.metrics.tokens_per_s.labels(decision.route or "-", cand.model.name, cand.node_name).observe(rate)
+        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate)
 
-    def _speed(self, decision: Decision, opened: Opened, tail: bytes) -> None:
-        """Tokens per second from Ollama's final object (``eval_count`` / ``eval_duration``), if any."""
-        last = tail.rstrip().rsplit(b"\n", 1)[-1]
-        try:
-            final = orjson.loads(last)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(final, dict) and final.get("eval_count") and final.get("eval_duration"):
-            node = opened.candidate.node_name
-            rate = final["eval_count"] / (final["eval_duration"] / 1e9)
-            self.metrics.tokens_per_s.labels(decision.route or "-", opened.candidate.model.name, node).observe(rate)
-
-    def _record(
-        self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool, client_gone: bool = False
-    ) -> None:
+    def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool,
+                client_gone: bool = False, tokens: int | None = None, rate: float | None = None) -> None:  # fmt: skip
         self.observe_decision(decision_us)
         cand = opened.candidate
         node = cand.node_name
@@ -279,11 +271,26 @@ class RouterCore:
                 decision.variant,
                 status,
                 decision_us,
-                opened.first_byte_s * 1000,
+                min(opened.first_byte_s * 1000, total_ms),  # a whole answer's "first byte" is taken once it is all in
                 total_ms,
                 len(opened.failed) + 1,
+                time.time(),
+                tokens,
+                rate,
             )
         )
+
+
+def _speed(tail: bytes) -> tuple[int | None, float | None]:
+    """Generated tokens and tokens per second from Ollama's final object (``eval_count`` /
+    ``eval_duration``), when the answer's last line is one."""
+    try:
+        final = orjson.loads(tail.rstrip().rsplit(b"\n", 1)[-1])
+    except orjson.JSONDecodeError:
+        return None, None
+    if isinstance(final, dict) and final.get("eval_count") and final.get("eval_duration"):
+        return int(final["eval_count"]), final["eval_count"] / (final["eval_duration"] / 1e9)
+    return None, None
 
 
 def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> dict[str, str]:

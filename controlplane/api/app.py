@@ -23,6 +23,7 @@ from controlplane.services.config import ConfigService
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
+from controlplane.services.monitor import start_monitor
 from controlplane.services.rag import open_rag
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
@@ -99,6 +100,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(nodes_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
+        if settings.monitor.redis_url:
+            tasks.append(asyncio.create_task(start_monitor(settings.monitor, engine, the_store, keys)))
         try:
             yield
         finally:

@@ -1,10 +1,11 @@
-"""SQL tables: the audit log of every configuration change (kept forever) and API tokens."""
+"""SQL tables: the audit log of every configuration change (kept forever), API tokens, and the
+performance monitor's outcome figures."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,3 +49,64 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutcomeBucket(Base):
+    """Router outcomes aggregated per time bucket and model / node / route / variant (the
+    performance monitor's figures). Empty strings stand for "none" so the key stays unique."""
+
+    __tablename__ = "outcome_buckets"
+    __table_args__ = (
+        UniqueConstraint("bucket", "route", "model", "node", "variant", name="uq_outcome_bucket"),
+        Index("ix_outcome_bucket_model", "model", "bucket"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bucket: Mapped[int] = mapped_column(Integer, index=True)  # unix seconds of the bucket's start
+    route: Mapped[str] = mapped_column(String(253))
+    model: Mapped[str] = mapped_column(String(253))
+    node: Mapped[str] = mapped_column(String(253))
+    variant: Mapped[str] = mapped_column(String(253))
+    requests: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    cancelled: Mapped[int] = mapped_column(Integer)
+    total_ms_sum: Mapped[float] = mapped_column(Float)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float)
+    tokens_sum: Mapped[int] = mapped_column(Integer)
+    tps_sum: Mapped[float] = mapped_column(Float)  # tokens/s summed over the requests that report it
+    tps_n: Mapped[int] = mapped_column(Integer)
+    latency_hist: Mapped[list[int]] = mapped_column(JSON)  # counts per bound of LATENCY_BOUNDS_MS
+    ttft_hist: Mapped[list[int]] = mapped_column(JSON)
+
+
+class OutcomeSample(Base):
+    """One raw outcome, kept for a bounded retention (exact percentiles over short windows)."""
+
+    __tablename__ = "outcome_samples"
+    __table_args__ = (Index("ix_outcome_sample_at", "at"), Index("ix_outcome_sample_model", "model", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # the record's own key: a resend is seen here
+    at: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(253))
+    model: Mapped[str] = mapped_column(String(253))
+    node: Mapped[str] = mapped_column(String(253))
+    variant: Mapped[str] = mapped_column(String(253))
+    status: Mapped[str] = mapped_column(String(16))
+    total_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class MonitorOffset(Base):
+    """The last outcome-stream entry folded into the figures, written in the same transaction as
+    them: a record delivered again after a crash is recognised and skipped."""
+
+    __tablename__ = "monitor_offsets"
+
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_id: Mapped[str] = mapped_column(String(64))
+    applied: Mapped[int] = mapped_column(Integer)

@@ -154,11 +154,12 @@ def up() -> None:
         )
         if redis_url:
             env["LLMTUNE_RAG__REDIS_URL"] = redis_url
+            env.setdefault("LLMTUNE_MONITOR__REDIS_URL", redis_url)
         marker = "controlplane.api"
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
-    _router()
+    _router(redis_url)
     _agents()
     login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token, "--router-url", ROUTER_URL]
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
@@ -207,7 +208,7 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-def _router() -> None:
+def _router(redis_url: str | None) -> None:
     if _pid("router"):
         print(f"router         already running (pid {_pid('router')}) at {ROUTER_URL}")
         return
@@ -215,6 +216,8 @@ def _router() -> None:
         raise SystemExit(f"port {ROUTER_PORT} is taken by another process; set LLMTUNE_ROUTER__PORT")
     env = dict(os.environ)
     env.update({"LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_ROUTER__PORT": str(ROUTER_PORT)})
+    if redis_url:  # outcome records for the control plane's performance monitor
+        env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
     _wait("router", proc, lambda: _get(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")

@@ -1,0 +1,291 @@
+"""The performance monitor's outcome pipeline: router outcome records from a Redis stream (consumer
+group, acknowledged) folded into SQL figures per time bucket and model / node / route / variant,
+plus raw samples kept for a bounded retention.
+
+Exactly once, across crashes: a batch's figures and the stream id of its last record are written
+in one SQL transaction, and acknowledged in Redis only after it commits. A record delivered again
+(the monitor died between the commit and the acknowledgement) has an id at or below the stored
+one and is skipped. Unacknowledged records are read again first after a restart, under the same
+consumer name, by whichever control plane leads then."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
+from controlplane.settings import MonitorSettings
+from controlplane.store.base import ConfigStore
+from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
+from schemas.monitor import MONITOR_GROUP, OUTCOME_STREAM, OutcomeRecord
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds (ms) of the latency and time-to-first-token histograms kept per bucket; the last is open.
+LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, float("inf"))
+CONSUMER = "monitor"  # one name for every leader, so a new leader reads what the last left unacknowledged
+
+Key = tuple[int, str, str, str, str]  # bucket, route, model, node, variant
+
+
+def stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class Figures:
+    """One bucket's figures while a batch is folded in."""
+
+    requests: int = 0
+    ok: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    total_ms_sum: float = 0.0
+    ttft_ms_sum: float = 0.0
+    tokens_sum: int = 0
+    tps_sum: float = 0.0
+    tps_n: int = 0
+    latency_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
+    ttft_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
+
+    def add(self, rec: OutcomeRecord) -> None:
+        self.requests += 1
+        if rec.status == "ok":
+            self.ok += 1
+        elif rec.status == "error":
+            self.errors += 1
+        else:
+            self.cancelled += 1
+        self.total_ms_sum += rec.total_ms
+        self.ttft_ms_sum += rec.ttft_ms
+        self.tokens_sum += rec.tokens or 0
+        if rec.tokens_per_s is not None:
+            self.tps_sum += rec.tokens_per_s
+            self.tps_n += 1
+        self.latency_hist[bisect.bisect_left(LATENCY_BOUNDS_MS, rec.total_ms)] += 1
+        self.ttft_hist[bisect.bisect_left(LATENCY_BOUNDS_MS, rec.ttft_ms)] += 1
+
+    def merge_into(self, row: OutcomeBucket) -> None:
+        for name in ("requests", "ok", "errors", "cancelled", "total_ms_sum", "ttft_ms_sum", "tokens_sum", "tps_sum", "tps_n"):
+            setattr(row, name, getattr(row, name) + getattr(self, name))
+        row.latency_hist = [a + b for a, b in zip(row.latency_hist, self.latency_hist, strict=True)]
+        row.ttft_hist = [a + b for a, b in zip(row.ttft_hist, self.ttft_hist, strict=True)]
+
+
+def fold(records: Iterable[OutcomeRecord], *, bucket_s: int) -> dict[Key, Figures]:
+    out: dict[Key, Figures] = {}
+    for rec in records:
+        key = (int(rec.at // bucket_s * bucket_s), rec.route or "", rec.model, rec.node, rec.variant or "")
+        out.setdefault(key, Figures()).add(rec)
+    return out
+
+
+class OutcomeStore:
+    """The SQL side: applies batches exactly once, prunes old samples."""
+
+    def __init__(self, engine: Engine, *, stream: str = OUTCOME_STREAM, bucket_s: int = 60) -> None:
+        self._engine, self.stream, self.bucket_s = engine, stream, bucket_s
+
+    def last_id(self) -> tuple[int, int]:
+        with Session(self._engine) as session:
+            row = session.get(MonitorOffset, self.stream)
+            return stream_id(row.last_id) if row else (0, 0)
+
+    def apply(self, entries: Sequence[tuple[str, OutcomeRecord]]) -> int:
+        """Fold the entries newer than the stored offset into the figures, in one transaction; how many."""
+        if not entries:
+            return 0
+        with Session(self._engine) as session, session.begin():
+            offset = session.get(MonitorOffset, self.stream, with_for_update=True)
+            done = stream_id(offset.last_id) if offset else (0, 0)
+            newer = [(i, r) for i, r in entries if stream_id(i) > done]
+            fresh = self._unseen(session, newer)
+            if not newer:
+                return 0
+            for (bucket, route, model, node, variant), figures in fold((r for _, r in fresh), bucket_s=self.bucket_s).items():
+                row = session.scalars(select(OutcomeBucket).where(
+                    OutcomeBucket.bucket == bucket, OutcomeBucket.route == route, OutcomeBucket.model == model,
+                    OutcomeBucket.node == node, OutcomeBucket.variant == variant)).one_or_none()  # fmt: skip
+                if row is None:
+                    row = OutcomeBucket(bucket=bucket, route=route, model=model, node=node, variant=variant, **_zero())
+                    session.add(row)
+                figures.merge_into(row)
+            session.add_all(_sample(r) for _, r in fresh)
+            last = max((i for i, _ in newer), key=stream_id)
+            if offset is None:
+                session.add(MonitorOffset(stream=self.stream, last_id=last, applied=len(fresh)))
+            else:
+                offset.last_id, offset.applied = last, offset.applied + len(fresh)
+        return len(fresh)
+
+    @staticmethod
+    def _unseen(session: Session, entries: list[tuple[str, OutcomeRecord]]) -> list[tuple[str, OutcomeRecord]]:
+        """Entries whose record key was not counted before (a router resends a batch whose answer
+        it lost), each key once. Keys are remembered as long as the raw samples are kept."""
+        keys = [r.key for _, r in entries]
+        seen = set(session.scalars(select(OutcomeSample.key).where(OutcomeSample.key.in_(keys)))) if keys else set()
+        out = []
+        for entry_id, record in entries:
+            if record.key not in seen:
+                seen.add(record.key)
+                out.append((entry_id, record))
+        return out
+
+    def prune(self, *, keep_s: float, now: float | None = None) -> int:
+        """Delete raw samples older than ``keep_s``; how many."""
+        cutoff = (now or time.time()) - keep_s
+        with Session(self._engine) as session, session.begin():
+            return int(session.execute(delete(OutcomeSample).where(OutcomeSample.at < cutoff)).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _sample(r: OutcomeRecord) -> OutcomeSample:
+    return OutcomeSample(
+        key=r.key, at=r.at, request_id=r.id, route=r.route or "", model=r.model, node=r.node, variant=r.variant or "",
+        status=r.status, total_ms=r.total_ms, ttft_ms=r.ttft_ms, tokens=r.tokens, tokens_per_s=r.tokens_per_s,
+    )  # fmt: skip
+
+
+def _zero() -> dict[str, Any]:
+    empty = [0] * len(LATENCY_BOUNDS_MS)
+    return {"requests": 0, "ok": 0, "errors": 0, "cancelled": 0, "total_ms_sum": 0.0, "ttft_ms_sum": 0.0, "tokens_sum": 0,
+            "tps_sum": 0.0, "tps_n": 0, "latency_hist": list(empty), "ttft_hist": list(empty)}  # fmt: skip
+
+
+class OutcomeConsumer:
+    """The Redis side: reads the stream in its consumer group, hands batches to the store, acks."""
+
+    def __init__(self, redis: Any, store: OutcomeStore, *, batch: int = 500) -> None:
+        self._redis, self._store, self._batch = redis, store, batch
+        self._pending_done = False
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._store.stream, MONITOR_GROUP, id="0", mkstream=True)
+        except Exception as exc:  # redis-py's ResponseError: BUSYGROUP when it exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run_once(self, *, block_ms: int = 1000) -> int:
+        """One batch: first what an earlier run left unacknowledged, then new records. How many
+        records it folded in (records already counted are acknowledged, not counted again)."""
+        start = ">" if self._pending_done else "0"
+        reply = await self._redis.xreadgroup(MONITOR_GROUP, CONSUMER, {self._store.stream: start}, count=self._batch,
+                                             block=None if start == "0" else block_ms)  # fmt: skip
+        entries = reply[0][1] if reply else []
+        if start == "0" and not entries:
+            self._pending_done = True
+            return 0
+        ids, parsed = [], []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            ids.append(entry_id)
+            record = _parse(entry_id, fields)
+            if record is not None:
+                parsed.append((entry_id, record))
+        applied = await asyncio.to_thread(self._store.apply, parsed)
+        if ids:
+            await self._redis.xack(self._store.stream, MONITOR_GROUP, *ids)
+        return applied
+
+
+def _parse(entry_id: str, fields: dict[Any, Any]) -> OutcomeRecord | None:
+    raw = fields.get(b"r") or fields.get("r")
+    try:
+        return OutcomeRecord.model_validate_json(raw) if raw is not None else None
+    except ValidationError as exc:  # a malformed record is dropped (and acknowledged), not retried forever
+        log.error("dropping outcome %s: %s", entry_id, exc.errors()[:2])
+        return None
+
+
+async def lead_and_consume(
+    consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0
+) -> None:
+    """Forever: become the leader (when an election is given: one monitor per fleet), then fold
+    batches in while leading; prune old samples now and then. A Redis or database failure is
+    logged and retried; leadership is checked every ``check_s``."""
+    keeper: asyncio.Task[None] | None = None
+    while True:
+        try:
+            if election is not None:
+                await election.campaign()
+                keeper = keeper or asyncio.create_task(election.keeper.run())
+                log.info("outcome monitor: leading as %s", election.candidate)
+            await consumer.ensure_group()
+            checked = pruned = time.monotonic()
+            while True:
+                await consumer.run_once()
+                now = time.monotonic()
+                if now - pruned > 60:
+                    await asyncio.to_thread(store.prune, keep_s=keep_s)
+                    pruned = now
+                if election is not None and now - checked > check_s:
+                    checked = now
+                    if not await election.is_leader():
+                        log.warning("outcome monitor: leadership lost; campaigning again")
+                        break
+        except asyncio.CancelledError:
+            if keeper is not None:
+                keeper.cancel()
+            if election is not None:
+                with contextlib.suppress(Exception):
+                    await election.resign()
+            raise
+        except Exception:
+            log.exception("outcome monitor failed; retrying in 1 s")
+            await asyncio.sleep(1)
+
+
+async def start_monitor(settings: MonitorSettings, engine: Engine, store: ConfigStore, keys: KeySpace) -> None:
+    """The control plane's monitor: one leader among its replicas (election key ``monitor``)."""
+    import redis.asyncio as redis
+
+    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s)
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    election = Election(store, keys.election("monitor"), f"{socket.gethostname()}-{os.getpid()}")
+    try:
+        consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)
+        await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s)
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    """``python -m controlplane.services.monitor --redis URL --db URL``: the pipeline alone, with
+    no election (one such process; the control plane runs it with one)."""
+    import argparse
+
+    import redis.asyncio as redis
+
+    from controlplane.db.engine import make_engine, migrate
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--stream", default=OUTCOME_STREAM)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--bucket-s", type=int, default=60)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = make_engine(args.db)
+    migrate(engine)
+    store = OutcomeStore(engine, stream=args.stream, bucket_s=args.bucket_s)
+    consumer = OutcomeConsumer(redis.Redis.from_url(args.redis), store, batch=args.batch)
+    asyncio.run(lead_and_consume(consumer, store, election=None, keep_s=86_400))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The outcome pipeline with real Redis and SQLite: 10,000 records, the monitor process killed
+(SIGKILL) part-way and started again, and records a router sent twice; the figures are exact."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from controlplane.db.engine import make_engine, migrate
+from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
+from controlplane.store.keys import KeySpace
+from schemas.monitor import OUTCOME_STREAM
+from tests.fixtures.fleet import Fleet
+from tests.fixtures.services import EtcdServer, RedisServer
+from tests.helpers import model_doc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def records(count: int, rng: random.Random) -> list[dict[str, object]]:
+    start = 1_790_000_040.0  # a whole minute
+    out = []
+    for i in range(count):
+        status = rng.choices(["ok", "error", "cancelled"], weights=[90, 8, 2])[0]
+        ok = status == "ok"
+        out.append({
+            "key": f"r1-{i}", "at": start + i * 0.03, "id": f"req-{i}", "route": rng.choice(["chat", None]),
+            "model": rng.choice(["small", "big", "coder"]), "node": rng.choice(["n0", "n1"]), "variant": rng.choice([None, "a"]),
+            "status": status, "decision_us": 20.0, "ttft_ms": rng.uniform(5, 400), "total_ms": rng.uniform(20, 3000),
+            "attempts": 1, "tokens": rng.randint(1, 300) if ok else None, "tokens_per_s": rng.uniform(20, 90) if ok else None,
+        })  # fmt: skip
+    return out
+
+
+def publish(client: redis.Redis, stream: str, items: list[dict[str, object]]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for item in items:
+        pipe.xadd(stream, {"r": orjson.dumps(item)})
+    pipe.execute()
+
+
+def start_monitor(redis_url: str, db_url: str, stream: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "controlplane.services.monitor", "--redis", redis_url, "--db", db_url, "--stream", stream,
+           "--batch", "200"]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def applied(db_url: str) -> int:
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as session:
+            row = session.scalars(select(MonitorOffset)).first()
+            return row.applied if row else 0
+    finally:
+        engine.dispose()
+
+
+def wait_for(probe, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not reached")
+
+
+def test_monitor_killed_midway_counts_every_record_once(redis_server: RedisServer, tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'meta.db'}"
+    migrate(make_engine(db_url))
+    stream, client = f"outcomes-{uuid.uuid4().hex[:8]}", redis.Redis.from_url(redis_server.url)
+    items = records(10_000, random.Random(5))
+    publish(client, stream, items)
+
+    first = start_monitor(redis_server.url, db_url, stream, tmp_path / "monitor.log")
+    wait_for(lambda: applied(db_url) >= 3_000)
+    first.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    first.wait(10)
+    part = applied(db_url)
+    assert 3_000 <= part < 10_000, f"killed after {part} records"
+    publish(client, stream, items[:150])  # a router resending a batch Redis had taken: same keys
+    second = start_monitor(redis_server.url, db_url, stream, tmp_path / "monitor.log")
+    try:
+        wait_for(lambda: applied(db_url) == 10_000)
+        time.sleep(0.5)  # nothing more may arrive
+        assert applied(db_url) == 10_000
+    finally:
+        second.terminate()
+        second.wait(10)
+
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(OutcomeSample)) == 10_000
+        assert session.scalar(select(func.count(func.distinct(OutcomeSample.key)))) == 10_000
+        rows = session.scalars(select(OutcomeBucket)).all()
+    assert sum(r.requests for r in rows) == 10_000
+    want = Counter((i["model"], i["node"], i["status"]) for i in items)
+    got: Counter[tuple[str, str, str]] = Counter()
+    for r in rows:
+        got[(r.model, r.node, "ok")] += r.ok
+        got[(r.model, r.node, "error")] += r.errors
+        got[(r.model, r.node, "cancelled")] += r.cancelled
+    assert +got == want
+    assert sum(r.total_ms_sum for r in rows) == pytest.approx(sum(float(i["total_ms"]) for i in items))  # type: ignore[arg-type]
+    assert sum(r.tokens_sum for r in rows) == sum(int(i["tokens"] or 0) for i in items)  # type: ignore[call-overload]
+    assert all(sum(r.latency_hist) == r.requests == sum(r.ttft_hist) for r in rows)
+    assert {r.bucket % 60 for r in rows} == {0} and len({r.bucket for r in rows}) == 5  # 300 s of records, 60 s buckets
+    info = client.xinfo_groups(stream)[0]
+    assert info["pending"] == 0  # everything acknowledged
+
+
+@pytest.mark.etcd
+async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_was_down(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The router writes a record per request to the stream (queued while Redis is down, sent
+    when it is back); the control plane's monitor (leader of its election) folds them into SQL."""
+    import httpx
+
+    stream_client = redis.Redis.from_url(redis_server.url)
+    stream_client.delete(OUTCOME_STREAM)
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane(monitor={"redis_url": redis_server.url, "bucket_s": 60})
+    try:
+        await fleet.add_node("node-0")
+        resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [model_doc("small", tag="llama3.2:1b", ctx=8192)]})
+        assert resp.status_code == 200, resp.text
+
+        async def ready() -> bool:
+            return bool((await fleet.api.get("/api/v1/models/status")).json()["models"][0]["ready_nodes"] == 1)
+
+        await fleet.eventually(ready, timeout_s=15)
+        url = await fleet.start_router(outcomes_redis_url=redis_server.url)
+        body = {"model": "small", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+
+        def counted() -> int:
+            engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+            with Session(engine) as session:
+                total = session.scalar(select(func.sum(OutcomeBucket.requests))) or 0
+            engine.dispose()
+            return int(total)
+
+        async def reached(n: int) -> None:
+            async def probe() -> bool:
+                return await asyncio.to_thread(counted) == n
+
+            await fleet.eventually(probe, timeout_s=20)
+
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            for _ in range(5):
+                assert (await client.post("/api/chat", json=body)).status_code == 200
+            await reached(5)
+            redis_server.stop()  # this test Redis keeps nothing on disk: what it held is gone, but it was counted
+            for _ in range(3):  # answered as usual; their records wait in the router's queue
+                assert (await client.post("/api/chat", json=body)).status_code == 200
+            await asyncio.sleep(0.3)
+            redis_server.start()
+        await reached(8)
+        engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+        with Session(engine) as session:
+            samples = session.scalars(select(OutcomeSample)).all()
+        assert {(s.model, s.node, s.status) for s in samples} == {("small", "node-0", "ok")}
+        assert all(s.tokens and s.tokens_per_s and s.total_ms >= s.ttft_ms > 0 for s in samples)
+        assert len({s.request_id for s in samples}) == 8
+    finally:
+        if redis_server._proc is None:
+            redis_server.start()
+        await fleet.close()
