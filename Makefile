@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/monitor.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

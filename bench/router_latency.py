@@ -69,6 +69,8 @@ def paths(stack: Stack, tokens: int = 1) -> dict[str, tuple[str, dict[str, Any],
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
         "router, OpenAI API": (f"{stack.router}/v1/chat/completions", openai, "router"),
     }
+    if stack.recording:
+        out["router + outcome records"] = (f"{stack.recording}/api/chat", {"model": "bench", **ollama}, "recording")
     if stack.litellm:
         out["LiteLLM proxy, OpenAI API"] = (
             f"{stack.litellm}/v1/chat/completions",
@@ -138,7 +140,8 @@ async def measure(stack: Stack, *, calls: int, levels: list[tuple[int, int]]) ->
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
                 for name, (url, body, proc) in table.items():
                     pid = stack.pids.get(proc) if proc else None
-                    before = await _overhead(stack.router) if proc == "router" else {}
+                    scraped = {"router": stack.router, "recording": stack.recording}.get(proc or "")
+                    before = await _overhead(scraped) if scraped else {}
                     cpu0, t0, machine0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter(), machine_cpu()
                     await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name],
                                  spread_s=spread_s)
@@ -148,7 +151,7 @@ async def measure(stack: Stack, *, calls: int, levels: list[tuple[int, int]]) ->
                         await _settle(pid)
                         results[name].cpu_s += cpu_seconds(pid) - cpu0
                     if before:
-                        after, seen = await _overhead(stack.router), results[name].overhead
+                        after, seen = await _overhead(scraped), results[name].overhead  # type: ignore[arg-type]
                         for bound, count in after.items():
                             seen[bound] = seen.get(bound, 0.0) + count - before.get(bound, 0.0)
         finally:

@@ -35,6 +35,7 @@ class Stack:
     litellm: str | None
     token_s: float  # the simulator's fixed time per answer token
     pids: dict[str, int] = field(default_factory=dict)
+    recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
 
 
 def _wait(url: str, what: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -61,7 +62,7 @@ def ensure_litellm() -> Path:
 
 
 @contextlib.contextmanager
-def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
+def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None = None) -> Iterator[Stack]:
     etcd = EtcdServer(progress_interval="5s")
     etcd.start()
     procs: list[subprocess.Popen[bytes]] = []
@@ -89,21 +90,33 @@ def running(*, sim_token_s: float, litellm: bool) -> Iterator[Stack]:
             "router", [sys.executable, "-m", "router"], {**os.environ, **store, "LLMTUNE_ROUTER__PORT": str(router_port)}
         )
         router_url = f"http://127.0.0.1:{router_port}"
+        recording = None
+        if outcomes_redis_url:
+            port = free_port()
+            env = {**os.environ, **store, "LLMTUNE_ROUTER__PORT": str(port)}
+            env["LLMTUNE_ROUTER__OUTCOMES_REDIS_URL"] = outcomes_redis_url
+            recording_proc = spawn("router-recording", [sys.executable, "-m", "router"], env)
+            recording = f"http://127.0.0.1:{port}"
         _wait(f"{api}/readyz", "the control plane", proc=cp)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         httpx.post(f"{api}/api/v1/config:apply", json={"objects": [MODEL]}, headers=headers).raise_for_status()
         _wait(f"{router_url}/readyz", "the router", proc=router)
+        if recording:
+            _wait(f"{recording}/readyz", "the recording router", proc=recording_proc)
         deadline = time.monotonic() + 60
-        while not httpx.get(f"{router_url}/api/tags").json()["models"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the router never saw the node; logs in {logs}")
-            time.sleep(0.2)
+        for url in filter(None, (router_url, recording)):
+            while not httpx.get(f"{url}/api/tags").json()["models"]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the router never saw the node; logs in {logs}")
+                time.sleep(0.2)
         ports = {mode: free_port() for mode in ("http", "tcp", "raw")}
         floors = {mode: spawn(mode, [sys.executable, "-m", "bench.proxy_floor", mode, sim_url, str(port)], dict(os.environ))
                   for mode, port in ports.items()}  # fmt: skip
         url = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
         stack = Stack(sim_url, router_url, url["http"], url["tcp"], url["raw"], None, sim_token_s,
-                      {"router": router.pid, "sim": sim.pid, **{m: p.pid for m, p in floors.items()}})  # fmt: skip
+                      {"router": router.pid, "sim": sim.pid, **{m: p.pid for m, p in floors.items()}}, recording)  # fmt: skip
+        if recording:
+            stack.pids["recording"] = recording_proc.pid
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
             stack.litellm = _start_litellm(spawn, sim_url, logs)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
@@ -193,22 +194,28 @@ class OutcomeConsumer:
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             ids.append(entry_id)
-            record = _parse(entry_id, fields)
-            if record is not None:
-                parsed.append((entry_id, record))
+            parsed += [(entry_id, record) for record in _parse(entry_id, fields)]
         applied = await asyncio.to_thread(self._store.apply, parsed)
         if ids:
             await self._redis.xack(self._store.stream, MONITOR_GROUP, *ids)
         return applied
 
 
-def _parse(entry_id: str, fields: dict[Any, Any]) -> OutcomeRecord | None:
-    raw = fields.get(b"r") or fields.get("r")
+def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
+    """An entry's records: ``b`` holds a JSON array of them (the router's batches), ``r`` one."""
+    batch, one = fields.get(b"b") or fields.get("b"), fields.get(b"r") or fields.get("r")
     try:
-        return OutcomeRecord.model_validate_json(raw) if raw is not None else None
-    except ValidationError as exc:  # a malformed record is dropped (and acknowledged), not retried forever
-        log.error("dropping outcome %s: %s", entry_id, exc.errors()[:2])
-        return None
+        items: list[Any] = orjson.loads(batch) if batch is not None else [orjson.loads(one)] if one is not None else []
+    except orjson.JSONDecodeError as exc:
+        log.error("dropping outcome entry %s: not JSON (%s)", entry_id, exc)
+        return []
+    out = []
+    for item in items:
+        try:
+            out.append(OutcomeRecord.model_validate(item))
+        except ValidationError as exc:  # a malformed record is dropped (and acknowledged), not retried forever
+            log.error("dropping an outcome of entry %s: %s", entry_id, exc.errors()[:2])
+    return out
 
 
 async def lead_and_consume(
