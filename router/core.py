@@ -22,6 +22,7 @@ from router.http import Incoming
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
+from router.quality import signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import Response, UpstreamError
 from schemas.model import Capability
@@ -50,6 +51,7 @@ class Outcome:
     at: float = 0.0  # unix time it finished
     tokens: int | None = None  # Ollama's eval_count, when the answer reported it
     tokens_per_s: float | None = None
+    signals: tuple[str, ...] = ()  # router/quality.py
 
 
 class OutcomeSink(Protocol):
@@ -167,6 +169,7 @@ class RouterCore:
         request_id: str,
         incoming: Incoming | None = None,
         early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
+        wants_json: bool = False,
     ) -> Opened:
         """The first candidate that answered (``early``: see ``Forwarder.open``)."""
         timeouts, retries = self.limits(decision)
@@ -181,7 +184,7 @@ class RouterCore:
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        opened.request_id, opened.incoming = request_id, incoming
+        opened.request_id, opened.incoming, opened.wants_json = request_id, incoming, wants_json
         return opened
 
     def request_id(self, given: str | None) -> str:
@@ -225,33 +228,39 @@ class RouterCore:
             gone = True
             raise
         finally:
-            self._defer_end(decision, opened, decision_us, data[-2048:], ok=ok, gone=gone)
+            self._defer_end(decision, opened, decision_us, data, ok=ok, gone=gone, whole=True)
         return data
 
-    def _defer_end(self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, *, ok: bool, gone: bool) -> None:
+    def _defer_end(
+        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, *, ok: bool, gone: bool, whole: bool = False
+    ) -> None:
         """The connection goes back to the pool now; the accounting (live figures, metrics, the
         outcome record, ~0.1 ms) runs on the loop's next turn, after the answer's last bytes are
         written, so the client does not wait for it."""
         opened.close()
         try:
-            asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone)
+            asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone, whole)
         except RuntimeError:  # a stream finalized outside the loop (at exit): account for it now
-            self._end(decision, opened, decision_us, tail, ok, gone)
+            self._end(decision, opened, decision_us, tail, ok, gone, whole)
 
-    def _end(self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool) -> None:
+    def _end(
+        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool, whole: bool
+    ) -> None:
         incoming = opened.incoming
         if ok and incoming is not None and incoming.answered and opened.response.completed:
             before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
             self.metrics.overhead.observe(before + after)
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
-        tokens, rate = _speed(tail) if ok else (None, None)
+        tokens, rate = _speed(tail[-2048:]) if ok else (None, None)
+        found = signals(tail, whole=whole, wants_json=opened.wants_json) if ok and opened.candidate.node is not None else ()
         if rate is not None:
             cand = opened.candidate
             self.metrics.tokens_per_s.labels(decision.route or "-", cand.model.name, cand.node_name).observe(rate)
-        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate)
+        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found)
 
     def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool,
-                client_gone: bool = False, tokens: int | None = None, rate: float | None = None) -> None:  # fmt: skip
+                client_gone: bool = False, tokens: int | None = None, rate: float | None = None,
+                found: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.observe_decision(decision_us)
         cand = opened.candidate
         node = cand.node_name
@@ -277,6 +286,7 @@ class RouterCore:
                 time.time(),
                 tokens,
                 rate,
+                found,
             )
         )
 

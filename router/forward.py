@@ -45,6 +45,7 @@ class Opened:
     request_id: str = ""
     first_sent: float = 0.0  # perf_counter when the first candidate was tried
     incoming: Incoming | None = None  # the client's request (its arrival and answer times)
+    wants_json: bool = False  # the client asked for JSON (Ollama's format, OpenAI's response_format)
 
     @property
     def status(self) -> int:

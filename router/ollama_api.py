@@ -97,6 +97,7 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
             request_id=rid,
             incoming=request,
             early=early,
+            wants_json=body.get("format") is not None,
         )
         if stream:
             chunks = answer_stream(core, decision, opened, micros, path=path, model=model)

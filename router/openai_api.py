@@ -116,6 +116,7 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
             decision_us=micros,
             request_id=core.request_id(request.headers.get("x-request-id")),
             incoming=request,
+            wants_json=_wants_json(body),
         )
         headers = decision_headers(decision, opened, micros)
         if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
@@ -218,3 +219,8 @@ def models(core: RouterCore) -> Reply:
         if table.nodes.get(m.name) or m.endpoint
     ]
     return json_reply({"object": "list", "data": data})
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")

@@ -28,3 +28,6 @@ class OutcomeRecord(BaseModel):
     attempts: int = Field(ge=1)
     tokens: int | None = Field(default=None, ge=0, description="Generated tokens (Ollama's eval_count).")
     tokens_per_s: float | None = Field(default=None, ge=0)
+    signals: list[str] = Field(
+        default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."
+    )

@@ -78,6 +78,7 @@ class OutcomeBucket(Base):
     tps_n: Mapped[int] = mapped_column(Integer)
     latency_hist: Mapped[list[int]] = mapped_column(JSON)  # counts per bound of LATENCY_BOUNDS_MS
     ttft_hist: Mapped[list[int]] = mapped_column(JSON)
+    signals: Mapped[dict[str, int]] = mapped_column(JSON)  # automatic quality signal -> answers that showed it
 
 
 class OutcomeSample(Base):
@@ -99,6 +100,7 @@ class OutcomeSample(Base):
     ttft_ms: Mapped[float] = mapped_column(Float)
     tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    signals: Mapped[list[str]] = mapped_column(JSON)
 
 
 class MonitorOffset(Base):

@@ -62,6 +62,7 @@ class Figures:
     tps_n: int = 0
     latency_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
     ttft_hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
+    signals: dict[str, int] = field(default_factory=dict)
 
     def add(self, rec: OutcomeRecord) -> None:
         self.requests += 1
@@ -79,12 +80,18 @@ class Figures:
             self.tps_n += 1
         self.latency_hist[bisect.bisect_left(LATENCY_BOUNDS_MS, rec.total_ms)] += 1
         self.ttft_hist[bisect.bisect_left(LATENCY_BOUNDS_MS, rec.ttft_ms)] += 1
+        for name in rec.signals:
+            self.signals[name] = self.signals.get(name, 0) + 1
 
     def merge_into(self, row: OutcomeBucket) -> None:
         for name in ("requests", "ok", "errors", "cancelled", "total_ms_sum", "ttft_ms_sum", "tokens_sum", "tps_sum", "tps_n"):
             setattr(row, name, getattr(row, name) + getattr(self, name))
         row.latency_hist = [a + b for a, b in zip(row.latency_hist, self.latency_hist, strict=True)]
         row.ttft_hist = [a + b for a, b in zip(row.ttft_hist, self.ttft_hist, strict=True)]
+        merged = dict(row.signals)
+        for name, count in self.signals.items():
+            merged[name] = merged.get(name, 0) + count
+        row.signals = merged
 
 
 def fold(records: Iterable[OutcomeRecord], *, bucket_s: int) -> dict[Key, Figures]:
@@ -157,13 +164,14 @@ def _sample(r: OutcomeRecord) -> OutcomeSample:
     return OutcomeSample(
         key=r.key, at=r.at, request_id=r.id, route=r.route or "", model=r.model, node=r.node, variant=r.variant or "",
         status=r.status, total_ms=r.total_ms, ttft_ms=r.ttft_ms, tokens=r.tokens, tokens_per_s=r.tokens_per_s,
+        signals=list(r.signals),
     )  # fmt: skip
 
 
 def _zero() -> dict[str, Any]:
     empty = [0] * len(LATENCY_BOUNDS_MS)
     return {"requests": 0, "ok": 0, "errors": 0, "cancelled": 0, "total_ms_sum": 0.0, "ttft_ms_sum": 0.0, "tokens_sum": 0,
-            "tps_sum": 0.0, "tps_n": 0, "latency_hist": list(empty), "ttft_hist": list(empty)}  # fmt: skip
+            "tps_sum": 0.0, "tps_n": 0, "latency_hist": list(empty), "ttft_hist": list(empty), "signals": {}}  # fmt: skip
 
 
 class OutcomeConsumer:

@@ -42,6 +42,7 @@ def records(count: int, rng: random.Random) -> list[dict[str, object]]:
             "model": rng.choice(["small", "big", "coder"]), "node": rng.choice(["n0", "n1"]), "variant": rng.choice([None, "a"]),
             "status": status, "decision_us": 20.0, "ttft_ms": rng.uniform(5, 400), "total_ms": rng.uniform(20, 3000),
             "attempts": 1, "tokens": rng.randint(1, 300) if ok else None, "tokens_per_s": rng.uniform(20, 90) if ok else None,
+            "signals": rng.choice([[], [], [], ["truncated"], ["empty"], ["refusal", "invalid_json"]]) if ok else [],
         })  # fmt: skip
     return out
 
@@ -117,6 +118,10 @@ def test_monitor_killed_midway_counts_every_record_once(redis_server: RedisServe
     assert sum(r.total_ms_sum for r in rows) == pytest.approx(sum(float(i["total_ms"]) for i in items))  # type: ignore[arg-type]
     assert sum(r.tokens_sum for r in rows) == sum(int(i["tokens"] or 0) for i in items)  # type: ignore[call-overload]
     assert all(sum(r.latency_hist) == r.requests == sum(r.ttft_hist) for r in rows)
+    signals: Counter[str] = Counter()
+    for r in rows:
+        signals.update(r.signals)
+    assert signals == Counter(name for i in items for name in i["signals"])  # type: ignore[attr-defined]
     assert {r.bucket % 60 for r in rows} == {0} and len({r.bucket for r in rows}) == 5  # 300 s of records, 60 s buckets
     info = client.xinfo_groups(stream)[0]
     assert info["pending"] == 0  # everything acknowledged
@@ -160,8 +165,8 @@ async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_
             await fleet.eventually(probe, timeout_s=20)
 
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            for _ in range(5):
-                assert (await client.post("/api/chat", json=body)).status_code == 200
+            for extra in ({}, {}, {}, {"options": {"num_predict": 1}}, {"format": "json"}):
+                assert (await client.post("/api/chat", json=body | extra)).status_code == 200
             await reached(5)
             redis_server.stop()  # this test Redis keeps nothing on disk: what it held is gone, but it was counted
             for _ in range(3):  # answered as usual; their records wait in the router's queue
@@ -174,6 +179,8 @@ async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_
             samples = session.scalars(select(OutcomeSample)).all()
         assert {(s.model, s.node, s.status) for s in samples} == {("small", "node-0", "ok")}
         assert all(s.tokens and s.tokens_per_s and s.total_ms >= s.ttft_ms > 0 for s in samples)
+        # the simulator stops at num_predict (done_reason "length") and answers words, not JSON
+        assert sorted(tuple(s.signals) for s in samples) == [()] * 6 + [("invalid_json",), ("truncated",)]
         assert len({s.request_id for s in samples}) == 8
     finally:
         if redis_server._proc is None:

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("tps_n", sa.Integer(), nullable=False),
         sa.Column("latency_hist", sa.JSON(), nullable=False),
         sa.Column("ttft_hist", sa.JSON(), nullable=False),
+        sa.Column("signals", sa.JSON(), nullable=False),
         sa.UniqueConstraint("bucket", "route", "model", "node", "variant", name="uq_outcome_bucket"),
     )
     op.create_index("ix_outcome_buckets_bucket", "outcome_buckets", ["bucket"])
@@ -46,6 +47,7 @@ def upgrade() -> None:
         sa.Column("ttft_ms", sa.Float(), nullable=False),
         sa.Column("tokens", sa.Integer(), nullable=True),
         sa.Column("tokens_per_s", sa.Float(), nullable=True),
+        sa.Column("signals", sa.JSON(), nullable=False),
     )
     op.create_index("ix_outcome_sample_at", "outcome_samples", ["at"])
     op.create_index("ix_outcome_sample_model", "outcome_samples", ["model", "at"])

@@ -1,0 +1,46 @@
+"""Automatic quality signals of one answer, from Ollama's own answer object (pure functions):
+``empty`` (no text), ``truncated`` (stopped by the length limit), ``refusal`` (a refusal phrase
+opens the answer) and ``invalid_json`` (JSON was asked for and the text does not parse).
+
+A streamed answer is seen only by its last line here: it yields ``truncated`` alone."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+REFUSALS = re.compile(
+    r"^\s*(i'?m sorry,? but|i am sorry,? but|i can(?:'|no)t (?:help|assist|comply|provide)"
+    r"|i cannot (?:help|assist|comply|provide)|i'?m (?:not able|unable) to (?:help|assist|comply|provide)"
+    r"|as an ai(?: language model)?,? i can(?:'|no)t)",
+    re.IGNORECASE,
+)
+
+
+def signals(data: bytes, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
+    """``data``: the whole answer object (``whole``), or the tail of a stream of NDJSON objects."""
+    last = data.rstrip().rsplit(b"\n", 1)[-1]
+    try:
+        final = orjson.loads(last)
+    except orjson.JSONDecodeError:
+        return ()
+    if not isinstance(final, dict):
+        return ()
+    out = []
+    if final.get("done_reason") == "length":
+        out.append("truncated")
+    if whole:
+        message = final.get("message")
+        text = message.get("content", "") if isinstance(message, dict) else final.get("response", "")
+        text = text if isinstance(text, str) else ""
+        if not text.strip():
+            out.append("empty")
+        elif REFUSALS.match(text):
+            out.append("refusal")
+        if wants_json and text.strip():
+            try:
+                orjson.loads(text)
+            except orjson.JSONDecodeError:
+                out.append("invalid_json")
+    return tuple(out)

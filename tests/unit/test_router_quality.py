@@ -1,0 +1,32 @@
+"""Automatic quality signals from Ollama's answer objects (router/quality.py)."""
+
+from __future__ import annotations
+
+import orjson
+
+from router.quality import signals
+
+
+def chat(content: str, done_reason: str = "stop") -> bytes:
+    return orjson.dumps({"model": "m", "message": {"role": "assistant", "content": content}, "done": True, "done_reason": done_reason})
+
+
+def test_whole_answers() -> None:
+    assert signals(chat("Paris is the capital."), whole=True) == ()
+    assert signals(chat("   "), whole=True) == ("empty",)
+    assert signals(chat("The list goes on and", "length"), whole=True) == ("truncated",)
+    assert signals(chat("I'm sorry, but I can't help with that."), whole=True) == ("refusal",)
+    assert signals(chat("I cannot assist with this request."), whole=True) == ("refusal",)
+    assert signals(chat("Sorry for the wait: here is the answer."), whole=True) == ()  # not a refusal
+    assert signals(chat('{"city": "Paris"}'), whole=True, wants_json=True) == ()
+    assert signals(chat("city: Paris"), whole=True, wants_json=True) == ("invalid_json",)
+    assert signals(chat("city: Paris"), whole=True, wants_json=False) == ()
+    generated = orjson.dumps({"model": "m", "response": "", "done": True, "done_reason": "stop"})
+    assert signals(generated, whole=True) == ("empty",)
+
+
+def test_streams_show_only_truncation_and_garbage_shows_nothing() -> None:
+    stream = b'{"message":{"content":"a"},"done":false}\n' + chat("", "length") + b"\n"
+    assert signals(stream, whole=False) == ("truncated",)
+    assert signals(b'{"message":{"content":"a"},"done":false}\n' + chat("", "stop"), whole=False) == ()
+    assert signals(b"not json", whole=True) == () and signals(b"[1, 2]", whole=True) == ()
