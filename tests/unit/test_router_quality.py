@@ -8,7 +8,8 @@ from router.quality import signals
 
 
 def chat(content: str, done_reason: str = "stop") -> bytes:
-    return orjson.dumps({"model": "m", "message": {"role": "assistant", "content": content}, "done": True, "done_reason": done_reason})
+    message = {"role": "assistant", "content": content}
+    return orjson.dumps({"model": "m", "message": message, "done": True, "done_reason": done_reason})
 
 
 def test_whole_answers() -> None:
