@@ -4,9 +4,9 @@ request."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 #: The Redis stream outcome records go to, and the monitor's consumer group on it.
 OUTCOME_STREAM = "llmtune:outcomes"
@@ -31,3 +31,38 @@ class OutcomeRecord(BaseModel):
     signals: list[str] = Field(
         default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."
     )
+
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")]
+
+
+class FeedbackIn(BaseModel):
+    """A person's (or an application's) judgement of one answer, by its request id."""
+
+    model_config = {"extra": "forbid"}
+
+    request_id: str = Field(min_length=1, max_length=128, description="The x-request-id the router answered with.")
+    score: float | None = Field(default=None, ge=0, le=1, description="0 (bad) to 1 (good).")
+    thumbs: Literal["up", "down"] | None = None
+    labels: list[Label] = Field(default_factory=list, max_length=20)
+    comment: str = Field(default="", max_length=4000)
+
+    @model_validator(mode="after")
+    def _judged(self) -> FeedbackIn:
+        if self.score is None and self.thumbs is None:
+            raise ValueError("give a score (0 to 1) or thumbs ('up' or 'down')")
+        return self
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    request_id: str
+    at: float
+    model: str
+    node: str
+    route: str | None
+    variant: str | None
+    score: float | None
+    thumbs: Literal["up", "down"] | None
+    labels: list[str]
+    comment: str

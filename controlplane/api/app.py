@@ -17,9 +17,10 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
 from controlplane.api.metrics import MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import config, fleet, health, history, rag, tokens, watch
+from controlplane.api.routes import config, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
+from controlplane.services.feedback import FeedbackService
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             registry=registry,
             check_db=check_db,
             rag=rag_service,
+            feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
         )
         app.state.runtime = rt
 
@@ -125,6 +127,6 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes, wider={"/api/v1/rag/collections/": rag_limit})
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, fleet, health, rag):
+    for module in (config, history, watch, tokens, fleet, health, rag, monitor):
         app.include_router(module.router)
     return app

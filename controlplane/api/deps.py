@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
+from controlplane.services.feedback import FeedbackService
 from controlplane.services.fleet import FleetView
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal, Role, TokenService
@@ -37,6 +38,7 @@ class Runtime:
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]
     rag: RagService | None = None
+    feedback: FeedbackService | None = None
 
 
 def runtime(request: Request) -> Runtime:

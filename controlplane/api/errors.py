@@ -22,6 +22,7 @@ from controlplane.services.errors import (
     StaleRevision,
     TooLarge,
     Unauthorized,
+    UnknownRequest,
 )
 from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from rag.errors import (
@@ -92,6 +93,7 @@ def install(app: FastAPI) -> None:
     on(StoreRejected, 413, "Change set too large")
     on(TooLarge, 413, "Change set too large")
     on(UnknownCollection, 404, "Not found")
+    on(UnknownRequest, 404, "Not found")
     on(UnknownDocument, 404, "Not found")
     on(BadInput, 422, "Invalid request")
     on(DocumentTooLarge, 413, "Request too large")

@@ -112,3 +112,22 @@ class MonitorOffset(Base):
     stream: Mapped[str] = mapped_column(String(200), primary_key=True)
     last_id: Mapped[str] = mapped_column(String(64))
     applied: Mapped[int] = mapped_column(Integer)
+
+
+class Feedback(Base):
+    """A judgement of one answer, with the model, node, route and variant that gave it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_request", "request_id"), Index("ix_feedback_model", "model", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[float] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(253))
+    node: Mapped[str] = mapped_column(String(253))
+    route: Mapped[str] = mapped_column(String(253))
+    variant: Mapped[str] = mapped_column(String(253))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    thumbs: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text)

@@ -62,3 +62,7 @@ class Unauthorized(ServiceError):
 
 class Forbidden(ServiceError):
     pass
+
+
+class UnknownRequest(ServiceError):
+    """Feedback for a request id no outcome was recorded for (404)."""

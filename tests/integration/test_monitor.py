@@ -186,3 +186,38 @@ async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_
         if redis_server._proc is None:
             redis_server.start()
         await fleet.close()
+
+
+@pytest.mark.etcd
+def test_feedback_is_tied_to_the_answer_and_bad_input_is_refused(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from controlplane.api.app import create_app
+    from controlplane.services.monitor import OutcomeStore
+    from controlplane.settings import Settings
+    from schemas.monitor import OutcomeRecord
+
+    db_url = f"sqlite:///{tmp_path / 'meta.db'}"
+    settings = Settings(store={"endpoints": [etcd_server.url], "namespace": keys.namespace}, db={"url": db_url},
+                        auth={"bootstrap_token": "admin-secret"}, rag={"data_dir": tmp_path / "rag"})  # fmt: skip
+    admin = {"Authorization": "Bearer admin-secret"}
+    with TestClient(create_app(settings)) as client:
+        record = OutcomeRecord(key="k1", at=time.time(), id="req-42", route="chat", model="small", node="n0", variant="b",
+                               status="ok", decision_us=20, ttft_ms=30, total_ms=90, attempts=1)  # fmt: skip
+        OutcomeStore(make_engine(db_url)).apply([("1-0", record)])
+        viewer = client.post("/api/v1/tokens", json={"name": "app", "role": "viewer"}, headers=admin).json()["token"]
+        judged = {"request_id": "req-42", "thumbs": "up", "labels": ["helpful"], "comment": "ok"}
+        sent = client.post("/api/v1/feedback", json=judged, headers={"Authorization": f"Bearer {viewer}"})
+        assert sent.status_code == 201, sent.text
+        body = sent.json()
+        assert (body["model"], body["node"], body["route"], body["variant"], body["thumbs"]) == ("small", "n0", "chat", "b", "up")
+        assert client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 0.25}, headers=admin).status_code == 201
+
+        unknown = client.post("/api/v1/feedback", json={"request_id": "nope", "score": 1}, headers=admin)
+        assert unknown.status_code == 404 and "no answer with request id 'nope'" in unknown.json()["detail"]
+        for bad, why in [({"request_id": "req-42", "score": 1.5}, "score"), ({"request_id": "req-42"}, "give a score"),
+                         ({"request_id": "req-42", "thumbs": "sideways"}, "thumbs"),
+                         ({"request_id": "req-42", "score": 1, "labels": ["has space"]}, "labels")]:  # fmt: skip
+            refused = client.post("/api/v1/feedback", json=bad, headers=admin)
+            assert refused.status_code == 422 and why in refused.text, refused.text
+        assert client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 1}).status_code == 401

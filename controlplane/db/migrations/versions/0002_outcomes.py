@@ -1,4 +1,4 @@
-"""The performance monitor's tables: outcome buckets, raw samples, stream offsets.
+"""The performance monitor's tables: outcome buckets, raw samples, feedback, stream offsets.
 
 Revision ID: 0002
 Revises: 0001
@@ -52,6 +52,19 @@ def upgrade() -> None:
     op.create_index("ix_outcome_sample_at", "outcome_samples", ["at"])
     op.create_index("ix_outcome_sample_model", "outcome_samples", ["model", "at"])
     op.create_table(
+        "feedback",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.String(128), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        *_names(),
+        sa.Column("score", sa.Float(), nullable=True),
+        sa.Column("thumbs", sa.String(8), nullable=True),
+        sa.Column("labels", sa.JSON(), nullable=False),
+        sa.Column("comment", sa.Text(), nullable=False),
+    )
+    op.create_index("ix_feedback_request", "feedback", ["request_id"])
+    op.create_index("ix_feedback_model", "feedback", ["model", "at"])
+    op.create_table(
         "monitor_offsets",
         sa.Column("stream", sa.String(200), primary_key=True),
         sa.Column("last_id", sa.String(64), nullable=False),
@@ -61,5 +74,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("monitor_offsets")
+    op.drop_table("feedback")
     op.drop_table("outcome_samples")
     op.drop_table("outcome_buckets")
