@@ -17,6 +17,7 @@ from cli.client import ApiError, Client
 from cli.context import resolve, save_file
 from cli.documents import DocumentError, kind_plural, load
 from cli.fleet import register as register_fleet
+from cli.monitor import register as register_monitor
 from cli.rag import register as register_rag
 from cli.route import register as register_route
 
@@ -302,6 +303,7 @@ def token_revoke(token_id: int) -> None:
 register_fleet(app, client, run, out)
 register_route(app, lambda: resolve(_state["url"], _state["token"]), run, out)
 register_rag(app, client, run, out)
+register_monitor(app, client, run, out)
 
 if __name__ == "__main__":
     app()

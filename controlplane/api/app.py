@@ -21,6 +21,7 @@ from controlplane.api.routes import config, fleet, health, history, monitor, rag
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
 from controlplane.services.feedback import FeedbackService
+from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             check_db=check_db,
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
+            figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
         )
         app.state.runtime = rt
 

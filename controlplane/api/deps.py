@@ -12,6 +12,7 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
 from controlplane.services.feedback import FeedbackService
+from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal, Role, TokenService
@@ -39,6 +40,7 @@ class Runtime:
     check_db: Callable[[], Awaitable[None]]
     rag: RagService | None = None
     feedback: FeedbackService | None = None
+    figures: Figures | None = None
 
 
 def runtime(request: Request) -> Runtime:

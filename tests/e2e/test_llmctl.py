@@ -265,3 +265,25 @@ def test_rag_ingest_query_docs_delete(control_plane: str, tmp_path: Path) -> Non
     assert missing.returncode == 1 and "no such file or folder" in missing.stderr
     no_router = llmctl(control_plane, tmp_path, "rag", "query", "coffee", "-c", "notes")  # generation needs the router
     assert no_router.returncode == 1 and "502" in no_router.stderr and "could not be reached" in no_router.stderr
+
+
+def test_metrics_and_feedback(control_plane: str, tmp_path: Path) -> None:
+    from controlplane.db.engine import make_engine
+    from controlplane.services.monitor import OutcomeStore
+    from schemas.monitor import OutcomeRecord
+
+    now = time.time()  # outcomes as the monitor would have folded them in
+    records = [OutcomeRecord(key=f"k{i}", at=now - 30, id=f"req-{i}", route="chat", model="small", node="sim-0", variant=None,
+                             status="ok" if i else "error", decision_us=20, ttft_ms=10.0 * i, total_ms=20.0 * i + 1, attempts=1)
+               for i in range(10)]  # fmt: skip
+    OutcomeStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")).apply([(f"1-{i}", r) for i, r in enumerate(records)])
+    sent = llmctl(control_plane, tmp_path, "feedback", "req-3", "--thumbs", "up", "--label", "helpful")
+    assert sent.returncode == 0 and "on small at sim-0 (route chat" in sent.stdout, sent.stdout + sent.stderr
+    shown = llmctl(control_plane, tmp_path, "metrics", "--window", "5m")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "│ small" in line)
+    assert "10" in row and "10.0%" in row and "1.00 (1)" in row, shown.stdout
+    wrong = llmctl(control_plane, tmp_path, "metrics", "--window", "soon")
+    assert wrong.returncode == 1 and "400" in wrong.stderr and "unit" in wrong.stderr
+    unknown = llmctl(control_plane, tmp_path, "feedback", "req-nope", "--score", "0.5")
+    assert unknown.returncode == 1 and "404" in unknown.stderr

@@ -221,3 +221,24 @@ def test_feedback_is_tied_to_the_answer_and_bad_input_is_refused(etcd_server: Et
             refused = client.post("/api/v1/feedback", json=bad, headers=admin)
             assert refused.status_code == 422 and why in refused.text, refused.text
         assert client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 1}).status_code == 401
+
+        now = time.time()  # 100 more answers of "big": 1..100 ms, every tenth an error, two truncated
+        more = [OutcomeRecord(key=f"m{i}", at=now - 60, id=f"big-{i}", model="big", node="n1", ttft_ms=i / 2, total_ms=float(i),
+                              status="error" if i % 10 == 0 else "ok", decision_us=20, attempts=1, tokens_per_s=50.0,
+                              signals=["truncated"] if i in (3, 4) else [])
+                for i in range(1, 101)]
+        OutcomeStore(make_engine(db_url)).apply([(f"2-{i}", r) for i, r in enumerate(more)])
+        figures = client.get("/api/v1/metrics/summary", params={"window": "15m"}, headers=admin).json()
+        big = figures["models"]["big"]
+        assert (big["requests"], big["errors"], big["error_rate"]) == (100, 10, 0.1)
+        assert big["latency_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+        assert big["signals"] == {"truncated": 2} and big["tokens_per_s"] == 50.0
+        assert figures["models"]["small"]["feedback"] == {"count": 2, "mean_score": 0.625}  # thumbs up = 1, then 0.25
+        assert figures["fleet"]["requests"] == 101
+        only = client.get("/api/v1/metrics/summary", params={"window": "1h", "model": "small"}, headers=admin).json()
+        assert list(only["models"]) == ["small"]
+        for window in ("15", "-5m", "tenm", "2w"):
+            wrong = client.get("/api/v1/metrics/summary", params={"window": window}, headers=admin)
+            assert wrong.status_code == 400 and "unit" in wrong.json()["detail"]
+        too_long = client.get("/api/v1/metrics/summary", params={"window": "2d"}, headers=admin)
+        assert too_long.status_code == 400 and "longer than the raw samples are kept (24 h)" in too_long.json()["detail"]

@@ -1,12 +1,14 @@
-"""The performance monitor's API: ``POST /api/v1/feedback``."""
+"""The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Query
 
 from controlplane.api.deps import Runtime, Viewer, runtime
+from controlplane.services.errors import BadRequest
 from controlplane.services.tokens import Principal
 from schemas.monitor import FeedbackIn, FeedbackOut
 
@@ -19,3 +21,24 @@ async def feedback(body: FeedbackIn = Body(...), rt: Runtime = Depends(runtime),
     a comment. Any token may send it: feedback is data, not configuration."""
     assert rt.feedback is not None
     return await asyncio.to_thread(rt.feedback.submit, body)
+
+
+@router.get("/metrics/summary")
+async def metrics_summary(
+    window: str = Query(default="15m", description="How far back: 90s, 15m, 2h, 1d (at most the sample retention)."),
+    model: str | None = Query(default=None),
+    rt: Runtime = Depends(runtime),
+    _p: Principal = Viewer,
+) -> dict[str, Any]:
+    """Fleet-wide and per-model figures over a recent window: requests, error rate, latency and
+    time-to-first-token percentiles, tokens/s, quality signals, feedback."""
+    assert rt.figures is not None
+    return await asyncio.to_thread(rt.figures.summary, window_s=parse_window(window), model=model)
+
+
+def parse_window(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit() or float(number) <= 0:
+        raise BadRequest(f"window {text!r}: a positive number and a unit, s, m, h or d (for example 15m)")
+    return float(number) * units[unit]

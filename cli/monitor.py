@@ -1,0 +1,62 @@
+"""llmctl's monitor commands: ``metrics`` (figures over a recent window) and ``feedback``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.client import Client
+
+
+def _ms(figures: dict[str, Any], key: str) -> str:
+    values = figures[key]
+    return " / ".join("-" if values[p] is None else f"{values[p]:g}" for p in ("p50", "p95", "p99"))
+
+
+def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
+    @app.command()
+    def metrics(
+        window: str = typer.Option("15m", "--window", "-w", help="90s, 15m, 2h, 1d."),
+        model: str | None = typer.Option(None, "--model", "-m"),
+    ) -> None:
+        """Requests, errors, latency and time-to-first-token percentiles, tokens/s, quality signals
+        and feedback, for the fleet and each model, over a recent window."""
+
+        def body() -> None:
+            data = client().get("/api/v1/metrics/summary", window=window, model=model)
+            table = Table("model", "requests", "errors", "error rate", "latency ms p50/95/99", "TTFT ms p50/95/99", "tokens/s",
+                          "signals", "feedback", title=f"last {window}")  # fmt: skip
+            rows = [*data["models"].items(), ("(fleet)", data["fleet"])]
+            for name, f in rows:
+                rate = "-" if f["error_rate"] is None else f"{f['error_rate'] * 100:.1f}%"
+                signals = ", ".join(f"{k} {v}" for k, v in sorted(f["signals"].items())) or "-"
+                fb = f["feedback"]
+                votes = f"{fb['mean_score']:.2f} ({fb['count']})" if fb["count"] else "-"
+                tps = "-" if f["tokens_per_s"] is None else f"{f['tokens_per_s']:g}"
+                table.add_row(name, str(f["requests"]), str(f["errors"]), rate, _ms(f, "latency_ms"), _ms(f, "ttft_ms"), tps,
+                              signals, votes)  # fmt: skip
+            out.print(table)
+
+        run(body)
+
+    @app.command()
+    def feedback(
+        request_id: str = typer.Argument(..., help="The x-request-id of the answer."),
+        score: float | None = typer.Option(None, "--score", help="0 (bad) to 1 (good)."),
+        thumbs: str | None = typer.Option(None, "--thumbs", help="up or down."),
+        label: list[str] = typer.Option([], "--label", help="Repeatable."),
+        comment: str = typer.Option("", "--comment"),
+    ) -> None:
+        """Judge one answer."""
+
+        def body() -> None:
+            payload = {"request_id": request_id, "score": score, "thumbs": thumbs, "labels": label, "comment": comment}
+            sent = client().post("/api/v1/feedback", {k: v for k, v in payload.items() if v is not None})
+            out.print(f"feedback {sent['id']} on {sent['model']} at {sent['node']} (route {sent['route'] or '-'}, "
+                      f"variant {sent['variant'] or '-'})")  # fmt: skip
+
+        run(body)
