@@ -16,7 +16,7 @@ from controlplane.api import errors
 from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
-from controlplane.api.metrics import MetricsMiddleware, install_informer_metrics
+from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
 from controlplane.api.routes import config, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         status_informer.add_handler(fleet_view.on_status)
         nodes_informer.add_handler(fleet_view.on_nodes)
         install_informer_metrics(registry, {"config": config_informer, "status": status_informer, "nodes": nodes_informer})
+        registry.register(FleetCollector(view, fleet_view))
 
         async def check_db() -> None:
             def ping() -> None:

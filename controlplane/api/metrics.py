@@ -1,4 +1,5 @@
-"""Prometheus metrics of the control plane: HTTP requests (plain ASGI middleware) and informers."""
+"""Prometheus metrics of the control plane: HTTP requests (plain ASGI middleware), informers, and
+the fleet's nodes (health, configuration applied)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controlplane.services.fleet import FleetView, node_summary
 from controlplane.store.informer import Informer
+from controlplane.store.view import ConfigView
 
 
 class MetricsMiddleware:
@@ -78,3 +81,28 @@ class InformerCollector(Collector):
 
 def install_informer_metrics(registry: CollectorRegistry, informers: dict[str, Informer]) -> None:
     registry.register(InformerCollector(informers))
+
+
+class FleetCollector(Collector):
+    """Each node's health and whether it runs the newest configuration, read at scrape time:
+    ``llmtune_node_health{node,health} 1``, ``llmtune_node_config_behind{node}`` (1 while the
+    node's applied revision is older than the newest configuration object's), and
+    ``llmtune_config_revision`` (that newest revision)."""
+
+    def __init__(self, view: ConfigView, fleet: FleetView) -> None:
+        self._view, self._fleet = view, fleet
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        head = max((stored.revision for stored in self._view.state.values()), default=0)
+        health = GaugeMetricFamily("llmtune_node_health", "1 for the node's current health.", labels=["node", "health"])
+        behind = GaugeMetricFamily(
+            "llmtune_node_config_behind", "1 while the node has not applied the newest configuration.", labels=["node"]
+        )
+        for name in sorted(set(self._fleet.registrations) | set(self._fleet.statuses)):
+            summary = node_summary(name, self._fleet, revision=self._view.revision)
+            health.add_metric([name, summary["health"]], 1)
+            applied = summary["applied_revision"]
+            behind.add_metric([name], 1 if applied is None or applied < head else 0)
+        newest = GaugeMetricFamily("llmtune_config_revision", "Revision of the newest configuration object.")
+        newest.add_metric([], head)
+        return [health, behind, newest]

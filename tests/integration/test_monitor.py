@@ -148,6 +148,9 @@ async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_
             return bool((await fleet.api.get("/api/v1/models/status")).json()["models"][0]["ready_nodes"] == 1)
 
         await fleet.eventually(ready, timeout_s=15)
+        exported = (await fleet.api.get("/metrics")).text  # what the alert rules watch
+        assert 'llmtune_node_health{health="ready",node="node-0"} 1.0' in exported
+        assert 'llmtune_node_config_behind{node="node-0"} 0.0' in exported
         url = await fleet.start_router(outcomes_redis_url=redis_server.url)
         body = {"model": "small", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 
