@@ -20,6 +20,7 @@ from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_
 from controlplane.api.routes import config, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
+from controlplane.services.experiments import ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
             figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
+            experiments=ExperimentResults(engine, view),
         )
         app.state.runtime = rt
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
+from controlplane.services.experiments import ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
@@ -41,6 +42,7 @@ class Runtime:
     rag: RagService | None = None
     feedback: FeedbackService | None = None
     figures: Figures | None = None
+    experiments: ExperimentResults | None = None
 
 
 def runtime(request: Request) -> Runtime:

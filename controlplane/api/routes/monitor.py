@@ -1,4 +1,5 @@
-"""The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``."""
+"""The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``,
+``GET /api/v1/experiments/{name}/results``."""
 
 from __future__ import annotations
 
@@ -42,3 +43,12 @@ def parse_window(text: str) -> float:
     if unit not in units or not number.replace(".", "", 1).isdigit() or float(number) <= 0:
         raise BadRequest(f"window {text!r}: a positive number and a unit, s, m, h or d (for example 15m)")
     return float(number) * units[unit]
+
+
+@router.get("/experiments/{name}/results")
+async def experiment_results(name: str, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
+    """Per variant: requests, success rate, latency and feedback with 95% intervals, guardrails;
+    each variant against the first on the primary metric (test, p-value, verdict); the
+    probability of being best."""
+    assert rt.experiments is not None
+    return await asyncio.to_thread(rt.experiments.results, name)

@@ -1,0 +1,122 @@
+"""Experiment results: per variant, from the monitor's raw samples and the feedback on them, the
+counts, success rate, latency and feedback score with confidence intervals; each variant against
+the first (the baseline) on the experiment's primary metric, with the test used, its p-value and a
+verdict; the probability of being best; and whether a guardrail is breached."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from controlplane.db.models import Feedback, OutcomeSample
+from controlplane.services.errors import NotFound
+from controlplane.services.figures import percentile
+from controlplane.services.stats import Summary, TestResult, probability_best, rate_interval, two_proportions, verdict, welch
+from controlplane.store.view import ConfigView
+from schemas.experiment import Experiment, Metric
+
+
+def _interval(pair: tuple[float, float]) -> list[float | None]:
+    return [None if math.isnan(x) else round(x, 6) for x in pair]
+
+
+class ExperimentResults:
+    def __init__(self, engine: Engine, view: ConfigView) -> None:
+        self._engine, self._view = engine, view
+
+    def experiment(self, name: str) -> Experiment:
+        found = self._view.state.get(("experiments", name))
+        if found is None or not isinstance(found.obj, Experiment):
+            raise NotFound("experiments", name)
+        return found.obj
+
+    def results(self, name: str) -> dict[str, Any]:
+        exp = self.experiment(name)
+        names = [v.name for v in exp.spec.variants]
+        with Session(self._engine) as session:
+            samples = session.execute(
+                select(OutcomeSample.variant, OutcomeSample.status, OutcomeSample.total_ms).where(
+                    OutcomeSample.route == exp.spec.route, OutcomeSample.variant.in_(names))
+            ).all()  # fmt: skip
+            votes = session.execute(
+                select(Feedback.variant, Feedback.score, Feedback.thumbs).where(
+                    Feedback.route == exp.spec.route, Feedback.variant.in_(names))
+            ).all()  # fmt: skip
+        latency: dict[str, list[float]] = defaultdict(list)
+        ok: dict[str, int] = defaultdict(int)
+        failed: dict[str, int] = defaultdict(int)
+        for variant, status, total_ms in samples:
+            if status == "cancelled":  # the client left: says nothing about the variant
+                continue
+            latency[variant].append(total_ms)
+            ok[variant] += status == "ok"
+            failed[variant] += status == "error"
+        scores: dict[str, list[float]] = defaultdict(list)
+        for variant, score, thumbs in votes:
+            scores[variant].append(score if score is not None else 1.0 if thumbs == "up" else 0.0)
+        variants = [self._variant(exp, v, latency[v], ok[v], failed[v], scores[v]) for v in names]
+        best = probability_best([ok[v] for v in names], [ok[v] + failed[v] for v in names])
+        return {
+            "experiment": exp.name,
+            "route": exp.spec.route,
+            "state": exp.spec.state.value,
+            "primary_metric": exp.spec.primary_metric.value,
+            "variants": variants,
+            "comparisons": [self._compare(exp, names[0], v, latency, ok, failed, scores) for v in names[1:]],
+            "probability_best": dict(zip(names, best, strict=True)),  # of the highest success rate
+        }
+
+    @staticmethod
+    def _variant(exp: Experiment, name: str, ms: list[float], ok: int, failed: int, scores: list[float]) -> dict[str, Any]:
+        n = ok + failed
+        ordered = sorted(ms)
+        latency, feedback = Summary.of(ms), Summary.of(scores)
+        rails = exp.spec.guardrails
+        breached = []
+        if n >= rails.min_samples:
+            if rails.max_error_rate is not None and failed / n > rails.max_error_rate:
+                breached.append(f"error rate {failed / n:.1%} > {rails.max_error_rate:.1%}")
+            p95 = percentile(ordered, 95)
+            if rails.max_p95_latency_ms is not None and p95 is not None and p95 > rails.max_p95_latency_ms:
+                breached.append(f"p95 latency {p95:.0f} ms > {rails.max_p95_latency_ms} ms")
+        return {
+            "variant": name,
+            "requests": n,
+            "success_rate": round(ok / n, 6) if n else None,
+            "success_rate_ci95": _interval(rate_interval(ok, n)),
+            "latency_ms": {
+                "mean": round(latency.mean, 3) if n else None,
+                "ci95": _interval(latency.interval()),
+                **{f"p{p}": percentile(ordered, p) for p in (50, 95, 99)},
+            },
+            "feedback": {
+                "count": feedback.n,
+                "mean": round(feedback.mean, 6) if feedback.n else None,
+                "ci95": _interval(feedback.interval()),
+            },
+            "guardrails_breached": breached,
+        }
+
+    @staticmethod
+    def _compare(exp: Experiment, base: str, other: str, latency: dict[str, list[float]], ok: dict[str, int],
+                 failed: dict[str, int], scores: dict[str, list[float]]) -> dict[str, Any]:  # fmt: skip
+        metric = exp.spec.primary_metric
+        result: TestResult
+        if metric is Metric.SUCCESS_RATE:
+            result = two_proportions(ok[base], ok[base] + failed[base], ok[other], ok[other] + failed[other])
+            words, lower = "success rate", False
+        elif metric is Metric.LATENCY:
+            result = welch(Summary.of(latency[base]), Summary.of(latency[other]))
+            words, lower = "latency", True
+        else:
+            result = welch(Summary.of(scores[base]), Summary.of(scores[other]))
+            words, lower = "feedback score", False
+        return {
+            "baseline": base, "variant": other, "test": result.test, "statistic": round(result.statistic, 6),
+            "p_value": result.p_value, "difference": round(result.difference, 6), "significant": result.p_value < 0.05,
+            "verdict": verdict(result, metric=words, lower_is_better=lower, baseline=base, other=other),
+        }  # fmt: skip

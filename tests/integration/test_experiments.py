@@ -1,0 +1,95 @@
+"""Experiment results from the monitor's data: per-variant figures with intervals, the primary
+metric's test against the baseline (a planted difference found, identical variants not), the
+probability of being best, guardrails, and 404 for an unknown experiment."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controlplane.api.app import create_app
+from controlplane.db.engine import make_engine
+from controlplane.services.monitor import OutcomeStore
+from controlplane.settings import Settings
+from controlplane.store.keys import KeySpace
+from schemas.monitor import OutcomeRecord
+from tests.fixtures.services import EtcdServer
+from tests.helpers import model_doc, route_doc
+
+pytestmark = pytest.mark.etcd
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+def experiment(name: str, route: str, metric: str) -> dict[str, object]:
+    variants = [{"name": "a", "model": "small"}, {"name": "b", "model": "big"}]
+    rails = {"max_error_rate": 0.2, "max_p95_latency_ms": 5000, "min_samples": 100}
+    spec = {"route": route, "state": "running", "variants": variants, "primary_metric": metric, "guardrails": rails}
+    return {"kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def client(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> Iterator[tuple[TestClient, str]]:
+    db_url = f"sqlite:///{tmp_path / 'meta.db'}"
+    settings = Settings(store={"endpoints": [etcd_server.url], "namespace": keys.namespace}, db={"url": db_url},
+                        auth={"bootstrap_token": "admin-secret"}, rag={"data_dir": tmp_path / "rag"})  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        objects = [model_doc("small", tag="small:1b", ctx=8192), model_doc("big", tag="big:70b", ctx=8192),
+                   route_doc("chat", "small", experiment="rates"), route_doc("fast", "small", experiment="speed"),
+                   experiment("rates", "chat", "success_rate"), experiment("speed", "fast", "latency")]  # fmt: skip
+        resp = c.post("/api/v1/config:apply", json={"objects": objects}, headers=ADMIN)
+        assert resp.status_code == 200, resp.text
+        yield c, db_url
+
+
+def outcomes(route: str, variant: str, n: int, *, error_rate: float, latency: float, rng: random.Random) -> list[OutcomeRecord]:
+    now = time.time()
+    return [OutcomeRecord(key=f"{route}-{variant}-{i}", at=now - 10, id=f"{route}-{variant}-{i}", route=route, variant=variant,
+                          model="small" if variant == "a" else "big", node="n0", decision_us=20, ttft_ms=5, attempts=1,
+                          status="error" if rng.random() < error_rate else "ok", total_ms=rng.gauss(latency, 60))
+            for i in range(n)]  # fmt: skip
+
+
+def results(c: TestClient, name: str) -> dict[str, object]:
+    for _ in range(50):  # the control plane's view follows etcd within milliseconds
+        resp = c.get(f"/api/v1/experiments/{name}/results", headers=ADMIN)
+        if resp.status_code != 404:
+            break
+        time.sleep(0.05)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, object] = resp.json()
+    return body
+
+
+def test_planted_difference_is_found_and_guardrail_breached(client: tuple[TestClient, str]) -> None:
+    c, db_url = client
+    rng = random.Random(8)
+    records = outcomes("chat", "a", 600, error_rate=0.08, latency=400, rng=rng) + outcomes("chat", "b", 600, error_rate=0.25,
+                                                                                         latency=400, rng=rng)  # fmt: skip
+    OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(records)])
+    body = results(c, "rates")
+    a, b = body["variants"]  # type: ignore[misc]
+    assert a["requests"] == 600 and b["requests"] == 600
+    assert a["success_rate_ci95"][0] < a["success_rate"] < a["success_rate_ci95"][1]
+    assert a["guardrails_breached"] == [] and b["guardrails_breached"][0].startswith("error rate")
+    (comparison,) = body["comparisons"]  # type: ignore[misc]
+    assert comparison["test"] == "two_proportion_z" and comparison["significant"] and comparison["p_value"] < 1e-6
+    assert comparison["verdict"].startswith("b is significantly worse than a on success rate")
+    assert body["probability_best"]["a"] > 0.99  # type: ignore[index]
+
+
+def test_identical_variants_are_not_significant(client: tuple[TestClient, str]) -> None:
+    c, db_url = client
+    rng = random.Random(11)  # a fixed seed: identical variants land on p = 0.05 one time in twenty
+    records = outcomes("fast", "a", 400, error_rate=0.0, latency=300, rng=rng) + outcomes("fast", "b", 400, error_rate=0.0,
+                                                                                        latency=300, rng=rng)  # fmt: skip
+    OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(records)])
+    (comparison,) = results(c, "speed")["comparisons"]  # type: ignore[misc]
+    assert comparison["test"] == "welch_t" and not comparison["significant"], comparison
+    assert comparison["verdict"].startswith("No significant difference in latency")
+    missing = c.get("/api/v1/experiments/nope/results", headers=ADMIN)
+    assert missing.status_code == 404 and "'nope' does not exist" in missing.json()["detail"]
