@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.common import ConfigObject
-from schemas.experiment import Experiment
+from schemas.experiment import Experiment, ExperimentState
 from schemas.model import Capability, Model, Provider
 from schemas.rag import RagCollection
 from schemas.route import Route
@@ -67,6 +67,12 @@ def _check_experiment(exp: Experiment, state: Mapping[ObjectKey, ConfigObject]) 
     out = _missing(me, "spec.route", ("routes", exp.spec.route), state)
     for i, variant in enumerate(exp.spec.variants):
         out += _missing(me, f"spec.variants[{i}].model", ("models", variant.model), state)
+    if exp.spec.state is ExperimentState.RUNNING:
+        for (kind, name), other in sorted(state.items()):
+            if (kind == "experiments" and name != exp.name and isinstance(other, Experiment)
+                    and other.spec.route == exp.spec.route and other.spec.state is ExperimentState.RUNNING):  # fmt: skip
+                why = f"route '{exp.spec.route}' already runs experiment '{name}'; stop it first"
+                out.append(Problem(*me, "spec.route", why))
     return out
 
 

@@ -20,7 +20,7 @@ from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_
 from controlplane.api.routes import config, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
-from controlplane.services.experiments import ExperimentResults
+from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
 
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         rag_service, close_rag = open_rag(settings.rag, view, http)
+        experiments = ExperimentResults(engine, view)
+        control = ExperimentControl(service, experiments)
         rt = Runtime(
             store=the_store,
             keys=keys,
@@ -92,7 +94,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
             figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
-            experiments=ExperimentResults(engine, view),
+            experiments=experiments,
+            experiment_control=control,
         )
         app.state.runtime = rt
 
@@ -108,7 +111,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
         if settings.monitor.redis_url:
-            tasks.append(asyncio.create_task(start_monitor(settings.monitor, engine, the_store, keys)))
+            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.enforce_guardrails)
+            tasks.append(asyncio.create_task(monitor))
         try:
             yield
         finally:

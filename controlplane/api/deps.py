@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.api.broadcast import Broadcaster
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
-from controlplane.services.experiments import ExperimentResults
+from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.fleet import FleetView
@@ -43,6 +43,7 @@ class Runtime:
     feedback: FeedbackService | None = None
     figures: Figures | None = None
     experiments: ExperimentResults | None = None
+    experiment_control: ExperimentControl | None = None
 
 
 def runtime(request: Request) -> Runtime:

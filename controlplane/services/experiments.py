@@ -1,10 +1,14 @@
-"""Experiment results: per variant, from the monitor's raw samples and the feedback on them, the
-counts, success rate, latency and feedback score with confidence intervals; each variant against
-the first (the baseline) on the experiment's primary metric, with the test used, its p-value and a
-verdict; the probability of being best; and whether a guardrail is breached."""
+"""Experiments: results, stop, promote, guardrails.
+
+Results come from the monitor's raw samples and the feedback on them. Per variant: counts,
+success rate, latency and feedback score with confidence intervals. Each variant is compared
+with the first (the baseline) on the experiment's primary metric, with the test used, its
+p-value and a verdict; then the probability of being best, and whether a guardrail is breached."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections import defaultdict
 from typing import Any
@@ -13,11 +17,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback, OutcomeSample
-from controlplane.services.errors import NotFound
+from controlplane.services.config import ConfigService
+from controlplane.services.errors import BadRequest, NotFound
 from controlplane.services.figures import percentile
 from controlplane.services.stats import Summary, TestResult, probability_best, rate_interval, two_proportions, verdict, welch
 from controlplane.store.view import ConfigView
-from schemas.experiment import Experiment, Metric
+from schemas.experiment import Experiment, ExperimentState, Metric
+from schemas.route import Route, RouteTarget
 
 
 def _interval(pair: tuple[float, float]) -> list[float | None]:
@@ -33,6 +39,16 @@ class ExperimentResults:
         if found is None or not isinstance(found.obj, Experiment):
             raise NotFound("experiments", name)
         return found.obj
+
+    def route(self, name: str) -> Route:
+        found = self._view.state.get(("routes", name))
+        if found is None or not isinstance(found.obj, Route):
+            raise NotFound("routes", name)
+        return found.obj
+
+    def running(self) -> list[str]:
+        found = [(n, s.obj) for (kind, n), s in self._view.state.items() if kind == "experiments"]
+        return sorted(n for n, obj in found if isinstance(obj, Experiment) and obj.spec.state is ExperimentState.RUNNING)
 
     def results(self, name: str) -> dict[str, Any]:
         exp = self.experiment(name)
@@ -120,3 +136,47 @@ class ExperimentResults:
             "p_value": result.p_value, "difference": round(result.difference, 6), "significant": result.p_value < 0.05,
             "verdict": verdict(result, metric=words, lower_is_better=lower, baseline=base, other=other),
         }  # fmt: skip
+
+
+class ExperimentControl:
+    """The experiment writes: stop, promote a winner (route and experiment in one revision), and
+    the guardrails that stop a running experiment on their own (run by the monitor's leader)."""
+
+    def __init__(self, config: ConfigService, results: ExperimentResults) -> None:
+        self._config, self._results = config, results
+
+    async def stop(self, name: str, *, actor: str, why: str = "") -> int:
+        exp = self._results.experiment(name)
+        if exp.spec.state is not ExperimentState.RUNNING:
+            raise BadRequest(f"experiment '{name}' is {exp.spec.state.value}, not running")
+        stopped = exp.model_copy(update={"spec": exp.spec.model_copy(update={"state": ExperimentState.STOPPED})})
+        done = await self._config.apply([stopped], actor=actor, message=why or f"stop experiment {name}")
+        return done.revision
+
+    async def promote(self, name: str, variant: str, *, actor: str) -> int:
+        """The variant's model (and options) become the route's only target, the route leaves the
+        experiment and the experiment is completed: one revision."""
+        exp = self._results.experiment(name)
+        chosen = next((v for v in exp.spec.variants if v.name == variant), None)
+        if chosen is None:
+            names = ", ".join(v.name for v in exp.spec.variants)
+            raise BadRequest(f"experiment '{name}' has no variant '{variant}'; its variants: {names}")
+        stored = self._results.route(exp.spec.route)
+        target = RouteTarget(model=chosen.model, weight=1, options=chosen.options)
+        route = stored.model_copy(update={"spec": stored.spec.model_copy(update={"targets": [target], "experiment": None})})
+        done = exp.model_copy(update={"spec": exp.spec.model_copy(update={"state": ExperimentState.COMPLETED})})
+        result = await self._config.apply([route, done], actor=actor, message=f"promote {variant} of experiment {name}")
+        return result.revision
+
+    async def enforce_guardrails(self) -> list[str]:
+        """Stop every running experiment with a variant past a guardrail; what was stopped, and why."""
+        stopped = []
+        for name in self._results.running():
+            report = await asyncio.to_thread(self._results.results, name)
+            breaches = [f"{v['variant']}: {b}" for v in report["variants"] for b in v["guardrails_breached"]]
+            if breaches:
+                why = f"guardrail: {'; '.join(breaches)}"
+                with contextlib.suppress(BadRequest):  # stopped meanwhile by someone else
+                    await self.stop(name, actor="monitor", why=why)
+                    stopped.append(f"{name} ({why})")
+        return stopped

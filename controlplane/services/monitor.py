@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,11 +227,13 @@ def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
 
 
 async def lead_and_consume(
-    consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0
-) -> None:
+    consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0,
+    tick: Callable[[], Awaitable[object]] | None = None, tick_s: float = 30.0,
+) -> None:  # fmt: skip
     """Forever: become the leader (when an election is given: one monitor per fleet), then fold
-    batches in while leading; prune old samples now and then. A Redis or database failure is
-    logged and retried; leadership is checked every ``check_s``."""
+    batches in while leading; prune old samples now and then, and run ``tick`` (the experiment
+    guardrails) every ``tick_s``. A Redis or database failure is logged and retried; leadership
+    is checked every ``check_s``."""
     keeper: asyncio.Task[None] | None = None
     while True:
         try:
@@ -240,10 +242,13 @@ async def lead_and_consume(
                 keeper = keeper or asyncio.create_task(election.keeper.run())
                 log.info("outcome monitor: leading as %s", election.candidate)
             await consumer.ensure_group()
-            checked = pruned = time.monotonic()
+            checked = pruned = ticked = time.monotonic()
             while True:
                 await consumer.run_once()
                 now = time.monotonic()
+                if tick is not None and now - ticked > tick_s:
+                    ticked = now
+                    await tick()
                 if now - pruned > 60:
                     await asyncio.to_thread(store.prune, keep_s=keep_s)
                     pruned = now
@@ -264,7 +269,14 @@ async def lead_and_consume(
             await asyncio.sleep(1)
 
 
-async def start_monitor(settings: MonitorSettings, engine: Engine, store: ConfigStore, keys: KeySpace) -> None:
+async def start_monitor(
+    settings: MonitorSettings,
+    engine: Engine,
+    store: ConfigStore,
+    keys: KeySpace,
+    *,
+    tick: Callable[[], Awaitable[object]] | None = None,
+) -> None:
     """The control plane's monitor: one leader among its replicas (election key ``monitor``)."""
     import redis.asyncio as redis
 
@@ -273,7 +285,7 @@ async def start_monitor(settings: MonitorSettings, engine: Engine, store: Config
     election = Election(store, keys.election("monitor"), f"{socket.gethostname()}-{os.getpid()}")
     try:
         consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)
-        await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s)
+        await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick)
     finally:
         await client.aclose()
 

@@ -104,8 +104,10 @@ class TestResult:
 
 def welch(a: Summary, b: Summary) -> TestResult:
     """Welch's unequal-variances t-test of b's mean against a's (two-sided)."""
+    if a.n < 2 or b.n < 2:
+        return TestResult("welch_t", 0.0, 1.0, b.mean - a.mean)
     se2 = a.variance / a.n + b.variance / b.n
-    if a.n < 2 or b.n < 2 or se2 == 0:
+    if se2 == 0:
         return TestResult("welch_t", 0.0, 1.0, b.mean - a.mean)
     t = (b.mean - a.mean) / math.sqrt(se2)
     df = se2**2 / ((a.variance / a.n) ** 2 / (a.n - 1) + (b.variance / b.n) ** 2 / (b.n - 1))

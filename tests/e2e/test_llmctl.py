@@ -287,3 +287,42 @@ def test_metrics_and_feedback(control_plane: str, tmp_path: Path) -> None:
     assert wrong.returncode == 1 and "400" in wrong.stderr and "unit" in wrong.stderr
     unknown = llmctl(control_plane, tmp_path, "feedback", "req-nope", "--score", "0.5")
     assert unknown.returncode == 1 and "404" in unknown.stderr
+
+
+def test_experiments_create_list_results_stop_promote(control_plane: str, tmp_path: Path) -> None:
+    from controlplane.db.engine import make_engine
+    from controlplane.services.monitor import OutcomeStore
+    from schemas.monitor import OutcomeRecord
+
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        "kind: Model\nmetadata: {name: small}\nspec: {ollama_tag: 'small:1b', capabilities: [chat], context_window: 4096}\n---\n"
+        "kind: Model\nmetadata: {name: big}\nspec: {ollama_tag: 'big:70b', capabilities: [chat], context_window: 4096}\n---\n"
+        "kind: Route\nmetadata: {name: chat}\nspec: {targets: [{model: small}]}\n"
+    )
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(config)).returncode == 0
+    made = llmctl(control_plane, tmp_path, "experiments", "create", "bigger", "--route", "chat", "--variant", "a=small",
+                  "--variant", "b=big:3", "--max-error-rate", "0.5")  # fmt: skip
+    assert made.returncode == 0 and "experiment bigger on route chat" in made.stdout, made.stderr
+    listed = llmctl(control_plane, tmp_path, "experiments", "list")
+    assert "bigger" in listed.stdout and "running" in listed.stdout and "b=big:3" in listed.stdout
+    route = json.loads(llmctl(control_plane, tmp_path, "get", "route", "chat", "-o", "json").stdout)
+    assert route["spec"]["experiment"] == "bigger"
+
+    now = time.time()
+    records = [OutcomeRecord(key=f"k{i}", at=now - 5, id=f"r{i}", route="chat", model="small", node="n0",
+                             variant="a" if i % 2 else "b", status="error" if i % 2 and i % 7 == 0 else "ok",
+                             decision_us=20, ttft_ms=5, total_ms=100.0 + i % 13, attempts=1) for i in range(400)]  # fmt: skip
+    OutcomeStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")).apply([(f"1-{i}", r) for i, r in enumerate(records)])
+    shown = llmctl(control_plane, tmp_path, "experiments", "results", "bigger")
+    assert shown.returncode == 0 and "b is significantly better than a on success rate" in shown.stdout, shown.stdout
+
+    assert llmctl(control_plane, tmp_path, "experiments", "stop", "bigger").returncode == 0
+    twice = llmctl(control_plane, tmp_path, "experiments", "stop", "bigger")
+    assert twice.returncode == 1 and "not running" in twice.stderr
+    promoted = llmctl(control_plane, tmp_path, "experiments", "promote", "bigger", "b")
+    assert promoted.returncode == 0 and "promoted b of bigger" in promoted.stdout
+    route = json.loads(llmctl(control_plane, tmp_path, "get", "route", "chat", "-o", "json").stdout)
+    assert route["spec"]["targets"] == [{"model": "big", "weight": 1}] and "experiment" not in route["spec"]
+    bad = llmctl(control_plane, tmp_path, "experiments", "create", "x", "--route", "chat", "--variant", "only")
+    assert bad.returncode == 1 and "name=model" in bad.stderr

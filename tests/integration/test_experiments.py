@@ -93,3 +93,36 @@ def test_identical_variants_are_not_significant(client: tuple[TestClient, str]) 
     assert comparison["verdict"].startswith("No significant difference in latency")
     missing = c.get("/api/v1/experiments/nope/results", headers=ADMIN)
     assert missing.status_code == 404 and "'nope' does not exist" in missing.json()["detail"]
+
+
+def test_overlap_is_refused_guardrails_stop_and_promote_writes_one_revision(client: tuple[TestClient, str]) -> None:
+    c, db_url = client
+    second = experiment("rates-2", "chat", "latency")
+    overlap = c.post("/api/v1/config:apply", json={"objects": [second]}, headers=ADMIN)
+    assert overlap.status_code == 422 and "route 'chat' already runs experiment 'rates'" in overlap.text
+
+    rng = random.Random(8)
+    records = outcomes("chat", "a", 300, error_rate=0.05, latency=400, rng=rng) + outcomes("chat", "b", 300, error_rate=0.4,
+                                                                                         latency=400, rng=rng)  # fmt: skip
+    OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(records)])
+    results(c, "rates")
+    control = c.app.state.runtime.experiment_control  # type: ignore[attr-defined]
+    stopped = c.portal.call(control.enforce_guardrails)  # type: ignore[union-attr]
+    assert len(stopped) == 1 and stopped[0].startswith("rates (guardrail: b: error rate")
+    state = c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["state"]
+    assert state == "stopped"
+    history = c.get("/api/v1/config/experiments/rates/history", headers=ADMIN).json()
+    assert "guardrail" in str(history) and "monitor" in str(history)
+    again = c.post("/api/v1/experiments/rates/stop", headers=ADMIN)
+    assert again.status_code == 400 and "is stopped, not running" in again.json()["detail"]
+
+    unknown = c.post("/api/v1/experiments/speed/promote", json={"variant": "c"}, headers=ADMIN)
+    assert unknown.status_code == 400 and "has no variant 'c'; its variants: a, b" in unknown.json()["detail"]
+    before = c.get("/api/v1/status", headers=ADMIN).json()["revision"]
+    promoted = c.post("/api/v1/experiments/speed/promote", json={"variant": "b"}, headers=ADMIN)
+    assert promoted.status_code == 200 and promoted.json()["revision"] > before
+    route = c.get("/api/v1/config/routes/fast", headers=ADMIN).json()
+    assert route["spec"]["targets"] == [{"model": "big", "weight": 1}] and route["spec"].get("experiment") is None
+    assert route["metadata"]["revision"] == promoted.json()["revision"]
+    speed = c.get("/api/v1/config/experiments/speed", headers=ADMIN).json()
+    assert speed["spec"]["state"] == "completed" and speed["metadata"]["revision"] == promoted.json()["revision"]  # one revision

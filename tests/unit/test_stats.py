@@ -68,3 +68,9 @@ def test_verdicts() -> None:
     assert found.startswith("b is significantly worse than a on latency")
     rates = verdict(two_proportions(900, 1000, 950, 1000), metric="success rate", lower_is_better=False, baseline="a", other="b")
     assert rates.startswith("b is significantly better than a on success rate")
+
+
+def test_too_little_data_is_never_significant() -> None:
+    assert welch(Summary.of([]), Summary.of([1.0, 2.0])).p_value == 1.0
+    assert welch(Summary.of([3.0, 3.0]), Summary.of([3.0, 3.0])).p_value == 1.0
+    assert two_proportions(0, 0, 5, 10).p_value == 1.0 and two_proportions(10, 10, 10, 10).p_value == 1.0

@@ -1,5 +1,5 @@
 """The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``,
-``GET /api/v1/experiments/{name}/results``."""
+``GET /api/v1/experiments/{name}/results``, ``POST .../stop`` and ``POST .../promote``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, Field
 
-from controlplane.api.deps import Runtime, Viewer, runtime
+from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.services.errors import BadRequest
 from controlplane.services.tokens import Principal
 from schemas.monitor import FeedbackIn, FeedbackOut
@@ -52,3 +53,25 @@ async def experiment_results(name: str, rt: Runtime = Depends(runtime), _p: Prin
     probability of being best."""
     assert rt.experiments is not None
     return await asyncio.to_thread(rt.experiments.results, name)
+
+
+class Promotion(BaseModel):
+    variant: str = Field(min_length=1, description="The winning variant: its model (and options) become the route's target.")
+
+
+@router.post("/experiments/{name}/promote")
+async def promote(
+    name: str, body: Promotion = Body(...), rt: Runtime = Depends(runtime), who: Principal = Operator
+) -> dict[str, Any]:
+    """Write the winner into the route and complete the experiment, as one revision."""
+    assert rt.experiment_control is not None
+    revision = await rt.experiment_control.promote(name, body.variant, actor=who.name)
+    return {"experiment": name, "promoted": body.variant, "revision": revision}
+
+
+@router.post("/experiments/{name}/stop")
+async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Operator) -> dict[str, Any]:
+    """Stop a running experiment: the route's own targets take all its traffic again."""
+    assert rt.experiment_control is not None
+    revision = await rt.experiment_control.stop(name, actor=who.name)
+    return {"experiment": name, "state": "stopped", "revision": revision}
