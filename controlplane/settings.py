@@ -88,6 +88,7 @@ class MonitorSettings(BaseModel):
     bucket_s: int = Field(default=60, ge=1, le=86_400, description="Width of a figures bucket.")
     keep_samples_s: float = Field(default=86_400, gt=0, description="How long raw outcome samples are kept.")
     batch: int = Field(default=500, ge=1, le=10_000, description="Records folded in per transaction.")
+    guardrails_every_s: float = Field(default=30.0, gt=0, description="How often running experiments' guardrails are checked.")
 
 
 class Settings(BaseSettings):

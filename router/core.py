@@ -26,10 +26,10 @@ from router.quality import signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import Response, UpstreamError
 from schemas.model import Capability
-from schemas.route import Retries, Task, Timeouts
+from schemas.route import CircuitBreaker, Retries, Task, Timeouts
 
 log = logging.getLogger(__name__)
-_DEFAULT_LIMITS = (Timeouts(), Retries())  # a request that matched no route (asked for a model by name)
+_DEFAULT_LIMITS = (Timeouts(), Retries(), None)  # a request that matched no route (asked for a model by name)
 _NO_TAGS: frozenset[str] = frozenset()
 DEFAULT_OUTPUT_TOKENS = 128  # assumed answer length when the request sets no num_predict / max_tokens
 
@@ -154,9 +154,9 @@ class RouterCore:
     def observe_decision(self, micros: float) -> None:
         self.metrics.decision.observe(micros / 1e6)
 
-    def limits(self, decision: Decision) -> tuple[Timeouts, Retries]:
+    def limits(self, decision: Decision) -> tuple[Timeouts, Retries, CircuitBreaker | None]:
         route = decision.table.route(decision.route)
-        return (route.spec.timeouts, route.spec.retries) if route else _DEFAULT_LIMITS
+        return (route.spec.timeouts, route.spec.retries, route.spec.circuit_breaker) if route else _DEFAULT_LIMITS
 
     async def open(
         self,
@@ -172,10 +172,10 @@ class RouterCore:
         wants_json: bool = False,
     ) -> Opened:
         """The first candidate that answered (``early``: see ``Forwarder.open``)."""
-        timeouts, retries = self.limits(decision)
+        timeouts, retries, breaker = self.limits(decision)
         try:
             opened = await self.forwarder.open(
-                decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream, early=early
+                decision, path=path, body=body, timeouts=timeouts, retries=retries, stream=stream, early=early, breaker=breaker
             )
         except (Exception, asyncio.CancelledError) as exc:  # no upstream answered, or the client left first
             self.observe_decision(decision_us)

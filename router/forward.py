@@ -21,7 +21,7 @@ from router.http import Incoming
 from router.live import LiveStats
 from router.policy import Candidate, Decision
 from router.upstream import Origin, Response, UpstreamError, UpstreamPool
-from schemas.route import Retries, Timeouts
+from schemas.route import CircuitBreaker, Retries, Timeouts
 
 
 class UpstreamFailed(Exception):
@@ -46,6 +46,7 @@ class Opened:
     first_sent: float = 0.0  # perf_counter when the first candidate was tried
     incoming: Incoming | None = None  # the client's request (its arrival and answer times)
     wants_json: bool = False  # the client asked for JSON (Ollama's format, OpenAI's response_format)
+    breaker: CircuitBreaker | None = None  # the route's breaker settings
 
     @property
     def status(self) -> int:
@@ -81,6 +82,7 @@ class Forwarder:
         retries: Retries,
         stream: bool,
         early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Opened:
         """The first candidate that answers; UpstreamFailed when none did within the limits.
         ``early(candidate, attempt)`` may give a hook called with the whole answer as it arrives
@@ -97,7 +99,7 @@ class Forwarder:
                 hook = early(cand, attempt) if early is not None else None
                 opened = await self._try(cand, path(cand), body(cand), timeouts, deadline, stream=stream, on_complete=hook)
             except _AttemptFailed as exc:
-                self.live.finished(cand.model.name, node, ok=False)
+                self.live.finished(cand.model.name, node, ok=False, policy=breaker)
                 failed.append(f"{node}/{cand.model.name}: {exc}")
                 last_timeout = exc.timeout
                 if not _retry_allowed(exc, retries):
@@ -106,7 +108,7 @@ class Forwarder:
             except BaseException:  # the client left before an answer: its slot is freed, the node not blamed
                 self.live.released(cand.model.name, node)
                 raise
-            opened.failed, opened.first_sent = failed, first_sent
+            opened.failed, opened.first_sent, opened.breaker = failed, first_sent, breaker
             return opened
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
 
@@ -160,7 +162,7 @@ class Forwarder:
         if client_gone:
             self.live.released(opened.candidate.model.name, node)
         else:
-            self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None)
+            self.live.finished(opened.candidate.model.name, node, ok=ok, latency_ms=ms if ok else None, policy=opened.breaker)
         return ms
 
 

@@ -26,6 +26,7 @@ class _Breaker:
     failures: int = 0
     opened_at: float | None = None
     probes: int = 0  # requests let through while half-open
+    policy: CircuitBreaker | None = None  # the route's settings of the request that last failed here
 
 
 class LiveStats:
@@ -68,7 +69,8 @@ class LiveStats:
             return False
         state = self.state(model, node)
         if state is BreakerState.HALF_OPEN:  # let a few probes through to see whether it recovered
-            return self._breakers[(model, node)].probes < self.breaker.half_open_probes
+            b = self._breakers[(model, node)]
+            return b.probes < (b.policy or self.breaker).half_open_probes
         return state is BreakerState.CLOSED
 
     # -- capacity, from the route table ------------------------------------------------------
@@ -82,7 +84,7 @@ class LiveStats:
         b = self._breakers.get((model, node))
         if b is None or b.opened_at is None:
             return BreakerState.CLOSED
-        if self._clock() - b.opened_at < self.breaker.open_s:
+        if self._clock() - b.opened_at < (b.policy or self.breaker).open_s:
             return BreakerState.OPEN
         return BreakerState.HALF_OPEN
 
@@ -99,8 +101,11 @@ class LiveStats:
         self._node_in_flight[node] = max(0, self._node_in_flight.get(node, 0) - 1)
         self._model_in_flight[model] = max(0, self._model_in_flight.get(model, 0) - 1)
 
-    def finished(self, model: str, node: str, *, ok: bool, latency_ms: float | None = None) -> None:
-        """Account for a request that ended: ``ok`` closes the breaker, failures may open it."""
+    def finished(
+        self, model: str, node: str, *, ok: bool, latency_ms: float | None = None, policy: CircuitBreaker | None = None
+    ) -> None:
+        """Account for a request that ended: ``ok`` closes the breaker, failures may open it, by
+        ``policy`` (the request's route's ``circuit_breaker``; the router's default without one)."""
         self.released(model, node)
         if ok:
             self._breakers.pop((model, node), None)
@@ -110,7 +115,8 @@ class LiveStats:
         b = self._breakers.setdefault((model, node), _Breaker())
         b.failures += 1
         half_open = self.state(model, node) is BreakerState.HALF_OPEN
-        if half_open or b.failures >= self.breaker.consecutive_failures:
+        b.policy = policy or b.policy
+        if half_open or b.failures >= (b.policy or self.breaker).consecutive_failures:
             b.opened_at, b.probes = self._clock(), 0  # (re)open: a failed probe waits a full period again
 
     def _observe(self, model: str, node: str, ms: float) -> None:

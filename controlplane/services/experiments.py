@@ -55,22 +55,26 @@ class ExperimentResults:
         names = [v.name for v in exp.spec.variants]
         with Session(self._engine) as session:
             samples = session.execute(
-                select(OutcomeSample.variant, OutcomeSample.status, OutcomeSample.total_ms).where(
+                select(OutcomeSample.variant, OutcomeSample.status, OutcomeSample.total_ms, OutcomeSample.model).where(
                     OutcomeSample.route == exp.spec.route, OutcomeSample.variant.in_(names))
             ).all()  # fmt: skip
             votes = session.execute(
                 select(Feedback.variant, Feedback.score, Feedback.thumbs).where(
                     Feedback.route == exp.spec.route, Feedback.variant.in_(names))
             ).all()  # fmt: skip
+        model_of = {v.name: v.model for v in exp.spec.variants}
         latency: dict[str, list[float]] = defaultdict(list)
         ok: dict[str, int] = defaultdict(int)
         failed: dict[str, int] = defaultdict(int)
-        for variant, status, total_ms in samples:
+        for variant, status, total_ms, model in samples:
             if status == "cancelled":  # the client left: says nothing about the variant
                 continue
-            latency[variant].append(total_ms)
-            ok[variant] += status == "ok"
-            failed[variant] += status == "error"
+            # An answer from a fallback model is a failure of the variant: its own model could not serve.
+            served = status == "ok" and model == model_of[variant]
+            ok[variant] += served
+            failed[variant] += not served
+            if served:
+                latency[variant].append(total_ms)
         scores: dict[str, list[float]] = defaultdict(list)
         for variant, score, thumbs in votes:
             scores[variant].append(score if score is not None else 1.0 if thumbs == "up" else 0.0)

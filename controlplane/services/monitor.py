@@ -285,7 +285,8 @@ async def start_monitor(
     election = Election(store, keys.election("monitor"), f"{socket.gethostname()}-{os.getpid()}")
     try:
         consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)
-        await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick)
+        await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
+                               tick_s=settings.guardrails_every_s)  # fmt: skip
     finally:
         await client.aclose()
 

@@ -58,3 +58,19 @@ def test_a_client_going_away_only_releases_the_slot() -> None:
     live.started("m", "n")
     live.released("m", "n")
     assert live.in_flight("n") == 0 and live.state("m", "n") is BreakerState.CLOSED and live.latency_ms("m", "n") is None
+
+
+def test_a_routes_own_breaker_settings_apply() -> None:
+    clock = Clock()
+    live = LiveStats(clock=clock)  # the default: 5 failures, 30 s
+    quick = CircuitBreaker(consecutive_failures=2, open_s=1, half_open_probes=1)
+    for _ in range(2):
+        live.started("m", "n")
+        live.finished("m", "n", ok=False, policy=quick)
+    assert live.state("m", "n") is BreakerState.OPEN and not live.available("m", "n")
+    clock.now += 1.5
+    assert live.state("m", "n") is BreakerState.HALF_OPEN and live.available("m", "n")
+    for _ in range(4):  # without a route's settings, the default's five failures
+        live.started("x", "n")
+        live.finished("x", "n", ok=False)
+    assert live.state("x", "n") is BreakerState.CLOSED
