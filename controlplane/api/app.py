@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
         if settings.monitor.redis_url:
-            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.enforce_guardrails)
+            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick)
             tasks.append(asyncio.create_task(monitor))
         try:
             yield

@@ -184,3 +184,48 @@ class ExperimentControl:
                     await self.stop(name, actor="monitor", why=why)
                     stopped.append(f"{name} ({why})")
         return stopped
+
+    async def rebalance(self) -> list[str]:
+        """Bandit mode (Thompson sampling): each running experiment with ``bandit.enabled`` gets
+        weights in proportion to each variant's probability of having the best success rate,
+        never below ``bandit.min_weight``; written only when a share moves by 5 points or more,
+        and only once every variant has ``guardrails.min_samples`` answers."""
+        moved = []
+        for name in self._results.running():
+            exp = self._results.experiment(name)
+            if not exp.spec.bandit.enabled:
+                continue
+            report = await asyncio.to_thread(self._results.results, name)
+            if any(v["requests"] < exp.spec.guardrails.min_samples for v in report["variants"]):
+                continue
+            shares = bandit_shares([report["probability_best"][v.name] for v in exp.spec.variants], exp.spec.bandit.min_weight)
+            total = sum(v.weight for v in exp.spec.variants) or 1
+            if max(abs(s - v.weight / total) for s, v in zip(shares, exp.spec.variants, strict=True)) < 0.05:
+                continue
+            pairs = zip(shares, exp.spec.variants, strict=True)
+            variants = [v.model_copy(update={"weight": max(1, round(s * 1000))}) for s, v in pairs]
+            updated = exp.model_copy(update={"spec": exp.spec.model_copy(update={"variants": variants})})
+            why = "bandit: " + ", ".join(f"{v.name} {s:.0%}" for s, v in zip(shares, variants, strict=True))
+            await self._config.apply([updated], actor="monitor", message=why)
+            moved.append(f"{name} ({why})")
+        return moved
+
+    async def tick(self) -> None:
+        """What the monitor's leader runs every few seconds: guardrails first, then the bandit."""
+        await self.enforce_guardrails()
+        await self.rebalance()
+
+
+def bandit_shares(best: list[float], floor: float) -> list[float]:
+    """Traffic shares from probabilities of being best, each at least ``floor``, summing to 1."""
+    shares = [max(p, floor) for p in best]
+    total = sum(shares)
+    shares = [s / total for s in shares]
+    for _ in range(len(shares)):  # normalising can push a share back under the floor: lift it and take from the rest
+        low = [i for i, s in enumerate(shares) if s < floor - 1e-12]
+        if not low:
+            break
+        spare = sum(s - floor for s in shares if s > floor)
+        need = sum(floor - shares[i] for i in low)
+        shares = [floor if s <= floor else s - (s - floor) / spare * need for s in shares]
+    return shares

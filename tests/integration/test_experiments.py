@@ -126,3 +126,38 @@ def test_overlap_is_refused_guardrails_stop_and_promote_writes_one_revision(clie
     assert route["metadata"]["revision"] == promoted.json()["revision"]
     speed = c.get("/api/v1/config/experiments/speed", headers=ADMIN).json()
     assert speed["spec"]["state"] == "completed" and speed["metadata"]["revision"] == promoted.json()["revision"]  # one revision
+
+
+def test_bandit_moves_traffic_to_the_better_variant_within_bounds(client: tuple[TestClient, str]) -> None:
+    from controlplane.services.experiments import bandit_shares
+
+    assert bandit_shares([0.999, 0.001], 0.05) == pytest.approx([0.95, 0.05])
+    assert bandit_shares([0.98, 0.01, 0.01], 0.1) == pytest.approx([0.8, 0.1, 0.1])
+    c, db_url = client
+    bandit = experiment("rates", "chat", "success_rate")
+    bandit["spec"]["bandit"] = {"enabled": True, "min_weight": 0.1}  # type: ignore[index]
+    assert c.post("/api/v1/config:apply", json={"objects": [bandit]}, headers=ADMIN).status_code == 200
+    control = c.app.state.runtime.experiment_control  # type: ignore[attr-defined]
+    rng = random.Random(12)
+    few = outcomes("chat", "a", 50, error_rate=0.3, latency=300, rng=rng) + outcomes("chat", "b", 50, error_rate=0.02,
+                                                                                    latency=300, rng=rng)  # fmt: skip
+    OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(few)])
+    for _ in range(50):  # the control plane's view has the bandit flag
+        if c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["bandit"]["enabled"]:
+            break
+        time.sleep(0.05)
+    assert c.portal.call(control.rebalance) == []  # type: ignore[union-attr]  # under min_samples per variant: no move
+    more = outcomes("chat", "a", 100, error_rate=0.3, latency=300, rng=rng) + outcomes("chat", "b", 100, error_rate=0.02,
+                                                                                      latency=300, rng=rng)  # fmt: skip
+    OutcomeStore(make_engine(db_url)).apply([(f"2-{i}", r) for i, r in enumerate(more)])
+    moved = c.portal.call(control.rebalance)  # type: ignore[union-attr]
+    assert len(moved) == 1 and "bandit: a 10%, b 90%" in moved[0]
+    stored = c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["variants"]
+    weights = {v["name"]: v["weight"] for v in stored}
+    assert weights == {"a": 100, "b": 900}
+    for _ in range(50):
+        if c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["variants"][0]["weight"] == 100:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)  # the view follows the write
+    assert c.portal.call(control.rebalance) == []  # type: ignore[union-attr]  # nothing moved 5 points: no revision
