@@ -161,3 +161,30 @@ def test_bandit_moves_traffic_to_the_better_variant_within_bounds(client: tuple[
         time.sleep(0.05)
     time.sleep(0.2)  # the view follows the write
     assert c.portal.call(control.rebalance) == []  # type: ignore[union-attr]  # nothing moved 5 points: no revision
+
+
+def test_live_updates_stream_summary_and_experiment_events(client: tuple[TestClient, str]) -> None:
+    import json
+
+    c, db_url = client
+    rng = random.Random(13)
+    OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(outcomes("chat", "a", 20, error_rate=0.1,
+                                                                                        latency=200, rng=rng))])  # fmt: skip
+    results(c, "rates")
+    events: list[tuple[str, dict[str, object]]] = []
+    params = {"window": "5m", "every_s": 0.2, "experiment": "rates"}
+    with c.stream("GET", "/api/v1/metrics/stream", params=params, headers=ADMIN) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.split(":", 1)[1])))
+                if len(events) == 4:
+                    break
+    assert [e[0] for e in events] == ["summary", "experiment", "summary", "experiment"]
+    assert events[0][1]["fleet"]["requests"] == 20  # type: ignore[index]
+    assert events[1][1]["variants"][0]["requests"] == 20  # type: ignore[index]
+    assert c.get("/api/v1/metrics/stream", params={"experiment": "nope"}, headers=ADMIN).status_code == 404
+    assert c.get("/api/v1/metrics/stream", params={"window": "9d"}, headers=ADMIN).status_code == 400

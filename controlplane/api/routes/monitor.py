@@ -1,13 +1,17 @@
 """The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``,
-``GET /api/v1/experiments/{name}/results``, ``POST .../stop`` and ``POST .../promote``."""
+``GET /api/v1/metrics/stream`` (Server-Sent Events), ``GET /api/v1/experiments/{name}/results``,
+``POST .../stop`` and ``POST .../promote``."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.services.errors import BadRequest
@@ -75,3 +79,32 @@ async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Opera
     assert rt.experiment_control is not None
     revision = await rt.experiment_control.stop(name, actor=who.name)
     return {"experiment": name, "state": "stopped", "revision": revision}
+
+
+@router.get("/metrics/stream")
+async def metrics_stream(
+    window: str = Query(default="15m"),
+    every_s: float = Query(default=5.0, ge=0.2, le=3600, description="Seconds between updates."),
+    model: str | None = Query(default=None),
+    experiment: str | None = Query(default=None, description="Also send this experiment's results."),
+    rt: Runtime = Depends(runtime),
+    _p: Principal = Viewer,
+) -> EventSourceResponse:
+    """Server-Sent Events for live views: a ``summary`` event (as ``/metrics/summary``) and, with
+    ``experiment``, an ``experiment`` event (as ``/experiments/{name}/results``), every ``every_s``."""
+    assert rt.figures is not None and rt.experiments is not None
+    figures, experiments, seconds = rt.figures, rt.experiments, parse_window(window)
+    figures.summary(window_s=seconds, model=model)  # a window past the retention is a 400 now, not a broken stream
+    if experiment is not None:
+        experiments.experiment(experiment)  # an unknown experiment is a 404 now
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        while True:
+            summary = await asyncio.to_thread(figures.summary, window_s=seconds, model=model)
+            yield {"event": "summary", "data": orjson.dumps(summary).decode()}
+            if experiment is not None:
+                results = await asyncio.to_thread(experiments.results, experiment)
+                yield {"event": "experiment", "data": orjson.dumps(results).decode()}
+            await asyncio.sleep(every_s)
+
+    return EventSourceResponse(events(), ping=15)
