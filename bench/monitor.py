@@ -95,9 +95,12 @@ def record_cost(redis_url: str, calls: int = 20_000) -> None:
         return on, off, send_us
 
     on, off, send_us = run_loop(measure())
+    cost = pct(on, 50) - pct(off, 50) + send_us
     print(f"recording in the router process, {calls:,} calls, µs: record() (encode + queue) p50 {pct(on, 50):.1f} "
           f"p99 {pct(on, 99):.1f}; log sink p50 {pct(off, 50):.1f} p99 {pct(off, 99):.1f}; "
           f"sending (one XADD per batch of 500, off the request path) {send_us:.1f} µs of CPU per record")  # fmt: skip
+    print(f"  recording costs {cost:.1f} µs of router CPU per request over the log sink "
+          f"(goal under 50 µs: {'met' if cost < 50 else 'NOT met'})")  # fmt: skip
 
 
 def latency(redis_url: str, calls: int, levels: list[tuple[int, int]]) -> None:
@@ -107,14 +110,15 @@ def latency(redis_url: str, calls: int, levels: list[tuple[int, int]]) -> None:
     with running(sim_token_s=0.02, litellm=False, outcomes_redis_url=redis_url) as stack:
         results = run_loop(measure(stack, calls=calls, levels=levels))
         report(results, stack)
-    print("\nrecording on (router + outcome records) against off (router, Ollama API), same run:")
+    print("\nrecording on (router + outcome records) against off (router, Ollama API), two router processes, same run")
+    print("  (two processes differ by a few hundred µs with the same code: this checks for a gross cost, the")
+    print("  per-request figure above is the measurement):")
     for (clients, tokens), by_path in results.items():
         off, on = by_path["router, Ollama API"], by_path["router + outcome records"]
         d50, d99 = pct(on.ms, 50) - pct(off.ms, 50), pct(on.ms, 99) - pct(off.ms, 99)
         cpu = (on.cpu_s / len(on.ms) - off.cpu_s / len(off.ms)) * 1e6 if on.ms and off.ms else float("nan")
-        goal = "met" if d50 * 1000 < 50 else "NOT met"
         print(f"  {clients} client(s), {tokens}-token answers: p50 {d50 * 1000:+.0f} µs, p99 {d99 * 1000:+.0f} µs; "
-              f"router CPU {cpu:+.0f} µs per request (goal: under 50 µs: {goal} on p50)")  # fmt: skip
+              f"router CPU {cpu:+.0f} µs per request")  # fmt: skip
 
 
 def main() -> None:
