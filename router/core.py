@@ -22,7 +22,7 @@ from router.http import Incoming
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
-from router.quality import signals
+from router.quality import final_object, signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import Response, UpstreamError
 from schemas.model import Capability
@@ -251,8 +251,9 @@ class RouterCore:
             before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
             self.metrics.overhead.observe(before + after)
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
-        tokens, rate = _speed(tail[-2048:]) if ok else (None, None)
-        found = signals(tail, whole=whole, wants_json=opened.wants_json) if ok and opened.candidate.node is not None else ()
+        final = final_object(tail) if ok and opened.candidate.node is not None else None  # Ollama's, parsed once
+        tokens, rate = _speed(final)
+        found = signals(final, whole=whole, wants_json=opened.wants_json)
         if rate is not None:
             cand = opened.candidate
             self.metrics.tokens_per_s.labels(decision.route or "-", cand.model.name, cand.node_name).observe(rate)
@@ -291,14 +292,10 @@ class RouterCore:
         )
 
 
-def _speed(tail: bytes) -> tuple[int | None, float | None]:
+def _speed(final: dict[str, Any] | None) -> tuple[int | None, float | None]:
     """Generated tokens and tokens per second from Ollama's final object (``eval_count`` /
-    ``eval_duration``), when the answer's last line is one."""
-    try:
-        final = orjson.loads(tail.rstrip().rsplit(b"\n", 1)[-1])
-    except orjson.JSONDecodeError:
-        return None, None
-    if isinstance(final, dict) and final.get("eval_count") and final.get("eval_duration"):
+    ``eval_duration``)."""
+    if final is not None and final.get("eval_count") and final.get("eval_duration"):
         return int(final["eval_count"]), final["eval_count"] / (final["eval_duration"] / 1e9)
     return None, None
 

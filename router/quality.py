@@ -7,6 +7,7 @@ A streamed answer is seen only by its last line here: it yields ``truncated`` al
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -18,14 +19,18 @@ REFUSALS = re.compile(
 )
 
 
-def signals(data: bytes, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
-    """``data``: the whole answer object (``whole``), or the tail of a stream of NDJSON objects."""
-    last = data.rstrip().rsplit(b"\n", 1)[-1]
+def final_object(data: bytes) -> dict[str, Any] | None:
+    """Ollama's last answer object: the whole answer (non-streamed) or the last line of a stream."""
     try:
-        final = orjson.loads(last)
+        final = orjson.loads(data.rstrip().rsplit(b"\n", 1)[-1])
     except orjson.JSONDecodeError:
-        return ()
-    if not isinstance(final, dict):
+        return None
+    return final if isinstance(final, dict) else None
+
+
+def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
+    """``final``: ``final_object`` of the whole answer (``whole``) or of a stream's tail."""
+    if final is None:
         return ()
     out = []
     if final.get("done_reason") == "length":

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import orjson
 
-from router.quality import signals
+from router.quality import final_object
+from router.quality import signals as parsed_signals
+
+
+def signals(data: bytes, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
+    return parsed_signals(final_object(data), whole=whole, wants_json=wants_json)
 
 
 def chat(content: str, done_reason: str = "stop") -> bytes:
