@@ -310,7 +310,7 @@ def test_experiments_create_list_results_stop_promote(control_plane: str, tmp_pa
     assert route["spec"]["experiment"] == "bigger"
 
     now = time.time()
-    records = [OutcomeRecord(key=f"k{i}", at=now - 5, id=f"r{i}", route="chat", model="small", node="n0",
+    records = [OutcomeRecord(key=f"k{i}", at=now - 5, id=f"r{i}", route="chat", model="small" if i % 2 else "big", node="n0",
                              variant="a" if i % 2 else "b", status="error" if i % 2 and i % 7 == 0 else "ok",
                              decision_us=20, ttft_ms=5, total_ms=100.0 + i % 13, attempts=1) for i in range(400)]  # fmt: skip
     OutcomeStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")).apply([(f"1-{i}", r) for i, r in enumerate(records)])
