@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,6 +53,17 @@ def outcomes(route: str, variant: str, n: int, *, error_rate: float, latency: fl
                           model="small" if variant == "a" else "big", node="n0", decision_us=20, ttft_ms=5, attempts=1,
                           status="error" if rng.random() < error_rate else "ok", total_ms=rng.gauss(latency, 60))
             for i in range(n)]  # fmt: skip
+
+
+def view_until(c: TestClient, check: Callable[[Any], bool], name: str = "rates") -> None:
+    """Wait until the control plane's watched view of experiment ``name`` passes ``check``."""
+    view = c.app.state.runtime.view  # type: ignore[attr-defined]
+    for _ in range(200):
+        stored = view.state.get(("experiments", name))
+        if stored is not None and check(stored.obj):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the view of {name} never passed the check")
 
 
 def results(c: TestClient, name: str) -> dict[str, object]:
@@ -113,6 +125,7 @@ def test_overlap_is_refused_guardrails_stop_and_promote_writes_one_revision(clie
     assert state == "stopped"
     history = c.get("/api/v1/config/experiments/rates/history", headers=ADMIN).json()
     assert "guardrail" in str(history) and "monitor" in str(history)
+    view_until(c, lambda exp: exp.spec.state.value == "stopped")
     again = c.post("/api/v1/experiments/rates/stop", headers=ADMIN)
     assert again.status_code == 400 and "is stopped, not running" in again.json()["detail"]
 
@@ -142,10 +155,7 @@ def test_bandit_moves_traffic_to_the_better_variant_within_bounds(client: tuple[
     few = outcomes("chat", "a", 50, error_rate=0.3, latency=300, rng=rng) + outcomes("chat", "b", 50, error_rate=0.02,
                                                                                     latency=300, rng=rng)  # fmt: skip
     OutcomeStore(make_engine(db_url)).apply([(f"1-{i}", r) for i, r in enumerate(few)])
-    for _ in range(50):  # the control plane's view has the bandit flag
-        if c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["bandit"]["enabled"]:
-            break
-        time.sleep(0.05)
+    view_until(c, lambda exp: exp.spec.bandit.enabled)
     assert c.portal.call(control.rebalance) == []  # type: ignore[union-attr]  # under min_samples per variant: no move
     more = outcomes("chat", "a", 100, error_rate=0.3, latency=300, rng=rng) + outcomes("chat", "b", 100, error_rate=0.02,
                                                                                       latency=300, rng=rng)  # fmt: skip
@@ -155,11 +165,7 @@ def test_bandit_moves_traffic_to_the_better_variant_within_bounds(client: tuple[
     stored = c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["variants"]
     weights = {v["name"]: v["weight"] for v in stored}
     assert weights == {"a": 100, "b": 900}
-    for _ in range(50):
-        if c.get("/api/v1/config/experiments/rates", headers=ADMIN).json()["spec"]["variants"][0]["weight"] == 100:
-            break
-        time.sleep(0.05)
-    time.sleep(0.2)  # the view follows the write
+    view_until(c, lambda exp: exp.spec.variants[0].weight == 100)  # the control plane's view follows the write
     assert c.portal.call(control.rebalance) == []  # type: ignore[union-attr]  # nothing moved 5 points: no revision
 
 
