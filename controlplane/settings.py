@@ -89,6 +89,9 @@ class MonitorSettings(BaseModel):
     keep_samples_s: float = Field(default=86_400, gt=0, description="How long raw outcome samples are kept.")
     batch: int = Field(default=500, ge=1, le=10_000, description="Records folded in per transaction.")
     guardrails_every_s: float = Field(default=30.0, gt=0, description="How often running experiments' guardrails are checked.")
+    judge_route: str | None = Field(default=None, description="Route of the LLM judge; sampled answers are scored when set.")
+    judge_rubric: str | None = Field(default=None, description="The judge's instructions (the default asks for a 0-1 score).")
+    router_url: str = Field(default="http://127.0.0.1:8701", description="The router the judge's requests go through.")
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,7 @@ from router.http import Incoming
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
-from router.quality import final_object, signals
+from router.quality import answer_text, final_object, signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import Response, UpstreamError
 from schemas.model import Capability
@@ -52,6 +52,8 @@ class Outcome:
     tokens: int | None = None  # Ollama's eval_count, when the answer reported it
     tokens_per_s: float | None = None
     signals: tuple[str, ...] = ()  # router/quality.py
+    question: str | None = None  # for the monitor's judge: the request's text and the answer, on a sampled share
+    answer: str | None = None
 
 
 class OutcomeSink(Protocol):
@@ -127,8 +129,16 @@ def sse_error(message: str) -> bytes:
 
 
 class RouterCore:
-    def __init__(self, table: Callable[[], RouteTable], *, metrics: RouterMetrics, sink: OutcomeSink | None = None) -> None:
+    def __init__(
+        self,
+        table: Callable[[], RouteTable],
+        *,
+        metrics: RouterMetrics,
+        sink: OutcomeSink | None = None,
+        judge_sample: float = 0.0,
+    ) -> None:
         self._table = table
+        self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
         self.live = LiveStats()
         self.forwarder = Forwarder(self.live)
         self.metrics = metrics
@@ -257,11 +267,15 @@ class RouterCore:
         if rate is not None:
             cand = opened.candidate
             self.metrics.tokens_per_s.labels(decision.route or "-", cand.model.name, cand.node_name).observe(rate)
-        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found)
+        texts = None
+        if whole and final is not None and self.judge_sample and random.random() < self.judge_sample:
+            texts = (decision.request.text[-4000:], answer_text(final)[:4000])
+        self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found,
+                     texts=texts)  # fmt: skip
 
     def _record(self, decision: Decision, opened: Opened, decision_us: float, total_ms: float, *, ok: bool,
                 client_gone: bool = False, tokens: int | None = None, rate: float | None = None,
-                found: tuple[str, ...] = ()) -> None:  # fmt: skip
+                found: tuple[str, ...] = (), texts: tuple[str, str] | None = None) -> None:  # fmt: skip
         self.observe_decision(decision_us)
         cand = opened.candidate
         node = cand.node_name
@@ -288,6 +302,7 @@ class RouterCore:
                 tokens,
                 rate,
                 found,
+                *(texts or (None, None)),
             )
         )
 

@@ -99,5 +99,5 @@ def _encode(o: Outcome, key: str) -> bytes:
         "key": key, "at": o.at, "id": o.request_id, "route": o.route, "model": o.model, "node": o.node, "variant": o.variant,
         "status": o.status, "decision_us": round(o.decision_us, 1), "ttft_ms": round(o.first_byte_ms, 3),
         "total_ms": round(o.total_ms, 3), "attempts": o.attempts, "tokens": o.tokens, "tokens_per_s": o.tokens_per_s,
-        "signals": list(o.signals),
+        "signals": list(o.signals), **({"question": o.question, "answer": o.answer} if o.question is not None else {}),
     })  # fmt: skip

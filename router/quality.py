@@ -28,6 +28,13 @@ def final_object(data: bytes) -> dict[str, Any] | None:
     return final if isinstance(final, dict) else None
 
 
+def answer_text(final: dict[str, Any]) -> str:
+    """The text of Ollama's answer object (``message.content`` for chat, ``response`` for generate)."""
+    message = final.get("message")
+    text = message.get("content", "") if isinstance(message, dict) else final.get("response", "")
+    return text if isinstance(text, str) else ""
+
+
 def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
     """``final``: ``final_object`` of the whole answer (``whole``) or of a stream's tail."""
     if final is None:
@@ -36,9 +43,7 @@ def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = Fal
     if final.get("done_reason") == "length":
         out.append("truncated")
     if whole:
-        message = final.get("message")
-        text = message.get("content", "") if isinstance(message, dict) else final.get("response", "")
-        text = text if isinstance(text, str) else ""
+        text = answer_text(final)
         if not text.strip():
             out.append("empty")
         elif REFUSALS.match(text):

@@ -15,6 +15,9 @@ class RouterGroup(BaseModel):
         default=None,
         description="Redis whose stream receives an outcome record per request (the monitor reads it); logged when unset.",
     )
+    judge_sample: float = Field(
+        default=0.0, ge=0, le=1, description="Share of whole answers sent with their texts, for the monitor's LLM judge."
+    )
 
 
 class RouterSettings(BaseSettings):

@@ -31,6 +31,8 @@ class OutcomeRecord(BaseModel):
     signals: list[str] = Field(
         default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."
     )
+    question: str | None = Field(default=None, max_length=8000, description="The request's text (sampled, for the judge).")
+    answer: str | None = Field(default=None, max_length=8000, description="The answer's text (the same sampled share).")
 
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")]

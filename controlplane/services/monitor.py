@@ -27,6 +27,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
+from controlplane.services.judge import DEFAULT_RUBRIC, Judge
 from controlplane.settings import MonitorSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.keys import KeySpace
@@ -177,8 +178,8 @@ def _zero() -> dict[str, Any]:
 class OutcomeConsumer:
     """The Redis side: reads the stream in its consumer group, hands batches to the store, acks."""
 
-    def __init__(self, redis: Any, store: OutcomeStore, *, batch: int = 500) -> None:
-        self._redis, self._store, self._batch = redis, store, batch
+    def __init__(self, redis: Any, store: OutcomeStore, *, batch: int = 500, judge: Judge | None = None) -> None:
+        self._redis, self._store, self._batch, self._judge = redis, store, batch, judge
         self._pending_done = False
 
     async def ensure_group(self) -> None:
@@ -206,6 +207,8 @@ class OutcomeConsumer:
         applied = await asyncio.to_thread(self._store.apply, parsed)
         if ids:
             await self._redis.xack(self._store.stream, MONITOR_GROUP, *ids)
+        if self._judge is not None:
+            self._judge.submit([record for _, record in parsed])
         return applied
 
 
@@ -283,11 +286,20 @@ async def start_monitor(
     outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     election = Election(store, keys.election("monitor"), f"{socket.gethostname()}-{os.getpid()}")
+    judge = None
+    if settings.judge_route:
+        rubric = settings.judge_rubric or DEFAULT_RUBRIC
+        judge = Judge(engine, router_url=settings.router_url, route=settings.judge_route, rubric=rubric)
+    worker = asyncio.create_task(judge.run()) if judge is not None else None
     try:
-        consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)
+        consumer = OutcomeConsumer(client, outcomes, batch=settings.batch, judge=judge)
         await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
                                tick_s=settings.guardrails_every_s)  # fmt: skip
     finally:
+        if worker is not None and judge is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await judge.close()
         await client.aclose()
 
 

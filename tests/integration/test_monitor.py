@@ -26,7 +26,7 @@ from controlplane.store.keys import KeySpace
 from schemas.monitor import OUTCOME_STREAM
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer, RedisServer
-from tests.helpers import model_doc
+from tests.helpers import model_doc, route_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,8 +182,8 @@ async def test_router_outcomes_reach_the_monitor_through_redis_even_after_redis_
             samples = session.scalars(select(OutcomeSample)).all()
         assert {(s.model, s.node, s.status) for s in samples} == {("small", "node-0", "ok")}
         assert all(s.tokens and s.tokens_per_s and s.total_ms >= s.ttft_ms > 0 for s in samples)
-        # the simulator stops at num_predict (done_reason "length") and answers words, not JSON
-        assert sorted(tuple(s.signals) for s in samples) == [()] * 6 + [("invalid_json",), ("truncated",)]
+        # the simulator stops at num_predict (done_reason "length"); asked for JSON, it answers JSON
+        assert sorted(tuple(s.signals) for s in samples) == [()] * 7 + [("truncated",)]
         assert len({s.request_id for s in samples}) == 8
     finally:
         if redis_server._proc is None:
@@ -245,3 +245,51 @@ def test_feedback_is_tied_to_the_answer_and_bad_input_is_refused(etcd_server: Et
             assert wrong.status_code == 400 and "unit" in wrong.json()["detail"]
         too_long = client.get("/api/v1/metrics/summary", params={"window": "2d"}, headers=admin)
         assert too_long.status_code == 400 and "longer than the raw samples are kept (24 h)" in too_long.json()["detail"]
+
+
+
+@pytest.mark.etcd
+async def test_an_llm_judge_scores_sampled_answers_through_the_router(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    import httpx
+
+    from controlplane.db.models import Feedback
+
+    redis.Redis.from_url(redis_server.url).delete(OUTCOME_STREAM)
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    monitor = {"redis_url": redis_server.url, "judge_route": "judge", "router_url": f"http://127.0.0.1:{fleet.router_port}"}
+    await fleet.start_control_plane(monitor=monitor)
+    try:
+        await fleet.add_node("node-0")
+        objects = [model_doc("small", tag="llama3.2:1b"), route_doc("judge", "small", match={"model_aliases": ["judge-only"]})]
+        assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+
+        async def ready() -> bool:
+            return bool((await fleet.api.get("/api/v1/models/status")).json()["models"][0]["ready_nodes"] == 1)
+
+        await fleet.eventually(ready, timeout_s=15)
+        url = await fleet.start_router(outcomes_redis_url=redis_server.url, judge_sample=1.0)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            for question in ("What is etcd?", "How do routers pick nodes?", "Why cache embeddings?"):
+                body = {"model": "small", "messages": [{"role": "user", "content": question}], "stream": False}
+                assert (await client.post("/api/chat", json=body)).status_code == 200
+
+        def judged() -> list[Feedback]:
+            engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+            with Session(engine) as session:
+                rows = list(session.scalars(select(Feedback)))
+            engine.dispose()
+            return rows
+
+        async def three() -> bool:
+            return len(await asyncio.to_thread(judged)) == 3
+
+        await fleet.eventually(three, timeout_s=20)
+        rows = judged()
+        assert all(r.labels == ["judge"] and r.comment.startswith("judge:") and 0 <= (r.score or -1) <= 1 for r in rows)
+        assert {r.model for r in rows} == {"small"} and len({r.request_id for r in rows}) == 3
+        await asyncio.sleep(1.0)  # the judge's own answers (on its route) are never judged in turn
+        assert len(judged()) == 3
+    finally:
+        await fleet.close()

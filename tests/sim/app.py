@@ -20,7 +20,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.sim.engine import VERSION, Engine, Fault, OllamaError, SimModel, answer_words, embed_vector, keep_alive_seconds
+from tests.sim.engine import (
+    VERSION,
+    Engine,
+    Fault,
+    OllamaError,
+    SimModel,
+    answer_words,
+    embed_vector,
+    json_answer,
+    keep_alive_seconds,
+)
 from tests.sim.openai_compat import OpenAICompat
 
 NATURAL_TOKENS = 12  # answer length when num_predict does not cut it short
@@ -214,6 +224,8 @@ class SimApp:
         limit = int(options.get("num_predict", -1))
         count = NATURAL_TOKENS if limit < 0 else min(limit, NATURAL_TOKENS)
         words = answer_words(model.name, prompt, count)
+        if body.get("format"):  # Ollama's structured output: the answer is one JSON object
+            words = [json_answer(" ".join(words), prompt)]
         prompt_tokens = len(prompt.split()) + len(model.system.split()) + 1
 
         fault: Fault | None = body.get("_fault")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import json
 import math
 import re
 import time
@@ -312,6 +313,13 @@ def embed_vector(text: str, dims: int = 64) -> list[float]:
             vec[i] += (byte - 127.5) / 127.5
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     return [v / norm for v in vec]
+
+
+def json_answer(text: str, prompt: str) -> str:
+    """The answer to a request with ``format``: a JSON object with the words and a score in [0, 1]
+    fixed by the prompt (so an LLM judge can be exercised against the simulator)."""
+    score = int(hashlib.sha256(prompt.encode()).hexdigest()[:4], 16) / 0xFFFF
+    return json.dumps({"answer": text, "score": round(score, 3), "reason": "simulated"})
 
 
 def answer_words(model: str, prompt: str, count: int) -> list[str]:

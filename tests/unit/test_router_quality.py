@@ -36,3 +36,13 @@ def test_streams_show_only_truncation_and_garbage_shows_nothing() -> None:
     assert signals(stream, whole=False) == ("truncated",)
     assert signals(b'{"message":{"content":"a"},"done":false}\n' + chat("", "stop"), whole=False) == ()
     assert signals(b"not json", whole=True) == () and signals(b"[1, 2]", whole=True) == ()
+
+
+def test_judge_scores_are_read_from_json_or_text_and_clamped() -> None:
+    from controlplane.services.judge import parse_score
+
+    assert parse_score('{"score": 0.8, "reason": "correct"}') == (0.8, "correct")
+    assert parse_score('{"score": 7}') == (0.7, "")  # a 1-10 scale
+    assert parse_score('Sure! {"score": 0.25, "reason": "thin"} hope this helps') == (0.25, "")
+    assert parse_score('{"score": 250}') == (1.0, "") and parse_score('{"score": -3}') == (0.0, "")
+    assert parse_score("no idea") is None and parse_score('{"verdict": "good"}') is None
