@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback, OutcomeSample
 from controlplane.services.config import ConfigService
-from controlplane.services.errors import BadRequest, NotFound
+from controlplane.services.errors import BadRequest, NotFound, StaleRevision
 from controlplane.services.figures import percentile
 from controlplane.services.stats import Summary, TestResult, probability_best, rate_interval, two_proportions, verdict, welch
 from controlplane.store.view import ConfigView
@@ -35,20 +35,20 @@ class ExperimentResults:
         self._engine, self._view = engine, view
 
     def experiment(self, name: str) -> Experiment:
-        found = self._view.state.get(("experiments", name))
-        if found is None or not isinstance(found.obj, Experiment):
+        found = self._view.get("experiments", name, Experiment)
+        if found is None:
             raise NotFound("experiments", name)
-        return found.obj
+        return found
 
     def route(self, name: str) -> Route:
-        found = self._view.state.get(("routes", name))
-        if found is None or not isinstance(found.obj, Route):
+        found = self._view.get("routes", name, Route)
+        if found is None:
             raise NotFound("routes", name)
-        return found.obj
+        return found
 
-    def running(self) -> list[str]:
-        found = [(n, s.obj) for (kind, n), s in self._view.state.items() if kind == "experiments"]
-        return sorted(n for n, obj in found if isinstance(obj, Experiment) and obj.spec.state is ExperimentState.RUNNING)
+    def running(self) -> list[Experiment]:
+        found = (self._view.get(kind, n, Experiment) for kind, n in self._view.state if kind == "experiments")
+        return sorted((e for e in found if e is not None and e.spec.state is ExperimentState.RUNNING), key=lambda e: e.name)
 
     def results(self, name: str) -> dict[str, Any]:
         exp = self.experiment(name)
@@ -149,13 +149,19 @@ class ExperimentControl:
     def __init__(self, config: ConfigService, results: ExperimentResults) -> None:
         self._config, self._results = config, results
 
+    async def _write(self, objects: list[Experiment | Route], *, actor: str, message: str) -> int:
+        """One revision, on the condition that none of ``objects`` changed since this view read
+        them: a write made from a stale view (the leader's own stop a moment ago, an operator's
+        promote) fails with StaleRevision instead of overwriting it."""
+        expected = {(o.plural, o.name): o.metadata.revision or 0 for o in objects}
+        return (await self._config.apply(objects, expected=expected, actor=actor, message=message)).revision
+
     async def stop(self, name: str, *, actor: str, why: str = "") -> int:
         exp = self._results.experiment(name)
         if exp.spec.state is not ExperimentState.RUNNING:
             raise BadRequest(f"experiment '{name}' is {exp.spec.state.value}, not running")
         stopped = exp.model_copy(update={"spec": exp.spec.model_copy(update={"state": ExperimentState.STOPPED})})
-        done = await self._config.apply([stopped], actor=actor, message=why or f"stop experiment {name}")
-        return done.revision
+        return await self._write([stopped], actor=actor, message=why or f"stop experiment {name}")
 
     async def promote(self, name: str, variant: str, *, actor: str) -> int:
         """The variant's model (and options) become the route's only target, the route leaves the
@@ -169,34 +175,31 @@ class ExperimentControl:
         target = RouteTarget(model=chosen.model, weight=1, options=chosen.options)
         route = stored.model_copy(update={"spec": stored.spec.model_copy(update={"targets": [target], "experiment": None})})
         done = exp.model_copy(update={"spec": exp.spec.model_copy(update={"state": ExperimentState.COMPLETED})})
-        result = await self._config.apply([route, done], actor=actor, message=f"promote {variant} of experiment {name}")
-        return result.revision
+        return await self._write([route, done], actor=actor, message=f"promote {variant} of experiment {name}")
 
-    async def enforce_guardrails(self) -> list[str]:
+    async def _reports(self) -> list[tuple[Experiment, dict[str, Any]]]:
+        return [(exp, await asyncio.to_thread(self._results.results, exp.name)) for exp in self._results.running()]
+
+    async def enforce_guardrails(self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None) -> list[str]:
         """Stop every running experiment with a variant past a guardrail; what was stopped, and why."""
         stopped = []
-        for name in self._results.running():
-            report = await asyncio.to_thread(self._results.results, name)
+        for exp, report in reports if reports is not None else await self._reports():
             breaches = [f"{v['variant']}: {b}" for v in report["variants"] for b in v["guardrails_breached"]]
             if breaches:
                 why = f"guardrail: {'; '.join(breaches)}"
-                with contextlib.suppress(BadRequest):  # stopped meanwhile by someone else
-                    await self.stop(name, actor="monitor", why=why)
-                    stopped.append(f"{name} ({why})")
+                with contextlib.suppress(BadRequest, StaleRevision):  # stopped or changed meanwhile by someone else
+                    await self.stop(exp.name, actor="monitor", why=why)
+                    stopped.append(f"{exp.name} ({why})")
         return stopped
 
-    async def rebalance(self) -> list[str]:
+    async def rebalance(self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None) -> list[str]:
         """Bandit mode (Thompson sampling): each running experiment with ``bandit.enabled`` gets
         weights in proportion to each variant's probability of having the best success rate,
         never below ``bandit.min_weight``; written only when a share moves by 5 points or more,
         and only once every variant has ``guardrails.min_samples`` answers."""
         moved = []
-        for name in self._results.running():
-            exp = self._results.experiment(name)
-            if not exp.spec.bandit.enabled:
-                continue
-            report = await asyncio.to_thread(self._results.results, name)
-            if any(v["requests"] < exp.spec.guardrails.min_samples for v in report["variants"]):
+        for exp, report in reports if reports is not None else await self._reports():
+            if not exp.spec.bandit.enabled or any(v["requests"] < exp.spec.guardrails.min_samples for v in report["variants"]):
                 continue
             shares = bandit_shares([report["probability_best"][v.name] for v in exp.spec.variants], exp.spec.bandit.min_weight)
             total = sum(v.weight for v in exp.spec.variants) or 1
@@ -206,14 +209,17 @@ class ExperimentControl:
             variants = [v.model_copy(update={"weight": max(1, round(s * 1000))}) for s, v in pairs]
             updated = exp.model_copy(update={"spec": exp.spec.model_copy(update={"variants": variants})})
             why = "bandit: " + ", ".join(f"{v.name} {s:.0%}" for s, v in zip(shares, variants, strict=True))
-            await self._config.apply([updated], actor="monitor", message=why)
-            moved.append(f"{name} ({why})")
+            with contextlib.suppress(StaleRevision):  # changed meanwhile (stopped, promoted): next tick sees it
+                await self._write([updated], actor="monitor", message=why)
+                moved.append(f"{exp.name} ({why})")
         return moved
 
     async def tick(self) -> None:
-        """What the monitor's leader runs every few seconds: guardrails first, then the bandit."""
-        await self.enforce_guardrails()
-        await self.rebalance()
+        """What the monitor's leader runs every few seconds: each running experiment's results are
+        computed once, for the guardrails first, then for the bandit (which skips what they stopped)."""
+        reports = await self._reports()
+        stopped = {entry.split(" ", 1)[0] for entry in await self.enforce_guardrails(reports)}
+        await self.rebalance([(exp, report) for exp, report in reports if exp.name not in stopped])
 
 
 def bandit_shares(best: list[float], floor: float) -> list[float]:

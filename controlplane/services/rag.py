@@ -40,17 +40,15 @@ class RagService:
         self._view, self.engine, self._generator = view, engine, generator
 
     def resolve(self, name: str) -> tuple[RagCollection, Model]:
-        state = self._view.state
-        found = state.get(("rag", name))
-        if found is None or not isinstance(found.obj, RagCollection):
-            known = sorted(n for (kind, n) in state if kind == "rag")
+        collection = self._view.get("rag", name, RagCollection)
+        if collection is None:
+            known = sorted(n for (kind, n) in self._view.state if kind == "rag")
             hint = f"; collections: {', '.join(known)}" if known else "; create one with `llmctl apply` (kind RagCollection)"
             raise UnknownCollection(f"no RAG collection '{name}'{hint}")
-        collection = found.obj
-        model = state.get(("models", collection.spec.embedding_model))
-        if model is None or not isinstance(model.obj, Model):  # validation forbids it; a concurrent delete may not
+        model = self._view.get("models", collection.spec.embedding_model, Model)
+        if model is None:  # validation forbids it; a concurrent delete may not
             raise BadInput(f"collection '{name}' names embedding model '{collection.spec.embedding_model}', which does not exist")
-        return collection, model.obj
+        return collection, model
 
     async def ingest(self, name: str, documents: Sequence[RagDocument], *, progress: Progress | None = None) -> RagIngestResult:
         collection, model = self.resolve(name)

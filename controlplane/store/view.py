@@ -52,6 +52,11 @@ class ConfigView:
     def state(self) -> Mapping[ObjectKey, Stored]:
         return MappingProxyType(self._dict)
 
+    def get(self, kind: str, name: str, cls: type[T]) -> T | None:
+        """The object ``kind/name`` when the view holds one of type ``cls``."""
+        found = self._dict.get((kind, name))
+        return found.obj if found is not None and isinstance(found.obj, cls) else None
+
     def _decode(self, kv: KeyValue, previous: Stored | None) -> Stored | None:
         try:
             return Stored(decode(kv.value, kv.mod_revision), kv.mod_revision)
