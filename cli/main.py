@@ -17,6 +17,7 @@ from cli.client import ApiError, Client
 from cli.context import resolve, save_file
 from cli.documents import DocumentError, kind_plural, load
 from cli.experiments import register as register_experiments
+from cli.finetune import register as register_finetune
 from cli.fleet import register as register_fleet
 from cli.monitor import register as register_monitor
 from cli.rag import register as register_rag
@@ -306,6 +307,7 @@ register_route(app, lambda: resolve(_state["url"], _state["token"]), run, out)
 register_rag(app, client, run, out)
 register_monitor(app, client, run, out)
 register_experiments(app, client, run, out)
+register_finetune(app, client, run, out)
 
 if __name__ == "__main__":
     app()

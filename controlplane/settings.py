@@ -94,6 +94,22 @@ class MonitorSettings(BaseModel):
     router_url: str = Field(default="http://127.0.0.1:8701", description="The router the judge's requests go through.")
 
 
+class FineTuneSettings(BaseModel):
+    """Shared by the control plane (which queues, reaps and registers) and the worker (which trains)."""
+
+    redis_url: str | None = Field(default=None, description="Redis of the job queue (arq); fine-tuning is off when unset.")
+    queue: str = Field(default="llmtune:finetune", description="arq queue name.")
+    heartbeat_s: float = Field(default=2.0, gt=0, description="How often a worker writes a running job's heartbeat, progress.")
+    stale_after_s: float = Field(default=30.0, gt=0, description="A running job with an older heartbeat is lost: queued again.")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Runs of a job (lost workers included) before it fails.")
+    job_timeout_s: float = Field(default=24 * 3600, gt=0, description="A run longer than this is stopped and fails.")
+    artifacts_dir: Path = Field(
+        default=Path(".data/finetune"), description="Where the worker writes adapters; agents must reach it (shared storage)."
+    )
+    max_dataset_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest dataset accepted.")
+    max_concurrent: int = Field(default=1, ge=1, le=64, description="Jobs one worker runs at once.")
+
+
 class Settings(BaseSettings):
     """Every control-plane setting; read once at start-up."""
 
@@ -105,3 +121,4 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    finetune: FineTuneSettings = Field(default_factory=FineTuneSettings)

@@ -3,24 +3,22 @@ or chat messages, one JSON object per line (JSONL)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import Name
+from schemas.model import Message, OllamaOptions
+
+#: Label of a Model (and experiment) a fine-tuning job registered: the job's id.
+JOB_LABEL = "llmtune.dev/finetune-job"
 
 
 class Method(StrEnum):
     MODELFILE = "modelfile"  # a derived model: system prompt, few-shot messages and parameters (no GPU)
     LORA = "lora"  # a LoRA adapter trained with peft from a base checkpoint
-
-
-class Message(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
 
 
 class Example(BaseModel):
@@ -52,6 +50,55 @@ class Example(BaseModel):
         return [Message(role="user", content=self.prompt or ""), Message(role="assistant", content=self.response or "")]
 
 
+class ModelfileParams(BaseModel):
+    """Hyperparameters of ``method: modelfile``: a derived model, no training."""
+
+    model_config = {"extra": "forbid"}
+
+    system_prompt: str | None = Field(
+        default=None, max_length=100_000, description="Default: the system turn the dataset's rows share, else the base's."
+    )
+    few_shot: int = Field(default=3, ge=0, le=50, description="Rows baked in as example turns.")
+    max_few_shot_chars: int = Field(default=8_000, ge=0, le=200_000, description="Budget of the example turns, in characters.")
+    parameters: OllamaOptions = Field(default_factory=OllamaOptions, description="Options set over the base's.")
+
+
+class LoraParams(BaseModel):
+    """Hyperparameters of ``method: lora``: peft LoRA on a Hugging Face checkpoint of the base model."""
+
+    model_config = {"extra": "forbid"}
+
+    base_checkpoint: str = Field(min_length=1, description="Folder (on the worker) of the base model's HF checkpoint.")
+    adapter_path: str | None = Field(
+        default=None, description="Where the agents find the adapter; default: the worker's artifacts folder (shared storage)."
+    )
+    rank: int = Field(default=8, ge=1, le=256)
+    alpha: int = Field(default=16, ge=1, le=1024)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(default=None, description="Default: peft's choice for the architecture.")
+    epochs: int = Field(default=1, ge=1, le=100)
+    max_steps: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Optimiser steps (cycling over the rows); overrides epochs."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    max_length: int = Field(default=512, ge=8, le=131_072, description="Tokens per row; longer rows are cut.")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    REGISTERING = "registering"  # trained; the control plane writes the Model (and experiment)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
 class FineTuneRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -63,6 +110,7 @@ class FineTuneRequest(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     output_model: Name = Field(description="The Model object the job creates.")
     auto_experiment: bool = Field(default=False, description="Start an A/B test of the new model against the base.")
+    experiment_share: float = Field(default=0.1, gt=0, lt=1, description="Traffic share of the new model in that test.")
 
     @model_validator(mode="after")
     def _one_dataset(self) -> FineTuneRequest:
@@ -71,3 +119,38 @@ class FineTuneRequest(BaseModel):
         if self.output_model == self.base_model:
             raise ValueError("output_model must differ from base_model")
         return self
+
+    def params(self) -> ModelfileParams | LoraParams:
+        """The hyperparameters checked for the method (raises pydantic's ValidationError)."""
+        cls = ModelfileParams if self.method is Method.MODELFILE else LoraParams
+        return cls.model_validate(self.hyperparameters)
+
+
+class DatasetInfo(BaseModel):
+    id: str
+    rows: int
+    bytes: int
+
+
+class FineTuneJob(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    state: JobState
+    method: Method
+    base_model: str
+    output_model: str
+    auto_experiment: bool
+    dataset: DatasetInfo
+    hyperparameters: dict[str, Any]
+    progress: float = Field(description="0 to 1.")
+    attempt: int = Field(description="1, then one more each time a lost worker's job is queued again.")
+    cancel_requested: bool
+    worker: str | None
+    error: str | None
+    metrics: dict[str, Any] = Field(description="loss: [[step, loss], ...] for lora; what was derived for modelfile.")
+    model_revision: int | None = Field(description="Configuration revision that registered the model.")
+    experiment: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -61,10 +61,21 @@ class OllamaOptions(Strict):
     use_mmap: bool | None = None
 
 
+class Message(Strict):
+    """One turn of a conversation: a few-shot example baked into a derived model (``/api/create`` ``messages``)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1, max_length=100_000)
+
+
 class Adapter(Strict):
     """A LoRA adapter applied on top of the base model (Ollama ``/api/create`` ``adapters``)."""
 
-    path: str = Field(min_length=1, description="Path or URL of a safetensors/GGUF adapter.")
+    path: str = Field(
+        min_length=1,
+        description="Path on the node of a GGUF adapter file, or of a folder with adapter_config.json and "
+        "adapter_model.safetensors (peft's output).",
+    )
     scale: float = Field(default=1.0, gt=0, le=10)
 
 
@@ -101,6 +112,9 @@ class ModelSpec(Strict):
     system_prompt: str | None = Field(default=None, max_length=100_000)
     template: str | None = Field(default=None, max_length=100_000)
     adapters: list[Adapter] = Field(default_factory=list)
+    messages: list[Message] = Field(
+        default_factory=list, max_length=200, description="Few-shot turns a derived model starts every conversation with."
+    )
     placement: Placement = Field(default_factory=Placement)
 
     @model_validator(mode="after")
@@ -114,6 +128,8 @@ class ModelSpec(Strict):
                 raise ValueError(f"provider 'local' has no model '{self.ollama_tag}'; it runs {', '.join(LOCAL_EMBEDDERS)}")
         if self.options.num_ctx is not None and self.options.num_ctx > self.context_window:
             raise ValueError(f"options.num_ctx ({self.options.num_ctx}) exceeds context_window ({self.context_window})")
+        if self.messages and self.base is None:
+            raise ValueError("messages are baked into a derived model by /api/create: set base")
         if len(set(self.capabilities)) != len(self.capabilities):
             raise ValueError("capabilities lists an entry twice")
         return self

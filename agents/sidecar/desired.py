@@ -1,7 +1,8 @@
 """What one node should hold, derived from a configuration snapshot and the node's labels (pure).
 
 A Model with a ``base`` is a derived model: the agent pulls the base and creates the model's tag
-from it with the system prompt, template, options (as Modelfile parameters) and adapters. A Model
+from it with the system prompt, template, options (as Modelfile parameters), adapters and
+few-shot messages. A Model
 without one is pulled as is; its runtime options travel with each request (the router adds
 them), and only the options that shape the loaded runner (num_ctx, num_gpu, …) matter here.
 """
@@ -41,12 +42,14 @@ class Derived:
     template: str | None
     parameters: tuple[tuple[str, Any], ...]
     adapters: tuple[str, ...]
+    messages: tuple[tuple[str, str], ...] = ()  # (role, content): few-shot turns
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(
-            json.dumps([self.source, self.system, self.template, self.parameters, self.adapters]).encode()
-        ).hexdigest()
+        parts: list[Any] = [self.source, self.system, self.template, self.parameters, self.adapters]
+        if self.messages:  # models made before messages existed keep their fingerprint
+            parts.append(self.messages)
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ def desired_model(model: Model) -> DesiredModel:
             template=spec.template,
             parameters=tuple(sorted(options.items(), key=lambda kv: kv[0])),
             adapters=tuple(a.path for a in spec.adapters),
+            messages=tuple((m.role, m.content) for m in spec.messages),
         )
     return DesiredModel(
         config_name=model.name,

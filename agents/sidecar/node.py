@@ -113,7 +113,12 @@ class OllamaNode:
     async def create(self, name: str, derived: Derived) -> None:
         adapters: dict[str, str] = {}
         for path in derived.adapters:
-            adapters[Path(path).name] = await self._call("blob", lambda p=path: self.client.create_blob(p))  # type: ignore[misc]
+            try:
+                files = adapter_files(Path(path))
+            except OSError as exc:  # the adapter is not on this node: the model fails with the reason
+                raise OllamaFailed(f"adapter: {exc}", 400) from exc
+            for file in files:
+                adapters[file.name] = await self._call("blob", lambda f=file: self.client.create_blob(f))  # type: ignore[misc]
         await self._call(
             "create",
             lambda: self.client.create(
@@ -123,6 +128,7 @@ class OllamaNode:
                 template=derived.template,
                 parameters=dict(derived.parameters) or None,
                 adapters=adapters or None,
+                messages=[{"role": role, "content": content} for role, content in derived.messages] or None,
             ),
         )
 
@@ -145,6 +151,22 @@ class OllamaNode:
 
     async def delete(self, name: str) -> None:
         await self._call("delete", lambda: self.client.delete(name))
+
+
+def adapter_files(path: Path) -> list[Path]:
+    """The files Ollama needs for an adapter: a GGUF file as is; for peft's safetensors output (a
+    folder, or its ``adapter_model.safetensors``) the weights and ``adapter_config.json``, which
+    Ollama's converter reads for the rank and alpha."""
+    folder = path if path.is_dir() else path.parent
+    if not path.is_dir() and path.suffix != ".safetensors":
+        return [path]
+    weights = sorted(folder.glob("*.safetensors")) if path.is_dir() else [path]
+    config = folder / "adapter_config.json"
+    if not weights:
+        raise FileNotFoundError(f"adapter folder {folder} holds no .safetensors file")
+    if not config.is_file():
+        raise FileNotFoundError(f"adapter {path} has no adapter_config.json beside it (peft's save_pretrained writes one)")
+    return [*weights, config]
 
 
 def parse_parameters(text: str | None) -> dict[str, list[str]]:
@@ -182,5 +204,7 @@ def matches(show: ollama.ShowResponse, derived: Derived) -> bool:
     if any(have.get(name) != values for name, values in want.items()):
         return False
     if (modelfile_system(show.modelfile) or None) != (derived.system or None):
+        return False
+    if any(f"MESSAGE {role} {content}\n" not in (show.modelfile or "") for role, content in derived.messages):
         return False
     return derived.template is None or show.template == derived.template

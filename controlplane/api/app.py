@@ -17,12 +17,14 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import config, fleet, health, history, monitor, rag, tokens, watch
+from controlplane.api.routes import config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
+from controlplane.services.finetune import ArqQueue, FineTuneService
+from controlplane.services.finetune_jobs import JobStore
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
 
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         rag_service, close_rag = open_rag(settings.rag, view, http)
+        queue = ArqQueue(settings.finetune.redis_url, settings.finetune.queue) if settings.finetune.redis_url else None
         experiments = ExperimentResults(engine, view)
         control = ExperimentControl(service, experiments)
         rt = Runtime(
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
             experiments=experiments,
             experiment_control=control,
+            finetune=FineTuneService(JobStore(engine), service, view, queue, settings.finetune) if queue else None,
         )
         app.state.runtime = rt
 
@@ -110,6 +114,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(nodes_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
+        if rt.finetune is not None:  # re-queue lost runs, register finished ones
+            tasks.append(asyncio.create_task(every(1.0, rt.finetune.tick, name="fine-tuning jobs")))
         if settings.monitor.redis_url:
             monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick)
             tasks.append(asyncio.create_task(monitor))
@@ -123,6 +129,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
                 await the_store.close()
             engine.dispose()
             await close_rag()
+            if queue is not None:
+                await queue.close()
             await http.aclose()
 
     app = FastAPI(
@@ -136,6 +144,6 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes, wider={"/api/v1/rag/collections/": rag_limit})
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, fleet, health, rag, monitor):
+    for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune):
         app.include_router(module.router)
     return app

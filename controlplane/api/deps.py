@@ -14,6 +14,7 @@ from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
+from controlplane.services.finetune import FineTuneService
 from controlplane.services.fleet import FleetView
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal, Role, TokenService
@@ -44,6 +45,7 @@ class Runtime:
     figures: Figures | None = None
     experiments: ExperimentResults | None = None
     experiment_control: ExperimentControl | None = None
+    finetune: FineTuneService | None = None
 
 
 def runtime(request: Request) -> Runtime:

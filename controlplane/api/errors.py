@@ -19,10 +19,12 @@ from controlplane.services.errors import (
     HistoryUnavailable,
     Invalid,
     NotFound,
+    QueueUnavailable,
     StaleRevision,
     TooLarge,
     Unauthorized,
     UnknownRequest,
+    Unprocessable,
 )
 from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from rag.errors import (
@@ -128,6 +130,12 @@ def install(app: FastAPI) -> None:
         title = {404: "Not found", 413: "Request too large"}.get(exc.status_code, str(exc.detail))
         return problem(exc.status_code, title, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
 
+    async def unprocessable(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Unprocessable)
+        return problem(422, "Invalid request", str(exc), errors=exc.errors)
+
+    app.add_exception_handler(Unprocessable, unprocessable)
+    app.add_exception_handler(QueueUnavailable, unavailable)
     app.add_exception_handler(StaleRevision, stale)
     app.add_exception_handler(Invalid, invalid)
     app.add_exception_handler(ValidationError, schema)

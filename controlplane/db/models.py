@@ -1,11 +1,11 @@
-"""SQL tables: the audit log of every configuration change (kept forever), API tokens, and the
-performance monitor's outcome figures."""
+"""SQL tables: the audit log of every configuration change (kept forever), API tokens, the
+performance monitor's outcome figures, and fine-tuning jobs with their datasets and logs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -131,3 +131,63 @@ class Feedback(Base):
     thumbs: Mapped[str | None] = mapped_column(String(8), nullable=True)
     labels: Mapped[list[str]] = mapped_column(JSON)
     comment: Mapped[str] = mapped_column(Text)
+
+
+class FineTuneDataset(Base):
+    """Training rows as submitted (JSONL), stored once per content digest."""
+
+    __tablename__ = "finetune_datasets"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class FineTuneJob(Base):
+    """One fine-tuning job: the source of truth for its state. Workers write it only while their
+    ``attempt`` is the current one (a lost worker that comes back cannot overwrite a newer run)."""
+
+    __tablename__ = "finetune_jobs"
+    __table_args__ = (Index("ix_finetune_state", "state"), Index("ix_finetune_created", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    base_model: Mapped[str] = mapped_column(String(253))
+    output_model: Mapped[str] = mapped_column(String(253))
+    auto_experiment: Mapped[bool] = mapped_column(Boolean)
+    experiment_share: Mapped[float] = mapped_column(Float)
+    hyperparameters: Mapped[dict[str, object]] = mapped_column(JSON)
+    dataset_id: Mapped[str] = mapped_column(String(80))
+    base_spec: Mapped[dict[str, object]] = mapped_column(JSON)  # the base Model's document when the job was submitted
+    progress: Mapped[float] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metrics: Mapped[dict[str, object]] = mapped_column(JSON)
+    result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)  # the Model document to register
+    model_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    experiment: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class FineTuneLog(Base):
+    """A line of a job's log, numbered for streaming (``id`` is the SSE event id)."""
+
+    __tablename__ = "finetune_logs"
+    __table_args__ = (Index("ix_finetune_log_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from schemas.validation import Problem
 
@@ -66,3 +67,15 @@ class Forbidden(ServiceError):
 
 class UnknownRequest(ServiceError):
     """Feedback for a request id no outcome was recorded for (404)."""
+
+
+class Unprocessable(ServiceError):
+    """The request is understood but cannot be run; ``errors`` name the fields (422)."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__(message)
+
+
+class QueueUnavailable(ServiceError):
+    """Redis (the job queue) did not answer; nothing was queued (503)."""

@@ -131,6 +131,8 @@ class SimApp:
         if m.system:
             modelfile += f'SYSTEM """{m.system}"""\n'
         modelfile += "".join(f"PARAMETER {line}\n" for line in params.splitlines())
+        modelfile += "".join(f"ADAPTER /root/.ollama/models/blobs/{d.replace(':', '-')}\n" for d in m.adapters)
+        modelfile += "".join(f"MESSAGE {msg.get('role')} {msg.get('content')}\n" for msg in m.messages)  # as Ollama prints them
         return JSONResponse({
             "modelfile": modelfile, "parameters": params, "template": m.template, "system": m.system,
             "details": m.details(), "model_info": {"general.architecture": m.family, f"{m.family}.context_length": 131072},

@@ -1,0 +1,130 @@
+"""``method: lora``: a LoRA adapter trained with peft on a Hugging Face checkpoint of the base model,
+saved as safetensors (``adapter_model.safetensors`` + ``adapter_config.json``, the folder Ollama's
+``/api/create`` takes as an adapter for Llama, Mistral and Gemma families).
+
+The loop is a plain PyTorch one rather than transformers' ``Trainer``: it needs no ``accelerate``,
+checks for cancellation between steps and reports every step's loss. Only the answer's tokens are
+learned (the prompt's labels are masked). PyTorch, transformers and peft come with the ``finetune``
+extra and are imported only here, so the core install stays light."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+from agents.finetune.report import Cancelled, JobError, Report
+from schemas.finetune import Example, LoraParams
+from schemas.model import Adapter, Model
+
+IGNORE = -100  # labels PyTorch's cross-entropy skips
+
+
+def _imports() -> tuple[Any, Any, Any]:
+    try:
+        import peft
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise JobError(
+            f"the lora method needs PyTorch, transformers and peft on the worker ({exc.name} is missing): "
+            "pip install 'llm-tuning-service[finetune]'"
+        ) from exc
+    return torch, transformers, peft
+
+
+def encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one row: the prompt (every turn but the last) is masked."""
+    messages = [m.model_dump() for m in example.as_messages()]
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages[:-1]) + "assistant: "
+    answer = messages[-1]["content"] + (tokenizer.eos_token or "")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and not getattr(tokenizer, "chat_template", None):
+        prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_length]
+    return ids, labels
+
+
+def train(
+    base: Model, output_model: str, examples: list[Example], params: LoraParams, report: Report, stop: threading.Event,
+    out_dir: Path,
+) -> Model:  # fmt: skip
+    torch, transformers, peft = _imports()
+    checkpoint = Path(params.base_checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise JobError(f"base_checkpoint {checkpoint} is not a Hugging Face checkpoint folder (no config.json on this worker)")
+    device = params.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise JobError("device 'cuda' was asked for but this worker has no CUDA GPU")
+    torch.manual_seed(params.seed)
+    report.log(f"loading {checkpoint} on {device}")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise JobError("the checkpoint's tokenizer has neither a pad nor an end-of-sequence token")
+    rows = [encode(tokenizer, e, params.max_length) for e in examples]
+    rows = [r for r in rows if any(label != IGNORE for label in r[1])]
+    if not rows:
+        raise JobError(f"every row's answer is cut off by max_length={params.max_length}; raise it")
+    config = peft.LoraConfig(
+        r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=params.target_modules,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    try:
+        model = peft.get_peft_model(model, config)
+    except ValueError as exc:  # e.g. target modules the architecture lacks
+        raise JobError(f"LoRA cannot be applied to this checkpoint: {exc}") from exc
+    model.to(device)
+    trainable, total = model.get_nb_trainable_parameters()
+    report.metric("trainable_parameters", int(trainable))
+    report.log(f"{len(rows)} rows; LoRA r={params.rank} alpha={params.alpha}: {trainable:,} of {total:,} parameters train")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.learning_rate)
+    per_epoch = math.ceil(len(rows) / params.batch_size)
+    steps = params.max_steps or per_epoch * params.epochs  # max_steps wins, cycling over the rows as needed
+    order = random.Random(params.seed)
+    model.train()
+    step, batch_rows = 0, list(range(len(rows)))
+    while step < steps:
+        order.shuffle(batch_rows)
+        for first in range(0, len(batch_rows), params.batch_size):
+            if step >= steps:
+                break
+            if stop.is_set():
+                raise Cancelled(f"stopped after {step} of {steps} steps")
+            batch = [rows[i] for i in batch_rows[first : first + params.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=device)
+            labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch], device=device)
+            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=device)
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise JobError(f"the loss became {loss.item()} at step {step + 1}; lower learning_rate")
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            report.point("loss", step, float(loss.item()))
+            report.progress(step / steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    files = sorted(p.name for p in out_dir.iterdir())
+    report.log(f"adapter saved to {out_dir}: {', '.join(files)}")
+    spec = base.spec.model_copy(
+        update={
+            "base": base.spec.ollama_tag,
+            "ollama_tag": output_model,
+            "adapters": [Adapter(path=params.adapter_path or str(out_dir.resolve()))],
+            "messages": [],
+        }
+    )
+    return Model.model_validate({"metadata": {"name": output_model}, "spec": spec.model_dump(mode="json")})

@@ -1,0 +1,47 @@
+"""What a training thread tells the worker's event loop: progress, metrics, log lines (thread-safe),
+and the two ways a run ends early."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+class JobError(Exception):
+    """The run cannot succeed; the message says why, for the person who submitted it."""
+
+
+class Cancelled(Exception):
+    """The run stopped because it was asked to (cancel) or lost its claim."""
+
+
+class Report:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress = 0.0
+        self._metrics: dict[str, Any] = {}
+        self._lines: list[tuple[float, str, str]] = []
+
+    def log(self, message: str, level: str = "info") -> None:
+        with self._lock:
+            self._lines.append((time.time(), level, message))
+
+    def progress(self, value: float) -> None:
+        with self._lock:
+            self._progress = value
+
+    def metric(self, name: str, value: Any) -> None:
+        with self._lock:
+            self._metrics[name] = value
+
+    def point(self, series: str, step: int, value: float) -> None:
+        """One point of a curve (``loss``: [[step, value], ...])."""
+        with self._lock:
+            self._metrics.setdefault(series, []).append([step, round(value, 6)])
+
+    def drain(self) -> tuple[float, dict[str, Any], list[tuple[float, str, str]]]:
+        """Progress, a copy of the metrics, and the lines logged since the last drain."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+            return self._progress, {k: list(v) if isinstance(v, list) else v for k, v in self._metrics.items()}, lines

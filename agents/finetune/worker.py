@@ -1,0 +1,146 @@
+"""The worker: arq hands it ``run_job(job_id, attempt)``; it claims the run in SQL (queued → running
+for that attempt, or skips it), trains in a thread, and every ``heartbeat_s`` writes the heartbeat,
+progress, metrics and log lines. A beat that finds the run no longer its own (re-queued after the
+worker was thought lost) or asked to cancel stops the training between steps. The result — the
+Model to register — goes back in the job's row (``registering``); the control plane writes it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from agents.finetune import lora, modelfile
+from agents.finetune.report import Cancelled, JobError, Report
+from controlplane.db.models import FineTuneJob
+from controlplane.services.datasets import parse_dataset
+from controlplane.services.finetune_jobs import JobStore
+from controlplane.settings import FineTuneSettings
+from schemas.finetune import JOB_LABEL, JobState, LoraParams, Method, ModelfileParams
+from schemas.model import Model
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, jobs: JobStore, settings: FineTuneSettings, *, name: str | None = None) -> None:
+        self.jobs, self.settings = jobs, settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+
+    async def run(self, job_id: str, attempt: int) -> str:
+        job = await asyncio.to_thread(self.jobs.claim, job_id, attempt, self.name)
+        if job is None:
+            return f"skipped: {job_id} is not queued as attempt {attempt}"
+        report, stop = Report(), threading.Event()
+        report.log(f"attempt {attempt} started on worker {self.name}")
+        work = asyncio.ensure_future(asyncio.to_thread(self._execute, job, report, stop))
+        lost = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self.settings.heartbeat_s)
+                progress, metrics, lines = report.drain()
+                await asyncio.to_thread(self.jobs.log, job_id, attempt, lines)
+                if done:
+                    break
+                beat = await asyncio.to_thread(self.jobs.heartbeat, job_id, attempt, progress=progress, metrics=metrics)
+                if not beat.alive and not stop.is_set():
+                    lost = True
+                    stop.set()
+                    log.warning("job %s attempt %d is no longer this worker's: stopping it", job_id, attempt)
+                elif beat.cancel and not stop.is_set():
+                    report.log("cancel requested: stopping after the current step", "warning")
+                    stop.set()
+        except asyncio.CancelledError:  # arq's job timeout, or the worker shutting down
+            stop.set()
+            await asyncio.shield(self._interrupted(job, work))
+            raise
+        return await self._finish(job, work, report, lost)
+
+    async def _interrupted(self, job: FineTuneJob, work: asyncio.Future[Model]) -> None:
+        await asyncio.wait({work}, timeout=30)
+        fresh = await asyncio.to_thread(self.jobs.get, job.id)
+        if fresh is not None and fresh.attempt == job.attempt:
+            why = f"worker {self.name} stopped or the run exceeded job_timeout_s={self.settings.job_timeout_s:g}"
+            await asyncio.to_thread(self.jobs.requeue, fresh, max_attempts=self.settings.max_attempts, why=why)
+
+    async def _finish(self, job: FineTuneJob, work: asyncio.Future[Model], report: Report, lost: bool) -> str:
+        state: JobState
+        error: str | None = None
+        result: dict[str, Any] | None = None
+        try:
+            model = work.result()
+        except Cancelled as exc:
+            state, error = JobState.CANCELLED, f"cancelled on request ({exc})"
+        except JobError as exc:
+            state, error = JobState.FAILED, str(exc)
+        except Exception as exc:
+            report.log("".join(traceback.format_exception(exc)).rstrip(), "error")
+            state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
+        else:
+            labels = {**model.metadata.labels, JOB_LABEL: job.id}
+            model = model.model_copy(update={"metadata": model.metadata.model_copy(update={"labels": labels})})
+            state, result = JobState.REGISTERING, model.model_dump(mode="json", exclude={"metadata": {"revision"}})
+            report.log(f"trained: model {model.name} goes to the control plane for registration")
+        if error:
+            report.log(error, "error" if state is JobState.FAILED else "warning")
+        _, metrics, lines = report.drain()
+        await asyncio.to_thread(self.jobs.log, job.id, job.attempt, lines)
+        if lost:
+            return f"lost: {job.id} attempt {job.attempt} was taken over"
+        ok = await asyncio.to_thread(self.jobs.finish, job.id, job.attempt, state, error=error, result=result, metrics=metrics)
+        return f"{job.id}: {state.value}" if ok else f"lost: {job.id} attempt {job.attempt} moved on meanwhile"
+
+    def _execute(self, job: FineTuneJob, report: Report, stop: threading.Event) -> Model:
+        """The training itself (in a thread)."""
+        found = self.jobs.dataset(job.dataset_id)
+        if found is None:
+            raise JobError(f"dataset {job.dataset_id} is gone")
+        examples = parse_dataset(found[1], max_bytes=1 << 62).examples
+        base = Model.model_validate(job.base_spec)
+        report.log(f"{job.method} job: {len(examples)} rows, base {base.name}, output {job.output_model}")
+        if job.method == Method.MODELFILE.value:
+            params = ModelfileParams.model_validate(job.hyperparameters)
+            model = modelfile.derive(base, job.output_model, examples, params, report)
+        else:
+            out_dir = Path(self.settings.artifacts_dir) / job.id / f"attempt-{job.attempt}"
+            model = lora.train(
+                base, job.output_model, examples, LoraParams.model_validate(job.hyperparameters), report, stop, out_dir
+            )
+        if stop.is_set():
+            raise Cancelled("before the result was handed over")
+        report.progress(1.0)
+        return model
+
+
+async def run_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+    """The arq task."""
+    runner: JobRunner = ctx["runner"]
+    return await runner.run(job_id, attempt)
+
+
+def make_worker(settings: FineTuneSettings, engine: Engine, *, name: str | None = None) -> Any:
+    """An arq ``Worker`` for the queue; ``max_tries=1`` as lost runs are re-queued by the control
+    plane as new attempts (arq's own retry would re-run an attempt the reaper already replaced)."""
+    from arq import func
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    assert settings.redis_url, "LLMTUNE_FINETUNE__REDIS_URL is not set"
+    runner = JobRunner(JobStore(engine), settings, name=name)
+    return Worker(
+        functions=[func(run_job, name="run_job", max_tries=1, timeout=settings.job_timeout_s)],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=settings.queue,
+        max_jobs=settings.max_concurrent,
+        keep_result=3600,
+        poll_delay=0.2,
+        ctx={"runner": runner},
+        handle_signals=True,
+    )

@@ -1,0 +1,182 @@
+"""llmctl's fine-tuning commands: ``finetune submit`` (with a progress bar while it runs),
+``status``, ``logs`` (``--follow`` streams them), ``cancel`` and ``list``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.client import ApiError, Client
+
+BASE = "/api/v1/fine-tune"
+ENDED = {"succeeded", "failed", "cancelled"}
+
+
+def parse_params(pairs: list[str], file: Path | None) -> dict[str, Any]:
+    """``--param key=value`` (values read as JSON when they parse: numbers, lists, objects) over a
+    YAML/JSON ``--params-file``; dotted keys nest (``parameters.temperature=0.2``)."""
+    params: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ApiError(f"{file}: cannot read the hyperparameters ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ApiError(f"{file}: the hyperparameters must be a mapping")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ApiError(f"--param {pair!r}: write key=value")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        target = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return params
+
+
+def describe(job: dict[str, Any]) -> str:
+    text = f"{job['id']}: {job['state']}"
+    if job["state"] == "running":
+        text += f" {job['progress'] * 100:.0f}%"
+    loss = job["metrics"].get("loss")
+    if loss:
+        text += f", loss {loss[0][1]:.4f} → {loss[-1][1]:.4f} after {loss[-1][0]} steps"
+    if job["attempt"] > 1:
+        text += f" (attempt {job['attempt']})"
+    if job.get("error"):
+        text += f": {job['error']}"
+    if job["state"] == "succeeded":
+        text += f"; model {job['output_model']} registered at revision {job['model_revision']}"
+        if job.get("experiment"):
+            text += f", experiment {job['experiment']} running"
+    return text
+
+
+def follow(api: Client, job_id: str, out: Console, *, logs: bool) -> dict[str, Any]:
+    """Stream the job until it ends: a progress bar, and its log lines when ``logs``."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    final: dict[str, Any] = {}
+    with Progress(*columns, console=out, transient=False) as bar:
+        task: TaskID = bar.add_task(f"{job_id}: queued", total=1.0)
+        for event, data in api.events(f"{BASE}/{job_id}/logs/stream"):
+            if event == "log":
+                if logs:
+                    bar.console.print(f"[dim]{data['level']:>7}[/dim] {data['message']}")
+            elif event in ("progress", "end"):
+                loss = data["metrics"].get("loss")
+                tail = f", loss {loss[-1][1]:.4f}" if loss else ""
+                bar.update(task, completed=data["progress"], description=f"{job_id}: {data['state']}{tail}")
+                if event == "end":
+                    final = data
+                    break
+    return final
+
+
+def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
+    ft_app = typer.Typer(help="Fine-tuning jobs: derive or train a model variant from examples.", no_args_is_help=True)
+    app.add_typer(ft_app, name="finetune")
+
+    @ft_app.command("submit")
+    def submit(
+        dataset: Path = typer.Option(..., "--dataset", "-d", help="JSONL: {prompt, response} or {messages} per line."),
+        base: str = typer.Option(..., "--base", help="The Model to start from."),
+        output: str = typer.Option(..., "--output", "-o", help="Name of the Model the job creates."),
+        method: str = typer.Option("modelfile", "--method", help="modelfile (no GPU) or lora."),
+        param: list[str] = typer.Option([], "--param", "-p", help="Hyperparameter key=value (repeatable)."),
+        params_file: Path | None = typer.Option(None, "--params-file", help="Hyperparameters as YAML or JSON."),
+        job_id: str | None = typer.Option(None, "--id", help="Job id; submitting it again is idempotent."),
+        experiment: bool = typer.Option(False, "--experiment", help="A/B test the new model against the base when done."),
+        share: float = typer.Option(0.1, "--share", help="The new model's traffic share in that test."),
+        wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job with a progress bar until it ends."),
+    ) -> None:
+        """Submit a job; a bad dataset is refused with its line number before anything is queued."""
+
+        def body() -> None:
+            try:
+                text = dataset.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ApiError(f"{dataset}: cannot read it as UTF-8 text ({exc})") from exc
+            request = {
+                "base_model": base, "output_model": output, "method": method, "dataset": text,
+                "hyperparameters": parse_params(param, params_file), "auto_experiment": experiment, "experiment_share": share,
+            }  # fmt: skip
+            if job_id:
+                request["job_id"] = job_id
+            api = client()
+            job = api.post(BASE, request)
+            out.print(f"job {job['id']} {job['state']} ({job['dataset']['rows']} rows, method {job['method']})")
+            if wait:
+                final = follow(api, job["id"], out, logs=False)
+                out.print(describe(final))
+                if final.get("state") != "succeeded":
+                    raise typer.Exit(1)
+
+        run(body)
+
+    @ft_app.command("status")
+    def status(
+        job_id: str, output: str = typer.Option("text", "-o", "--output", help="text, yaml or json")
+    ) -> None:  # fmt: skip
+        """One job: state, progress, loss, the model it registered."""
+
+        def body() -> None:
+            job = client().get(f"{BASE}/{job_id}")
+            if output == "text":
+                out.print(describe(job))
+            else:
+                out.print(json.dumps(job, indent=2) if output == "json" else yaml.safe_dump(job, sort_keys=False), end="")
+
+        run(body)
+
+    @ft_app.command("logs")
+    def logs(job_id: str, follow_: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends.")) -> None:
+        """The job's log lines."""
+
+        def body() -> None:
+            api = client()
+            if follow_:
+                out.print(describe(follow(api, job_id, out, logs=True)))
+                return
+            for line in api.get(f"{BASE}/{job_id}/logs"):
+                out.print(f"[dim]{line['level']:>7}[/dim] {line['message']}")
+
+        run(body)
+
+    @ft_app.command("cancel")
+    def cancel(job_id: str) -> None:
+        """Cancel a queued or running job (a running one stops after its current step)."""
+
+        def body() -> None:
+            job = client().post(f"{BASE}/{job_id}/cancel", {})
+            state = "cancelled" if job["state"] == "cancelled" else "cancellation requested"
+            out.print(f"job {job_id}: {state}")
+
+        run(body)
+
+    @ft_app.command("list")
+    def list_(state: str | None = typer.Option(None, "--state", help="Only jobs in this state.")) -> None:
+        """Jobs, newest first."""
+
+        def body() -> None:
+            table = Table("ID", "STATE", "METHOD", "BASE", "OUTPUT", "PROGRESS", "ATTEMPT", "CREATED")
+            for job in client().get(BASE, state=state):
+                progress = f"{job['progress'] * 100:.0f}%"
+                table.add_row(job["id"], job["state"], job["method"], job["base_model"], job["output_model"], progress,
+                              str(job["attempt"]), job["created_at"][:19].replace("T", " "))  # fmt: skip
+            out.print(table)
+
+        run(body)

@@ -1,0 +1,322 @@
+"""Fine-tuning, the control plane's side: checks and queues jobs (arq on Redis), answers for them,
+re-queues the runs of lost workers, and registers what finished runs produced — the new Model and,
+with ``auto_experiment``, an A/B test of it against the base — through the one write path.
+
+Queue: arq. It is asyncio-native like the rest of the service, keeps jobs in Redis, and its
+``_job_id`` makes enqueueing idempotent: each run is queued as ``<job id>.<attempt>``, so queueing
+a run twice (a retried submit, the reaper on two control planes) runs it once. The job's state
+lives in SQL (``finetune_jobs``), not in arq: a lost worker's job is found by its stale heartbeat
+and queued again as the next attempt (up to ``max_attempts``, then failed) — the documented choice,
+as fine-tuning runs are restartable and a node failing should not lose the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from controlplane.db.models import FineTuneJob
+from controlplane.services.config import ConfigService
+from controlplane.services.datasets import DatasetInvalid, parse_dataset
+from controlplane.services.errors import (
+    AlreadyExists,
+    BadRequest,
+    NotFound,
+    QueueUnavailable,
+    ServiceError,
+    StaleRevision,
+    Unprocessable,
+)
+from controlplane.services.finetune_jobs import JobStore, LogLine, job_out
+from controlplane.settings import FineTuneSettings
+from controlplane.store.view import ConfigView
+from schemas.common import Metadata
+from schemas.experiment import Experiment, ExperimentSpec, ExperimentState, Guardrails, Variant
+from schemas.finetune import FINAL_STATES, JOB_LABEL, DatasetInfo, FineTuneRequest, JobState
+from schemas.finetune import FineTuneJob as JobOut
+from schemas.model import Capability, Model, Provider
+from schemas.route import Route
+
+log = logging.getLogger(__name__)
+
+
+class Queue(Protocol):
+    async def enqueue(self, job_id: str, attempt: int) -> None: ...
+
+
+class ArqQueue:
+    """Runs go to arq as ``run_job(job_id, attempt)`` with ``_job_id = '<id>.<attempt>'``."""
+
+    FUNCTION = "run_job"
+
+    def __init__(self, redis_url: str, queue_name: str) -> None:
+        self._url, self._queue = redis_url, queue_name
+        self._pool: Any = None
+
+    async def _redis(self) -> Any:
+        if self._pool is None:
+            from arq import create_pool
+            from arq.connections import RedisSettings
+
+            settings = RedisSettings.from_dsn(self._url)
+            settings.conn_retries = 0
+            self._pool = await create_pool(settings, default_queue_name=self._queue)
+        return self._pool
+
+    async def enqueue(self, job_id: str, attempt: int) -> None:
+        try:
+            pool = await self._redis()
+            await pool.enqueue_job(self.FUNCTION, job_id, attempt, _job_id=f"{job_id}.{attempt}")
+        except (OSError, ConnectionError) as exc:
+            raise QueueUnavailable(f"the job queue (Redis at {self._url}) did not answer: {exc}") from exc
+        except Exception as exc:  # redis-py's own ConnectionError/TimeoutError are not OSErrors
+            if type(exc).__module__.startswith("redis"):
+                raise QueueUnavailable(f"the job queue (Redis at {self._url}) did not answer: {exc}") from exc
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+
+def dataset_id(digest: str) -> str:
+    return f"ds-{digest[:32]}"
+
+
+def new_job_id() -> str:
+    return f"ft-{uuid.uuid4().hex[:12]}"
+
+
+def experiment_name(output_model: str) -> str:
+    return f"ft-{output_model}"[:63].rstrip("-._")
+
+
+class FineTuneService:
+    def __init__(
+        self, jobs: JobStore, config: ConfigService, view: ConfigView, queue: Queue, settings: FineTuneSettings
+    ) -> None:  # fmt: skip
+        self.jobs, self._config, self._view, self._queue, self._settings = jobs, config, view, queue, settings
+
+    # -- datasets ----------------------------------------------------------------------------
+    async def upload_dataset(self, text: str) -> DatasetInfo:
+        dataset = _parse(text, self._settings.max_dataset_bytes)
+        return await asyncio.to_thread(self.jobs.put_dataset, dataset_id(dataset.digest), text, rows=len(dataset.examples))
+
+    # -- jobs --------------------------------------------------------------------------------
+    async def submit(self, request: FineTuneRequest, *, actor: str) -> tuple[JobOut, bool]:
+        """The job (and whether this call created it). Re-submitting a job id with the same
+        request returns the job; with another request it is a conflict."""
+        try:
+            params = request.params()
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(["hyperparameters", *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()
+            ]
+            raise Unprocessable("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors) from exc
+        if request.dataset is not None:
+            dataset = _parse(request.dataset, self._settings.max_dataset_bytes)
+            info = await asyncio.to_thread(
+                self.jobs.put_dataset, dataset_id(dataset.digest), request.dataset, rows=len(dataset.examples)
+            )
+        else:
+            assert request.dataset_id is not None
+            found = await asyncio.to_thread(self.jobs.dataset, request.dataset_id)
+            if found is None:
+                raise NotFound("Dataset", request.dataset_id)
+            info = found[0]
+        digest = _request_digest(request, info.id)
+        if request.job_id is not None:
+            existing = await asyncio.to_thread(self.jobs.get, request.job_id)
+            if existing is not None:
+                return self._answer_resubmit(existing, digest, info), False
+        base = self._base(request)
+        job = FineTuneJob(
+            id=request.job_id or new_job_id(), request_digest=digest, actor=actor, state=JobState.QUEUED.value,
+            method=request.method.value, base_model=request.base_model, output_model=request.output_model,
+            auto_experiment=request.auto_experiment, experiment_share=request.experiment_share,
+            hyperparameters=params.model_dump(mode="json", exclude_defaults=True), dataset_id=info.id,
+            base_spec=base.model_dump(mode="json"), progress=0.0, attempt=1, cancel_requested=False, metrics={},
+            created_at=time.time(),
+        )  # fmt: skip
+        if not await asyncio.to_thread(self.jobs.insert, job):  # the same id submitted at the same moment
+            existing = await asyncio.to_thread(self.jobs.get, job.id)
+            assert existing is not None
+            return self._answer_resubmit(existing, digest, info), False
+        try:
+            await self._queue.enqueue(job.id, 1)
+        except Exception:
+            await asyncio.to_thread(self.jobs.delete, job.id)  # nothing half-done: no job without a queued run
+            raise
+        return job_out(job, info), True
+
+    def _answer_resubmit(self, existing: FineTuneJob, digest: str, info: DatasetInfo) -> JobOut:
+        if existing.request_digest != digest:
+            raise AlreadyExists("fine-tuning job", f"{existing.id}' (with another request; choose another job_id)")
+        return job_out(existing, info)
+
+    def _base(self, request: FineTuneRequest) -> Model:
+        base = self._view.get("models", request.base_model, Model)
+        if base is None:
+            raise NotFound("Model", request.base_model)
+        spec = base.spec
+        if spec.provider is not Provider.OLLAMA:
+            raise Unprocessable(
+                f"model '{base.name}' is served by provider '{spec.provider.value}'; only Ollama models can be fine-tuned",
+                [{"field": "base_model", "message": "not an Ollama model"}],
+            )
+        if not {Capability.CHAT, Capability.COMPLETION} & set(spec.capabilities):
+            raise Unprocessable(
+                f"model '{base.name}' neither chats nor completes (capabilities {[c.value for c in spec.capabilities]})",
+                [{"field": "base_model", "message": "needs the chat or completion capability"}],
+            )
+        if self._view.get("models", request.output_model, Model) is not None:
+            raise AlreadyExists("Model", request.output_model)
+        busy = self.jobs.active_output(request.output_model)
+        if busy is not None:
+            raise AlreadyExists("fine-tuning job for output model", f"{request.output_model}' (job {busy.id}")
+        if request.auto_experiment and self._route_of(base.name) is None:
+            raise Unprocessable(
+                f"auto_experiment needs a route that sends traffic to '{base.name}'; none does. Create one, or submit "
+                "without auto_experiment",
+                [{"field": "auto_experiment", "message": f"no route targets {base.name}"}],
+            )
+        return base
+
+    def _route_of(self, model: str) -> Route | None:
+        routes = sorted((s.obj for s in self._view.state.values() if isinstance(s.obj, Route)), key=lambda r: r.name)
+        return next((r for r in routes if any(t.model == model for t in r.spec.targets)), None)
+
+    async def get(self, job_id: str) -> JobOut:
+        job = await asyncio.to_thread(self.jobs.get, job_id)
+        if job is None:
+            raise NotFound("fine-tuning job", job_id)
+        return await self._out(job)
+
+    async def _out(self, job: FineTuneJob) -> JobOut:
+        found = await asyncio.to_thread(self.jobs.dataset, job.dataset_id)
+        info = found[0] if found else DatasetInfo(id=job.dataset_id, rows=0, bytes=0)
+        return job_out(job, info)
+
+    async def recent(self, *, state: JobState | None = None, limit: int = 100) -> list[JobOut]:
+        return [await self._out(j) for j in await asyncio.to_thread(self.jobs.recent, state=state, limit=limit)]
+
+    async def cancel(self, job_id: str) -> JobOut:
+        job = await asyncio.to_thread(self.jobs.get, job_id)
+        if job is None:
+            raise NotFound("fine-tuning job", job_id)
+        if JobState(job.state) in FINAL_STATES or job.state == JobState.REGISTERING.value:
+            raise BadRequest(f"job {job_id} is {job.state}: only queued or running jobs can be cancelled")
+        after = await asyncio.to_thread(self.jobs.request_cancel, job_id)
+        assert after is not None
+        return await self._out(after)
+
+    async def logs(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        if await asyncio.to_thread(self.jobs.get, job_id) is None:
+            raise NotFound("fine-tuning job", job_id)
+        return await asyncio.to_thread(self.jobs.logs, job_id, after=after, limit=limit)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """Re-queue lost runs, make sure queued runs are in Redis, register finished ones."""
+        for job in await asyncio.to_thread(self.jobs.lost, stale_after_s=self._settings.stale_after_s):
+            why = f"worker {job.worker} lost (no heartbeat for {self._settings.stale_after_s:g} s)"
+            state = await asyncio.to_thread(self.jobs.requeue, job, max_attempts=self._settings.max_attempts, why=why)
+            if state is not None:
+                log.warning("fine-tuning job %s: %s; now %s", job.id, why, state.value)
+                await asyncio.to_thread(self.jobs.log, job.id, job.attempt, [(time.time(), "warning", f"{why}; {state.value}")])
+        for job in await asyncio.to_thread(self.jobs.in_state, JobState.QUEUED):
+            await self._queue.enqueue(job.id, job.attempt)  # a no-op unless Redis lost the run
+        for job in await asyncio.to_thread(self.jobs.in_state, JobState.REGISTERING):
+            await self.register(job)
+
+    async def register(self, job: FineTuneJob) -> None:
+        """Write the job's Model (and experiment) as one revision; idempotent across replicas."""
+        try:
+            model = Model.model_validate(job.result)
+        except ValidationError as exc:
+            await asyncio.to_thread(self.jobs.registration_failed, job.id, f"the worker's model is invalid: {exc}")
+            return
+        objects: list[Model | Experiment | Route] = [model]
+        expected = {("models", model.name): 0}
+        experiment, note = None, None
+        if job.auto_experiment:
+            route = self._route_of(job.base_model)
+            attached = route.spec.experiment if route else None
+            running = self._view.get("experiments", attached, Experiment) if attached else None
+            if route is None:
+                note = f"no route targets {job.base_model} any more: the experiment was not created"
+            elif running is not None and running.spec.state is ExperimentState.RUNNING:
+                note = f"route {route.name} already runs experiment {running.name}: the model's experiment was not created"
+            else:
+                experiment = _experiment(job, route)
+                moved = route.model_copy(update={"spec": route.spec.model_copy(update={"experiment": experiment.name})})
+                objects += [experiment, moved]
+                expected[("routes", route.name)] = route.metadata.revision or 0
+        current = self._view.get("models", model.name, Model)
+        if current is not None and current.metadata.labels.get(JOB_LABEL) == job.id:
+            await asyncio.to_thread(self.jobs.registered, job.id, revision=current.metadata.revision or 0,
+                                    experiment=experiment.name if experiment else None)  # fmt: skip
+            return
+        actor = f"finetune:{job.actor}"
+        try:
+            result = await self._config.apply(objects, expected=expected, actor=actor, message=f"fine-tuning job {job.id}")
+        except StaleRevision as exc:
+            if exc.kind == "routes":
+                return  # the route changed under us: the next tick reads it again
+            fresh = await self._config.get("models", model.name)
+            if fresh.metadata.labels.get(JOB_LABEL) == job.id:  # another control plane registered it first
+                await asyncio.to_thread(self.jobs.registered, job.id, revision=fresh.metadata.revision or 0,
+                                        experiment=experiment.name if experiment else None)  # fmt: skip
+                return
+            error = f"model '{model.name}' was created by someone else while the job ran; nothing was registered"
+            await asyncio.to_thread(self.jobs.registration_failed, job.id, error)
+            return
+        except ServiceError as exc:
+            await asyncio.to_thread(self.jobs.registration_failed, job.id, f"registration refused, nothing written: {exc}")
+            return
+        lines = [(time.time(), "info", f"registered model {model.name} at revision {result.revision}")]
+        if experiment is not None:
+            lines.append((time.time(), "info", f"experiment {experiment.name} started on route {experiment.spec.route}"))
+        if note:
+            lines.append((time.time(), "warning", note))
+        await asyncio.to_thread(self.jobs.log, job.id, job.attempt, lines)
+        await asyncio.to_thread(self.jobs.registered, job.id, revision=result.revision,
+                                experiment=experiment.name if experiment else None)  # fmt: skip
+
+
+def _experiment(job: FineTuneJob, route: Route) -> Experiment:
+    share = round(job.experiment_share * 1000)
+    return Experiment(
+        metadata=Metadata(name=experiment_name(job.output_model), labels={JOB_LABEL: job.id}),
+        spec=ExperimentSpec(
+            route=route.name,
+            variants=[
+                Variant(name="base", model=job.base_model, weight=1000 - share),
+                Variant(name="candidate", model=job.output_model, weight=share),
+            ],
+            state=ExperimentState.RUNNING,
+            guardrails=Guardrails(max_error_rate=0.2, min_samples=50),
+        ),
+    )
+
+
+def _parse(text: str, max_bytes: int) -> Any:
+    try:
+        return parse_dataset(text, max_bytes=max_bytes)
+    except DatasetInvalid as exc:
+        where = f"dataset line {exc.line}" if exc.line else "dataset"
+        raise Unprocessable(f"{where}: {exc.message}", [{"field": "dataset", "line": exc.line, "message": exc.message}]) from exc
+
+
+def _request_digest(request: FineTuneRequest, dataset: str) -> str:
+    doc = request.model_dump(mode="json", exclude={"job_id", "dataset", "dataset_id"})
+    doc["dataset"] = dataset
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
