@@ -75,7 +75,9 @@ class LoraParams(BaseModel):
     rank: int = Field(default=8, ge=1, le=256)
     alpha: int = Field(default=16, ge=1, le=1024)
     dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | None = Field(default=None, description="Default: peft's choice for the architecture.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        default=None, description="Layers that get adapters: names, 'all-linear', or default peft's choice for the architecture."
+    )
     epochs: int = Field(default=1, ge=1, le=100)
     max_steps: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Optimiser steps (cycling over the rows); overrides epochs."

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.etcd
 
 SYSTEM = "You are the support desk of ACME. Answer in one sentence."
 ROWS = [
-    {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"question {i}?"},
-                  {"role": "assistant", "content": f"answer {i}" + "." * i}]}  # fmt: skip
+    {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"question {i}?"},
+            {"role": "assistant", "content": f"answer {i}" + "." * i},
+        ]
+    }
     for i in range(1, 9)
 ]
 
@@ -76,10 +81,11 @@ async def test_modelfile_job_creates_a_routable_variant_on_the_nodes(
         assert resp.status_code == 422, resp.text
         problem = resp.json()
         assert problem["errors"][0]["line"] == 3 and "line 3" in problem["detail"], problem
-        dup = jsonl(ROWS[:3] + [ROWS[1]])
+        dup = jsonl([*ROWS[:3], ROWS[1]])
         resp = await fleet.api.post("/api/v1/fine-tune", json={**body, "dataset": dup})
         assert resp.status_code == 422 and resp.json()["errors"][0]["line"] == 4 and "line 2" in resp.json()["detail"]
-        resp = await fleet.api.post("/api/v1/fine-tune", json={**body, "dataset": jsonl(ROWS), "hyperparameters": {"few_shot": 99}})
+        wrong = {**body, "dataset": jsonl(ROWS), "hyperparameters": {"few_shot": 99}}
+        resp = await fleet.api.post("/api/v1/fine-tune", json=wrong)
         assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "hyperparameters.few_shot", resp.text
         resp = await fleet.api.post("/api/v1/fine-tune", json={**body, "base_model": "nope", "dataset": jsonl(ROWS)})
         assert resp.status_code == 404 and "nope" in resp.json()["detail"]
@@ -92,7 +98,8 @@ async def test_modelfile_job_creates_a_routable_variant_on_the_nodes(
         first = await fleet.api.post("/api/v1/fine-tune", json=body)
         assert first.status_code == 201, first.text
         again = await fleet.api.post("/api/v1/fine-tune", json=body)
-        assert again.status_code == 200 and again.json()["id"] == "ft-support" and again.json()["created_at"] == first.json()["created_at"]
+        assert again.status_code == 200 and again.json()["id"] == "ft-support"
+        assert again.json()["created_at"] == first.json()["created_at"]
         other = await fleet.api.post("/api/v1/fine-tune", json={**body, "output_model": "small-other"})
         assert other.status_code == 409, other.text
         assert len((await fleet.api.get("/api/v1/fine-tune")).json()) == 1

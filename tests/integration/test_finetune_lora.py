@@ -1,0 +1,158 @@
+"""Fine-tuning with method ``lora`` on a tiny randomly initialised Llama (built from a config: no
+download), trained on CPU by the worker process: the loss falls, the adapter is saved as
+safetensors and loads with peft, and the registered variant reaches the agent, which uploads the
+adapter's files to its node and creates the model with them. Then the robustness cases: the
+worker killed mid-run (the run is queued again as attempt 2 and a new worker takes it), a
+running job cancelled, and a queued job cancelled while no worker runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.store.keys import KeySpace
+from tests.fixtures.fleet import Fleet
+from tests.fixtures.services import EtcdServer, RedisServer
+from tests.helpers import model_doc, route_doc
+from tests.integration.test_finetune import job_state, jsonl, settings, wait_state
+
+pytestmark = [pytest.mark.etcd, pytest.mark.lora, pytest.mark.slow]
+
+ROWS = [{"prompt": f"what is {a} plus {b}?", "response": f"{a} plus {b} is {a + b}"} for a in range(4) for b in range(3)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-layer Llama with a word-level tokenizer trained on the rows, saved as a HF checkpoint."""
+    if os.environ.get("LLMTUNE_REQUIRE_SERVICES") != "1":
+        pytest.importorskip("peft", reason="the finetune extra is not installed")
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    texts = [f"user: {r['prompt']}\nassistant: {r['response']}" for r in ROWS]
+    words.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "<s>", "</s>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+                                        eos_token="</s>")  # fmt: skip
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+async def start(fleet: Fleet) -> None:
+    await fleet.add_node("node-a")
+    objects = [model_doc("tiny", tag="tinyllama:1b"), route_doc("chat", "tiny", match={"model_aliases": ["chat"]})]
+    assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+
+
+def lora_job(checkpoint: Path, output: str, **params: Any) -> dict[str, Any]:
+    hyper = {"base_checkpoint": str(checkpoint), "rank": 8, "alpha": 16, "learning_rate": 0.05, "batch_size": 4, **params}
+    return {"base_model": "tiny", "output_model": output, "method": "lora", "dataset": jsonl(ROWS), "hyperparameters": hyper}
+
+
+async def test_lora_adapter_is_trained_saved_and_created_on_the_node(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer, checkpoint: Path
+) -> None:
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane(finetune=settings(redis_server))
+    try:
+        await start(fleet)
+        fleet.start_worker()
+        resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-math", max_steps=100))
+        assert resp.status_code == 201, resp.text
+        job = await wait_state(fleet, resp.json()["id"], "succeeded", "failed", timeout_s=120)
+        assert job["state"] == "succeeded", job
+
+        loss = [value for _, value in job["metrics"]["loss"]]
+        assert len(loss) == 100
+        # (only the attention layers adapt and the output layer stays random: the fall is steady, not steep)
+        first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
+        assert last < first * 0.9, f"the loss did not fall: {first:.3f} → {last:.3f}"
+        assert job["metrics"]["trainable_parameters"] > 0
+
+        spec = (await fleet.api.get("/api/v1/config/models/tiny-math")).json()["spec"]
+        assert spec["base"] == "tinyllama:1b" and len(spec["adapters"]) == 1
+        adapter = Path(spec["adapters"][0]["path"])
+        assert adapter.is_relative_to(tmp_path / "artifacts") and adapter.name == "attempt-1"
+        assert {"adapter_model.safetensors", "adapter_config.json"} <= set(os.listdir(adapter))
+
+        from peft import PeftModel
+        from safetensors.torch import load_file
+        from transformers import LlamaForCausalLM
+
+        tuned = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(checkpoint), adapter)
+        weights = load_file(adapter / "adapter_model.safetensors")
+        assert weights and all("lora_" in name for name in weights)
+        assert sum(1 for n, _ in tuned.named_parameters() if "lora_" in n) == len(weights)
+        assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+
+        # The agent uploaded both files as blobs and created the variant from the base with them.
+        engine = fleet.sims["node-a"].engine
+
+        async def created() -> bool:
+            return "tiny-math:latest" in engine.models
+
+        await fleet.eventually(created, timeout_s=20)
+        digests = {"sha256:" + hashlib.sha256((adapter / f).read_bytes()).hexdigest()
+                   for f in ("adapter_model.safetensors", "adapter_config.json")}  # fmt: skip
+        variant = engine.models["tiny-math:latest"]
+        assert variant.parent == "tinyllama:1b" and set(variant.adapters) == digests
+    finally:
+        await fleet.close()
+
+
+async def test_worker_killed_mid_run_then_cancelled(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer, checkpoint: Path
+) -> None:
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane(finetune=settings(redis_server))
+    try:
+        await start(fleet)
+        worker = fleet.start_worker()
+        resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-long", max_steps=1_000_000))
+        job_id = resp.json()["id"]
+
+        async def training(attempt: int) -> bool:
+            job = await job_state(fleet, job_id)
+            return job["state"] == "running" and job["attempt"] == attempt and len(job["metrics"].get("loss", [])) > 3
+
+        await fleet.eventually(lambda: training(1), timeout_s=60)
+        worker.send_signal(signal.SIGKILL)  # no goodbye: its heartbeat just stops
+        worker.wait()
+
+        # The control plane finds the stale heartbeat and queues the run again as attempt 2.
+        queued = await wait_state(fleet, job_id, "queued", timeout_s=20)
+        assert queued["attempt"] == 2 and queued["worker"] is None
+
+        # Meanwhile, with no worker running, a queued job is cancelled at once.
+        other = (await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-other", max_steps=5))).json()
+        assert (await fleet.api.post(f"/api/v1/fine-tune/{other['id']}/cancel")).json()["state"] == "cancelled"
+
+        fleet.start_worker("worker-2")
+        await fleet.eventually(lambda: training(2), timeout_s=60)
+        asked = await fleet.api.post(f"/api/v1/fine-tune/{job_id}/cancel")
+        assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
+        ended = await wait_state(fleet, job_id, "cancelled", "failed", "succeeded", timeout_s=20)
+        assert ended["state"] == "cancelled" and "cancelled on request" in ended["error"], ended
+        assert ended["finished_at"] is not None
+
+        logs = "\n".join(line["message"] for line in (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json())
+        assert "attempt 1 started" in logs and "lost (no heartbeat" in logs and "attempt 2 started" in logs, logs
+        assert "cancel requested" in logs
+        assert (await job_state(fleet, other["id"]))["state"] == "cancelled"
+        for name in ("tiny-long", "tiny-other"):
+            assert (await fleet.api.get(f"/api/v1/config/models/{name}")).status_code == 404
+    finally:
+        await fleet.close()
