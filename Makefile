@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/monitor.py
+	$(BIN)/python bench/finetune.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

@@ -40,6 +40,11 @@ class Report:
         with self._lock:
             self._metrics.setdefault(series, []).append([step, round(value, 6)])
 
+    def requeue_lines(self, lines: list[tuple[float, str, str]]) -> None:
+        """Lines that could not be written: they go out with the next drain, in order."""
+        with self._lock:
+            self._lines[:0] = lines
+
     def drain(self) -> tuple[float, dict[str, Any], list[tuple[float, str, str]]]:
         """Progress, a copy of the metrics, and the lines logged since the last drain."""
         with self._lock:

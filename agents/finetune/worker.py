@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from agents.finetune import lora, modelfile
 from agents.finetune.report import Cancelled, JobError, Report
@@ -45,11 +46,16 @@ class JobRunner:
         try:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=self.settings.heartbeat_s)
-                progress, metrics, lines = report.drain()
-                await asyncio.to_thread(self.jobs.log, job_id, attempt, lines)
                 if done:
                     break
-                beat = await asyncio.to_thread(self.jobs.heartbeat, job_id, attempt, progress=progress, metrics=metrics)
+                progress, metrics, lines = report.drain()
+                try:
+                    await asyncio.to_thread(self.jobs.log, job_id, attempt, lines)
+                    beat = await asyncio.to_thread(self.jobs.heartbeat, job_id, attempt, progress=progress, metrics=metrics)
+                except SQLAlchemyError as exc:  # the database is away: train on, beat again next time
+                    report.requeue_lines(lines)
+                    log.warning("job %s: heartbeat not written (%s)", job_id, exc)
+                    continue
                 if not beat.alive and not stop.is_set():
                     lost = True
                     stop.set()

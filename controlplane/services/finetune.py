@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from controlplane.db.models import FineTuneJob
 from controlplane.services.config import ConfigService
@@ -74,12 +75,8 @@ class ArqQueue:
         try:
             pool = await self._redis()
             await pool.enqueue_job(self.FUNCTION, job_id, attempt, _job_id=f"{job_id}.{attempt}")
-        except (OSError, ConnectionError) as exc:
+        except (OSError, RedisError) as exc:  # redis-py's ConnectionError is not the builtin one
             raise QueueUnavailable(f"the job queue (Redis at {self._url}) did not answer: {exc}") from exc
-        except Exception as exc:  # redis-py's own ConnectionError/TimeoutError are not OSErrors
-            if type(exc).__module__.startswith("redis"):
-                raise QueueUnavailable(f"the job queue (Redis at {self._url}) did not answer: {exc}") from exc
-            raise
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -104,6 +101,7 @@ class FineTuneService:
         self, jobs: JobStore, config: ConfigService, view: ConfigView, queue: Queue, settings: FineTuneSettings
     ) -> None:  # fmt: skip
         self.jobs, self._config, self._view, self._queue, self._settings = jobs, config, view, queue, settings
+        self._queued_checked = 0.0
 
     # -- datasets ----------------------------------------------------------------------------
     async def upload_dataset(self, text: str) -> DatasetInfo:
@@ -138,6 +136,9 @@ class FineTuneService:
             if existing is not None:
                 return self._answer_resubmit(existing, digest, info), False
         base = self._base(request)
+        busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
+        if busy is not None:
+            raise AlreadyExists("fine-tuning job for output model", f"{request.output_model}' (job {busy.id}")
         job = FineTuneJob(
             id=request.job_id or new_job_id(), request_digest=digest, actor=actor, state=JobState.QUEUED.value,
             method=request.method.value, base_model=request.base_model, output_model=request.output_model,
@@ -179,9 +180,6 @@ class FineTuneService:
             )
         if self._view.get("models", request.output_model, Model) is not None:
             raise AlreadyExists("Model", request.output_model)
-        busy = self.jobs.active_output(request.output_model)
-        if busy is not None:
-            raise AlreadyExists("fine-tuning job for output model", f"{request.output_model}' (job {busy.id}")
         if request.auto_experiment and self._route_of(base.name) is None:
             raise Unprocessable(
                 f"auto_experiment needs a route that sends traffic to '{base.name}'; none does. Create one, or submit "
@@ -225,15 +223,18 @@ class FineTuneService:
 
     # -- the loop ----------------------------------------------------------------------------
     async def tick(self) -> None:
-        """Re-queue lost runs, make sure queued runs are in Redis, register finished ones."""
+        """Re-queue lost runs, register finished ones, and now and then make sure queued runs are
+        in Redis (a Redis that restarted empty loses them)."""
         for job in await asyncio.to_thread(self.jobs.lost, stale_after_s=self._settings.stale_after_s):
             why = f"worker {job.worker} lost (no heartbeat for {self._settings.stale_after_s:g} s)"
             state = await asyncio.to_thread(self.jobs.requeue, job, max_attempts=self._settings.max_attempts, why=why)
             if state is not None:
                 log.warning("fine-tuning job %s: %s; now %s", job.id, why, state.value)
                 await asyncio.to_thread(self.jobs.log, job.id, job.attempt, [(time.time(), "warning", f"{why}; {state.value}")])
-        for job in await asyncio.to_thread(self.jobs.in_state, JobState.QUEUED):
-            await self._queue.enqueue(job.id, job.attempt)  # a no-op unless Redis lost the run
+        if time.monotonic() - self._queued_checked > self._settings.stale_after_s:
+            self._queued_checked = time.monotonic()
+            for job in await asyncio.to_thread(self.jobs.in_state, JobState.QUEUED):
+                await self._queue.enqueue(job.id, job.attempt)  # a no-op unless Redis lost the run
         for job in await asyncio.to_thread(self.jobs.in_state, JobState.REGISTERING):
             await self.register(job)
 

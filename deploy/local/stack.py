@@ -155,12 +155,14 @@ def up() -> None:
         if redis_url:
             env["LLMTUNE_RAG__REDIS_URL"] = redis_url
             env.setdefault("LLMTUNE_MONITOR__REDIS_URL", redis_url)
+            env.update(_finetune_env(redis_url))
         marker = "controlplane.api"
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
     _router(redis_url)
     _agents()
+    _worker(redis_url)
     login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token, "--router-url", ROUTER_URL]
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
@@ -221,6 +223,30 @@ def _router(redis_url: str | None) -> None:
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
     _wait("router", proc, lambda: _get(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")
+
+
+def _finetune_env(redis_url: str) -> dict[str, str]:
+    """What the control plane and the fine-tuning worker share: the queue, the database, the artifacts."""
+    return {
+        "LLMTUNE_FINETUNE__REDIS_URL": os.environ.get("LLMTUNE_FINETUNE__REDIS_URL", redis_url),
+        "LLMTUNE_FINETUNE__ARTIFACTS_DIR": os.environ.get("LLMTUNE_FINETUNE__ARTIFACTS_DIR", str(DATA / "finetune")),
+        "LLMTUNE_DB__URL": os.environ.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
+    }
+
+
+def _worker(redis_url: str | None) -> None:
+    """The fine-tuning worker (jobs from the Redis queue); without Redis fine-tuning is off."""
+    if not redis_url:
+        print("finetune       off: it needs Redis (apt-get install redis-server)")
+        return
+    if _pid("finetune"):
+        print(f"finetune       already running (pid {_pid('finetune')})")
+        return
+    env = {**os.environ, **_finetune_env(redis_url)}
+    proc = _start("finetune", [str(VENV_BIN / "python"), "-m", "agents.finetune"], env, "agents.finetune")
+    log = RUN / "finetune.log"
+    _wait("finetune", proc, lambda: f"worker {socket.gethostname()}:{proc.pid}" in log.read_text(errors="replace"))
+    print(f"finetune       worker started (pid {proc.pid}); try: .venv/bin/llmctl finetune --help")
 
 
 def _agent(name: str, node: str, ollama_url: str, port: int, labels: str) -> None:

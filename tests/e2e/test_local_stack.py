@@ -22,7 +22,8 @@ def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-SERVICES = 7 if shutil.which("redis-server") else 6  # etcd, control plane, router, simulator, 2 agents (+ redis)
+REDIS = shutil.which("redis-server") is not None
+SERVICES = 8 if REDIS else 6  # etcd, control plane, router, simulator, 2 agents (+ redis, fine-tuning worker)
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
@@ -63,8 +64,10 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         # RAG on the stack's defaults: embedded Chroma under the data dir, the local embedder
         local = {"provider": "local", "ollama_tag": "all-minilm", "capabilities": ["embed"], "context_window": 512}
         notes = {"collection": "notes", "embedding_model": "minilm"}
-        rag = [{"kind": "Model", "metadata": {"name": "minilm"}, "spec": local},
-               {"kind": "RagCollection", "metadata": {"name": "notes"}, "spec": notes}]
+        rag = [
+            {"kind": "Model", "metadata": {"name": "minilm"}, "spec": local},
+            {"kind": "RagCollection", "metadata": {"name": "notes"}, "spec": notes},
+        ]
         api = f"http://127.0.0.1:{api_port}/api/v1"
         assert httpx.post(f"{api}/config:apply", json={"objects": rag}, headers=auth).status_code == 200
         texts = [{"id": "a", "text": "The coffee machine is cleaned on Fridays."}, {"id": "b", "text": "Backups run nightly."}]
@@ -74,10 +77,25 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
                                                       "retrieve_only": True}, headers=auth, timeout=30)  # fmt: skip
         assert found.status_code == 200 and found.json()["sources"][0]["document_id"] == "a"
         assert (tmp_path / "data" / "rag" / "chroma").is_dir()
+        if REDIS:
+            # Fine-tuning on the stack's defaults: the queue on the stack's Redis, the worker process
+            small = {"kind": "Model", "metadata": {"name": "small"},
+                     "spec": {"ollama_tag": "llama3.2:1b", "capabilities": ["chat"], "context_window": 4096}}  # fmt: skip
+            assert httpx.post(f"{api}/config:apply", json={"objects": [small]}, headers=auth).status_code == 200
+            rows = "".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(3))
+            job = httpx.post(f"{api}/fine-tune", json={"base_model": "small", "output_model": "small-ft", "dataset": rows},
+                             headers=auth).json()  # fmt: skip
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and job["state"] not in ("succeeded", "failed"):
+                time.sleep(0.2)
+                job = httpx.get(f"{api}/fine-tune/{job['id']}", headers=auth).json()
+            assert job["state"] == "succeeded", job
         second = stack("up", env)
         assert second.returncode == 0 and second.stdout.count("already running") == SERVICES
         router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
-        assert httpx.get(f"{router}/readyz").status_code == 200 and httpx.get(f"{router}/api/tags").json() == {"models": []}
+        assert httpx.get(f"{router}/readyz").status_code == 200 and {
+            m["name"] for m in httpx.get(f"{router}/api/tags").json()["models"]
+        } == ({"small", "small-ft"} if REDIS else set())
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
