@@ -20,6 +20,8 @@ from schemas.finetune import Example, LoraParams
 from schemas.model import Adapter, Model
 
 IGNORE = -100  # labels PyTorch's cross-entropy skips
+#: Architectures whose safetensors LoRA adapters Ollama's /api/create converts.
+OLLAMA_ADAPTER_FAMILIES = ("llama", "mistral", "gemma", "gemma2", "gemma3")
 
 
 def _imports() -> tuple[Any, Any, Any]:
@@ -69,6 +71,10 @@ def train(
     report.log(f"loading {checkpoint} on {device}")
     tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint)
+    family = getattr(model.config, "model_type", "?")
+    if family not in OLLAMA_ADAPTER_FAMILIES:
+        report.log(f"architecture '{family}': Ollama converts safetensors adapters for {', '.join(OLLAMA_ADAPTER_FAMILIES)} "
+                   "only; the agents' /api/create may refuse this one", "warning")  # fmt: skip
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise JobError("the checkpoint's tokenizer has neither a pad nor an end-of-sequence token")
