@@ -24,7 +24,7 @@ IGNORE = -100  # labels PyTorch's cross-entropy skips
 OLLAMA_ADAPTER_FAMILIES = ("llama", "mistral", "gemma", "gemma2", "gemma3")
 
 
-def _imports() -> tuple[Any, Any, Any]:
+def imports() -> tuple[Any, Any, Any]:
     try:
         import peft
         import torch
@@ -58,7 +58,7 @@ def train(
     base: Model, output_model: str, examples: list[Example], params: LoraParams, report: Report, stop: threading.Event,
     out_dir: Path,
 ) -> Model:  # fmt: skip
-    torch, transformers, peft = _imports()
+    torch, transformers, peft = imports()
     checkpoint = Path(params.base_checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise JobError(f"base_checkpoint {checkpoint} is not a Hugging Face checkpoint folder (no config.json on this worker)")

@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
         ]
         if rt.finetune is not None:  # re-queue lost runs, register finished ones
-            tasks.append(asyncio.create_task(every(1.0, rt.finetune.tick, name="fine-tuning jobs")))
+            assert settings.finetune.redis_url is not None
+            tasks.append(asyncio.create_task(rt.finetune.run(settings.finetune.redis_url)))
         if settings.monitor.redis_url:
             monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick)
             tasks.append(asyncio.create_task(monitor))

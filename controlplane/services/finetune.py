@@ -35,7 +35,7 @@ from controlplane.services.errors import (
     StaleRevision,
     Unprocessable,
 )
-from controlplane.services.finetune_jobs import JobStore, LogLine, job_out
+from controlplane.services.finetune_jobs import JobStore, LogLine, ended_channel, job_out
 from controlplane.settings import FineTuneSettings
 from controlplane.store.view import ConfigView
 from schemas.common import Metadata
@@ -222,6 +222,33 @@ class FineTuneService:
         return await asyncio.to_thread(self.jobs.logs, job_id, after=after, limit=limit)
 
     # -- the loop ----------------------------------------------------------------------------
+    async def run(self, redis_url: str, *, interval_s: float = 1.0) -> None:
+        """``tick`` every ``interval_s``, and at once when a worker announces a run it ended (a
+        message on ``<queue>:ended``), so registration does not wait for the next tick."""
+        import redis.asyncio as aioredis
+
+        channel = ended_channel(self._settings.queue)
+        while True:
+            client = aioredis.Redis.from_url(redis_url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    while True:
+                        await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s)
+                        await self._tick_logged()
+            except (OSError, RedisError) as exc:
+                log.warning("fine-tuning: Redis at %s: %s; polling every %g s until it is back", redis_url, exc, interval_s)
+                await self._tick_logged()
+                await asyncio.sleep(interval_s)
+            finally:
+                await client.aclose()
+
+    async def _tick_logged(self) -> None:
+        try:
+            await self.tick()
+        except Exception:
+            log.exception("fine-tuning jobs: tick failed; trying again")
+
     async def tick(self) -> None:
         """Re-queue lost runs, register finished ones, and now and then make sure queued runs are
         in Redis (a Redis that restarted empty loses them)."""

@@ -37,6 +37,11 @@ class LogLine:
         return {"id": self.id, "attempt": self.attempt, "at": self.at, "level": self.level, "message": self.message}
 
 
+def ended_channel(queue: str) -> str:
+    """Redis pub/sub channel on which workers announce the runs they ended."""
+    return f"{queue}:ended"
+
+
 def _when(t: float | None) -> datetime | None:
     return datetime.fromtimestamp(t, UTC) if t is not None else None
 
