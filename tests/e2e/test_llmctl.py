@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,17 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token"
 
 
-@pytest.fixture
-def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> Iterator[str]:
+@contextlib.contextmanager
+def control_plane_process(etcd_url: str, namespace: str, tmp_path: Path, **extra: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """``python -m controlplane.api`` on etcd and a SQLite file in ``tmp_path``; its URL and environment."""
     port = free_port()
     env = {
         **os.environ,
-        "LLMTUNE_STORE__ENDPOINTS": etcd_server.url,
-        "LLMTUNE_STORE__NAMESPACE": keys.namespace,
+        "LLMTUNE_STORE__ENDPOINTS": etcd_url,
+        "LLMTUNE_STORE__NAMESPACE": namespace,
         "LLMTUNE_DB__URL": f"sqlite:///{tmp_path / 'meta.db'}",
         "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
         "LLMTUNE_API__PORT": str(port),
         "LLMTUNE_RAG__DATA_DIR": str(tmp_path / "rag"),
+        **extra,
     }
     log = (tmp_path / "cp.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -45,9 +48,17 @@ def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> It
             pass
         assert proc.poll() is None, (tmp_path / "cp.log").read_text()
         time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url, env
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> Iterator[str]:
+    with control_plane_process(etcd_server.url, keys.namespace, tmp_path) as (url, _env):
+        yield url
 
 
 def llmctl(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:

@@ -8,17 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from controlplane.store.keys import KeySpace
-from tests.e2e.test_llmctl import ROOT, TOKEN, llmctl
-from tests.fixtures.services import EtcdServer, RedisServer, free_port
+from tests.e2e.test_llmctl import ROOT, control_plane_process, llmctl
+from tests.fixtures.services import EtcdServer, RedisServer
 
 pytestmark = pytest.mark.etcd
 
@@ -27,34 +25,14 @@ pytestmark = pytest.mark.etcd
 def stack(
     etcd_server: EtcdServer, redis_server: RedisServer, tmp_path: Path, keys: KeySpace
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LLMTUNE_STORE__ENDPOINTS": etcd_server.url,
-        "LLMTUNE_STORE__NAMESPACE": keys.namespace,
-        "LLMTUNE_DB__URL": f"sqlite:///{tmp_path / 'meta.db'}",
-        "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
-        "LLMTUNE_API__PORT": str(port),
-        "LLMTUNE_RAG__DATA_DIR": str(tmp_path / "rag"),
+    queue = f"e2e-{uuid.uuid4().hex[:8]}"
+    extra = {
         "LLMTUNE_FINETUNE__REDIS_URL": redis_server.url,
-        "LLMTUNE_FINETUNE__QUEUE": f"e2e-{uuid.uuid4().hex[:8]}",
+        "LLMTUNE_FINETUNE__QUEUE": queue,
         "LLMTUNE_FINETUNE__HEARTBEAT_S": "0.2",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT,
-                            stdout=(tmp_path / "cp.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (tmp_path / "cp.log").read_text()
-        time.sleep(0.1)
-    yield url, env
-    proc.terminate()
-    proc.wait(10)
+    with control_plane_process(etcd_server.url, keys.namespace, tmp_path, **extra) as running:
+        yield running
 
 
 def test_finetune_submit_status_logs_list_cancel(stack: tuple[str, dict[str, str]], tmp_path: Path) -> None:
