@@ -80,6 +80,11 @@ class JobRunner:
             await asyncio.to_thread(self.jobs.requeue, fresh, max_attempts=self.settings.max_attempts, why=why)
 
     async def _finish(self, job: FineTuneJob, work: asyncio.Future[Model], report: Report, lost: bool) -> str:
+        if lost:
+            report.log("stopped: this run was given up on (no heartbeat in time) and queued again", "warning")
+            await asyncio.gather(work, return_exceptions=True)
+            await asyncio.to_thread(self.jobs.log, job.id, job.attempt, report.drain()[2])
+            return f"lost: {job.id} attempt {job.attempt} was taken over"
         state: JobState
         error: str | None = None
         result: dict[str, Any] | None = None
@@ -101,8 +106,6 @@ class JobRunner:
             report.log(error, "error" if state is JobState.FAILED else "warning")
         _, metrics, lines = report.drain()
         await asyncio.to_thread(self.jobs.log, job.id, job.attempt, lines)
-        if lost:
-            return f"lost: {job.id} attempt {job.attempt} was taken over"
         ok = await asyncio.to_thread(self.jobs.finish, job.id, job.attempt, state, error=error, result=result, metrics=metrics)
         return f"{job.id}: {state.value}" if ok else f"lost: {job.id} attempt {job.attempt} moved on meanwhile"
 

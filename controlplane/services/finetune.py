@@ -29,6 +29,8 @@ from controlplane.services.datasets import DatasetInvalid, parse_dataset
 from controlplane.services.errors import (
     AlreadyExists,
     BadRequest,
+    Busy,
+    HistoryUnavailable,
     NotFound,
     QueueUnavailable,
     ServiceError,
@@ -288,10 +290,10 @@ class FineTuneService:
                 moved = route.model_copy(update={"spec": route.spec.model_copy(update={"experiment": experiment.name})})
                 objects += [experiment, moved]
                 expected[("routes", route.name)] = route.metadata.revision or 0
+        exp_name = experiment.name if experiment else None
         current = self._view.get("models", model.name, Model)
         if current is not None and current.metadata.labels.get(JOB_LABEL) == job.id:
-            await asyncio.to_thread(self.jobs.registered, job.id, revision=current.metadata.revision or 0,
-                                    experiment=experiment.name if experiment else None)  # fmt: skip
+            await asyncio.to_thread(self.jobs.registered, job.id, revision=current.metadata.revision or 0, experiment=exp_name)
             return
         actor = f"finetune:{job.actor}"
         try:
@@ -301,13 +303,14 @@ class FineTuneService:
                 return  # the route changed under us: the next tick reads it again
             fresh = await self._config.get("models", model.name)
             if fresh.metadata.labels.get(JOB_LABEL) == job.id:  # another control plane registered it first
-                await asyncio.to_thread(self.jobs.registered, job.id, revision=fresh.metadata.revision or 0,
-                                        experiment=experiment.name if experiment else None)  # fmt: skip
+                await asyncio.to_thread(self.jobs.registered, job.id, revision=fresh.metadata.revision or 0, experiment=exp_name)
                 return
             error = f"model '{model.name}' was created by someone else while the job ran; nothing was registered"
             await asyncio.to_thread(self.jobs.registration_failed, job.id, error)
             return
-        except ServiceError as exc:
+        except (Busy, HistoryUnavailable):
+            return  # passing: the next tick tries again
+        except ServiceError as exc:  # the change is refused (invalid, too large): it will not pass later either
             await asyncio.to_thread(self.jobs.registration_failed, job.id, f"registration refused, nothing written: {exc}")
             return
         lines = [(time.time(), "info", f"registered model {model.name} at revision {result.revision}")]
@@ -316,8 +319,7 @@ class FineTuneService:
         if note:
             lines.append((time.time(), "warning", note))
         await asyncio.to_thread(self.jobs.log, job.id, job.attempt, lines)
-        await asyncio.to_thread(self.jobs.registered, job.id, revision=result.revision,
-                                experiment=experiment.name if experiment else None)  # fmt: skip
+        await asyncio.to_thread(self.jobs.registered, job.id, revision=result.revision, experiment=exp_name)
 
 
 def _experiment(job: FineTuneJob, route: Route) -> Experiment:

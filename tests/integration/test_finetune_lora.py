@@ -2,8 +2,9 @@
 download), trained on CPU by the worker process: the loss falls, the adapter is saved as
 safetensors and loads with peft, and the registered variant reaches the agent, which uploads the
 adapter's files to its node and creates the model with them. Then the robustness cases: the
-worker killed mid-run (the run is queued again as attempt 2 and a new worker takes it), a
-running job cancelled, and a queued job cancelled while no worker runs."""
+worker killed mid-run (the run is queued again as attempt 2 and a new worker takes it), a worker
+paused past the deadline that comes back (it stops; attempt 3 goes on), a running job cancelled,
+and a queued job cancelled while no worker runs."""
 
 from __future__ import annotations
 
@@ -140,8 +141,24 @@ async def test_worker_killed_mid_run_then_cancelled(
         other = (await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-other", max_steps=5))).json()
         assert (await fleet.api.post(f"/api/v1/fine-tune/{other['id']}/cancel")).json()["state"] == "cancelled"
 
-        fleet.start_worker("worker-2")
+        second = fleet.start_worker("worker-2")
         await fleet.eventually(lambda: training(2), timeout_s=60)
+
+        # A worker that is only paused (SIGSTOP) looks lost the same way; when it comes back it
+        # finds its attempt replaced and stops, without writing over the newer run.
+        second.send_signal(signal.SIGSTOP)
+        assert (await wait_state(fleet, job_id, "queued", timeout_s=20))["attempt"] == 3
+        third = fleet.start_worker("worker-3")
+        await fleet.eventually(lambda: training(3), timeout_s=60)
+        second.send_signal(signal.SIGCONT)
+
+        async def gave_up() -> bool:
+            lines = (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json()
+            return any(line["attempt"] == 2 and "given up on" in line["message"] for line in lines)
+
+        await fleet.eventually(gave_up, timeout_s=20)
+        running = await job_state(fleet, job_id)
+        assert running["state"] == "running" and running["attempt"] == 3 and running["worker"].endswith(f":{third.pid}")
         asked = await fleet.api.post(f"/api/v1/fine-tune/{job_id}/cancel")
         assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
         ended = await wait_state(fleet, job_id, "cancelled", "failed", "succeeded", timeout_s=20)
@@ -149,7 +166,7 @@ async def test_worker_killed_mid_run_then_cancelled(
         assert ended["finished_at"] is not None
 
         logs = "\n".join(line["message"] for line in (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json())
-        assert "attempt 1 started" in logs and "lost (no heartbeat" in logs and "attempt 2 started" in logs, logs
+        assert "attempt 1 started" in logs and "lost (no heartbeat" in logs and "attempt 3 started" in logs, logs
         assert "cancel requested" in logs
         assert (await job_state(fleet, other["id"]))["state"] == "cancelled"
         for name in ("tiny-long", "tiny-other"):
