@@ -172,11 +172,14 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Jobs, newest first."""
 
         def body() -> None:
-            table = Table("ID", "STATE", "METHOD", "BASE", "OUTPUT", "PROGRESS", "ATTEMPT", "CREATED")
+            table = Table()
+            table.add_column("ID", no_wrap=True)  # the one a person copies: never cut
+            for header in ("STATE", "METHOD", "BASE", "OUTPUT", "DONE", "TRY", "CREATED"):
+                table.add_column(header)
             for job in client().get(BASE, state=state):
                 progress = f"{job['progress'] * 100:.0f}%"
                 table.add_row(job["id"], job["state"], job["method"], job["base_model"], job["output_model"], progress,
-                              str(job["attempt"]), job["created_at"][:19].replace("T", " "))  # fmt: skip
+                              str(job["attempt"]), job["created_at"][5:16].replace("T", " "))  # fmt: skip
             out.print(table)
 
         run(body)
