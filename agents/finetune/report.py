@@ -17,11 +17,14 @@ class Cancelled(Exception):
 
 
 class Report:
+    MAX_POINTS = 1000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._progress = 0.0
         self._metrics: dict[str, Any] = {}
         self._lines: list[tuple[float, str, str]] = []
+        self._strides: dict[str, int] = {}
 
     def log(self, message: str, level: str = "info") -> None:
         with self._lock:
@@ -36,9 +39,19 @@ class Report:
             self._metrics[name] = value
 
     def point(self, series: str, step: int, value: float) -> None:
-        """One point of a curve (``loss``: [[step, value], ...])."""
+        """One point of a curve (``loss``: [[step, value], ...]). A curve keeps at most
+        ``MAX_POINTS``: past that every other point goes and only every 2nd (4th, …) step is kept,
+        so a long run's heartbeat does not rewrite an ever longer curve."""
         with self._lock:
-            self._metrics.setdefault(series, []).append([step, round(value, 6)])
+            stride = self._strides.get(series, 1)
+            if step % stride:
+                return
+            curve = self._metrics.setdefault(series, [])
+            curve.append([step, round(value, 6)])
+            if len(curve) >= self.MAX_POINTS:
+                stride *= 2
+                curve[:] = [p for p in curve if p[0] % stride == 0]
+                self._strides[series] = stride
 
     def requeue_lines(self, lines: list[tuple[float, str, str]]) -> None:
         """Lines that could not be written: they go out with the next drain, in order."""

@@ -111,10 +111,10 @@ class JobRunner:
 
     def _execute(self, job: FineTuneJob, report: Report, stop: threading.Event) -> Model:
         """The training itself (in a thread)."""
-        found = self.jobs.dataset(job.dataset_id)
-        if found is None:
+        text = self.jobs.dataset_text(job.dataset_id)
+        if text is None:
             raise JobError(f"dataset {job.dataset_id} is gone")
-        examples = parse_dataset(found[1], max_bytes=1 << 62).examples
+        examples = parse_dataset(text, max_bytes=1 << 62).examples
         base = Model.model_validate(job.base_spec)
         report.log(f"{job.method} job: {len(examples)} rows, base {base.name}, output {job.output_model}")
         if job.method == Method.MODELFILE.value:

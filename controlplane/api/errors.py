@@ -17,6 +17,7 @@ from controlplane.services.errors import (
     Busy,
     Forbidden,
     HistoryUnavailable,
+    InUse,
     Invalid,
     NotFound,
     QueueUnavailable,
@@ -88,6 +89,7 @@ def install(app: FastAPI) -> None:
     on(NotFound, 404, "Not found")
     on(AlreadyExists, 409, "Already exists")
     on(Busy, 409, "Conflict")
+    on(InUse, 409, "Conflict")
     on(BadRequest, 400, "Bad request")
     on(Unauthorized, 401, "Unauthorized")
     on(Forbidden, 403, "Forbidden")

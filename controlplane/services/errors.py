@@ -79,3 +79,7 @@ class Unprocessable(ServiceError):
 
 class QueueUnavailable(ServiceError):
     """Redis (the job queue) did not answer; nothing was queued (503)."""
+
+
+class InUse(ServiceError):
+    """The name or id is taken by something else (409): the message says by what."""

@@ -31,6 +31,7 @@ from controlplane.services.errors import (
     BadRequest,
     Busy,
     HistoryUnavailable,
+    InUse,
     NotFound,
     QueueUnavailable,
     ServiceError,
@@ -107,8 +108,15 @@ class FineTuneService:
 
     # -- datasets ----------------------------------------------------------------------------
     async def upload_dataset(self, text: str) -> DatasetInfo:
+        """Check the rows (422 naming the line) and store them once per content."""
         dataset = _parse(text, self._settings.max_dataset_bytes)
         return await asyncio.to_thread(self.jobs.put_dataset, dataset_id(dataset.digest), text, rows=len(dataset.examples))
+
+    async def _dataset_info(self, dataset: str) -> DatasetInfo:
+        found = (await asyncio.to_thread(self.jobs.dataset_infos, [dataset])).get(dataset)
+        if found is None:
+            raise NotFound("Dataset", dataset)
+        return found
 
     # -- jobs --------------------------------------------------------------------------------
     async def submit(self, request: FineTuneRequest, *, actor: str) -> tuple[JobOut, bool]:
@@ -122,16 +130,10 @@ class FineTuneService:
             ]
             raise Unprocessable("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors) from exc
         if request.dataset is not None:
-            dataset = _parse(request.dataset, self._settings.max_dataset_bytes)
-            info = await asyncio.to_thread(
-                self.jobs.put_dataset, dataset_id(dataset.digest), request.dataset, rows=len(dataset.examples)
-            )
+            info = await self.upload_dataset(request.dataset)
         else:
             assert request.dataset_id is not None
-            found = await asyncio.to_thread(self.jobs.dataset, request.dataset_id)
-            if found is None:
-                raise NotFound("Dataset", request.dataset_id)
-            info = found[0]
+            info = await self._dataset_info(request.dataset_id)
         digest = _request_digest(request, info.id)
         if request.job_id is not None:
             existing = await asyncio.to_thread(self.jobs.get, request.job_id)
@@ -140,7 +142,7 @@ class FineTuneService:
         base = self._base(request)
         busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
         if busy is not None:
-            raise AlreadyExists("fine-tuning job for output model", f"{request.output_model}' (job {busy.id}")
+            raise InUse(f"job {busy.id} ({busy.state}) is making model '{request.output_model}' already; choose another name")
         job = FineTuneJob(
             id=request.job_id or new_job_id(), request_digest=digest, actor=actor, state=JobState.QUEUED.value,
             method=request.method.value, base_model=request.base_model, output_model=request.output_model,
@@ -162,7 +164,7 @@ class FineTuneService:
 
     def _answer_resubmit(self, existing: FineTuneJob, digest: str, info: DatasetInfo) -> JobOut:
         if existing.request_digest != digest:
-            raise AlreadyExists("fine-tuning job", f"{existing.id}' (with another request; choose another job_id)")
+            raise InUse(f"job id '{existing.id}' was submitted with another request; choose another job_id")
         return job_out(existing, info)
 
     def _base(self, request: FineTuneRequest) -> Model:
@@ -201,12 +203,14 @@ class FineTuneService:
         return await self._out(job)
 
     async def _out(self, job: FineTuneJob) -> JobOut:
-        found = await asyncio.to_thread(self.jobs.dataset, job.dataset_id)
-        info = found[0] if found else DatasetInfo(id=job.dataset_id, rows=0, bytes=0)
-        return job_out(job, info)
+        return (await self._outs([job]))[0]
+
+    async def _outs(self, jobs: list[FineTuneJob]) -> list[JobOut]:
+        infos = await asyncio.to_thread(self.jobs.dataset_infos, [j.dataset_id for j in jobs])
+        return [job_out(j, infos.get(j.dataset_id) or DatasetInfo(id=j.dataset_id, rows=0, bytes=0)) for j in jobs]
 
     async def recent(self, *, state: JobState | None = None, limit: int = 100) -> list[JobOut]:
-        return [await self._out(j) for j in await asyncio.to_thread(self.jobs.recent, state=state, limit=limit)]
+        return await self._outs(await asyncio.to_thread(self.jobs.recent, state=state, limit=limit))
 
     async def cancel(self, job_id: str) -> JobOut:
         job = await asyncio.to_thread(self.jobs.get, job_id)

@@ -5,12 +5,12 @@ and comes back cannot overwrite a newer run, and two control planes cannot both 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,21 +54,24 @@ class JobStore:
     def put_dataset(self, dataset_id: str, text: str, *, rows: int) -> DatasetInfo:
         """Store rows once per content: the id is derived from their digest."""
         with Session(self._engine) as session:
-            if session.get(FineTuneDataset, dataset_id) is None:
+            if session.scalar(select(FineTuneDataset.id).where(FineTuneDataset.id == dataset_id)) is None:
                 size = len(text.encode())
                 session.add(FineTuneDataset(id=dataset_id, rows=rows, bytes=size, text=text, created_at=time.time()))
                 try:
                     session.commit()
                 except IntegrityError:  # the same rows uploaded at the same moment
                     session.rollback()
-            row = session.get(FineTuneDataset, dataset_id)
-            assert row is not None
-            return DatasetInfo(id=row.id, rows=row.rows, bytes=row.bytes)
+        return self.dataset_infos([dataset_id])[dataset_id]
 
-    def dataset(self, dataset_id: str) -> tuple[DatasetInfo, str] | None:
+    def dataset_text(self, dataset_id: str) -> str | None:
         with Session(self._engine) as session:
-            row = session.get(FineTuneDataset, dataset_id)
-            return (DatasetInfo(id=row.id, rows=row.rows, bytes=row.bytes), row.text) if row else None
+            return session.scalar(select(FineTuneDataset.text).where(FineTuneDataset.id == dataset_id))
+
+    def dataset_infos(self, ids: Iterable[str]) -> dict[str, DatasetInfo]:
+        """Rows and bytes of datasets, without reading their text (up to megabytes each)."""
+        query = select(FineTuneDataset.id, FineTuneDataset.rows, FineTuneDataset.bytes).where(FineTuneDataset.id.in_(set(ids)))
+        with Session(self._engine) as session:
+            return {i: DatasetInfo(id=i, rows=r, bytes=b) for i, r, b in session.execute(query)}
 
     # -- jobs --------------------------------------------------------------------------------
     def insert(self, job: FineTuneJob) -> bool:
@@ -135,9 +138,13 @@ class JobStore:
             values["progress"] = max(0.0, min(1.0, progress))
         if metrics is not None:
             values["metrics"] = metrics
-        alive = self._cas(job_id, JobState.RUNNING, values, attempt=attempt)
-        job = self.get(job_id)
-        return Beat(alive=alive, cancel=bool(job and job.cancel_requested))
+        query = update(FineTuneJob).where(
+            FineTuneJob.id == job_id, FineTuneJob.state == JobState.RUNNING.value, FineTuneJob.attempt == attempt
+        )
+        with Session(self._engine) as session, session.begin():
+            alive = session.execute(query.values(**values)).rowcount == 1  # type: ignore[attr-defined]
+            cancel = session.scalar(select(FineTuneJob.cancel_requested).where(FineTuneJob.id == job_id))
+        return Beat(alive=bool(alive), cancel=bool(cancel))
 
     def log(self, job_id: str, attempt: int, lines: Sequence[tuple[float, str, str]]) -> None:
         if not lines:
@@ -206,11 +213,6 @@ class JobStore:
         with Session(self._engine) as session:
             return [LogLine(r.id, r.attempt, r.at, r.level, r.message) for r in session.scalars(query)]
 
-    def count(self) -> dict[str, int]:
-        with Session(self._engine) as session:
-            rows = session.execute(select(FineTuneJob.state, func.count()).group_by(FineTuneJob.state)).all()
-            return {str(state): int(n) for state, n in rows}
-
 
 def job_out(job: FineTuneJob, dataset: DatasetInfo) -> JobOut:
     return JobOut(
@@ -218,6 +220,6 @@ def job_out(job: FineTuneJob, dataset: DatasetInfo) -> JobOut:
         output_model=job.output_model, auto_experiment=job.auto_experiment, dataset=dataset,
         hyperparameters=dict(job.hyperparameters), progress=job.progress, attempt=job.attempt,
         cancel_requested=job.cancel_requested, worker=job.worker, error=job.error, metrics=dict(job.metrics),
-        model_revision=job.model_revision, experiment=job.experiment, created_at=_when(job.created_at) or datetime.now(UTC),
+        model_revision=job.model_revision, experiment=job.experiment, created_at=datetime.fromtimestamp(job.created_at, UTC),
         started_at=_when(job.started_at), finished_at=_when(job.finished_at),
     )  # fmt: skip

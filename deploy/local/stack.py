@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUN = Path(os.environ.get("LLMTUNE_RUN_DIR", ROOT / ".run"))
 DATA = Path(os.environ.get("LLMTUNE_DATA_DIR", ROOT / ".data"))
+DB_URL = os.environ.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}")  # the control plane's and the worker's
 VENV_BIN = Path(os.environ.get("LLMTUNE_VENV", ROOT / ".venv")) / "bin"
 ETCD_PORT = int(os.environ.get("LLMTUNE_LOCAL_ETCD_PORT", "2379"))
 ETCD_PEER_PORT = int(os.environ.get("LLMTUNE_LOCAL_ETCD_PEER_PORT", "2380"))
@@ -144,7 +145,7 @@ def up() -> None:
         env.update(
             {
                 "LLMTUNE_STORE__ENDPOINTS": ETCD_URL,
-                "LLMTUNE_DB__URL": env.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
+                "LLMTUNE_DB__URL": DB_URL,
                 "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": token,
                 "LLMTUNE_API__PORT": str(API_PORT),
                 "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
@@ -230,7 +231,7 @@ def _finetune_env(redis_url: str) -> dict[str, str]:
     return {
         "LLMTUNE_FINETUNE__REDIS_URL": os.environ.get("LLMTUNE_FINETUNE__REDIS_URL", redis_url),
         "LLMTUNE_FINETUNE__ARTIFACTS_DIR": os.environ.get("LLMTUNE_FINETUNE__ARTIFACTS_DIR", str(DATA / "finetune")),
-        "LLMTUNE_DB__URL": os.environ.get("LLMTUNE_DB__URL", f"sqlite:///{DATA / 'llmtune.db'}"),
+        "LLMTUNE_DB__URL": DB_URL,
     }
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,18 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-async def start(fleet: Fleet) -> None:
-    await fleet.add_node("node-a")
-    objects = [model_doc("tiny", tag="tinyllama:1b"), route_doc("chat", "tiny", match={"model_aliases": ["chat"]})]
-    assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+@pytest.fixture
+async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Fleet]:
+    """The control plane with the fine-tuning queue, one simulated node, the base model and its route."""
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane(finetune=settings(redis_server))
+    try:
+        await fleet.add_node("node-a")
+        objects = [model_doc("tiny", tag="tinyllama:1b"), route_doc("chat", "tiny", match={"model_aliases": ["chat"]})]
+        assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+        yield fleet
+    finally:
+        await fleet.close()
 
 
 def lora_job(checkpoint: Path, output: str, **params: Any) -> dict[str, Any]:
@@ -63,113 +72,97 @@ def lora_job(checkpoint: Path, output: str, **params: Any) -> dict[str, Any]:
     return {"base_model": "tiny", "output_model": output, "method": "lora", "dataset": jsonl(ROWS), "hyperparameters": hyper}
 
 
-async def test_lora_adapter_is_trained_saved_and_created_on_the_node(
-    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer, checkpoint: Path
-) -> None:
-    fleet = Fleet(etcd_server.url, keys, tmp_path)
-    await fleet.start_control_plane(finetune=settings(redis_server))
-    try:
-        await start(fleet)
-        fleet.start_worker()
-        resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-math", max_steps=100))
-        assert resp.status_code == 201, resp.text
-        job = await wait_state(fleet, resp.json()["id"], "succeeded", "failed", timeout_s=120)
-        assert job["state"] == "succeeded", job
+async def test_lora_adapter_is_trained_saved_and_created_on_the_node(fleet: Fleet, tmp_path: Path, checkpoint: Path) -> None:
+    fleet.start_worker()
+    resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-math", max_steps=100))
+    assert resp.status_code == 201, resp.text
+    job = await wait_state(fleet, resp.json()["id"], "succeeded", "failed", timeout_s=120)
+    assert job["state"] == "succeeded", job
 
-        loss = [value for _, value in job["metrics"]["loss"]]
-        assert len(loss) == 100
-        # (only the attention layers adapt and the output layer stays random: the fall is steady, not steep)
-        first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
-        assert last < first * 0.9, f"the loss did not fall: {first:.3f} → {last:.3f}"
-        assert job["metrics"]["trainable_parameters"] > 0
+    loss = [value for _, value in job["metrics"]["loss"]]
+    assert len(loss) == 100
+    # (only the attention layers adapt and the output layer stays random: the fall is steady, not steep)
+    first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
+    assert last < first * 0.9, f"the loss did not fall: {first:.3f} → {last:.3f}"
+    assert job["metrics"]["trainable_parameters"] > 0
 
-        spec = (await fleet.api.get("/api/v1/config/models/tiny-math")).json()["spec"]
-        assert spec["base"] == "tinyllama:1b" and len(spec["adapters"]) == 1
-        adapter = Path(spec["adapters"][0]["path"])
-        assert adapter.is_relative_to(tmp_path / "artifacts") and adapter.name == "attempt-1"
-        assert {"adapter_model.safetensors", "adapter_config.json"} <= set(os.listdir(adapter))
+    spec = (await fleet.api.get("/api/v1/config/models/tiny-math")).json()["spec"]
+    assert spec["base"] == "tinyllama:1b" and len(spec["adapters"]) == 1
+    adapter = Path(spec["adapters"][0]["path"])
+    assert adapter.is_relative_to(tmp_path / "artifacts") and adapter.name == "attempt-1"
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= set(os.listdir(adapter))
 
-        from peft import PeftModel
-        from safetensors.torch import load_file
-        from transformers import LlamaForCausalLM
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
 
-        tuned = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(checkpoint), adapter)
-        weights = load_file(adapter / "adapter_model.safetensors")
-        assert weights and all("lora_" in name for name in weights)
-        assert sum(1 for n, _ in tuned.named_parameters() if "lora_" in n) == len(weights)
-        assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    tuned = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(checkpoint), adapter)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert weights and all("lora_" in name for name in weights)
+    assert sum(1 for n, _ in tuned.named_parameters() if "lora_" in n) == len(weights)
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
 
-        # The agent uploaded both files as blobs and created the variant from the base with them.
-        engine = fleet.sims["node-a"].engine
+    # The agent uploaded both files as blobs and created the variant from the base with them.
+    engine = fleet.sims["node-a"].engine
 
-        async def created() -> bool:
-            return "tiny-math:latest" in engine.models
+    async def created() -> bool:
+        return "tiny-math:latest" in engine.models
 
-        await fleet.eventually(created, timeout_s=20)
-        digests = {"sha256:" + hashlib.sha256((adapter / f).read_bytes()).hexdigest()
-                   for f in ("adapter_model.safetensors", "adapter_config.json")}  # fmt: skip
-        variant = engine.models["tiny-math:latest"]
-        assert variant.parent == "tinyllama:1b" and set(variant.adapters) == digests
-    finally:
-        await fleet.close()
+    await fleet.eventually(created, timeout_s=20)
+    digests = {"sha256:" + hashlib.sha256((adapter / f).read_bytes()).hexdigest()
+               for f in ("adapter_model.safetensors", "adapter_config.json")}  # fmt: skip
+    variant = engine.models["tiny-math:latest"]
+    assert variant.parent == "tinyllama:1b" and set(variant.adapters) == digests
 
 
-async def test_worker_killed_mid_run_then_cancelled(
-    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer, checkpoint: Path
-) -> None:
-    fleet = Fleet(etcd_server.url, keys, tmp_path)
-    await fleet.start_control_plane(finetune=settings(redis_server))
-    try:
-        await start(fleet)
-        worker = fleet.start_worker()
-        resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-long", max_steps=1_000_000))
-        job_id = resp.json()["id"]
+async def test_worker_killed_mid_run_then_cancelled(fleet: Fleet, tmp_path: Path, checkpoint: Path) -> None:
+    worker = fleet.start_worker()
+    resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-long", max_steps=1_000_000))
+    job_id = resp.json()["id"]
 
-        async def training(attempt: int) -> bool:
-            job = await job_state(fleet, job_id)
-            return job["state"] == "running" and job["attempt"] == attempt and len(job["metrics"].get("loss", [])) > 3
+    async def training(attempt: int) -> bool:
+        job = await job_state(fleet, job_id)
+        return job["state"] == "running" and job["attempt"] == attempt and len(job["metrics"].get("loss", [])) > 3
 
-        await fleet.eventually(lambda: training(1), timeout_s=60)
-        worker.send_signal(signal.SIGKILL)  # no goodbye: its heartbeat just stops
-        worker.wait()
+    await fleet.eventually(lambda: training(1), timeout_s=60)
+    worker.send_signal(signal.SIGKILL)  # no goodbye: its heartbeat just stops
+    worker.wait()
 
-        # The control plane finds the stale heartbeat and queues the run again as attempt 2.
-        queued = await wait_state(fleet, job_id, "queued", timeout_s=20)
-        assert queued["attempt"] == 2 and queued["worker"] is None
+    # The control plane finds the stale heartbeat and queues the run again as attempt 2.
+    queued = await wait_state(fleet, job_id, "queued", timeout_s=20)
+    assert queued["attempt"] == 2 and queued["worker"] is None
 
-        # Meanwhile, with no worker running, a queued job is cancelled at once.
-        other = (await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-other", max_steps=5))).json()
-        assert (await fleet.api.post(f"/api/v1/fine-tune/{other['id']}/cancel")).json()["state"] == "cancelled"
+    # Meanwhile, with no worker running, a queued job is cancelled at once.
+    other = (await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-other", max_steps=5))).json()
+    assert (await fleet.api.post(f"/api/v1/fine-tune/{other['id']}/cancel")).json()["state"] == "cancelled"
 
-        second = fleet.start_worker("worker-2")
-        await fleet.eventually(lambda: training(2), timeout_s=60)
+    second = fleet.start_worker("worker-2")
+    await fleet.eventually(lambda: training(2), timeout_s=60)
 
-        # A worker that is only paused (SIGSTOP) looks lost the same way; when it comes back it
-        # finds its attempt replaced and stops, without writing over the newer run.
-        second.send_signal(signal.SIGSTOP)
-        assert (await wait_state(fleet, job_id, "queued", timeout_s=20))["attempt"] == 3
-        third = fleet.start_worker("worker-3")
-        await fleet.eventually(lambda: training(3), timeout_s=60)
-        second.send_signal(signal.SIGCONT)
+    # A worker that is only paused (SIGSTOP) looks lost the same way; when it comes back it
+    # finds its attempt replaced and stops, without writing over the newer run.
+    second.send_signal(signal.SIGSTOP)
+    assert (await wait_state(fleet, job_id, "queued", timeout_s=20))["attempt"] == 3
+    third = fleet.start_worker("worker-3")
+    await fleet.eventually(lambda: training(3), timeout_s=60)
+    second.send_signal(signal.SIGCONT)
 
-        async def gave_up() -> bool:
-            lines = (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json()
-            return any(line["attempt"] == 2 and "given up on" in line["message"] for line in lines)
+    async def gave_up() -> bool:
+        lines = (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json()
+        return any(line["attempt"] == 2 and "given up on" in line["message"] for line in lines)
 
-        await fleet.eventually(gave_up, timeout_s=20)
-        running = await job_state(fleet, job_id)
-        assert running["state"] == "running" and running["attempt"] == 3 and running["worker"].endswith(f":{third.pid}")
-        asked = await fleet.api.post(f"/api/v1/fine-tune/{job_id}/cancel")
-        assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
-        ended = await wait_state(fleet, job_id, "cancelled", "failed", "succeeded", timeout_s=20)
-        assert ended["state"] == "cancelled" and "cancelled on request" in ended["error"], ended
-        assert ended["finished_at"] is not None
+    await fleet.eventually(gave_up, timeout_s=20)
+    running = await job_state(fleet, job_id)
+    assert running["state"] == "running" and running["attempt"] == 3 and running["worker"].endswith(f":{third.pid}")
+    asked = await fleet.api.post(f"/api/v1/fine-tune/{job_id}/cancel")
+    assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
+    ended = await wait_state(fleet, job_id, "cancelled", "failed", "succeeded", timeout_s=20)
+    assert ended["state"] == "cancelled" and "cancelled on request" in ended["error"], ended
+    assert ended["finished_at"] is not None
 
-        logs = "\n".join(line["message"] for line in (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json())
-        assert "attempt 1 started" in logs and "lost (no heartbeat" in logs and "attempt 3 started" in logs, logs
-        assert "cancel requested" in logs
-        assert (await job_state(fleet, other["id"]))["state"] == "cancelled"
-        for name in ("tiny-long", "tiny-other"):
-            assert (await fleet.api.get(f"/api/v1/config/models/{name}")).status_code == 404
-    finally:
-        await fleet.close()
+    logs = "\n".join(line["message"] for line in (await fleet.api.get(f"/api/v1/fine-tune/{job_id}/logs")).json())
+    assert "attempt 1 started" in logs and "lost (no heartbeat" in logs and "attempt 3 started" in logs, logs
+    assert "cancel requested" in logs
+    assert (await job_state(fleet, other["id"]))["state"] == "cancelled"
+    for name in ("tiny-long", "tiny-other"):
+        assert (await fleet.api.get(f"/api/v1/config/models/{name}")).status_code == 404

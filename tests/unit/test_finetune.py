@@ -3,6 +3,7 @@ changes (SQLite), the agent's adapter files, and the Model's few-shot messages."
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -166,3 +167,13 @@ def test_few_shot_messages_need_a_base_and_change_the_create_request() -> None:
     assert with_turns.derived is not None and plain.derived is not None
     assert with_turns.derived.messages == (("user", "q"), ("assistant", "a"))
     assert with_turns.derived.fingerprint != plain.derived.fingerprint
+
+
+def test_a_long_loss_curve_stays_bounded() -> None:
+    report = Report()
+    for step in range(1, 5001):
+        report.point("loss", step, 1.0 / step)
+    curve = report.drain()[1]["loss"]
+    assert len(curve) < Report.MAX_POINTS and curve[0][0] == curve[1][0] // 2 and curve[-1][0] > 4900
+    steps = [s for s, _ in curve]
+    assert steps == sorted(steps) and len({b - a for a, b in itertools.pairwise(steps)}) == 1  # evenly spaced
