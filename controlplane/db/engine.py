@@ -32,10 +32,10 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest Alembic revision."""
+def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
+    """Upgrade the schema to ``revision`` (the newest by default), or downgrade to it with ``down``."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        (command.downgrade if down else command.upgrade)(cfg, revision)

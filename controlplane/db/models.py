@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -133,6 +133,10 @@ class Feedback(Base):
     comment: Mapped[str] = mapped_column(Text)
 
 
+# The job states that are not final (schemas.finetune.FINAL_STATES; a unit test keeps the two in step).
+ACTIVE_JOB_STATES = "state IN ('queued', 'running', 'registering')"
+
+
 class FineTuneDataset(Base):
     """Training rows as submitted (JSONL), stored once per content digest."""
 
@@ -150,7 +154,15 @@ class FineTuneJob(Base):
     ``attempt`` is the current one (a lost worker that comes back cannot overwrite a newer run)."""
 
     __tablename__ = "finetune_jobs"
-    __table_args__ = (Index("ix_finetune_state", "state"), Index("ix_finetune_created", "created_at"))
+    __table_args__ = (
+        Index("ix_finetune_state", "state"),
+        Index("ix_finetune_created", "created_at"),
+        # one active job per output model, even for two submits at the same instant
+        Index(
+            "ux_finetune_active_output", "output_model", unique=True,
+            postgresql_where=text(ACTIVE_JOB_STATES), sqlite_where=text(ACTIVE_JOB_STATES),
+        ),
+    )  # fmt: skip
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_digest: Mapped[str] = mapped_column(String(64))

@@ -141,7 +141,7 @@ class FineTuneService:
                 return self._answer_resubmit(existing, digest, info), False
         base = self._base(request)
         busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
-        if busy is not None:
+        if busy is not None:  # the database's unique index settles the race this read leaves open
             raise InUse(f"job {busy.id} ({busy.state}) is making model '{request.output_model}' already; choose another name")
         job = FineTuneJob(
             id=request.job_id or new_job_id(), request_digest=digest, actor=actor, state=JobState.QUEUED.value,
@@ -151,10 +151,13 @@ class FineTuneService:
             base_spec=base.model_dump(mode="json"), progress=0.0, attempt=1, cancel_requested=False, metrics={},
             created_at=time.time(),
         )  # fmt: skip
-        if not await asyncio.to_thread(self.jobs.insert, job):  # the same id submitted at the same moment
+        if not await asyncio.to_thread(self.jobs.insert, job):  # the same id, or output, submitted at the same moment
             existing = await asyncio.to_thread(self.jobs.get, job.id)
-            assert existing is not None
-            return self._answer_resubmit(existing, digest, info), False
+            if existing is not None:
+                return self._answer_resubmit(existing, digest, info), False
+            busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
+            who = f"job {busy.id}" if busy is not None else "another job"
+            raise InUse(f"{who} is making model '{request.output_model}' already; choose another name")
         try:
             await self._queue.enqueue(job.id, 1)
         except Exception:

@@ -75,7 +75,7 @@ class JobStore:
 
     # -- jobs --------------------------------------------------------------------------------
     def insert(self, job: FineTuneJob) -> bool:
-        """False when a job with that id exists already."""
+        """False when a job with that id exists already, or an active job makes the same output model."""
         with Session(self._engine, expire_on_commit=False) as session:
             session.add(job)
             try:

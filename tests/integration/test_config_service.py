@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -33,10 +31,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         url = f"sqlite:///{tmp_path / 'meta.db'}"
     else:
         server: PostgresServer = request.getfixturevalue("postgres_server")
-        db = f"t{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {db}")
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{db}"
+        url = server.new_database()
     eng = make_engine(url)
     migrate(eng)
     yield eng

@@ -4,6 +4,7 @@ simulated node through ``/api/create`` and takes its share of the route through 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -205,5 +206,14 @@ async def test_cancel_a_queued_job_and_uploaded_datasets(
         assert (await fleet.api.get("/api/v1/config/models/x")).status_code == 404
         listed = (await fleet.api.get("/api/v1/fine-tune", params={"state": "cancelled"})).json()
         assert [j["id"] for j in listed] == [job["id"]]
+
+        # Jobs with different ids for one output model, submitted at the same instant: one is taken.
+        race = {**body, "base_model": "small", "output_model": "raced"}
+        answers = await asyncio.gather(*(fleet.api.post("/api/v1/fine-tune", json={**race, "job_id": f"ft-race-{i}"})
+                                         for i in range(6)))  # fmt: skip
+        assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409, 409], [a.text for a in answers]
+        assert all("raced" in a.json()["detail"] for a in answers if a.status_code == 409)
+        taken = next(a.json()["id"] for a in answers if a.status_code == 201)
+        assert [j["id"] for j in (await fleet.api.get("/api/v1/fine-tune")).json() if j["output_model"] == "raced"] == [taken]
     finally:
         await fleet.close()

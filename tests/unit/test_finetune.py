@@ -15,9 +15,9 @@ from agents.finetune.report import JobError, Report
 from agents.sidecar.desired import desired_model
 from agents.sidecar.node import adapter_files
 from controlplane.db.engine import make_engine, migrate
-from controlplane.db.models import FineTuneJob
+from controlplane.db.models import ACTIVE_JOB_STATES, FineTuneJob
 from controlplane.services.finetune_jobs import JobStore
-from schemas.finetune import Example, FineTuneRequest, JobState, LoraParams, ModelfileParams
+from schemas.finetune import FINAL_STATES, Example, FineTuneRequest, JobState, LoraParams, ModelfileParams
 from schemas.model import Model
 
 
@@ -72,13 +72,19 @@ def test_request_checks_hyperparameters_per_method() -> None:
         FineTuneRequest(base_model="small", output_model="x")
 
 
-def job(store: JobStore, job_id: str = "ft-1") -> FineTuneJob:
+def job(store: JobStore, job_id: str = "ft-1", output: str = "x") -> FineTuneJob:
     row = FineTuneJob(
-        id=job_id, request_digest="d", actor="me", state="queued", method="modelfile", base_model="small", output_model="x",
+        id=job_id, request_digest="d", actor="me", state="queued", method="modelfile", base_model="small", output_model=output,
         auto_experiment=False, experiment_share=0.1, hyperparameters={}, dataset_id="ds", base_spec={}, progress=0.0,
         attempt=1, cancel_requested=False, metrics={}, created_at=time.time(),
     )  # fmt: skip
     assert store.insert(row)
+    return row
+
+
+def row_like(job_id: str, output: str) -> FineTuneJob:
+    row = _same_id()
+    row.id, row.output_model = job_id, output
     return row
 
 
@@ -140,6 +146,19 @@ def test_lost_runs_fail_after_the_last_attempt_and_cancel_wins(store: JobStore) 
     cancelled = store.request_cancel("ft-c")
     assert cancelled is not None and cancelled.state == "cancelled"
     assert store.claim("ft-c", 1, "w") is None
+
+
+def test_one_active_job_per_output_model_even_in_a_race(store: JobStore) -> None:
+    job(store, "ft-1", output="x")
+    assert not store.insert(row_like("ft-2", "x"))  # the read-then-insert race ends here: the index refuses it
+    assert store.insert(row_like("ft-3", "y"))
+    busy = store.active_output("x")
+    assert busy is not None and busy.id == "ft-1"
+    assert store.request_cancel("ft-1") is not None  # queued → cancelled: the name is free again
+    assert store.active_output("x") is None
+    assert store.insert(row_like("ft-2", "x"))
+    active = {s.value for s in JobState} - {s.value for s in FINAL_STATES}
+    assert f"state IN ({', '.join(repr(v) for v in sorted(active, key=list(JobState).index))})" == ACTIVE_JOB_STATES
 
 
 def test_adapter_files_are_the_weights_and_their_config(tmp_path: Path) -> None:
