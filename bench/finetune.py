@@ -7,8 +7,11 @@
    p50/p95/p99 and where the time goes (queue → claim, claim → trained, trained → registered).
 2. LoRA training on CPU: the same tiny Llama trained in process by ``agents.finetune.lora.train``
    (the baseline) and as a job through the worker; steps/s and the job's overhead beyond training.
+3. Adapter delivery: a file the size of a 7B model's LoRA adapter kept by the control plane (the
+   worker's ``put_file``) and fetched by the agent's ``ArtifactFetcher`` over HTTP, digest checked,
+   against the baseline of copying it on local disk; MB/s.
 
-    python bench/finetune.py [--jobs 30] [--steps 100]
+    python bench/finetune.py [--jobs 30] [--steps 100] [--adapter-mb 64]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,10 +137,43 @@ def lora_in_process(checkpoint: Path, steps: int, out: Path) -> float:
     return time.perf_counter() - start
 
 
+async def adapter_delivery(api: str, db_url: str, folder: Path, size_mb: int, rounds: int = 5) -> None:
+    from agents.sidecar.artifacts import ArtifactFetcher
+    from controlplane.db.engine import make_engine
+    from controlplane.services.artifacts import ArtifactStore
+
+    source = folder / "adapter_model.safetensors"
+    source.write_bytes(os.urandom(size_mb << 20))
+    store = ArtifactStore(make_engine(db_url))
+    start = time.perf_counter()
+    digest = await asyncio.to_thread(store.put_file, source)
+    put_s = time.perf_counter() - start
+    fetcher = ArtifactFetcher(api, TOKEN)
+    fetch_s, copy_s = [], []
+    try:
+        for i in range(rounds):
+            start = time.perf_counter()
+            await fetcher.fetch(digest, folder / f"fetched-{i}")
+            fetch_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await asyncio.to_thread(shutil.copyfile, source, folder / f"copied-{i}")
+            copy_s.append(time.perf_counter() - start)
+            (folder / f"fetched-{i}").unlink()
+            (folder / f"copied-{i}").unlink()
+    finally:
+        await fetcher.close()
+    print(f"\nadapter delivery, {size_mb} MiB file ({rounds} rounds, p50):")
+    print(f"  kept by the worker (put_file, SQL chunks)   {put_s:7.3f} s   {size_mb / put_s:8.0f} MiB/s")
+    print(f"  fetched by the agent (HTTP, digest checked) {pct(fetch_s, 50):7.3f} s   {size_mb / pct(fetch_s, 50):8.0f} MiB/s")
+    print(f"  baseline: copied on local disk              {pct(copy_s, 50):7.3f} s   {size_mb / pct(copy_s, 50):8.0f} MiB/s")
+    print(f"  ratio p50 fetch/copy: {pct(fetch_s, 50) / pct(copy_s, 50):.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--adapter-mb", type=int, default=64)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     etcd, redis = EtcdServer(progress_interval="5s"), RedisServer()
@@ -161,6 +198,7 @@ def main() -> None:
         time.sleep(0.2)
     try:
         run_loop(pipeline(api, args.jobs))
+        run_loop(adapter_delivery(api, env["LLMTUNE_DB__URL"], tmp, args.adapter_mb))
         try:
             checkpoint = tmp / "tiny"
             tiny_checkpoint(checkpoint)

@@ -70,7 +70,9 @@ class LoraParams(BaseModel):
 
     base_checkpoint: str = Field(min_length=1, description="Folder (on the worker) of the base model's HF checkpoint.")
     adapter_path: str | None = Field(
-        default=None, description="Where the agents find the adapter; default: the worker's artifacts folder (shared storage)."
+        default=None,
+        description="A path where the agents find the adapter on their nodes (storage you share); by default the "
+        "control plane keeps the adapter's files and the agents fetch them from it.",
     )
     rank: int = Field(default=8, ge=1, le=256)
     alpha: int = Field(default=16, ge=1, le=1024)

@@ -68,15 +68,35 @@ class Message(Strict):
     content: str = Field(min_length=1, max_length=100_000)
 
 
-class Adapter(Strict):
-    """A LoRA adapter applied on top of the base model (Ollama ``/api/create`` ``adapters``)."""
+#: A content address: ``sha256:`` and 64 lowercase hex digits (Ollama's blob digests).
+Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+#: The name of one file of an adapter, as Ollama's ``/api/create`` ``adapters`` map takes it.
+FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
 
-    path: str = Field(
+
+class Adapter(Strict):
+    """A LoRA adapter applied on top of the base model (Ollama ``/api/create`` ``adapters``): files
+    on the node (``path``), or files the control plane keeps (``files``, what fine-tuning makes)."""
+
+    path: str | None = Field(
+        default=None,
         min_length=1,
         description="Path on the node of a GGUF adapter file, or of a folder with adapter_config.json and "
         "adapter_model.safetensors (peft's output).",
     )
+    files: dict[FileName, Digest] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="File name → digest of files kept by the control plane (GET /api/v1/artifacts/{digest}); "
+        "agents fetch them, so no storage need be shared with the nodes.",
+    )
     scale: float = Field(default=1.0, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Adapter:
+        if (self.path is None) == (not self.files):
+            raise ValueError("an adapter has either 'path' (on the node) or 'files' (kept by the control plane), not both")
+        return self
 
 
 class Placement(Strict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,10 @@ def encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int]
 
 def train(
     base: Model, output_model: str, examples: list[Example], params: LoraParams, report: Report, stop: threading.Event,
-    out_dir: Path,
+    out_dir: Path, keep: Callable[[Path], str] | None = None,
 ) -> Model:  # fmt: skip
+    """Train and save the adapter in ``out_dir``; the Model whose adapter is ``params.adapter_path``,
+    else the saved files as ``keep`` (the control plane's artifact store) stores them, else ``out_dir``."""
     torch, transformers, peft = imports()
     checkpoint = Path(params.base_checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -125,11 +128,17 @@ def train(
     model.save_pretrained(out_dir, safe_serialization=True)
     files = sorted(p.name for p in out_dir.iterdir())
     report.log(f"adapter saved to {out_dir}: {', '.join(files)}")
+    if params.adapter_path or keep is None:
+        adapter = Adapter(path=params.adapter_path or str(out_dir.resolve()))
+    else:  # what Ollama needs: the weights, and the config its converter reads rank and alpha from
+        kept = {f.name: keep(f) for f in [*sorted(out_dir.glob("*.safetensors")), out_dir / "adapter_config.json"]}
+        report.log(f"adapter files kept by the control plane: {', '.join(f'{n} ({d[:19]}…)' for n, d in kept.items())}")
+        adapter = Adapter(files=kept)
     spec = base.spec.model_copy(
         update={
             "base": base.spec.ollama_tag,
             "ollama_tag": output_model,
-            "adapters": [Adapter(path=params.adapter_path or str(out_dir.resolve()))],
+            "adapters": [adapter],
             "messages": [],
         }
     )

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agents.finetune import lora, modelfile
 from agents.finetune.report import Cancelled, JobError, Report
 from controlplane.db.models import FineTuneJob
+from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.datasets import parse_dataset
 from controlplane.services.finetune_jobs import JobStore, ended_channel
 from controlplane.settings import FineTuneSettings
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, jobs: JobStore, settings: FineTuneSettings, *, name: str | None = None) -> None:
-        self.jobs, self.settings = jobs, settings
+    def __init__(self, jobs: JobStore, artifacts: ArtifactStore, settings: FineTuneSettings, *, name: str | None = None) -> None:
+        self.jobs, self.artifacts, self.settings = jobs, artifacts, settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self, job_id: str, attempt: int) -> str:
@@ -122,9 +123,9 @@ class JobRunner:
             model = modelfile.derive(base, job.output_model, examples, params, report)
         else:
             out_dir = Path(self.settings.artifacts_dir) / job.id / f"attempt-{job.attempt}"
-            model = lora.train(
-                base, job.output_model, examples, LoraParams.model_validate(job.hyperparameters), report, stop, out_dir
-            )
+            lora_params = LoraParams.model_validate(job.hyperparameters)
+            keep = self.artifacts.put_file
+            model = lora.train(base, job.output_model, examples, lora_params, report, stop, out_dir, keep=keep)
         if stop.is_set():
             raise Cancelled("before the result was handed over")
         report.progress(1.0)
@@ -164,7 +165,7 @@ def make_worker(settings: FineTuneSettings, engine: Engine, *, name: str | None 
     from arq.worker import Worker
 
     assert settings.redis_url, "LLMTUNE_FINETUNE__REDIS_URL is not set"
-    runner = JobRunner(JobStore(engine), settings, name=name)
+    runner = JobRunner(JobStore(engine), ArtifactStore(engine), settings, name=name)
     return Worker(
         functions=[func(run_job, name="run_job", max_tries=1, timeout=settings.job_timeout_s)],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),

@@ -18,6 +18,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from agents.sidecar.artifacts import ArtifactFetcher
 from agents.sidecar.desired import Desired, DesiredState
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
 from agents.sidecar.reconcile import Reconciler
@@ -57,7 +58,9 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.store, self.keys = store, keys
-        self.node = OllamaNode(settings.ollama_url)
+        token = settings.control_plane_token.get_secret_value() if settings.control_plane_token else None
+        fetcher = ArtifactFetcher(settings.control_plane_url, token) if settings.control_plane_url else None
+        self.node = OllamaNode(settings.ollama_url, artifacts=fetcher)
         self.reconciler = Reconciler(self.node)
         self.keeper = LeaseKeeper(store, ttl_s=settings.lease_ttl_s)
         self.informer = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s)
@@ -315,5 +318,7 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.process is not None:
                 await self.process.stop()
+            if self.node.artifacts is not None:
+                await self.node.artifacts.close()
             with contextlib.suppress(StoreError):
                 await self.keeper.close()

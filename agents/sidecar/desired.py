@@ -33,6 +33,11 @@ def tag(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+#: An adapter as the agent applies it: a path on the node, or (file name, digest) pairs of files
+#: the control plane keeps.
+AdapterRef = str | tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Derived:
     """An ``/api/create`` request that makes a derived model from ``source``."""
@@ -41,7 +46,7 @@ class Derived:
     system: str | None
     template: str | None
     parameters: tuple[tuple[str, Any], ...]
-    adapters: tuple[str, ...]
+    adapters: tuple[AdapterRef, ...]
     messages: tuple[tuple[str, str], ...] = ()  # (role, content): few-shot turns
 
     @property
@@ -83,7 +88,7 @@ def desired_model(model: Model) -> DesiredModel:
             system=spec.system_prompt,
             template=spec.template,
             parameters=tuple(sorted(options.items(), key=lambda kv: kv[0])),
-            adapters=tuple(a.path for a in spec.adapters),
+            adapters=tuple(a.path if a.path is not None else tuple(sorted(a.files.items())) for a in spec.adapters),
             messages=tuple((m.role, m.content) for m in spec.messages),
         )
     return DesiredModel(

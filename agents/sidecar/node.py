@@ -7,6 +7,7 @@ same request cannot help, such as a model that does not exist in the registry).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import ollama
 
+from agents.sidecar.artifacts import ArtifactError, ArtifactFetcher
 from agents.sidecar.desired import Derived, tag
 
 
@@ -35,6 +37,15 @@ class OllamaFailed(Exception):
     def permanent(self) -> bool:
         text = str(self).lower()
         return self.status in (400, 404) or "does not exist" in text or "not found" in text
+
+
+class AdapterUnavailable(OllamaFailed):
+    """An adapter's files could not be had: not on the node, or not fetched from the control plane
+    (``status`` 0 when it did not answer, or the bytes did not match: worth another try)."""
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in (400, 401, 403, 404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +67,14 @@ class Observed:
 class OllamaNode:
     """Typed operations on one Ollama server; counts calls per operation (for /metrics and tests)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 600.0, connect_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, artifacts: ArtifactFetcher | None = None, timeout_s: float = 600.0, connect_timeout_s: float = 2.0
+    ) -> None:
         self.url = url
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.client = ollama.AsyncClient(host=url, timeout=timeout)
         self._quick = ollama.AsyncClient(host=url, timeout=httpx.Timeout(5.0, connect=connect_timeout_s))
+        self.artifacts = artifacts
         self.calls: dict[tuple[str, str], int] = {}
         self.version = ""
         self.last_load_ms: float | None = None  # Ollama's load_duration of the last warm-up
@@ -112,13 +126,18 @@ class OllamaNode:
 
     async def create(self, name: str, derived: Derived) -> None:
         adapters: dict[str, str] = {}
-        for path in derived.adapters:
-            try:
-                files = adapter_files(Path(path))
-            except OSError as exc:  # the adapter is not on this node: the model fails with the reason
-                raise OllamaFailed(f"adapter: {exc}", 400) from exc
-            for file in files:
-                adapters[file.name] = await self._call("blob", lambda f=file: self.client.create_blob(f))  # type: ignore[misc]
+        for adapter in derived.adapters:
+            if isinstance(adapter, str):
+                try:
+                    files = adapter_files(Path(adapter))
+                except OSError as exc:  # the adapter is not on this node: the model fails with the reason
+                    raise AdapterUnavailable(f"adapter: {exc}", 400) from exc
+                for file in files:
+                    adapters[file.name] = await self._call("blob", lambda f=file: self.client.create_blob(f))  # type: ignore[misc]
+            else:
+                for file_name, digest in adapter:
+                    await self._blob_from_control_plane(file_name, digest)
+                    adapters[file_name] = digest
         await self._call(
             "create",
             lambda: self.client.create(
@@ -151,6 +170,31 @@ class OllamaNode:
 
     async def delete(self, name: str) -> None:
         await self._call("delete", lambda: self.client.delete(name))
+
+    async def has_blob(self, digest: str) -> bool:
+        """Whether Ollama holds the blob already (``HEAD /api/blobs/{digest}``)."""
+
+        async def head() -> bool:
+            async with httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(5.0)) as http:
+                return (await http.head(f"/api/blobs/{digest}")).status_code == 200
+
+        result: bool = await self._call("blob_exists", head)
+        return result
+
+    async def _blob_from_control_plane(self, file_name: str, digest: str) -> None:
+        """Upload an adapter file the control plane keeps to Ollama, unless Ollama has it already."""
+        if await self.has_blob(digest):
+            return
+        if self.artifacts is None:
+            raise AdapterUnavailable(f"adapter file {file_name} ({digest}) is kept by the control plane; this agent has no "
+                                     "LLMTUNE_AGENT__CONTROL_PLANE_URL to fetch it from", 400)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="llmtune-adapter-") as tmp:
+            path = Path(tmp) / file_name
+            try:
+                await self.artifacts.fetch(digest, path)
+            except ArtifactError as exc:
+                raise AdapterUnavailable(f"adapter file {file_name}: {exc}", exc.status) from exc
+            await self._call("blob", lambda: self.client.create_blob(path))
 
 
 def adapter_files(path: Path) -> list[Path]:

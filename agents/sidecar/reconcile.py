@@ -20,8 +20,8 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from agents.sidecar.desired import Derived, Desired, DesiredModel
-from agents.sidecar.node import Loaded, Observed, OllamaFailed, OllamaNode, OllamaUnavailable, matches
+from agents.sidecar.desired import AdapterRef, Derived, Desired, DesiredModel
+from agents.sidecar.node import AdapterUnavailable, Loaded, Observed, OllamaFailed, OllamaNode, OllamaUnavailable, matches
 from schemas.status import ConditionType, ModelCondition
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ class Reconciler:
                 await self._ensure(model, node, warm=model.name in warm)
             except (OllamaUnavailable, OllamaFailed) as exc:
                 ok = False
-                reason = "OllamaUnreachable" if isinstance(exc, OllamaUnavailable) else "OllamaError"
+                reason = (
+                    "OllamaUnreachable" if isinstance(exc, OllamaUnavailable)
+                    else "AdapterUnavailable" if isinstance(exc, AdapterUnavailable) else "OllamaError"
+                )  # fmt: skip
                 self._set(model, ConditionType.FAILED, reason=reason, message=str(exc))
                 self._note(f"{model.config_name}: {exc}")
             else:
@@ -208,7 +211,7 @@ def _to_warm(desired: Desired, node: _NodeState, limit: int | None) -> set[str]:
     return set(wanted if limit is None else wanted[:limit])
 
 
-def _weights(model: DesiredModel) -> tuple[str, tuple[str, ...]]:
+def _weights(model: DesiredModel) -> tuple[str, tuple[AdapterRef, ...]]:
     return (model.derived.source, model.derived.adapters) if model.derived else (model.pull, ())
 
 

@@ -10,7 +10,7 @@ import shlex
 import socket
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controlplane.settings import StoreSettings
@@ -41,6 +41,13 @@ class AgentGroup(BaseModel):
         "node-pool server settings by restarting it.",
     )
     drain_s: float = Field(default=5.0, ge=0, description="How long a node is drained before Ollama restarts.")
+    control_plane_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The control plane's API (http://host:8700): the agent fetches the adapter files it keeps "
+        "(LoRA fine-tuning outputs) from there.",
+    )
+    control_plane_token: SecretStr | None = Field(default=None, description="A viewer token for the control plane's API.")
 
     @field_validator("labels", mode="before")
     @classmethod

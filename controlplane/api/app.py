@@ -17,8 +17,9 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import config, finetune, fleet, health, history, monitor, rag, tokens, watch
+from controlplane.api.routes import artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
+from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
@@ -55,7 +56,10 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         await asyncio.to_thread(migrate, engine)
         bootstrap = settings.auth.bootstrap_token.get_secret_value() if settings.auth.bootstrap_token else None
         view = ConfigView(keys)
-        service = ConfigService(the_store, History(engine), keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops)
+        artifacts = ArtifactStore(engine)
+        service = ConfigService(
+            the_store, History(engine), keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops, artifacts=artifacts
+        )
         broadcaster = Broadcaster(keys)
         config_informer = Informer(the_store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
         config_informer.add_handler(view.on_snapshot)
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             broadcaster=broadcaster,
             registry=registry,
             check_db=check_db,
+            artifacts=artifacts,
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
             figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
@@ -145,6 +150,6 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes, wider={"/api/v1/rag/collections/": rag_limit})
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune):
+    for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune, artifacts):
         app.include_router(module.router)
     return app

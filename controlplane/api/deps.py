@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.broadcast import Broadcaster
+from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
@@ -40,6 +41,7 @@ class Runtime:
     broadcaster: Broadcaster
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]
+    artifacts: ArtifactStore
     rag: RagService | None = None
     feedback: FeedbackService | None = None
     figures: Figures | None = None

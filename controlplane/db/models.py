@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -203,3 +216,23 @@ class FineTuneLog(Base):
     at: Mapped[float] = mapped_column(Float)
     level: Mapped[str] = mapped_column(String(8))
     message: Mapped[str] = mapped_column(Text)
+
+
+class Artifact(Base):
+    """A file kept by content (``sha256:…``), such as a fine-tuned adapter's weights; its bytes are
+    in ``artifact_chunks`` so that neither side holds a whole file in memory."""
+
+    __tablename__ = "artifacts"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ArtifactChunk(Base):
+    __tablename__ = "artifact_chunks"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

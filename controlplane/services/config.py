@@ -9,10 +9,11 @@ commit fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_chain, wait_none, wait_random
 
+from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.diff import compare, unified
 from controlplane.services.errors import AlreadyExists, BadRequest, Busy, Invalid, NotFound, StaleRevision, TooLarge
 from controlplane.services.history import Change, History, Record
@@ -29,6 +31,7 @@ from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView, Stored, decode
 from schemas.common import ConfigObject
+from schemas.model import Model
 from schemas.registry import KINDS, parse_object
 from schemas.validation import Problem, affected_by, check_references
 
@@ -129,9 +132,12 @@ class ConfigService:
     ATTEMPTS = 8
 
     def __init__(
-        self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128
-    ) -> None:
+        self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:  # fmt: skip
+        """``artifacts``: when given, adapter files a Model lists must be kept there."""
         self._store = store
+        self._artifacts = artifacts
         self._max_txn_ops = max_txn_ops
         self._history = history
         self._keys = keys
@@ -245,6 +251,7 @@ class ConfigService:
         changes, written = _plan(objects, deletes, state)
         new_state = _Proposed(state, written, delete_set)
         problems = check_references(new_state, only=affected_by(new_state, written, delete_set))
+        problems += await self._missing_artifacts(written.values())
         if problems:
             raise Invalid([_blame_deletion(p) if p.missing in delete_set else p for p in problems])
         if dry_run or not changes:
@@ -258,6 +265,24 @@ class ConfigService:
             )
         pinned = {self._keys.config(*k) for k in expected}
         return ApplyResult(await self._commit(ops, changes, actor=actor, message=message, pinned=pinned), changes, False)
+
+    async def _missing_artifacts(self, objects: Iterable[ConfigObject]) -> list[Problem]:
+        """Adapter files that Models name by digest and the control plane does not keep."""
+        if self._artifacts is None:
+            return []
+        wanted = [
+            (obj.name, f"spec.adapters[{i}].files.{file}", digest)
+            for obj in objects if isinstance(obj, Model)
+            for i, adapter in enumerate(obj.spec.adapters) for file, digest in adapter.files.items()
+        ]  # fmt: skip
+        if not wanted:
+            return []
+        kept = await asyncio.to_thread(self._artifacts.kept, {d for _, _, d in wanted})
+        return [
+            Problem("models", name, field, f"artifact {digest} is not kept by the control plane: name files a fine-tuning "
+                    "job stored, or give the adapter's path on the nodes")
+            for name, field, digest in wanted if digest not in kept
+        ]  # fmt: skip
 
     def _ops(self, changes: Sequence[Change], written: Mapping[ObjectKey, ConfigObject], read: StateRead) -> list[Op]:
         ops: list[Op] = []

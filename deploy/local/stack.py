@@ -36,6 +36,7 @@ API_URL = f"http://127.0.0.1:{API_PORT}"
 ROUTER_PORT = int(os.environ.get("LLMTUNE_ROUTER__PORT", "8701"))
 ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 TOKEN_FILE = RUN / "admin-token"
+AGENT_TOKEN_FILE = RUN / "agent-token"
 #: SIM=N starts N simulated Ollama nodes (tests/sim) with an agent each, instead of an agent for a local Ollama.
 SIM = int(os.environ.get("SIM") or "0")
 SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
@@ -61,9 +62,16 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, object]]:
+def _http(
+    url: str, timeout: float = 2.0, *, token: str | None = None, body: dict[str, object] | None = None
+) -> tuple[int, dict[str, object]]:
+    """GET (POST with ``body``) and the JSON answer; status 0 when nothing answered."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if body is not None else None
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -132,7 +140,7 @@ def up() -> None:
             "1h",
         ]
         proc = _start("etcd", cmd, dict(os.environ), marker)
-        _wait("etcd", proc, lambda: _get(f"{ETCD_URL}/health")[1].get("health") == "true")
+        _wait("etcd", proc, lambda: _http(f"{ETCD_URL}/health")[1].get("health") == "true")
         print(f"etcd           started (pid {proc.pid}) at {ETCD_URL}")
     token = _admin_token()
     redis_url = _redis()
@@ -159,7 +167,7 @@ def up() -> None:
             env.update(_finetune_env(redis_url))
         marker = "controlplane.api"
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
-        _wait("controlplane", proc, lambda: _get(f"{API_URL}/readyz")[0] == 200)
+        _wait("controlplane", proc, lambda: _http(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
     _router(redis_url)
     _agents()
@@ -222,7 +230,7 @@ def _router(redis_url: str | None) -> None:
     if redis_url:  # outcome records for the control plane's performance monitor
         env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
-    _wait("router", proc, lambda: _get(f"{ROUTER_URL}/readyz")[0] == 200)
+    _wait("router", proc, lambda: _http(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")
 
 
@@ -260,16 +268,33 @@ def _agent(name: str, node: str, ollama_url: str, port: int, labels: str) -> Non
     env.update({
         "LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_AGENT__NODE": node, "LLMTUNE_AGENT__OLLAMA_URL": ollama_url,
         "LLMTUNE_AGENT__PORT": str(port), "LLMTUNE_AGENT__LABELS": env.get("LLMTUNE_AGENT__LABELS", labels),
+        "LLMTUNE_AGENT__CONTROL_PLANE_URL": API_URL, "LLMTUNE_AGENT__CONTROL_PLANE_TOKEN": _agent_token(),
     })  # fmt: skip
     proc = _start(name, [str(VENV_BIN / "python"), "-m", "agents.sidecar"], env, "agents.sidecar")
-    _wait(name, proc, lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 503))
+    _wait(name, proc, lambda: _http(f"http://127.0.0.1:{port}/healthz")[0] in (200, 503))
     print(f"{name:13s}  started (pid {proc.pid}) for Ollama at {ollama_url}, metrics http://127.0.0.1:{port}/metrics")
+
+
+def _agent_token() -> str:
+    """A viewer token for the agents (they fetch fine-tuned adapter files from the control plane):
+    the one in ``.run/agent-token`` while the control plane accepts it, else a new one."""
+    if AGENT_TOKEN_FILE.exists():
+        token = AGENT_TOKEN_FILE.read_text().strip()
+        if _http(f"{API_URL}/api/v1/status", token=token)[0] == 200:
+            return token
+    code, answer = _http(f"{API_URL}/api/v1/tokens", token=_admin_token(), body={"name": "local-agents", "role": "viewer"})
+    if code != 201:
+        raise SystemExit(f"could not issue the agents' token ({code}): {answer}")
+    token = str(answer["token"])
+    AGENT_TOKEN_FILE.write_text(token)
+    AGENT_TOKEN_FILE.chmod(0o600)
+    return token
 
 
 def _agents() -> None:
     """One agent beside the local Ollama, or SIM simulated nodes with an agent each."""
     if SIM <= 0:
-        code, _ = _get(f"{OLLAMA_URL}/api/version")
+        code, _ = _http(f"{OLLAMA_URL}/api/version")
         node = re.sub(r"[^a-z0-9.-]+", "-", socket.gethostname().lower()).strip("-.")[:63] or "local"
         _agent("agent", node, OLLAMA_URL, AGENT_PORT, "pool=local")
         if code != 200:
@@ -285,7 +310,7 @@ def _agents() -> None:
         cmd = [str(VENV_BIN / "python"), "-m", "tests.sim", "--port", str(SIM_PORT), "--count", str(SIM)]
         proc = _start("ollama-sim", cmd, dict(os.environ), "tests.sim")
         last = f"http://127.0.0.1:{SIM_PORT + SIM - 1}"
-        _wait("ollama-sim", proc, lambda: _get(f"{last}/api/version")[0] == 200)
+        _wait("ollama-sim", proc, lambda: _http(f"{last}/api/version")[0] == 200)
         print(
             f"ollama-sim     started (pid {proc.pid}): {SIM} simulated Ollama node(s) on ports {SIM_PORT}..{SIM_PORT + SIM - 1}"
         )
@@ -306,7 +331,7 @@ def status() -> int:
         pid = _pid(name)
         print(f"{name:13s}  {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
         rc |= pid is None
-    code, body = _get(f"{API_URL}/readyz")
+    code, body = _http(f"{API_URL}/readyz")
     print(f"readyz         {code or 'unreachable'} {json.dumps(body.get('checks', body))}")
     return 1 if rc or code != 200 else 0
 

@@ -215,5 +215,14 @@ async def test_cancel_a_queued_job_and_uploaded_datasets(
         assert all("raced" in a.json()["detail"] for a in answers if a.status_code == 409)
         taken = next(a.json()["id"] for a in answers if a.status_code == 201)
         assert [j["id"] for j in (await fleet.api.get("/api/v1/fine-tune")).json() if j["output_model"] == "raced"] == [taken]
+
+        # A Model naming adapter files the control plane does not keep is refused, naming the file.
+        unknown = {"adapter_model.safetensors": "sha256:" + "a" * 64}
+        doc = model_doc("adapted", tag="adapted", base="llama3.2:1b", adapters=[{"files": unknown}])
+        resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [doc]})
+        assert resp.status_code == 422, resp.text
+        problem = resp.json()["errors"][0]
+        assert problem["field"] == "spec.adapters[0].files.adapter_model.safetensors" and "not kept" in problem["message"]
+        assert (await fleet.api.get("/api/v1/config/models/adapted")).status_code == 404
     finally:
         await fleet.close()

@@ -1,7 +1,7 @@
 """Fine-tuning with method ``lora`` on a tiny randomly initialised Llama (built from a config: no
 download), trained on CPU by the worker process: the loss falls, the adapter is saved as
-safetensors and loads with peft, and the registered variant reaches the agent, which uploads the
-adapter's files to its node and creates the model with them. Then the robustness cases: the
+safetensors and loads with peft, its files are kept by the control plane, and the registered
+variant reaches the agent, which fetches them, uploads them to its node and creates the model. Then the robustness cases: the
 worker killed mid-run (the run is queued again as attempt 2 and a new worker takes it), a worker
 paused past the deadline that comes back (it stops; attempt 3 goes on), a running job cancelled,
 and a queued job cancelled while no worker runs."""
@@ -86,11 +86,13 @@ async def test_lora_adapter_is_trained_saved_and_created_on_the_node(fleet: Flee
     assert last < first * 0.9, f"the loss did not fall: {first:.3f} → {last:.3f}"
     assert job["metrics"]["trainable_parameters"] > 0
 
+    # The adapter was saved on the worker; its files are kept by the control plane, by digest.
     spec = (await fleet.api.get("/api/v1/config/models/tiny-math")).json()["spec"]
     assert spec["base"] == "tinyllama:1b" and len(spec["adapters"]) == 1
-    adapter = Path(spec["adapters"][0]["path"])
-    assert adapter.is_relative_to(tmp_path / "artifacts") and adapter.name == "attempt-1"
-    assert {"adapter_model.safetensors", "adapter_config.json"} <= set(os.listdir(adapter))
+    adapter = tmp_path / "artifacts" / job["id"] / "attempt-1"
+    names = ("adapter_model.safetensors", "adapter_config.json")
+    digests = {n: "sha256:" + hashlib.sha256((adapter / n).read_bytes()).hexdigest() for n in names}
+    assert spec["adapters"][0] == {"files": digests, "scale": 1.0}
 
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -102,17 +104,43 @@ async def test_lora_adapter_is_trained_saved_and_created_on_the_node(fleet: Flee
     assert sum(1 for n, _ in tuned.named_parameters() if "lora_" in n) == len(weights)
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
 
-    # The agent uploaded both files as blobs and created the variant from the base with them.
+    # The control plane serves them to viewers, byte for byte.
+    viewer = {"Authorization": f"Bearer {fleet.agent_token}"}
+    weights_digest = digests["adapter_model.safetensors"]
+    got = await fleet.api.get(f"/api/v1/artifacts/{weights_digest}", headers=viewer)
+    assert got.status_code == 200 and got.content == (adapter / "adapter_model.safetensors").read_bytes()
+    assert got.headers["etag"] == f'"{weights_digest}"'
+    head = await fleet.api.head(f"/api/v1/artifacts/{weights_digest}", headers=viewer)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(got.content)
+    assert (await fleet.api.get(f"/api/v1/artifacts/{weights_digest}", headers={"Authorization": ""})).status_code == 401
+    missing = await fleet.api.get(f"/api/v1/artifacts/sha256:{'0' * 64}", headers=viewer)
+    assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
+    assert (await fleet.api.get("/api/v1/artifacts/md5:abc", headers=viewer)).status_code == 422
+
+    # The agent fetched both files from the control plane, uploaded them to its node as blobs and
+    # created the variant from the base with them.
     engine = fleet.sims["node-a"].engine
 
     async def created() -> bool:
         return "tiny-math:latest" in engine.models
 
     await fleet.eventually(created, timeout_s=20)
-    digests = {"sha256:" + hashlib.sha256((adapter / f).read_bytes()).hexdigest()
-               for f in ("adapter_model.safetensors", "adapter_config.json")}  # fmt: skip
     variant = engine.models["tiny-math:latest"]
-    assert variant.parent == "tinyllama:1b" and set(variant.adapters) == digests
+    assert variant.parent == "tinyllama:1b" and set(variant.adapters) == set(digests.values())
+    fetcher = fleet.agent("node-a").node.artifacts
+    assert fetcher is not None and fetcher.fetched == 2
+
+    # An agent that does not know the control plane fails the variant and says what to set.
+    await fleet.add_node("node-b", agent={"control_plane_url": None})
+
+    async def refused() -> bool:
+        condition = fleet.agent("node-b").reconciler.conditions.get("tiny-math")
+        return condition is not None and condition.reason == "AdapterUnavailable"
+
+    await fleet.eventually(refused, timeout_s=20)
+    condition = fleet.agent("node-b").reconciler.conditions["tiny-math"]
+    assert condition.type.value == "Failed" and "LLMTUNE_AGENT__CONTROL_PLANE_URL" in condition.message
+    assert "tiny-math:latest" not in fleet.sims["node-b"].engine.models
 
 
 async def test_worker_killed_mid_run_then_cancelled(fleet: Fleet, tmp_path: Path, checkpoint: Path) -> None:
