@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -19,20 +18,15 @@ from controlplane.store.errors import StoreUnavailable
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from schemas.registry import parse_object
-from tests.fixtures.services import EtcdServer, PostgresServer
+from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, rag_doc, route_doc
 
 pytestmark = pytest.mark.etcd
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.new_database()
-    eng = make_engine(url)
+@pytest.fixture
+def engine(sql_url: str) -> Iterator[Engine]:
+    eng = make_engine(sql_url)
     migrate(eng)
     yield eng
     eng.dispose()

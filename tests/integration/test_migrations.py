@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,17 +15,11 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.engine import make_engine, migrate
 from controlplane.db.models import Base, FineTuneJob
-from tests.fixtures.services import PostgresServer
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.new_database()
-    eng = make_engine(url)
+@pytest.fixture
+def engine(sql_url: str) -> Iterator[Engine]:
+    eng = make_engine(sql_url)
     yield eng
     eng.dispose()
 
