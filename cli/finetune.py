@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from cli.client import ApiError, Client
+from cli.output import emit
 
 BASE = "/api/v1/fine-tune"
 ENDED = {"succeeded", "failed", "cancelled"}
@@ -138,7 +139,7 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             if output == "text":
                 out.print(describe(job))
             else:
-                out.print(json.dumps(job, indent=2) if output == "json" else yaml.safe_dump(job, sort_keys=False), end="")
+                emit(job, output)
 
         run(body)
 

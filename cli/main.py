@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
@@ -20,6 +18,7 @@ from cli.experiments import register as register_experiments
 from cli.finetune import register as register_finetune
 from cli.fleet import register as register_fleet
 from cli.monitor import register as register_monitor
+from cli.output import emit
 from cli.rag import register as register_rag
 from cli.route import register as register_route
 
@@ -52,13 +51,6 @@ def run(fn: Callable[[], T]) -> T:
     except (ApiError, DocumentError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-
-
-def emit(data: Any, output: str) -> None:
-    if output == "json":
-        out.print_json(json.dumps(data))
-    else:
-        out.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
 
 
 def show_diff(text: str) -> None:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from controlplane.store.keys import KeySpace
 from tests.fixtures.services import EtcdServer, free_port, free_port_range
+from tests.helpers import model_doc
 
 pytestmark = pytest.mark.etcd
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,13 +63,13 @@ def control_plane(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> It
         yield url
 
 
-def llmctl(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+def llmctl(url: str, tmp_path: Path, *args: str, token: str = TOKEN, columns: int = 200) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "LLMCTL_URL": url,
         "LLMCTL_TOKEN": token,
         "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"),
-        "COLUMNS": "200",
+        "COLUMNS": str(columns),
     }
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -89,6 +91,15 @@ def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_pat
 
     got = json.loads(llmctl(control_plane, tmp_path, "get", "model", "llama3.1-8b", "-o", "json").stdout)
     assert got["spec"]["options"]["num_ctx"] == 8192 and got["metadata"]["revision"] == first_rev
+    # Machine output is the document as is, whatever the terminal's width or the brackets in it.
+    prompt = "[INST] You answer questions about invoices, refunds and delivery times; be brief and kind. [/INST] " * 2
+    doc = model_doc("long-prompt", tag="long-prompt", base="llama3.1:8b", system_prompt=prompt)
+    (tmp_path / "long.json").write_text(json.dumps(doc))
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "long.json")).returncode == 0
+    for fmt, parse in (("yaml", yaml.safe_load), ("json", json.loads)):
+        narrow = llmctl(control_plane, tmp_path, "get", "model", "long-prompt", "-o", fmt, columns=40)
+        assert parse(narrow.stdout)["spec"]["system_prompt"] == prompt, narrow.stdout
+    assert llmctl(control_plane, tmp_path, "delete", "model", "long-prompt").returncode == 0
     table = llmctl(control_plane, tmp_path, "list", "routes").stdout
     assert "default-chat" in table and "support" in table
 
