@@ -56,6 +56,9 @@ def describe(job: dict[str, Any]) -> str:
     loss = job["metrics"].get("loss")
     if loss:
         text += f", loss {loss[0][1]:.4f} → {loss[-1][1]:.4f} after {loss[-1][0]} steps"
+    held_out = job["metrics"].get("eval_loss")
+    if held_out:
+        text += f", held-out loss {held_out[0][1]:.4f} → {held_out[-1][1]:.4f}"
     if job["attempt"] > 1:
         text += f" (attempt {job['attempt']})"
     if job.get("error"):

@@ -87,6 +87,11 @@ class LoraParams(BaseModel):
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
     batch_size: int = Field(default=4, ge=1, le=1024)
     max_length: int = Field(default=512, ge=8, le=131_072, description="Tokens per row; longer rows are cut.")
+    eval_fraction: float = Field(
+        default=0.0, ge=0, le=0.5,
+        description="Share of the rows held out from training (at least one when above 0): their loss, before, during "
+        "and after training, is the job's eval_loss curve.",
+    )  # fmt: skip
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -55,6 +55,20 @@ def encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int]
     return ids, labels
 
 
+def split(
+    rows: list[tuple[list[int], list[int]]], fraction: float, seed: int
+) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
+    """The rows to train on and those held out (``fraction`` of them, at least one when above 0;
+    the same ones for the same seed), each in the dataset's order."""
+    if fraction <= 0:
+        return rows, []
+    count = max(1, round(len(rows) * fraction))
+    if count >= len(rows):
+        raise JobError(f"eval_fraction={fraction:g} of {len(rows)} rows leaves none to train on; lower it or add rows")
+    chosen = set(random.Random(seed).sample(range(len(rows)), count))
+    return [r for i, r in enumerate(rows) if i not in chosen], [r for i, r in enumerate(rows) if i in chosen]
+
+
 def train(
     base: Model, output_model: str, examples: list[Example], params: LoraParams, report: Report, stop: threading.Event,
     out_dir: Path, keep: Callable[[Path], str] | None = None,
@@ -85,6 +99,7 @@ def train(
     rows = [r for r in rows if any(label != IGNORE for label in r[1])]
     if not rows:
         raise JobError(f"every row's answer is cut off by max_length={params.max_length}; raise it")
+    rows, held_out = split(rows, params.eval_fraction, params.seed)
     config = peft.LoraConfig(
         r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=params.target_modules,
         task_type="CAUSAL_LM",
@@ -97,11 +112,36 @@ def train(
     trainable, total = model.get_nb_trainable_parameters()
     report.metric("trainable_parameters", int(trainable))
     report.log(f"{len(rows)} rows; LoRA r={params.rank} alpha={params.alpha}: {trainable:,} of {total:,} parameters train")
+
+    def tensors(batch: list[tuple[list[int], list[int]]]) -> tuple[Any, Any, Any]:
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=device)
+        labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch], device=device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=device)
+        return input_ids, labels, mask
+
+    def evaluate(at_step: int) -> float:
+        """The held-out rows' loss per answer token (the model predicts token t+1 from 0..t)."""
+        model.eval()
+        loss_sum = tokens = 0.0
+        with torch.no_grad():
+            for first in range(0, len(held_out), params.batch_size):
+                input_ids, labels, mask = tensors(held_out[first : first + params.batch_size])
+                counted = int((labels[:, 1:] != IGNORE).sum())
+                loss_sum += float(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss) * counted
+                tokens += counted
+        model.train()
+        value = loss_sum / max(tokens, 1)
+        report.point("eval_loss", at_step, value)
+        return value
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.learning_rate)
     per_epoch = math.ceil(len(rows) / params.batch_size)
     steps = params.max_steps or per_epoch * params.epochs  # max_steps wins, cycling over the rows as needed
     order = random.Random(params.seed)
     model.train()
+    eval_every = max(1, steps // 10)
+    before = after = evaluate(0) if held_out else None
     step, batch_rows = 0, list(range(len(rows)))
     while step < steps:
         order.shuffle(batch_rows)
@@ -110,11 +150,7 @@ def train(
                 break
             if stop.is_set():
                 raise Cancelled(f"stopped after {step} of {steps} steps")
-            batch = [rows[i] for i in batch_rows[first : first + params.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=device)
-            labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch], device=device)
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=device)
+            input_ids, labels, mask = tensors([rows[i] for i in batch_rows[first : first + params.batch_size]])
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             if not torch.isfinite(loss):
                 raise JobError(f"the loss became {loss.item()} at step {step + 1}; lower learning_rate")
@@ -124,6 +160,10 @@ def train(
             step += 1
             report.point("loss", step, float(loss.item()))
             report.progress(step / steps)
+            if held_out and (step % eval_every == 0 or step == steps):
+                after = evaluate(step)
+    if before is not None:
+        report.log(f"held-out loss {before:.4f} → {after:.4f} on {len(held_out)} rows not trained on")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     files = sorted(p.name for p in out_dir.iterdir())

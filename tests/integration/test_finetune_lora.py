@@ -74,7 +74,7 @@ def lora_job(checkpoint: Path, output: str, **params: Any) -> dict[str, Any]:
 
 async def test_lora_adapter_is_trained_saved_and_created_on_the_node(fleet: Fleet, tmp_path: Path, checkpoint: Path) -> None:
     fleet.start_worker()
-    resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-math", max_steps=100))
+    resp = await fleet.api.post("/api/v1/fine-tune", json=lora_job(checkpoint, "tiny-math", max_steps=100, eval_fraction=0.25))
     assert resp.status_code == 201, resp.text
     job = await wait_state(fleet, resp.json()["id"], "succeeded", "failed", timeout_s=120)
     assert job["state"] == "succeeded", job
@@ -85,6 +85,12 @@ async def test_lora_adapter_is_trained_saved_and_created_on_the_node(fleet: Flee
     first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
     assert last < first * 0.9, f"the loss did not fall: {first:.3f} → {last:.3f}"
     assert job["metrics"]["trainable_parameters"] > 0
+    # 3 of the 12 rows were held out: their loss, every 10 steps, falls too (the sums follow one pattern)
+    held_out = job["metrics"]["eval_loss"]
+    assert [s for s, _ in held_out] == list(range(0, 101, 10))
+    assert held_out[-1][1] < held_out[0][1] * 0.95, held_out  # (2.84 → 2.48 here)
+    logs = "\n".join(line["message"] for line in (await fleet.api.get(f"/api/v1/fine-tune/{job['id']}/logs")).json())
+    assert "9 rows; LoRA r=8" in logs and "on 3 rows not trained on" in logs, logs
 
     # The adapter was saved on the worker; its files are kept by the control plane, by digest.
     spec = (await fleet.api.get("/api/v1/config/models/tiny-math")).json()["spec"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from agents.finetune.lora import split
 from agents.finetune.modelfile import derive, few_shot, shared_system
 from agents.finetune.report import JobError, Report
 from agents.sidecar.desired import desired_model
@@ -186,6 +187,16 @@ def test_few_shot_messages_need_a_base_and_change_the_create_request() -> None:
     assert with_turns.derived is not None and plain.derived is not None
     assert with_turns.derived.messages == (("user", "q"), ("assistant", "a"))
     assert with_turns.derived.fingerprint != plain.derived.fingerprint
+
+
+def test_held_out_rows_are_a_seeded_share_and_leave_rows_to_train_on() -> None:
+    rows = [([i], [i]) for i in range(10)]
+    train, held = split(rows, 0.2, seed=1)
+    assert len(held) == 2 and len(train) == 8 and sorted(train + held) == rows
+    assert split(rows, 0.2, seed=1) == (train, held) and split(rows, 0.0, seed=1) == (rows, [])
+    assert len(split(rows[:3], 0.01, seed=0)[1]) == 1  # above 0: at least one row
+    with pytest.raises(JobError, match="leaves none to train on"):
+        split(rows[:1], 0.5, seed=0)
 
 
 def test_a_long_loss_curve_stays_bounded() -> None:
