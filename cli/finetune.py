@@ -11,6 +11,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -49,7 +50,13 @@ def parse_params(pairs: list[str], file: Path | None) -> dict[str, Any]:
     return params
 
 
+def log_line(line: dict[str, Any]) -> str:
+    """A log line for the console; the message is the job's text, not markup (tracebacks, [INST] …)."""
+    return f"[dim]{line['level']:>7}[/dim] {escape(line['message'])}"
+
+
 def describe(job: dict[str, Any]) -> str:
+    """The job in a line, escaped for the console (its error is the worker's text)."""
     text = f"{job['id']}: {job['state']}"
     if job["state"] == "running":
         text += f" {job['progress'] * 100:.0f}%"
@@ -67,7 +74,7 @@ def describe(job: dict[str, Any]) -> str:
         text += f"; model {job['output_model']} registered at revision {job['model_revision']}"
         if job.get("experiment"):
             text += f", experiment {job['experiment']} running"
-    return text
+    return escape(text)
 
 
 def follow(api: Client, job_id: str, out: Console, *, logs: bool) -> dict[str, Any]:
@@ -79,7 +86,7 @@ def follow(api: Client, job_id: str, out: Console, *, logs: bool) -> dict[str, A
         for event, data in api.events(f"{BASE}/{job_id}/logs/stream"):
             if event == "log":
                 if logs:
-                    bar.console.print(f"[dim]{data['level']:>7}[/dim] {data['message']}")
+                    bar.console.print(log_line(data))
             elif event in ("progress", "end"):
                 loss = data["metrics"].get("loss")
                 tail = f", loss {loss[-1][1]:.4f}" if loss else ""
@@ -156,7 +163,7 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
                 out.print(describe(follow(api, job_id, out, logs=True)))
                 return
             for line in api.get(f"{BASE}/{job_id}/logs"):
-                out.print(f"[dim]{line['level']:>7}[/dim] {line['message']}")
+                out.print(log_line(line))
 
         run(body)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -100,7 +101,7 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             payload |= {"filters": {k: v for k, _, v in pairs}} if pairs else {}
             result = client().post("/api/v1/rag/query", payload)
             if result["answer"] is not None:
-                out.print(result["answer"], highlight=False)
+                out.print(result["answer"], highlight=False, markup=False)  # the model's text: brackets are not markup
                 out.print(f"[dim]model {result['model']} on {result['node']}[/dim]")
             table = Table("n", "document", "chunk", "score", "similarity", "bm25 rank", "snippet")
             table.columns[1].overflow = "fold"  # ids are paths: show them whole
@@ -108,7 +109,8 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
                 snippet = " ".join(s["snippet"].split())[:80]
                 sim = f"{s['similarity']:.3f}" if s["similarity"] is not None else "-"
                 rank = str(s["keyword_rank"] or "-")
-                table.add_row(str(s["n"]), s["document_id"], str(s["chunk"]), f"{s['score']:.3f}", sim, rank, snippet)
+                table.add_row(str(s["n"]), escape(s["document_id"]), str(s["chunk"]), f"{s['score']:.3f}", sim, rank,
+                              escape(snippet))  # fmt: skip
             out.print(table)
             t = result["timings"]
             cached = " (retrieval cached)" if result["cached"] else ""

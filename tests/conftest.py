@@ -15,6 +15,7 @@ from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
+from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import ChromaServer, EtcdServer, PostgresServer, RedisServer, ZooKeeperServer, free_port
 from tests.sim.server import SimServer
 
@@ -77,6 +78,23 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     yield from _installed(RedisServer)
+
+
+@pytest.fixture
+async def finetune_fleet(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[Fleet]:
+    """A control plane with fine-tuning on: its own queue on the session's Redis (other tests' runs
+    never reach this test's workers), fast heartbeats, and a lost worker given up on after 2 s."""
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    queue = f"test-ft-{uuid.uuid4().hex[:8]}"
+    await fleet.start_control_plane(
+        finetune={"redis_url": redis_server.url, "queue": queue, "heartbeat_s": 0.2, "stale_after_s": 2.0}
+    )
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from controlplane.db.models import FineTuneJob
 from controlplane.services.config import ConfigService
-from controlplane.services.datasets import DatasetInvalid, parse_dataset
+from controlplane.services.datasets import Dataset, DatasetInvalid, parse_dataset
 from controlplane.services.errors import (
     AlreadyExists,
     BadRequest,
@@ -140,9 +140,6 @@ class FineTuneService:
             if existing is not None:
                 return self._answer_resubmit(existing, digest, info), False
         base = self._base(request)
-        busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
-        if busy is not None:  # the database's unique index settles the race this read leaves open
-            raise InUse(f"job {busy.id} ({busy.state}) is making model '{request.output_model}' already; choose another name")
         job = FineTuneJob(
             id=request.job_id or new_job_id(), request_digest=digest, actor=actor, state=JobState.QUEUED.value,
             method=request.method.value, base_model=request.base_model, output_model=request.output_model,
@@ -151,12 +148,13 @@ class FineTuneService:
             base_spec=base.model_dump(mode="json"), progress=0.0, attempt=1, cancel_requested=False, metrics={},
             created_at=time.time(),
         )  # fmt: skip
-        if not await asyncio.to_thread(self.jobs.insert, job):  # the same id, or output, submitted at the same moment
+        if not await asyncio.to_thread(self.jobs.insert, job):
+            # the id was taken at the same moment, or an active job makes this output (the unique index)
             existing = await asyncio.to_thread(self.jobs.get, job.id)
             if existing is not None:
                 return self._answer_resubmit(existing, digest, info), False
             busy = await asyncio.to_thread(self.jobs.active_output, request.output_model)
-            who = f"job {busy.id}" if busy is not None else "another job"
+            who = f"job {busy.id} ({busy.state})" if busy is not None else "another job"
             raise InUse(f"{who} is making model '{request.output_model}' already; choose another name")
         try:
             await self._queue.enqueue(job.id, 1)
@@ -229,6 +227,12 @@ class FineTuneService:
         if await asyncio.to_thread(self.jobs.get, job_id) is None:
             raise NotFound("fine-tuning job", job_id)
         return await asyncio.to_thread(self.jobs.logs, job_id, after=after, limit=limit)
+
+    async def follow(self, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[JobOut, list[LogLine]]:
+        """The job and its lines after ``after``; the job is read first, so a job seen ended has
+        all its lines among them."""
+        job = await self.get(job_id)
+        return job, await asyncio.to_thread(self.jobs.logs, job_id, after=after, limit=limit)
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, redis_url: str, *, interval_s: float = 1.0) -> None:
@@ -345,7 +349,7 @@ def _experiment(job: FineTuneJob, route: Route) -> Experiment:
     )
 
 
-def _parse(text: str, max_bytes: int) -> Any:
+def _parse(text: str, max_bytes: int) -> Dataset:
     try:
         return parse_dataset(text, max_bytes=max_bytes)
     except DatasetInvalid as exc:

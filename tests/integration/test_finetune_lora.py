@@ -12,17 +12,14 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controlplane.store.keys import KeySpace
 from tests.fixtures.fleet import Fleet
-from tests.fixtures.services import EtcdServer, RedisServer
 from tests.helpers import model_doc, route_doc
-from tests.integration.test_finetune import job_state, jsonl, settings, wait_state
+from tests.integration.test_finetune import job_state, jsonl, wait_state
 
 pytestmark = [pytest.mark.etcd, pytest.mark.lora, pytest.mark.slow]
 
@@ -54,17 +51,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Fleet]:
+async def fleet(finetune_fleet: Fleet) -> Fleet:
     """The control plane with the fine-tuning queue, one simulated node, the base model and its route."""
-    fleet = Fleet(etcd_server.url, keys, tmp_path)
-    await fleet.start_control_plane(finetune=settings(redis_server))
-    try:
-        await fleet.add_node("node-a")
-        objects = [model_doc("tiny", tag="tinyllama:1b"), route_doc("chat", "tiny", match={"model_aliases": ["chat"]})]
-        assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
-        yield fleet
-    finally:
-        await fleet.close()
+    await finetune_fleet.add_node("node-a")
+    objects = [model_doc("tiny", tag="tinyllama:1b"), route_doc("chat", "tiny", match={"model_aliases": ["chat"]})]
+    assert (await finetune_fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+    return finetune_fleet
 
 
 def lora_job(checkpoint: Path, output: str, **params: Any) -> dict[str, Any]:

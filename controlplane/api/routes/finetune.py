@@ -103,8 +103,8 @@ async def stream_logs(
         nonlocal last
         seen: tuple[Any, ...] | None = None
         while True:
-            job = await ft.get(job_id)  # read before the lines: a job seen ended has all its lines written
-            for line in await ft.logs(job_id, after=last):
+            job, lines = await ft.follow(job_id, after=last)
+            for line in lines:
                 last = line.id
                 yield {"event": "log", "id": str(line.id), "data": orjson.dumps(line.as_dict()).decode()}
             doc = job.model_dump_json()
