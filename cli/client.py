@@ -12,7 +12,11 @@ from cli.context import Context
 
 
 class ApiError(Exception):
-    """A failed call, worded for a person."""
+    """A failed call, worded for a person; ``problem`` is the server's problem document, if any."""
+
+    def __init__(self, message: str, *, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or {}
 
 
 class Client:
@@ -31,7 +35,8 @@ class Client:
         detail = body.get("detail", "")
         if isinstance(detail, list):  # a framework error that escaped the problem format
             detail = json.dumps(detail)
-        raise ApiError(f"{resp.status_code} {body.get('title', resp.reason_phrase)}: {detail}")
+        problem = body if isinstance(body, dict) else None
+        raise ApiError(f"{resp.status_code} {body.get('title', resp.reason_phrase)}: {detail}", problem=problem)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

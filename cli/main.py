@@ -89,8 +89,35 @@ def apply(
 
 @app.command()
 def get(kind: str, name: str, output: str = typer.Option("yaml", "-o", "--output", help="yaml or json")) -> None:
-    """Print one object."""
-    run(lambda: emit(client().get(f"/api/v1/config/{kind_plural(kind)}/{name}"), output))
+    """Print one object (or, when the store holds one that does not validate, its stored text)."""
+
+    def body() -> None:
+        try:
+            doc = client().get(f"/api/v1/config/{kind_plural(kind)}/{name}")
+        except ApiError as exc:
+            stored = exc.problem.get("stored")
+            if not isinstance(stored, dict):
+                raise
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"what the store holds at {stored['key']} (revision {stored['revision']}):", highlight=False)
+            typer.echo(stored["raw"])
+            raise typer.Exit(1) from None
+        emit(doc, output)
+
+    run(body)
+
+
+def show_invalid(items: list[dict[str, Any]]) -> None:
+    """Stored objects that do not validate, and how to repair them."""
+    if not items:
+        return
+    table = Table(title="stored objects that do not validate (processes keep their last good value)")
+    for col in ("KIND", "NAME", "REVISION", "ERROR"):
+        table.add_column(col)
+    for bad in items:
+        table.add_row(bad["kind"], bad["name"], str(bad["revision"]), escape(bad["error"]))
+    out.print(table)
+    out.print("repair: 'llmctl apply -f' a valid document or 'llmctl delete KIND NAME'", highlight=False)
 
 
 @app.command("list")
@@ -113,6 +140,7 @@ def list_(
             labels = ",".join(f"{k}={v}" for k, v in item["metadata"].get("labels", {}).items())
             table.add_row(item["kind"], item["metadata"]["name"], str(item["metadata"]["revision"]), labels)
         out.print(table)
+        show_invalid(data.get("invalid", []))
 
     run(body)
 
@@ -235,6 +263,7 @@ def status() -> None:
         for kind, n in sorted(data["objects"].items()):
             table.add_row(kind, str(n))
         out.print(table)
+        show_invalid(data.get("invalid_objects", []))
         nodes = Table(title="nodes")
         for col in ("NODE", "OLLAMA", "APPLIED REVISION", "LOADED"):
             nodes.add_column(col)

@@ -12,6 +12,7 @@ from controlplane.settings import StoreSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
+from controlplane.store.view_metrics import InvalidObjectsCollector
 from router import native_api, ollama_api, openai_api
 from router.core import RouterCore
 from router.feed import TableFeed
@@ -34,6 +35,7 @@ class RouterApp:
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample)  # fmt: skip
         self.registry.register(BreakerStates(self.core.live))
+        self.registry.register(InvalidObjectsCollector(self.feed.view))
         self.feed.add_listener(self._capacity)
         self.server = HttpServer(self.routes(), limits=limits)
         self._feed_task: asyncio.Task[None] | None = None
@@ -78,7 +80,9 @@ class RouterApp:
 
     def _ready(self) -> Reply:
         ready = self.feed.synced
-        body = {"ready": ready, "revision": self.feed.table.revision, "models": len(self.feed.table.models)}
+        invalid = [bad.summary() for bad in sorted(self.feed.view.invalid.values(), key=lambda bad: bad.key)]
+        body = {"ready": ready, "revision": self.feed.table.revision, "models": len(self.feed.table.models),
+                "invalid_objects": invalid}  # fmt: skip
         return json_reply(body, 200 if ready else 503)
 
     async def start(self, host: str, port: int) -> int:

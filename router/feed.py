@@ -33,6 +33,11 @@ class TableFeed:
         self.nodes.add_handler(self._on_nodes)
         self.status.add_handler(self._on_status)
 
+    @property
+    def view(self) -> ConfigView:
+        """The decoded configuration the table is built from (and the invalid items it skipped)."""
+        return self._view
+
     def add_listener(self, listener: Callable[[RouteTable], None]) -> None:
         self._listeners.append(listener)
 

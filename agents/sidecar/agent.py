@@ -29,6 +29,7 @@ from controlplane.store.errors import LeaseLost, StoreError
 from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
+from controlplane.store.view_metrics import InvalidObjectsCollector
 from schemas.nodepool import ServerSettings
 from schemas.status import Capacity, LoadedModel, NodeLoad, NodeRegistration, NodeStatus
 
@@ -69,6 +70,7 @@ class Agent:
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
+        self.registry.register(InvalidObjectsCollector(self.desired.view))
         self.applied_revision = 0
         self.observed: Observed | None = None
         self.draining = False

@@ -39,6 +39,7 @@ from controlplane.store.factory import open_store
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
+from controlplane.store.view_metrics import InvalidObjectsCollector
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         nodes_informer.add_handler(fleet_view.on_nodes)
         install_informer_metrics(registry, {"config": config_informer, "status": status_informer, "nodes": nodes_informer})
         registry.register(FleetCollector(view, fleet_view))
+        registry.register(InvalidObjectsCollector(view))
 
         async def check_db() -> None:
             def ping() -> None:

@@ -28,6 +28,7 @@ from controlplane.services.errors import (
     Unprocessable,
 )
 from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
+from controlplane.store.view import StoredInvalid
 from rag.errors import (
     BadInput,
     DocumentTooLarge,
@@ -50,8 +51,15 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 def problem(
-    status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    """``extra``: members of this problem type beyond RFC 9457's (e.g. ``stored`` for an invalid stored object)."""
     body: dict[str, Any] = {
         "type": f"https://llmtune.dev/problems/{title.lower().replace(' ', '-')}",
         "title": title,
@@ -60,6 +68,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    if extra:
+        body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -132,10 +142,23 @@ def install(app: FastAPI) -> None:
         title = {404: "Not found", 413: "Request too large"}.get(exc.status_code, str(exc.detail))
         return problem(exc.status_code, title, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
 
+    async def stored_invalid(_r: Request, exc: Exception) -> JSONResponse:
+        # Not 422: the request is fine, the store holds bytes another writer (or another version) put
+        # there. 409: the resource's current state conflicts with serving it; a valid PUT, an apply,
+        # a delete or `llmctl restore` repairs it.
+        assert isinstance(exc, StoredInvalid)
+        bad = exc.item
+        detail = (f"the store holds {bad.kind}/{bad.name} at revision {bad.revision}, but it does not validate: {bad.error}. "
+                  f"Write a valid {bad.kind}/{bad.name} (PUT or llmctl apply) or delete it to repair it")  # fmt: skip
+        stored = {**bad.summary(), "raw": bad.raw}
+        return problem(409, "Invalid stored object", detail, errors=[{"field": "(stored)", "message": bad.error}],
+                       extra={"stored": stored})  # fmt: skip
+
     async def unprocessable(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Unprocessable)
         return problem(422, "Invalid request", str(exc), errors=exc.errors)
 
+    app.add_exception_handler(StoredInvalid, stored_invalid)
     app.add_exception_handler(Unprocessable, unprocessable)
     app.add_exception_handler(QueueUnavailable, unavailable)
     app.add_exception_handler(StaleRevision, stale)

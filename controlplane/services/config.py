@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from controlplane.services.history import Change, History, Record
 from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
-from controlplane.store.view import ConfigView, Stored, decode
+from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, decode_at
 from schemas.common import ConfigObject
 from schemas.model import Model
 from schemas.registry import KINDS, parse_object
@@ -44,6 +44,12 @@ class ApplyResult:
     revision: int  # the new revision, or the current one for a dry run / no-op
     changes: list[Change]
     dry_run: bool
+    #: Objects of the change set the store already held as given, at their revisions.
+    unchanged: Mapping[ObjectKey, int] = field(default_factory=dict)
+
+    def revision_of(self, key: ObjectKey) -> int:
+        """The revision the store holds ``key`` at after this change (the change's own, if it wrote it)."""
+        return self.unchanged.get(key, self.revision)
 
     @property
     def diff(self) -> str:
@@ -53,7 +59,8 @@ class ApplyResult:
 
 @dataclass(frozen=True, slots=True)
 class StateRead:
-    objects: Mapping[ObjectKey, Stored]
+    objects: Mapping[ObjectKey, Stored]  # what the store holds and validates
+    invalid: Mapping[str, InvalidObject]  # what the store holds and does not validate, by key
     revision: int  # revision the objects were read at
     head: int  # mod revision of the config head key when read (0: absent)
 
@@ -84,25 +91,48 @@ class _StaleState(Exception):
     """The state a change was validated against moved before the commit; validate again."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    changes: list[Change]
+    written: dict[ObjectKey, ConfigObject]
+    unchanged: dict[ObjectKey, int]
+
+
 def _plan(
-    objects: Sequence[ConfigObject], deletes: Sequence[ObjectKey], state: Mapping[ObjectKey, Stored]
-) -> tuple[list[Change], dict[ObjectKey, ConfigObject]]:
-    """The changes a change set makes to ``state`` (unchanged objects dropped), and the objects written."""
+    objects: Sequence[ConfigObject],
+    deletes: Sequence[ObjectKey],
+    state: Mapping[ObjectKey, Stored],
+    invalid: Mapping[ObjectKey, InvalidObject],
+) -> _Plan:
+    """The changes a change set makes to what the store holds (unchanged objects dropped).
+
+    An object stored invalid is compared as what it is, the stored document: writing a valid
+    object over it is always a change, guarded by the invalid item's own revision.
+    """
     changes: list[Change] = []
     written: dict[ObjectKey, ConfigObject] = {}
+    unchanged: dict[ObjectKey, int] = {}
     gone = set(deletes)
     for obj in objects:
         key = (type(obj).plural, obj.name)
         if key in gone:
             raise BadRequest(f"{key[0]}/{key[1]} is both written and deleted")
-        old = state.get(key)
-        after, before = obj.content(), (old.obj.content() if old else None)
-        if before != after:
+        after, bad, old = obj.content(), invalid.get(key), state.get(key)
+        if bad is not None:
+            changes.append(Change(key[0], key[1], "update", bad.document, after, bad.revision))
+            written[key] = obj
+        elif old is None or old.obj.content() != after:
+            before = old.obj.content() if old else None
             changes.append(Change(key[0], key[1], "update" if old else "create", before, after, old.revision if old else None))
             written[key] = obj
-    changes += [Change(k[0], k[1], "delete", state[k].obj.content(), None, state[k].revision) for k in deletes]
+        else:
+            unchanged[key] = old.revision
+    for k in deletes:
+        bad = invalid.get(k)
+        changes.append(Change(k[0], k[1], "delete", bad.document, None, bad.revision) if bad is not None
+                       else Change(k[0], k[1], "delete", state[k].obj.content(), None, state[k].revision))  # fmt: skip
     changes.sort(key=lambda c: (c.kind, c.name))
-    return changes, written
+    return _Plan(changes, written, unchanged)
 
 
 def _blame_deletion(p: Problem) -> Problem:
@@ -110,6 +140,13 @@ def _blame_deletion(p: Problem) -> Problem:
     assert p.missing is not None
     kind, name = p.missing
     text = f"uses {kind}/{name}, which this change deletes; change or delete {p.kind}/{p.name} first"
+    return Problem(p.kind, p.name, p.field, text, p.missing)
+
+
+def _blame_invalid(p: Problem, bad: InvalidObject) -> Problem:
+    """Word a reference to an object the store holds but that does not validate."""
+    text = (f"uses {bad.kind}/{bad.name}, which the store holds at revision {bad.revision} but does not validate "
+            f"({bad.error}); write a valid {bad.kind}/{bad.name} or delete it first")  # fmt: skip
     return Problem(p.kind, p.name, p.field, text, p.missing)
 
 
@@ -144,15 +181,16 @@ class ConfigService:
         self._view = view
 
     # -- reads -------------------------------------------------------------------------------
-    async def _listed_state(self) -> tuple[Mapping[ObjectKey, Stored], int]:
+    async def _listed_state(self) -> tuple[dict[ObjectKey, Stored], dict[str, InvalidObject], int]:
         listed = await self._store.list(self._keys.config_prefix())
         out: dict[ObjectKey, Stored] = {}
+        invalid: dict[str, InvalidObject] = {}
         for kv in listed.items:
             try:
-                out[self._keys.parse_config(kv.key)] = Stored(decode(kv.value, kv.mod_revision), kv.mod_revision)
-            except (ValueError, ValidationError):
-                log.error("ignoring invalid stored object %s at revision %d", kv.key, kv.mod_revision)
-        return out, listed.revision
+                out[self._keys.parse_config(kv.key)] = Stored(decode_at(self._keys, kv), kv.mod_revision, kv.value)
+            except StoredInvalid as exc:
+                invalid[kv.key] = exc.item
+        return out, invalid, listed.revision
 
     async def state(self, *, fresh: bool = False) -> StateRead:
         """The whole desired configuration, and the config head it is at least as new as.
@@ -163,9 +201,9 @@ class ConfigService:
         """
         head = await self._head()
         if self._view is not None and not fresh and await self._view.wait_for(max(head, 1), 1.0):
-            return StateRead(self._view.state, self._view.revision, head)
-        objects, revision = await self._listed_state()
-        return StateRead(objects, revision, head)
+            return StateRead(self._view.current, self._view.invalid, self._view.revision, head)
+        objects, invalid, revision = await self._listed_state()
+        return StateRead(objects, invalid, revision, head)
 
     async def _head(self) -> int:
         kv = await self._store.get(self._keys.config_head())
@@ -176,23 +214,42 @@ class ConfigService:
         kv = await self._store.get(self._keys.config(kind, name))
         if kv is None:
             raise NotFound(kind, name)
-        return decode(kv.value, kv.mod_revision)
+        return decode_at(self._keys, kv)  # StoredInvalid when the stored bytes do not validate
 
-    async def list_documents(self, kind: str | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Stored documents (with ``metadata.revision``) of one kind or all, and the revision read at.
+    async def stored_revision(self, kind: str, name: str) -> int:
+        """The revision the store holds ``kind/name`` at, valid or not; NotFound when absent."""
+        require_kind(kind)
+        kv = await self._store.get(self._keys.config(kind, name))
+        if kv is None:
+            raise NotFound(kind, name)
+        return kv.mod_revision
 
-        Served as stored: every document was validated on its way in, and re-validating 10,000
-        objects per listing cost ~1.5 s here (orjson: the stdlib json module alone took ~0.3 s).
+    async def list_documents(self, kind: str | None = None) -> tuple[list[dict[str, Any]], list[InvalidObject], int]:
+        """Stored documents (with ``metadata.revision``) of one kind or all, the stored items that
+        do not validate, and the revision read at.
+
+        Valid documents are served as stored. Only bytes the view has not judged are validated:
+        re-validating 10,000 objects per listing cost ~1.5 s here (orjson: the stdlib json module
+        alone took ~0.3 s).
         """
         if kind is not None:
             require_kind(kind)
         listed = await self._store.list(self._keys.config_prefix(kind))
-        docs = []
+        docs, invalid = [], []
         for kv in listed.items:
+            verdict = self._view.known(kv) if self._view is not None else None
+            if verdict is None:
+                try:
+                    decode_at(self._keys, kv)
+                except StoredInvalid as exc:
+                    verdict = exc.item
+            if isinstance(verdict, InvalidObject):
+                invalid.append(verdict)
+                continue
             doc = orjson.loads(kv.value)
             doc["metadata"]["revision"] = kv.mod_revision
             docs.append(doc)
-        return docs, listed.revision
+        return docs, invalid, listed.revision
 
     # -- the write path ----------------------------------------------------------------------
     async def apply(
@@ -239,23 +296,28 @@ class ConfigService:
     ) -> ApplyResult:
         read = await self.state()
         state = read.objects
+        involved = {*deletes, *expected, *((type(o).plural, o.name) for o in objects)}
+        invalid = {k: read.invalid[p] for k in involved if (p := self._keys.config(*k)) in read.invalid}
         delete_set = set(deletes)
         for key in deletes:
             require_kind(key[0])
-            if key not in state:
+            if key not in state and key not in invalid:
                 raise NotFound(*key)
         for key, exp in expected.items():
-            actual = state[key].revision if key in state else 0
+            actual = state[key].revision if key in state else invalid[key].revision if key in invalid else 0
             if exp != actual:
                 raise StaleRevision(*key, expected=exp, actual=actual or None)
-        changes, written = _plan(objects, deletes, state)
+        plan = _plan(objects, deletes, state, invalid)
+        changes, written = plan.changes, plan.written
         new_state = _Proposed(state, written, delete_set)
-        problems = check_references(new_state, only=affected_by(new_state, written, delete_set))
+        # Referrers of a deleted invalid object are not held to it: its references cannot be
+        # trusted, and deleting it must stay possible.
+        problems = check_references(new_state, only=affected_by(new_state, written, delete_set - set(invalid)))
         problems += await self._missing_artifacts(written.values())
         if problems:
-            raise Invalid([_blame_deletion(p) if p.missing in delete_set else p for p in problems])
+            raise Invalid([self._word(p, delete_set, read.invalid) for p in problems])
         if dry_run or not changes:
-            return ApplyResult(read.revision, changes, dry_run)
+            return ApplyResult(read.revision, changes, dry_run, plan.unchanged)
         ops = self._ops(changes, written, read)
         guards = sum(op.expected_revision is not None for op in ops)
         if max(guards, len(changes)) > self._max_txn_ops:
@@ -264,7 +326,14 @@ class ConfigService:
                 f"allows {self._max_txn_ops} (etcd's --max-txn-ops): split it into smaller applies"
             )
         pinned = {self._keys.config(*k) for k in expected}
-        return ApplyResult(await self._commit(ops, changes, actor=actor, message=message, pinned=pinned), changes, False)
+        revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned)
+        return ApplyResult(revision, changes, False, plan.unchanged)
+
+    def _word(self, p: Problem, deleted: set[ObjectKey], invalid: Mapping[str, InvalidObject]) -> Problem:
+        if p.missing in deleted:
+            return _blame_deletion(p)
+        bad = invalid.get(self._keys.config(*p.missing)) if p.missing is not None else None
+        return _blame_invalid(p, bad) if bad is not None else p
 
     async def _missing_artifacts(self, objects: Iterable[ConfigObject]) -> list[Problem]:
         """Adapter files that Models name by digest and the control plane does not keep."""
@@ -378,8 +447,10 @@ class ConfigService:
         if (kind is None) != (name is None):
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
         target = await self._history.state_at(revision)
-        state = (await self.state()).objects
-        scope = [(kind, name)] if kind and name else sorted(set(target) | set(state))
+        read = await self.state()
+        state = dict(read.objects)
+        state_keys = set(state) | {(b.kind, b.name) for b in read.invalid.values() if self._keys.config(b.kind, b.name) == b.key}
+        scope = [(kind, name)] if kind and name else sorted(set(target) | state_keys)
         objects: list[ConfigObject] = []
         deletes: list[ObjectKey] = []
         for key in scope:
@@ -391,7 +462,7 @@ class ConfigService:
                     raise Invalid(
                         [Problem(key[0], key[1], "", f"the version at revision {revision} no longer validates: {exc}")]
                     ) from exc
-            elif key in state:
+            elif key in state_keys:
                 deletes.append(key)
         text = message or f"rollback to revision {revision}"
         return await self.apply(objects, deletes=deletes, actor=actor, message=text, dry_run=dry_run)

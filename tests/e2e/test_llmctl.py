@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from tests.fixtures.services import EtcdServer, free_port, free_port_range
 from tests.helpers import model_doc
@@ -350,3 +352,30 @@ def test_experiments_create_list_results_stop_promote(control_plane: str, tmp_pa
     assert route["spec"]["targets"] == [{"model": "big", "weight": 1}] and "experiment" not in route["spec"]
     bad = llmctl(control_plane, tmp_path, "experiments", "create", "x", "--route", "chat", "--variant", "only")
     assert bad.returncode == 1 and "name=model" in bad.stderr
+
+
+async def put_raw(etcd_url: str, key: str, value: bytes) -> None:
+    store = EtcdStore(EtcdConfig(endpoints=(etcd_url,)))
+    try:
+        await store.put(key, value)
+    finally:
+        await store.close()
+
+
+def test_invalid_stored_object_shown_and_repaired(etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:
+    bad = b'{"kind":"Model","metadata":{"name":"small"},"spec":{"tag":"llama3.2:1b","temprature":1}}'
+    (tmp_path / "small.json").write_text(json.dumps(model_doc("small", tag="llama3.2:1b")))
+    with control_plane_process(etcd_server.url, keys.namespace, tmp_path) as (url, _env):
+        assert llmctl(url, tmp_path, "apply", "-f", str(tmp_path / "small.json")).returncode == 0
+        asyncio.run(put_raw(etcd_server.url, keys.config("models", "small"), bad))
+        deadline = time.monotonic() + 10
+        while (got := llmctl(url, tmp_path, "get", "model", "small")).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert got.returncode == 1 and "temprature" in got.stdout + got.stderr, got
+        status = llmctl(url, tmp_path, "status")
+        assert "do not validate" in status.stdout and "small" in status.stdout, status
+        listed = llmctl(url, tmp_path, "list", "model")
+        assert "do not validate" in listed.stdout, listed
+        assert llmctl(url, tmp_path, "apply", "-f", str(tmp_path / "small.json")).returncode == 0
+        assert llmctl(url, tmp_path, "get", "model", "small").returncode == 0
+        assert "do not validate" not in llmctl(url, tmp_path, "status").stdout

@@ -13,6 +13,7 @@ from controlplane.api.deps import Operator, Runtime, Viewer, parse_revision_head
 from controlplane.services.config import ApplyResult, ConfigService, require_kind
 from controlplane.services.errors import BadRequest, NotFound
 from controlplane.services.tokens import Principal
+from controlplane.store.view import InvalidObject
 from schemas.common import ConfigObject
 from schemas.jsonschema import export_all
 
@@ -38,9 +39,11 @@ def apply_body(result: ApplyResult) -> dict[str, Any]:
     }
 
 
-def listing(docs: list[dict[str, Any]], revision: int) -> Response:
+def listing(docs: list[dict[str, Any]], invalid: list[InvalidObject], revision: int) -> Response:
+    """Valid documents as ``items``; stored items that do not validate as ``invalid`` (key, kind,
+    name, revision, error), so a listing never hides what the store holds."""
     # orjson directly: FastAPI's encoder walks every nested value, which dominates at 10,000 objects.
-    body = orjson.dumps({"revision": revision, "items": docs})
+    body = orjson.dumps({"revision": revision, "items": docs, "invalid": [bad.summary() for bad in invalid]})
     return Response(body, media_type="application/json", headers={"X-Config-Revision": str(revision)})
 
 
@@ -105,10 +108,11 @@ async def replace(
     obj = _parse_for(kind, document, name=name)
     expected = parse_revision_header(if_match, "If-Match")
     if expected == -1:  # "*": must exist, any revision
-        expected = (await rt.config.get(kind, name)).metadata.revision
+        expected = await rt.config.stored_revision(kind, name)
     result = await rt.config.put(obj, actor=who.name, expected_revision=expected, create_only=if_none_match == "*")
-    response.headers["ETag"] = etag(result.revision)
-    return body_of(obj.with_revision(result.revision))
+    revision = result.revision_of((kind, name))
+    response.headers["ETag"] = etag(revision)
+    return body_of(obj.with_revision(revision))
 
 
 @router.delete("/config/{kind}/{name}")

@@ -36,6 +36,12 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"down: {exc}"
     checks["informer"] = "synced" if rt.config_informer.synced else "syncing"
+    # Invalid stored objects do not make the process unready (it serves their last good value),
+    # but readiness names them so that whoever looks at it sees them.
+    invalid = sorted(rt.view.invalid.values(), key=lambda bad: bad.key)
+    checks["config"] = "ok" if not invalid else f"ok; {len(invalid)} stored object(s) do not validate: " + ", ".join(
+        f"{bad.kind}/{bad.name} at revision {bad.revision}" for bad in invalid[:10]
+    )
     ready = all(v.startswith(("ok", "synced")) for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -51,7 +57,7 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict
     config = rt.config_informer.snapshot
     counts: dict[str, int] = {}
     for key in config.items:
-        kind, _ = rt.keys.parse_config(key)
+        kind = key[len(rt.keys.config_prefix()) :].partition("/")[0]  # any key, even one that is not a valid path
         counts[kind] = counts.get(kind, 0) + 1
     nodes = []
     for key, kv in sorted(rt.status_informer.snapshot.items.items()):
@@ -59,4 +65,11 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict
             nodes.append(json.loads(kv.value))
         except ValueError:
             nodes.append({"node": key.rsplit("/", 1)[-1], "error": "unreadable status"})
-    return {"revision": config.revision, "synced": rt.config_informer.synced, "objects": counts, "nodes": nodes}
+    invalid = [bad.summary() for bad in sorted(rt.view.invalid.values(), key=lambda bad: bad.key)]
+    return {
+        "revision": config.revision,
+        "synced": rt.config_informer.synced,
+        "objects": counts,
+        "invalid_objects": invalid,
+        "nodes": nodes,
+    }
