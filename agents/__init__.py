@@ -1,1 +1,1 @@
-"""Sidecar agent beside each Ollama node (issue 4) and the fine-tune worker (issue 8)."""
+"""Processes that run beside the fleet: the sidecar agent beside each Ollama node and the fine-tuning worker."""

@@ -1,1 +1,1 @@
-"""RAG engine (issue 6): VectorStore protocol, Chroma/Weaviate adapters, retrieval."""
+"""RAG engine: VectorStore protocol, Chroma/Weaviate adapters, retrieval."""

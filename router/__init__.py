@@ -1,1 +1,1 @@
-"""Data-plane router (issue 5): route table from the informer, policy, balancer, front doors."""
+"""Data-plane router: route table from the informer, policy, balancer, front doors."""

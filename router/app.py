@@ -80,9 +80,8 @@ class RouterApp:
 
     def _ready(self) -> Reply:
         ready = self.feed.synced
-        invalid = [bad.summary() for bad in sorted(self.feed.view.invalid.values(), key=lambda bad: bad.key)]
         body = {"ready": ready, "revision": self.feed.table.revision, "models": len(self.feed.table.models),
-                "invalid_objects": invalid}  # fmt: skip
+                "invalid_objects": self.feed.view.report()}  # fmt: skip
         return json_reply(body, 200 if ready else 503)
 
     async def start(self, host: str, port: int) -> int:

@@ -29,7 +29,7 @@ from controlplane.services.history import Change, History, Record
 from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
-from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, decode_at
+from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, addressable, decode_at
 from schemas.common import ConfigObject
 from schemas.model import Model
 from schemas.registry import KINDS, parse_object
@@ -148,6 +148,14 @@ def _blame_invalid(p: Problem, bad: InvalidObject) -> Problem:
     text = (f"uses {bad.kind}/{bad.name}, which the store holds at revision {bad.revision} but does not validate "
             f"({bad.error}); write a valid {bad.kind}/{bad.name} or delete it first")  # fmt: skip
     return Problem(p.kind, p.name, p.field, text, p.missing)
+
+
+def _word(p: Problem, deleted: set[ObjectKey], invalid: Mapping[ObjectKey, InvalidObject]) -> Problem:
+    """A reference problem worded for what the referenced object is: deleted, stored invalid, or missing."""
+    if p.missing in deleted:
+        return _blame_deletion(p)
+    bad = invalid.get(p.missing) if p.missing is not None else None
+    return _blame_invalid(p, bad) if bad is not None else p
 
 
 def encode(obj: ConfigObject) -> bytes:
@@ -297,7 +305,7 @@ class ConfigService:
         read = await self.state()
         state = read.objects
         involved = {*deletes, *expected, *((type(o).plural, o.name) for o in objects)}
-        invalid = {k: read.invalid[p] for k in involved if (p := self._keys.config(*k)) in read.invalid}
+        invalid = {k: bad for k, bad in addressable(self._keys, read.invalid).items() if k in involved}
         delete_set = set(deletes)
         for key in deletes:
             require_kind(key[0])
@@ -315,7 +323,7 @@ class ConfigService:
         problems = check_references(new_state, only=affected_by(new_state, written, delete_set - set(invalid)))
         problems += await self._missing_artifacts(written.values())
         if problems:
-            raise Invalid([self._word(p, delete_set, read.invalid) for p in problems])
+            raise Invalid([_word(p, delete_set, addressable(self._keys, read.invalid)) for p in problems])
         if dry_run or not changes:
             return ApplyResult(read.revision, changes, dry_run, plan.unchanged)
         ops = self._ops(changes, written, read)
@@ -328,12 +336,6 @@ class ConfigService:
         pinned = {self._keys.config(*k) for k in expected}
         revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned)
         return ApplyResult(revision, changes, False, plan.unchanged)
-
-    def _word(self, p: Problem, deleted: set[ObjectKey], invalid: Mapping[str, InvalidObject]) -> Problem:
-        if p.missing in deleted:
-            return _blame_deletion(p)
-        bad = invalid.get(self._keys.config(*p.missing)) if p.missing is not None else None
-        return _blame_invalid(p, bad) if bad is not None else p
 
     async def _missing_artifacts(self, objects: Iterable[ConfigObject]) -> list[Problem]:
         """Adapter files that Models name by digest and the control plane does not keep."""
@@ -448,8 +450,7 @@ class ConfigService:
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
         target = await self._history.state_at(revision)
         read = await self.state()
-        state = dict(read.objects)
-        state_keys = set(state) | {(b.kind, b.name) for b in read.invalid.values() if self._keys.config(b.kind, b.name) == b.key}
+        state_keys = set(read.objects) | set(addressable(self._keys, read.invalid))
         scope = [(kind, name)] if kind and name else sorted(set(target) | state_keys)
         objects: list[ConfigObject] = []
         deletes: list[ObjectKey] = []

@@ -24,13 +24,16 @@ class KeySpace:
     def config(self, kind: str, name: str) -> str:
         return f"{self.config_prefix(kind)}{name}"
 
+    def split_config(self, key: str) -> tuple[str, str]:
+        """``(kind, rest)`` of any key under the config prefix, valid path or not (for reporting)."""
+        prefix = self.config_prefix()
+        kind, _, rest = (key[len(prefix) :] if key.startswith(prefix) else key).partition("/")
+        return kind, rest
+
     def parse_config(self, key: str) -> tuple[str, str]:
         """``(kind, name)`` of a config key; ValueError for any other key."""
-        prefix = self.config_prefix()
-        if not key.startswith(prefix):
-            raise ValueError(f"not a config key: {key}")
-        kind, sep, name = key[len(prefix) :].partition("/")
-        if not sep or not name or "/" in name:
+        kind, name = self.split_config(key)
+        if not key.startswith(self.config_prefix()) or not name or "/" in name:
             raise ValueError(f"not a config key: {key}")
         return kind, name
 

@@ -85,11 +85,16 @@ def decode(value: bytes, revision: int) -> ConfigObject:
     return parse_object(json.loads(value)).with_revision(revision)
 
 
+def addressable(keys: KeySpace, invalid: Mapping[str, InvalidObject]) -> dict[ObjectKey, InvalidObject]:
+    """The invalid items that stand at an object's own key, by ``(kind, name)``: those a write
+    of that object replaces (an item at a malformed path is repaired only by removing it)."""
+    return {(b.kind, b.name): b for key, b in invalid.items() if keys.config(b.kind, b.name) == key}
+
+
 def decode_at(keys: KeySpace, kv: KeyValue) -> ConfigObject:
     """The object stored at ``kv``; ``StoredInvalid`` when the bytes, the key or the two together
     are not a valid configuration object (a Route stored under models/, a name that differs)."""
-    prefix = keys.config_prefix()
-    kind, _, name = (kv.key[len(prefix) :] if kv.key.startswith(prefix) else kv.key).partition("/")
+    kind, name = keys.split_config(kv.key)
     try:
         kind, name = keys.parse_config(kv.key)
         if kind not in KINDS:
@@ -131,6 +136,10 @@ class ConfigView:
     @property
     def invalid(self) -> Mapping[str, InvalidObject]:
         return MappingProxyType(self._invalid)
+
+    def report(self) -> list[dict[str, Any]]:
+        """Summaries of the invalid items, by key: what status, readiness and listings show."""
+        return [self._invalid[k].summary() for k in sorted(self._invalid)]
 
     def get(self, kind: str, name: str, cls: type[T]) -> T | None:
         """The object ``kind/name`` when the view holds one of type ``cls``."""

@@ -38,9 +38,9 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks["informer"] = "synced" if rt.config_informer.synced else "syncing"
     # Invalid stored objects do not make the process unready (it serves their last good value),
     # but readiness names them so that whoever looks at it sees them.
-    invalid = sorted(rt.view.invalid.values(), key=lambda bad: bad.key)
+    invalid = rt.view.report()
     checks["config"] = "ok" if not invalid else f"ok; {len(invalid)} stored object(s) do not validate: " + ", ".join(
-        f"{bad.kind}/{bad.name} at revision {bad.revision}" for bad in invalid[:10]
+        f"{bad['kind']}/{bad['name']} at revision {bad['revision']}" for bad in invalid[:10]
     )
     ready = all(v.startswith(("ok", "synced")) for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
@@ -57,7 +57,7 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict
     config = rt.config_informer.snapshot
     counts: dict[str, int] = {}
     for key in config.items:
-        kind = key[len(rt.keys.config_prefix()) :].partition("/")[0]  # any key, even one that is not a valid path
+        kind = rt.keys.split_config(key)[0]  # any key, even one that is not a valid path
         counts[kind] = counts.get(kind, 0) + 1
     nodes = []
     for key, kv in sorted(rt.status_informer.snapshot.items.items()):
@@ -65,11 +65,10 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict
             nodes.append(json.loads(kv.value))
         except ValueError:
             nodes.append({"node": key.rsplit("/", 1)[-1], "error": "unreadable status"})
-    invalid = [bad.summary() for bad in sorted(rt.view.invalid.values(), key=lambda bad: bad.key)]
     return {
         "revision": config.revision,
         "synced": rt.config_informer.synced,
         "objects": counts,
-        "invalid_objects": invalid,
+        "invalid_objects": rt.view.report(),
         "nodes": nodes,
     }
