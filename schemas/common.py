@@ -15,6 +15,16 @@ LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9./_
 LabelValue = Annotated[str, StringConstraints(max_length=128)]
 SCHEMA_VERSION = 1
 
+#: Every integer field and parameter is bounded to fit a signed 64-bit integer: what etcd revisions,
+#: SQL BIGINT columns and Ollama's Go ints hold; a larger number is a 422, never an overflow further in.
+#: The top bound is the largest int64 that a JSON number (an IEEE double) holds exactly, so that the
+#: published schema (FastAPI writes bounds as floats) states the same bound that validation applies.
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1024
+#: An integer with no narrower bounds of its own. Where a field has bounds (``Field(ge=0)``), it stays
+#: ``int`` and adds ``le=INT_MAX``: pydantic lets ``Annotated`` constraints override ``Field`` ones.
+Int64 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+
 
 class Strict(BaseModel):
     """Base for every schema: unknown fields are errors (a typo must not pass silently)."""
@@ -30,6 +40,7 @@ class Metadata(Strict):
     revision: int | None = Field(
         default=None,
         ge=0,
+        le=INT_MAX,
         description="Store revision at which the object was last changed; set by the server, ignored on write.",
     )
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)

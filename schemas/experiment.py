@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import ConfigObject, Name, Strict
+from schemas.common import INT_MAX, ConfigObject, Name, Strict
 from schemas.model import OllamaOptions
 
 
@@ -33,8 +33,8 @@ class Variant(Strict):
 
 class Guardrails(Strict):
     max_error_rate: float | None = Field(default=None, gt=0, le=1)
-    max_p95_latency_ms: int | None = Field(default=None, gt=0)
-    min_samples: int = Field(default=100, ge=1, description="Samples per variant before guardrails act.")
+    max_p95_latency_ms: int | None = Field(default=None, gt=0, le=INT_MAX)
+    min_samples: int = Field(default=100, ge=1, le=INT_MAX, description="Samples per variant before guardrails act.")
 
 
 class Bandit(Strict):

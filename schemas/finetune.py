@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas.common import Name
+from schemas.common import Int64, Name
 from schemas.model import Message, OllamaOptions
 
 #: Label of a Model (and experiment) a fine-tuning job registered: the job's id.
@@ -92,7 +92,7 @@ class LoraParams(BaseModel):
         description="Share of the rows held out from training (at least one when above 0): their loss, before, during "
         "and after training, is the job's eval_loss curve.",
     )  # fmt: skip
-    seed: int = 0
+    seed: Int64 = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -137,8 +137,8 @@ class FineTuneRequest(BaseModel):
 
 class DatasetInfo(BaseModel):
     id: str
-    rows: int
-    bytes: int
+    rows: Int64
+    bytes: Int64
 
 
 class FineTuneJob(BaseModel):
@@ -153,12 +153,12 @@ class FineTuneJob(BaseModel):
     dataset: DatasetInfo
     hyperparameters: dict[str, Any]
     progress: float = Field(description="0 to 1.")
-    attempt: int = Field(description="1, then one more each time a lost worker's job is queued again.")
+    attempt: Int64 = Field(description="1, then one more each time a lost worker's job is queued again.")
     cancel_requested: bool
     worker: str | None
     error: str | None
     metrics: dict[str, Any] = Field(description="loss: [[step, loss], ...] for lora; what was derived for modelfile.")
-    model_revision: int | None = Field(description="Configuration revision that registered the model.")
+    model_revision: Int64 | None = Field(description="Configuration revision that registered the model.")
     experiment: str | None
     created_at: datetime
     started_at: datetime | None

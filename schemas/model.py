@@ -7,12 +7,12 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
 
-from schemas.common import ConfigObject, LabelKey, LabelValue, Strict
+from schemas.common import INT_MAX, ConfigObject, Int64, LabelKey, LabelValue, Strict
 
 #: Ollama model references: ``name``, ``name:tag`` or ``namespace/name:tag``.
 OllamaTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9._-]+)?$", max_length=200)]
 #: Ollama keep_alive: a Go duration ("5m", "1h30m", "-1") or seconds as an integer.
-KeepAlive = Annotated[str, StringConstraints(pattern=r"^-?(\d+(\.\d+)?(ns|us|ms|s|m|h)?)+$")] | int
+KeepAlive = Annotated[str, StringConstraints(pattern=r"^-?(\d+(\.\d+)?(ns|us|ms|s|m|h)?)+$")] | Int64
 
 
 class Capability(StrEnum):
@@ -39,24 +39,24 @@ class OllamaOptions(Strict):
     """Ollama runtime ``options``; only documented names are accepted so that typos fail early."""
 
     num_ctx: int | None = Field(default=None, ge=128, le=2_097_152)
-    num_predict: int | None = Field(default=None, ge=-2)
-    num_keep: int | None = Field(default=None, ge=0)
-    num_batch: int | None = Field(default=None, ge=1)
-    num_gpu: int | None = Field(default=None, ge=0)
-    num_thread: int | None = Field(default=None, ge=1)
+    num_predict: int | None = Field(default=None, ge=-2, le=INT_MAX)
+    num_keep: int | None = Field(default=None, ge=0, le=INT_MAX)
+    num_batch: int | None = Field(default=None, ge=1, le=INT_MAX)
+    num_gpu: int | None = Field(default=None, ge=0, le=INT_MAX)
+    num_thread: int | None = Field(default=None, ge=1, le=INT_MAX)
     temperature: float | None = Field(default=None, ge=0, le=5)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=INT_MAX)
     top_p: float | None = Field(default=None, ge=0, le=1)
     min_p: float | None = Field(default=None, ge=0, le=1)
     typical_p: float | None = Field(default=None, ge=0, le=1)
     repeat_penalty: float | None = Field(default=None, ge=0)
-    repeat_last_n: int | None = Field(default=None, ge=-1)
+    repeat_last_n: int | None = Field(default=None, ge=-1, le=INT_MAX)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     mirostat: Literal[0, 1, 2] | None = None
     mirostat_tau: float | None = Field(default=None, ge=0)
     mirostat_eta: float | None = Field(default=None, ge=0)
-    seed: int | None = None
+    seed: Int64 | None = None
     stop: list[str] | None = None
     use_mmap: bool | None = None
 

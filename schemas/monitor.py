@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from schemas.common import INT_MAX, Int64
+
 #: The Redis stream outcome records go to, and the monitor's consumer group on it.
 OUTCOME_STREAM = "llmtune:outcomes"
 MONITOR_GROUP = "monitor"
@@ -25,8 +27,8 @@ class OutcomeRecord(BaseModel):
     decision_us: float = Field(ge=0)
     ttft_ms: float = Field(ge=0, description="Time to the first byte of the answer.")
     total_ms: float = Field(ge=0)
-    attempts: int = Field(ge=1)
-    tokens: int | None = Field(default=None, ge=0, description="Generated tokens (Ollama's eval_count).")
+    attempts: int = Field(ge=1, le=INT_MAX)
+    tokens: int | None = Field(default=None, ge=0, le=INT_MAX, description="Generated tokens (Ollama's eval_count).")
     tokens_per_s: float | None = Field(default=None, ge=0)
     signals: list[str] = Field(
         default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."
@@ -57,7 +59,7 @@ class FeedbackIn(BaseModel):
 
 
 class FeedbackOut(BaseModel):
-    id: int
+    id: Int64
     request_id: str
     at: float
     model: str

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
 
-from schemas.common import ConfigObject, Name, Strict
+from schemas.common import INT_MAX, ConfigObject, Int64, Name, Strict
 
 
 class VectorBackend(StrEnum):
@@ -18,7 +18,7 @@ class VectorBackend(StrEnum):
 class Chunking(Strict):
     strategy: Literal["chars", "tokens", "markdown"] = "markdown"
     size: int = Field(default=800, ge=50, le=16_000)
-    overlap: int = Field(default=100, ge=0)
+    overlap: int = Field(default=100, ge=0, le=INT_MAX)
 
     @model_validator(mode="after")
     def _overlap(self) -> Chunking:
@@ -63,7 +63,7 @@ class RagCollection(ConfigObject):
 
 # --- the RAG API's requests and answers (control plane /api/v1/rag) ---
 
-MetaValue = str | int | float | bool
+MetaValue = str | Int64 | float | bool
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 
 
@@ -95,8 +95,8 @@ class RagIngestResult(Strict):
     collection: str
     ingested: list[str] = Field(description="Documents written (new or changed).")
     unchanged: list[str] = Field(description="Documents already held with the same content: nothing was done.")
-    chunks: int = Field(description="Chunks written.")
-    reindexed: int = Field(default=0, description="Chunks re-embedded first because the embedding model changed.")
+    chunks: Int64 = Field(description="Chunks written.")
+    reindexed: Int64 = Field(default=0, description="Chunks re-embedded first because the embedding model changed.")
     embed_ms: float
     total_ms: float
 
@@ -104,8 +104,8 @@ class RagIngestResult(Strict):
 class RagDocumentInfo(Strict):
     id: str
     hash: str
-    chunks: int
-    bytes: int
+    chunks: Int64
+    bytes: Int64
     metadata: dict[str, MetaValue]
     updated: float
 
@@ -113,8 +113,8 @@ class RagDocumentInfo(Strict):
 class RagDocumentList(Strict):
     collection: str
     documents: list[RagDocumentInfo]
-    total: int
-    offset: int
+    total: Int64
+    offset: Int64
 
 
 class RagQuery(Strict):
@@ -133,12 +133,12 @@ class RagQuery(Strict):
 
 
 class RagSource(Strict):
-    n: int = Field(description="The number the prompt cites it by.")
+    n: Int64 = Field(description="The number the prompt cites it by.")
     document_id: str
-    chunk: int
+    chunk: Int64
     score: float = Field(description="Fused rank score, 1.0 = first in every list that ranked it.")
     similarity: float | None = Field(default=None, description="Cosine similarity to the query, when the vector search found it.")
-    keyword_rank: int | None = Field(default=None, description="1-based BM25 rank, when the keyword search found it.")
+    keyword_rank: Int64 | None = Field(default=None, description="1-based BM25 rank, when the keyword search found it.")
     snippet: str
     metadata: dict[str, MetaValue]
 

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import ConfigObject, Name, Strict
+from schemas.common import ConfigObject, Int64, Name, Strict
 from schemas.model import OllamaOptions
 
 
@@ -79,7 +79,7 @@ class CircuitBreaker(Strict):
 
 
 class RouteSpec(Strict):
-    priority: int = Field(default=0, description="Higher wins when several routes match.")
+    priority: Int64 = Field(default=0, description="Higher wins when several routes match.")
     match: RouteMatch = Field(default_factory=RouteMatch)
     targets: list[RouteTarget] = Field(min_length=1)
     strategy: Strategy = Strategy.WEIGHTED

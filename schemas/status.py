@@ -7,14 +7,14 @@ from enum import StrEnum
 
 from pydantic import AnyHttpUrl, Field
 
-from schemas.common import LabelKey, LabelValue, Name, Strict
+from schemas.common import INT_MAX, LabelKey, LabelValue, Name, Strict
 
 
 class Capacity(Strict):
-    memory_bytes: int = Field(default=0, ge=0)
-    gpu_memory_bytes: int = Field(default=0, ge=0)
-    max_loaded_models: int = Field(default=1, ge=1)
-    max_parallel: int = Field(default=4, ge=1)
+    memory_bytes: int = Field(default=0, ge=0, le=INT_MAX)
+    gpu_memory_bytes: int = Field(default=0, ge=0, le=INT_MAX)
+    max_loaded_models: int = Field(default=1, ge=1, le=INT_MAX)
+    max_parallel: int = Field(default=4, ge=1, le=INT_MAX)
 
 
 class NodeRegistration(Strict):
@@ -39,14 +39,14 @@ class ModelCondition(Strict):
     reason: str = ""
     message: str = ""
     progress: float | None = Field(default=None, ge=0, le=1)
-    revision: int = Field(default=0, ge=0, description="Mod revision of the Model object this condition is about.")
+    revision: int = Field(default=0, ge=0, le=INT_MAX, description="Mod revision of the Model object this condition is about.")
     since: datetime | None = None
 
 
 class LoadedModel(Strict):
     name: str
-    size_bytes: int = Field(default=0, ge=0)
-    size_vram_bytes: int = Field(default=0, ge=0)
+    size_bytes: int = Field(default=0, ge=0, le=INT_MAX)
+    size_vram_bytes: int = Field(default=0, ge=0, le=INT_MAX)
     expires_at: datetime | None = None
 
 
@@ -54,12 +54,12 @@ class NodeLoad(Strict):
     """What can be told about a node's load without a metrics endpoint in Ollama: its loaded
     runners, how quickly it answers, and the timings it reports. The router adds request figures."""
 
-    in_flight: int = Field(default=0, ge=0)
-    queue_depth: int = Field(default=0, ge=0)
+    in_flight: int = Field(default=0, ge=0, le=INT_MAX)
+    queue_depth: int = Field(default=0, ge=0, le=INT_MAX)
     tokens_per_second: float | None = Field(default=None, ge=0)
     avg_latency_ms: float | None = Field(default=None, ge=0)
-    loaded_models: int = Field(default=0, ge=0)
-    memory_used_bytes: int = Field(default=0, ge=0, description="Sum of the loaded runners' sizes.")
+    loaded_models: int = Field(default=0, ge=0, le=INT_MAX)
+    memory_used_bytes: int = Field(default=0, ge=0, le=INT_MAX, description="Sum of the loaded runners' sizes.")
     probe_ms: float | None = Field(default=None, ge=0, description="Round trip of the last health probe.")
     last_load_ms: float | None = Field(default=None, ge=0, description="Ollama's load_duration of the last warm-up.")
 
@@ -72,7 +72,7 @@ class NodeStatus(Strict):
     ollama_version: str | None = None
     loaded_models: list[LoadedModel] = Field(default_factory=list)
     available_models: list[str] = Field(default_factory=list)
-    applied_revision: int = Field(default=0, ge=0, description="Config revision fully applied on the node.")
+    applied_revision: int = Field(default=0, ge=0, le=INT_MAX, description="Config revision fully applied on the node.")
     conditions: list[ModelCondition] = Field(default_factory=list)
     last_errors: list[str] = Field(default_factory=list, max_length=20)
     load: NodeLoad = Field(default_factory=NodeLoad)

@@ -24,6 +24,7 @@ from controlplane.store.base import ConfigStore
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
+from schemas.common import INT_MAX
 
 
 @dataclass
@@ -83,7 +84,7 @@ def parse_revision_header(value: str | None, header: str) -> int | None:
         return -1
     if value.startswith("W/"):
         value = value[2:]
-    try:
-        return int(value.strip('"'))
-    except ValueError:
-        raise BadRequest(f'{header} must be a quoted revision such as "42" (the ETag you read), got {value!r}') from None
+    text = value.strip('"')
+    if not text.isdecimal() or not 0 <= int(text) <= INT_MAX:
+        raise BadRequest(f'{header} must be a quoted revision such as "42" (the ETag you read), got {value!r}')
+    return int(text)

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.services.errors import BadRequest
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.tokens import Principal
+from schemas.common import INT_MAX
 from schemas.finetune import FINAL_STATES, DatasetInfo, FineTuneJob, FineTuneRequest, JobState
 
 router = APIRouter(prefix="/api/v1/fine-tune", tags=["fine-tuning"])
@@ -77,7 +78,7 @@ async def cancel(job_id: str, ft: FineTuneService = Depends(service), _p: Princi
 @router.get("/{job_id}/logs")
 async def logs(
     job_id: str,
-    after: int = Query(default=0, ge=0, description="Only lines after this id."),
+    after: int = Query(default=0, ge=0, le=INT_MAX, description="Only lines after this id."),
     limit: int = Query(default=1000, ge=1, le=10_000),
     ft: FineTuneService = Depends(service),
     _p: Principal = Viewer,
@@ -87,17 +88,17 @@ async def logs(
 
 @router.get("/{job_id}/logs/stream")
 async def stream_logs(
-    request: Request,
     job_id: str,
-    after: int = Query(default=0, ge=0),
+    after: int = Query(default=0, ge=0, le=INT_MAX),
     every_s: float = Query(default=0.5, ge=0.05, le=60, description="How often the job is looked at."),
+    last_event_id: int | None = Header(default=None, ge=0, le=INT_MAX, description="A reconnecting client's last line id."),
     ft: FineTuneService = Depends(service),
     _p: Principal = Viewer,
 ) -> EventSourceResponse:
     """Server-Sent Events: ``log`` (a line, its id as the event id: reconnect with Last-Event-ID),
     ``progress`` (the job, when its state, progress or attempt changes) and a last ``end`` (the job)."""
     await ft.get(job_id)  # an unknown job is a 404 now, not a broken stream
-    last = int(request.headers.get("last-event-id") or after)
+    last = after if last_event_id is None else last_event_id
 
     async def events() -> AsyncIterator[dict[str, str]]:
         nonlocal last

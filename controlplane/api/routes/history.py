@@ -11,6 +11,7 @@ from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.api.routes.config import apply_body
 from controlplane.services.history import Change, Record
 from controlplane.services.tokens import Principal
+from schemas.common import INT_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["history"])
 
@@ -38,7 +39,7 @@ async def history(
     kind: str | None = None,
     name: str | None = None,
     limit: int = Query(default=50, ge=1, le=1000),
-    before: int | None = Query(default=None, ge=1, description="Only entries older than this revision (paging)."),
+    before: int | None = Query(default=None, ge=1, le=INT_MAX, description="Only entries older than this revision (paging)."),
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
 ) -> dict[str, Any]:
@@ -56,8 +57,8 @@ async def object_history(
 
 @router.get("/diff")
 async def diff(
-    from_revision: int = Query(alias="from", ge=0),
-    to_revision: int | None = Query(default=None, alias="to", ge=0, description="Defaults to the current state."),
+    from_revision: int = Query(alias="from", ge=0, le=INT_MAX),
+    to_revision: int | None = Query(default=None, alias="to", ge=0, le=INT_MAX, description="Defaults to the current state."),
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
 ) -> dict[str, Any]:
@@ -66,7 +67,7 @@ async def diff(
 
 
 class RollbackRequest(BaseModel):
-    revision: int = Field(ge=0, description="Make the configuration what it was right after this revision.")
+    revision: int = Field(ge=0, le=INT_MAX, description="Make the configuration what it was right after this revision.")
     kind: str | None = None
     name: str | None = None
     dry_run: bool = False

@@ -13,6 +13,7 @@ from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal
 from rag.errors import RagError, UnknownDocument
+from schemas.common import INT_MAX
 from schemas.rag import RagAnswer, RagDocumentList, RagIngestRequest, RagIngestResult, RagQuery
 
 router = APIRouter(prefix="/api/v1/rag", tags=["rag"])
@@ -68,7 +69,7 @@ async def ingest(
 @router.get("/collections/{name}/documents", response_model=RagDocumentList)
 async def documents(
     name: str,
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT_MAX),
     limit: int = Query(default=100, ge=1, le=1000),
     rag: RagService = Depends(service),
     _p: Principal = Viewer,

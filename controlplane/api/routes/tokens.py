@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from controlplane.api.deps import Admin, Runtime, runtime
 from controlplane.services.tokens import Principal, TokenInfo
+from schemas.common import INT_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -42,5 +43,7 @@ async def list_tokens(rt: Runtime = Depends(runtime), _p: Principal = Admin) -> 
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, rt: Runtime = Depends(runtime), _p: Principal = Admin) -> None:
+async def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=INT_MAX)], rt: Runtime = Depends(runtime), _p: Principal = Admin
+) -> None:
     await rt.tokens.revoke(token_id)
