@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from router import openai_upstream
 from router.classify import Classifier, classify, estimate_tokens
 from router.errors import BadInput
 from router.forward import Forwarder, Opened, UpstreamFailed
@@ -211,10 +212,14 @@ class RouterCore:
         upstream that breaks off mid-answer ends the stream with ``broken(reason)`` (an error line,
         as Ollama itself reports errors mid-stream)."""
         ok, gone, tail = False, False, opened.first[-2048:]
+        counting = opened.candidate.node is None  # a static endpoint's SSE: its events count its tokens
+        events = opened.first.count(b"data:") if counting else 0
         try:
             yield opened.first
             async for chunk in opened.rest():
                 tail = (tail + chunk)[-2048:]
+                if counting:
+                    events += chunk.count(b"data:")
                 yield chunk
             ok = True
         except UpstreamError as exc:
@@ -223,7 +228,7 @@ class RouterCore:
             gone = True
             raise
         finally:
-            self._defer_end(decision, opened, decision_us, tail, ok=ok, gone=gone)
+            self._defer_end(decision, opened, decision_us, tail, ok=ok, gone=gone, events=events)
 
     async def body(self, decision: Decision, opened: Opened, decision_us: float) -> bytes:
         """The whole answer (non-streaming requests), sent as one response with a length; an
@@ -242,20 +247,22 @@ class RouterCore:
         return data
 
     def _defer_end(
-        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, *, ok: bool, gone: bool, whole: bool = False
-    ) -> None:
+        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, *, ok: bool, gone: bool,
+        whole: bool = False, events: int = 0,
+    ) -> None:  # fmt: skip
         """The connection goes back to the pool now; the accounting (live figures, metrics, the
         outcome record, ~0.1 ms) runs on the loop's next turn, after the answer's last bytes are
         written, so the client does not wait for it."""
         opened.close()
         try:
-            asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone, whole)
+            asyncio.get_running_loop().call_soon(self._end, decision, opened, decision_us, tail, ok, gone, whole, events)
         except RuntimeError:  # a stream finalized outside the loop (at exit): account for it now
-            self._end(decision, opened, decision_us, tail, ok, gone, whole)
+            self._end(decision, opened, decision_us, tail, ok, gone, whole, events)
 
     def _end(
-        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool, whole: bool
-    ) -> None:
+        self, decision: Decision, opened: Opened, decision_us: float, tail: bytes, ok: bool, gone: bool, whole: bool,
+        events: int,
+    ) -> None:  # fmt: skip
         incoming = opened.incoming
         if ok and incoming is not None and incoming.answered and opened.response.completed:
             before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
@@ -263,6 +270,8 @@ class RouterCore:
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
         final = final_object(tail) if ok and opened.candidate.node is not None else None  # Ollama's, parsed once
         tokens, rate = _speed(final)
+        if ok and opened.candidate.node is None:
+            tokens, rate = _endpoint_speed(decision, opened, tail, whole=whole, events=events, total_ms=total_ms)
         found = signals(final, whole=whole, wants_json=opened.wants_json)
         if rate is not None:
             cand = opened.candidate
@@ -313,6 +322,18 @@ def _speed(final: dict[str, Any] | None) -> tuple[int | None, float | None]:
     if final is not None and final.get("eval_count") and final.get("eval_duration"):
         return int(final["eval_count"]), final["eval_count"] / (final["eval_duration"] / 1e9)
     return None, None
+
+
+def _endpoint_speed(
+    decision: Decision, opened: Opened, tail: bytes, *, whole: bool, events: int, total_ms: float
+) -> tuple[int | None, float | None]:
+    """Generated tokens and tokens per second of a static endpoint's answer: its usage (or its
+    chunks) over the time it took to generate (a stream's after its first byte)."""
+    counts = openai_upstream.tokens(tail, whole=whole, events=events, prompt_tokens=decision.request.prompt_tokens)
+    if counts is None or counts[1] <= 0:
+        return None, None
+    seconds = total_ms / 1000 - (0.0 if whole else opened.first_byte_s)
+    return counts[1], (counts[1] / seconds if seconds > 0 else None)
 
 
 def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> dict[str, str]:

@@ -144,7 +144,7 @@ async def whole_answer(
     data = orjson.loads(await core.body(decision, opened, micros))
     if opened.candidate.node is not None:
         return data  # type: ignore[no-any-return]
-    return openai_upstream.answer(path, data, model=model, started=opened.started)
+    return openai_upstream.answer(path, data, model=model, started=opened.started, prompt_tokens=decision.request.prompt_tokens)
 
 
 def answer_stream(
@@ -154,7 +154,8 @@ def answer_stream(
     if opened.candidate.node is not None:
         return core.stream(decision, opened, micros)
     upstream = core.stream(decision, opened, micros, broken=sse_error)
-    return openai_upstream.stream(path, upstream, model=model, started=opened.started)
+    prompt = decision.request.prompt_tokens
+    return openai_upstream.stream(path, upstream, model=model, started=opened.started, prompt_tokens=prompt)
 
 
 def tags(core: RouterCore) -> Reply:

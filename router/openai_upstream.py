@@ -1,6 +1,8 @@
 """Requests of the Ollama front door sent to a static OpenAI-compatible upstream (a Model with
 ``provider: openai`` and an ``endpoint`` such as ``http://vllm:8000/v1``), and the answers turned
-back into Ollama's shapes: one JSON object, or NDJSON lines from the upstream's SSE stream."""
+back into Ollama's shapes: one JSON object, or NDJSON lines from the upstream's SSE stream; and
+the token counts of an upstream's answer (its ``usage``, or a count of its chunks where it sends
+none) for the router's accounting."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from router.classify import estimate_tokens
 
 _FIELDS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop", "num_predict": "max_tokens",
            "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}  # fmt: skip
@@ -22,7 +26,7 @@ def request(path: str, body: Mapping[str, Any], *, model: str, options: Mapping[
         return {"model": model, "input": body.get("input", "")}
     out: dict[str, Any] = {"model": model, "stream": bool(body.get("stream", True))}
     out |= {_FIELDS[k]: v for k, v in options.items() if k in _FIELDS and not (k == "num_predict" and v is not None and v < 0)}
-    if out["stream"]:
+    if out["stream"]:  # usage in a last chunk; servers that ignore it are counted by their chunks
         out["stream_options"] = {"include_usage": True}
     if body.get("format") == "json":
         out["response_format"] = {"type": "json_object"}
@@ -47,14 +51,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _done(model: str, finish: str | None, usage: Mapping[str, Any] | None, started: float) -> dict[str, Any]:
-    usage = usage or {}
+def _done(model: str, finish: str | None, counts: tuple[int, int], started: float) -> dict[str, Any]:
     return {"model": model, "created_at": _now(), "done": True, "done_reason": "length" if finish == "length" else "stop",
-            "total_duration": int((time.perf_counter() - started) * 1e9), "prompt_eval_count": usage.get("prompt_tokens", 0),
-            "eval_count": usage.get("completion_tokens", 0)}  # fmt: skip
+            "total_duration": int((time.perf_counter() - started) * 1e9), "prompt_eval_count": counts[0],
+            "eval_count": counts[1]}  # fmt: skip
 
 
-def answer(path: str, data: Mapping[str, Any], *, model: str, started: float) -> dict[str, Any]:
+def _counts(usage: Any, *, prompt_tokens: int, generated: int) -> tuple[int, int]:
+    """(prompt, completion) tokens: the upstream's ``usage`` where it sent one, else the router's
+    estimate of the prompt and ``generated`` (the chunks or the estimated tokens of the answer)."""
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        prompt = usage.get("prompt_tokens")
+        return (prompt if isinstance(prompt, int) else prompt_tokens), usage["completion_tokens"]
+    return prompt_tokens, generated
+
+
+def answer(path: str, data: Mapping[str, Any], *, model: str, started: float, prompt_tokens: int = 0) -> dict[str, Any]:
     """One OpenAI answer as Ollama's non-streaming answer."""
     if "error" in data:
         err = data["error"]
@@ -62,20 +74,77 @@ def answer(path: str, data: Mapping[str, Any], *, model: str, started: float) ->
     if path == "/api/embed":
         return {"model": model, "embeddings": [d["embedding"] for d in data.get("data", [])]}
     choice = (data.get("choices") or [{}])[0]
-    out = _done(model, choice.get("finish_reason"), data.get("usage"), started)
+    text = _text(choice, whole=True)
+    counts = _counts(data.get("usage"), prompt_tokens=prompt_tokens, generated=estimate_tokens(text) if text else 0)
+    out = _done(model, choice.get("finish_reason"), counts, started)
     if path == "/api/chat":
         message = choice.get("message") or {}
-        out["message"] = {"role": "assistant", "content": message.get("content") or ""}
+        out["message"] = {"role": "assistant", "content": text}
         if message.get("tool_calls"):
             out["message"]["tool_calls"] = message["tool_calls"]
     else:
-        out["response"] = choice.get("text", "")
+        out["response"] = text
     return out
 
 
-async def stream(path: str, chunks: AsyncIterator[bytes], *, model: str, started: float) -> AsyncIterator[bytes]:
-    """The upstream's SSE events as Ollama's NDJSON lines, the last one ``done`` with token counts."""
-    buffer, finish, usage = b"", None, None
+def _text(choice: Any, *, whole: bool) -> str:
+    """The text of one choice: a completion's ``text``, else a whole answer's ``message`` or a chunk's ``delta``."""
+    if not isinstance(choice, dict):
+        return ""
+    if "text" in choice:
+        text = choice["text"]
+    else:
+        part = choice.get("message" if whole else "delta")
+        text = part.get("content") if isinstance(part, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def tokens(tail: bytes, *, whole: bool, events: int, prompt_tokens: int) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an answer from a static endpoint, for the router's figures:
+    ``tail`` is the whole answer (``whole``) or the last bytes of its SSE stream, ``events`` the
+    ``data:`` events the stream carried. Without ``usage``, a stream's completion tokens are its
+    events less the ``[DONE]`` marker and a last chunk that only names the finish reason (servers
+    send about one token per chunk); a whole answer's are estimated from its text."""
+    if whole:
+        try:
+            data = orjson.loads(tail)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or "error" in data:
+            return None
+        choice = (data.get("choices") or [{}])[0]
+        text = _text(choice, whole=True)
+        return _counts(data.get("usage"), prompt_tokens=prompt_tokens, generated=estimate_tokens(text) if text else 0)
+    generated = events
+    for raw in reversed(tail.split(b"\n")):
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            generated -= 1
+            continue
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            break  # the first line of the tail, cut
+        if not isinstance(event, dict):
+            break
+        if isinstance(event.get("usage"), dict):
+            return _counts(event["usage"], prompt_tokens=prompt_tokens, generated=0)
+        choices = event.get("choices") or []
+        if choices and not any(_text(c, whole=False) for c in choices):
+            generated -= 1  # the finish chunk (or a role-only one) carries no token
+        break
+    return prompt_tokens, max(generated, 0)
+
+
+async def stream(
+    path: str, chunks: AsyncIterator[bytes], *, model: str, started: float, prompt_tokens: int = 0
+) -> AsyncIterator[bytes]:
+    """The upstream's SSE events as Ollama's NDJSON lines, the last one ``done`` with token counts
+    (the upstream's usage, else the pieces of text it sent)."""
+    buffer, finish, usage, pieces = b"", None, None, 0
     async for chunk in chunks:
         buffer += chunk
         *events, buffer = buffer.split(b"\n")
@@ -91,11 +160,12 @@ async def stream(path: str, chunks: AsyncIterator[bytes], *, model: str, started
             usage = event.get("usage") or usage
             for choice in event.get("choices") or []:
                 finish = choice.get("finish_reason") or finish
-                text = (choice.get("delta") or {}).get("content") if path == "/api/chat" else choice.get("text")
+                text = _text(choice, whole=False)
                 if text:
+                    pieces += 1
                     piece: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
                     piece |= {"message": {"role": "assistant", "content": text}} if path == "/api/chat" else {"response": text}
                     yield orjson.dumps(piece) + b"\n"
-    last = _done(model, finish, usage, started)
+    last = _done(model, finish, _counts(usage, prompt_tokens=prompt_tokens, generated=pieces), started)
     last |= {"message": {"role": "assistant", "content": ""}} if path == "/api/chat" else {"response": ""}
     yield orjson.dumps(last) + b"\n"

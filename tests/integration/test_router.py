@@ -264,6 +264,41 @@ async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, 
     assert ("POST", "/v1/completions", "llama3.2:1b") in list(f.sims["node-0"].engine.calls)
 
 
+async def test_openai_compatible_upstream_stream_usage_or_counted_chunks(fleet: tuple[Fleet, str]) -> None:
+    """Streams from a static endpoint carry token counts: its usage when it honours
+    ``stream_options.include_usage``, else its chunks counted; in the Ollama door's last line, in
+    the outcome records and in the tokens/s metric, through both doors."""
+    f, url = fleet
+    sim = f.sims["node-0"]
+    hosted = model_doc("hosted", tag="llama3.2:1b", provider="openai", endpoint=f"{sim.url}/v1")
+    assert (await f.api.post("/api/v1/config:apply", json={"objects": [hosted]})).status_code == 200
+    client = ollama.AsyncClient(host=url)
+
+    async def listed() -> bool:
+        return "hosted" in {m.model for m in (await client.list()).models}
+
+    await f.eventually(listed, timeout_s=5)
+    outcomes: list[Outcome] = []
+    f.router.core.sink = type("Collect", (), {"record": lambda _self, o: outcomes.append(o)})()
+    ask = [{"role": "user", "content": "tell me a story"}]
+    oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+    for honours in (True, False):  # a server with usage in streams, then one without (older llama.cpp)
+        sim.engine.settings.openai_stream_usage = honours
+        parts = [p async for p in await client.chat(model="hosted", messages=ask, stream=True, options={"num_predict": 5})]
+        assert parts[-1].done and parts[-1].eval_count == 5 and (parts[-1].prompt_eval_count or 0) > 0, (honours, parts[-1])
+        await asyncio.sleep(0.05)  # outcomes are recorded once the answer is out
+        assert (outcomes[-1].model, outcomes[-1].tokens) == ("hosted", 5), honours
+        assert outcomes[-1].tokens_per_s is not None and outcomes[-1].tokens_per_s > 0
+        # the OpenAI door passes the stream through as the client asked for it, and counts it too
+        chunks = [c async for c in await oai.chat.completions.create(model="hosted", messages=ask, max_tokens=4, stream=True)]
+        assert all(c.usage is None for c in chunks) and sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) == 4
+        await asyncio.sleep(0.05)
+        assert outcomes[-1].tokens == 4, honours
+    async with httpx.AsyncClient(base_url=url) as raw:
+        metrics = (await raw.get("/metrics")).text
+    assert 'llmtune_router_tokens_per_second_count{model="hosted",node="endpoint"' in metrics
+
+
 async def test_node_dying_mid_answer_ends_the_stream_with_an_error(fleet: tuple[Fleet, str]) -> None:
     """After the first byte an answer is committed to its node: if the node dies then, streaming
     clients get Ollama's error line (not a body that merely stops), non-streaming ones a 502."""

@@ -315,7 +315,8 @@ class SimApp:
             "/api/chat": (self.chat, ["POST"]), "/api/embed": (self.embed, ["POST"]),
             "/api/embeddings": (self.embeddings, ["POST"]), "/sim/state": (self.sim_state, ["GET"]),
         }  # fmt: skip
-        compat = OpenAICompat(chat=self.chat, generate=self.generate, embed=self.embed, models=lambda: sorted(self.engine.models))
+        compat = OpenAICompat(chat=self.chat, generate=self.generate, embed=self.embed, models=lambda: sorted(self.engine.models),
+                              stream_usage=lambda: self.engine.settings.openai_stream_usage)  # fmt: skip
         api |= {
             "/v1/chat/completions": (lambda b: compat.completions(b, chat=True), ["POST"]),
             "/v1/completions": (lambda b: compat.completions(b, chat=False), ["POST"]),

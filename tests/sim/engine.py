@@ -140,6 +140,7 @@ class SimSettings:
     load_s: float = 0.01  # per model load
     pull_s: float = 0.02  # per pull
     catalog: frozenset[str] | None = None  # pullable models (None: any name except 'missing*')
+    openai_stream_usage: bool = True  # /v1 streams honour stream_options.include_usage (off: never send usage)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SimSettings:
@@ -159,6 +160,7 @@ class SimSettings:
             load_s=num("SIM_LOAD_S", 0.01),
             pull_s=num("SIM_PULL_S", 0.02),
             catalog=frozenset(normalize(n) for n in catalog.split(",")) if catalog else None,
+            openai_stream_usage=env.get("SIM_OPENAI_STREAM_USAGE", "1").lower() not in ("0", "false"),
         )
 
 

@@ -40,8 +40,21 @@ async def _ndjson(response: StreamingResponse) -> AsyncIterator[dict[str, Any]]:
 
 
 class OpenAICompat:
-    def __init__(self, *, chat: Native, generate: Native, embed: Native, models: Callable[[], list[str]]) -> None:
+    """``stream_usage``: whether a stream honours ``stream_options: {include_usage: true}`` with a
+    last chunk of ``choices: []`` and the usage, as OpenAI and Ollama do; off, the stream carries
+    no usage at all, as some OpenAI-compatible servers (older llama.cpp builds) answer."""
+
+    def __init__(
+        self,
+        *,
+        chat: Native,
+        generate: Native,
+        embed: Native,
+        models: Callable[[], list[str]],
+        stream_usage: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._chat, self._generate, self._embed, self._models = chat, generate, embed, models
+        self.stream_usage = stream_usage
 
     async def completions(self, body: dict[str, Any], *, chat: bool) -> Response:
         native = {"model": body.get("model"), "stream": bool(body.get("stream")), "options": _options(body)}
@@ -64,6 +77,8 @@ class OpenAICompat:
             return JSONResponse({"id": ident, "object": kind, "created": created, "model": body.get("model"), "choices": [choice],
                                  "usage": _usage(line)})  # fmt: skip
 
+        include_usage = self.stream_usage() and bool((body.get("stream_options") or {}).get("include_usage"))
+
         async def events() -> AsyncIterator[bytes]:
             async for line in _ndjson(answer):
                 done = bool(line.get("done"))
@@ -75,9 +90,10 @@ class OpenAICompat:
                     piece = {"text": line.get("response", "")}
                 event = {"id": ident, "object": f"{kind}.chunk" if chat else kind, "created": created, "model": body.get("model"),
                          "choices": [{"index": 0, "finish_reason": _finish(line) if done else None, **piece}]}  # fmt: skip
-                if done:
-                    event["usage"] = _usage(line)
                 yield b"data: " + orjson.dumps(event) + b"\n\n"
+                if done and include_usage:
+                    event = {k: v for k, v in event.items() if k != "choices"} | {"choices": [], "usage": _usage(line)}
+                    yield b"data: " + orjson.dumps(event) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
