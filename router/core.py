@@ -84,9 +84,10 @@ def facts(
         raise BadInput("'options' must be an object")
     try:
         predict = int((options or {}).get("num_predict") or 0)
+        num_ctx = int(options["num_ctx"]) if options and options.get("num_ctx") is not None else None
         max_cost = float(headers["x-route-max-cost"]) if headers.get("x-route-max-cost") else None
-    except (TypeError, ValueError) as exc:
-        raise BadInput(f"num_predict must be an integer and x-route-max-cost a number ({exc})") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInput(f"num_predict and num_ctx must be integers and x-route-max-cost a number ({exc})") from exc
     return Request(
         model=model,
         task=task or (Task(hinted) if hinted is not None and hinted in Task._value2member_map_ else None),
@@ -99,6 +100,7 @@ def facts(
         capabilities=capabilities,
         prompt_tokens=estimate_tokens(text),
         max_output_tokens=predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,
+        num_ctx=num_ctx if num_ctx is None or num_ctx > 0 else None,
         max_cost=max_cost,
         sticky=headers.get("x-sticky-key"),
         draw=random.random(),

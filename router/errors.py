@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from router.forward import UpstreamFailed
 from router.http import Reply, json_reply
-from router.policy import NoRoute
+from router.policy import ContextTooLong, NoRoute
 
 Dialect = Literal["ollama", "openai", "native"]
 
@@ -25,6 +25,8 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, ValidationError):
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         return 422, "invalid_request", detail
+    if isinstance(exc, ContextTooLong):
+        return 400, "context_length_exceeded", str(exc)
     if isinstance(exc, NoRoute):
         return (404, "model_not_found", str(exc)) if exc.unknown_model else (503, "no_route", str(exc))
     if isinstance(exc, UpstreamFailed):
@@ -39,6 +41,9 @@ def render(exc: Exception, dialect: Dialect) -> Reply:
     if dialect == "ollama":
         return json_reply({"error": message}, status)
     if dialect == "openai":
+        if kind == "context_length_exceeded":  # OpenAI's own answer to a prompt past the context
+            error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": kind}
+            return json_reply({"error": error}, status)
         return json_reply({"error": {"message": message, "type": kind, "code": status}}, status)
     title = kind.replace("_", " ").capitalize()
     body = {"type": f"https://llmtune.dev/problems/{kind}", "title": title, "status": status, "detail": message}

@@ -4,8 +4,9 @@ chain. No I/O, no clock, no randomness of its own (the caller passes a uniform d
 
 Steps: match a route (priority order) → pick the primary target (experiment variant or weighted
 split, sticky on a key) → order the other targets by the route's strategy, then its fallbacks →
-drop models that lack a required capability, cannot fit the prompt, or cost too much → for each
-model, its healthy nodes ordered by affinity (model already loaded), load and observed latency.
+drop models that lack a required capability or cost too much, and (model, node) pairs whose
+effective context (the num_ctx the request runs with, else the node's default) cannot hold the
+prompt → for each model, its healthy nodes ordered by affinity (model loaded), load and latency.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ class NoRoute(Exception):
         super().__init__(message + (": " + "; ".join(reasons) if reasons else ""))
         self.reasons = list(reasons)
         self.unknown_model = unknown_model
+
+
+class ContextTooLong(NoRoute):
+    """Every candidate was left out because the prompt does not fit the context it runs with: the
+    client's request is too long (a 400), not a fleet short of capacity."""
+
+    def __init__(self, prompt: int, answer: int, largest: int, reasons: Sequence[str]) -> None:
+        super().__init__(
+            f"the prompt is ~{prompt} tokens and the answer may take {answer} more ({prompt + answer} in all), but the "
+            f"largest context a candidate runs with is {largest}: shorten the prompt, lower num_predict / max_tokens, "
+            "or route it to a model configured with a larger num_ctx",
+            reasons,
+        )
+        self.tokens, self.largest = prompt + answer, largest
 
 
 class Live(Protocol):
@@ -93,6 +108,7 @@ class Request:
     capabilities: frozenset[Capability] = frozenset()
     prompt_tokens: int = 0
     max_output_tokens: int = 0
+    num_ctx: int | None = None  # the request's own options.num_ctx, if it sets one
     max_cost: float | None = None
     max_latency_ms: float | None = None  # leave out models observed to be slower
     sticky: str | None = None  # an explicit sticky key (native API)
@@ -138,20 +154,25 @@ class Decision:
     live: Live
 
     def candidates(self) -> Iterator[Candidate]:
-        """The first candidate, its model's other nodes, then the next models' nodes."""
+        """The first candidate, its model's other nodes, then the next models' nodes (each that fits)."""
         yield self.first
         start = self.models.index(self.first.model.name)
-        for node in _ranked_nodes(self.first.model, self.table, self.live):
+        route, need = self.table.route(self.route), self.request.prompt_tokens + self.request.max_output_tokens
+        floor = _node_floor(self.first.model, run_ctx(route, self.variant, self.first.model, self.request), need)
+        for node in _ranked_nodes(self.first.model, self.table, self.live, floor or 0):
             if node is not self.first.node:
                 yield Candidate(self.first.model, node)
         for name in self.models[start + 1 :]:
             model = self.table.models.get(name)
             if model is None or _unfit(model, self.request, self.live) is not None:
                 continue
+            floor = _node_floor(model, run_ctx(route, self.variant, model, self.request), need)
+            if floor is None:
+                continue
             if model.provider is Provider.OPENAI:
                 yield Candidate(model, None)
                 continue
-            for node in _ranked_nodes(model, self.table, self.live):
+            for node in _ranked_nodes(model, self.table, self.live, floor):
                 yield Candidate(model, node)
 
 
@@ -215,9 +236,6 @@ def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | N
     missing = needed - model.capabilities
     if missing:
         return f"{model.name} lacks {', '.join(sorted(c.value for c in missing))}"
-    tokens = req.prompt_tokens + req.max_output_tokens
-    if tokens > model.context_window:
-        return f"{model.name}: ~{tokens} tokens exceed its context window of {model.context_window}"
     if req.max_cost is not None and model.cost > req.max_cost:
         return f"{model.name} costs {model.cost}, above the request's max_cost {req.max_cost}"
     if req.max_latency_ms is not None and live is not None:
@@ -225,6 +243,39 @@ def _unfit(model: ModelEntry, req: Request, live: Live | None = None) -> str | N
         if observed is not None and observed > req.max_latency_ms:
             return f"{model.name} answers in ~{observed:.0f} ms, above the request's max_latency_ms {req.max_latency_ms:.0f}"
     return None
+
+
+def run_ctx(route: RouteEntry | None, variant: str | None, model: ModelEntry, req: Request) -> int | None:
+    """The num_ctx a request runs with on ``model``, as the options merge gives it (the request's,
+    else the experiment variant's, the route target's, the model's); None: the node's default."""
+    if req.num_ctx is not None:
+        return req.num_ctx
+    if route is not None:
+        chosen = route.variant_options.get(variant) if variant else None
+        if chosen is not None and chosen[0] == model.name and "num_ctx" in chosen[1]:
+            return int(chosen[1]["num_ctx"])
+        target = route.target_options.get(model.name)
+        if target is not None and "num_ctx" in target:
+            return int(target["num_ctx"])
+    configured = model.options.get("num_ctx")
+    return None if configured is None else int(configured)
+
+
+def _fixed_ctx(model: ModelEntry, num_ctx: int | None) -> int | None:
+    """The context ``model`` runs with wherever it runs (a static endpoint, or a num_ctx set);
+    None: it depends on the node's default."""
+    if model.provider is Provider.OPENAI:
+        return model.context_window
+    return None if num_ctx is None else min(num_ctx, model.context_window)
+
+
+def _node_floor(model: ModelEntry, num_ctx: int | None, need: int) -> int | None:
+    """None when ``need`` tokens cannot fit ``model`` anywhere; else the default context a node
+    must have for them (0: the context does not depend on the node)."""
+    fixed = _fixed_ctx(model, num_ctx)
+    if fixed is not None:
+        return 0 if need <= fixed else None
+    return None if need > model.context_window else need
 
 
 def node_cost_ms(model: ModelEntry, node: NodeEntry, live: Live) -> float:
@@ -282,47 +333,75 @@ def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Li
     return names, variant
 
 
-def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live) -> list[NodeEntry]:
-    """Healthy, available nodes holding ``model``, best first (affinity, load, latency)."""
-    nodes = [n for n in table.nodes.get(model.name, ()) if live.available(model.name, n.name)]
+def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live, floor: int = 0) -> list[NodeEntry]:
+    """Healthy, available nodes holding ``model`` whose default context is at least ``floor``,
+    best first (affinity, load, latency)."""
+    nodes = [
+        n for n in table.nodes.get(model.name, ()) if n.default_ctx >= floor and live.available(model.name, n.name)
+    ]
     nodes.sort(key=lambda n: node_cost_ms(model, n, live))
     return nodes
 
 
-def _first(names: Sequence[str], req: Request, table: RouteTable, live: Live) -> tuple[Candidate | None, list[str]]:
-    """The first (model, node) that can serve ``req``, and why the models before it could not."""
+def _first(
+    names: Sequence[str], req: Request, table: RouteTable, live: Live, route: RouteEntry | None = None,
+    variant: str | None = None,
+) -> tuple[Candidate | None, list[str], int | None]:  # fmt: skip
+    """The first (model, node) that can serve ``req``, why the models before it could not, and
+    the largest context among them when the prompt's length was every reason (else None)."""
     reasons: list[str] = []
+    need, largest, too_long = req.prompt_tokens + req.max_output_tokens, 0, True
     for name in names:
         model = table.models.get(name)
         if model is None:
             reasons.append(f"model {name} is not configured")
+            too_long = False
             continue
         why = _unfit(model, req, live)
         if why is not None:
             reasons.append(why)
+            too_long = False
+            continue
+        num_ctx = run_ctx(route, variant, model, req)
+        floor = _node_floor(model, num_ctx, need)
+        if floor is None:
+            window = _fixed_ctx(model, num_ctx) or model.context_window
+            source = "context window" if window == model.context_window else "num_ctx"
+            reasons.append(f"{model.name}: ~{need} tokens exceed the {window} tokens it runs with ({source})")
+            largest = max(largest, window)
             continue
         if model.provider is Provider.OPENAI:
-            return Candidate(model, None), reasons
+            return Candidate(model, None), reasons, None
         # The best node only, not a ranking of all (that waits until a fallback needs it). Nodes
         # with the model loaded come first in the table; the others each cost a cold load on top,
         # so they are looked at only when every loaded one is at least that slow.
         held, warm = table.nodes.get(name, ()), table.warm.get(name, 0)
-        best = _cheapest(model, held[:warm], live)
+        best = _cheapest(model, held[:warm], live, floor)
         if best is None or best[1] > COLD_LOAD_MS:
-            cold = _cheapest(model, held[warm:], live)
+            cold = _cheapest(model, held[warm:], live, floor)
             if cold is not None and (best is None or cold[1] < best[1]):
                 best = cold
         if best is not None:
-            return Candidate(model, best[0]), reasons
+            return Candidate(model, best[0]), reasons, None
+        if held and all(n.default_ctx < floor for n in held):
+            window = min(max(n.default_ctx for n in held), model.context_window)
+            reasons.append(
+                f"{model.name}: ~{need} tokens exceed the default context of every node holding it (at most {window}; "
+                "set num_ctx on the model, or OLLAMA_CONTEXT_LENGTH on its pool)"
+            )
+            largest = max(largest, window)
+            continue
         reasons.append(f"no healthy node holds {name}")
-    return None, reasons
+        too_long = False
+    return None, reasons, (largest if too_long and largest else None)
 
 
-def _cheapest(model: ModelEntry, nodes: Sequence[NodeEntry], live: Live) -> tuple[NodeEntry, float] | None:
-    """The available node of ``nodes`` with the lowest expected latency, and that latency."""
+def _cheapest(model: ModelEntry, nodes: Sequence[NodeEntry], live: Live, floor: int = 0) -> tuple[NodeEntry, float] | None:
+    """The available node of ``nodes`` (with a default context of at least ``floor``) with the
+    lowest expected latency, and that latency."""
     best, best_ms = None, float("inf")
     for node in nodes:
-        if live.available(model.name, node.name):
+        if node.default_ctx >= floor and live.available(model.name, node.name):
             ms = node_cost_ms(model, node, live)
             if ms < best_ms:
                 best, best_ms = node, ms
@@ -356,7 +435,9 @@ def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decisio
             asked = f"model '{req.model}'" if req.model else "this request"
             raise NoRoute(f"no route matches {asked} and no model has that name", unknown_model=True)
         names, variant, strategy, route_name = [direct], None, "direct", None
-    first, reasons = _first(names, req, table, live)
+    first, reasons, largest = _first(names, req, table, live, route, variant)
     if first is None:
+        if largest is not None:
+            raise ContextTooLong(req.prompt_tokens, req.max_output_tokens, largest, reasons)
         raise NoRoute(f"no model can serve this request (route {route_name or '-'})", reasons)
     return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live)

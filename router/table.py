@@ -47,6 +47,38 @@ class NodeEntry:
     loaded: frozenset[str]  # tags loaded in memory (a request to them pays no load time)
     max_parallel: int
     limit: int  # requests the router keeps in flight on the node at most
+    default_ctx: int = 2048  # the num_ctx the node runs a request with that sets none (see node_context)
+
+
+#: Ollama's default context (its num_ctx when neither the request, the Modelfile nor
+#: OLLAMA_CONTEXT_LENGTH sets one), by version: 2048 before 0.6.7, 4096 from 0.6.7, and from 0.15.5
+#: one picked by the GPU memory (docs/context-length: below 24 GiB 4k, to 48 GiB 32k, above 256k).
+#: An unknown version counts as the smallest, so that the fit check never counts on more than a node has.
+OLLAMA_OLD_DEFAULT_CTX, OLLAMA_DEFAULT_CTX = 2048, 4096
+OLLAMA_VRAM_CTX = ((24 * 2**30, 4096), (48 * 2**30, 32768), (None, 262144))
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    parts = (text or "").strip().lstrip("v").split("-")[0].split(".")
+    return tuple(int(p) for p in parts) if len(parts) >= 2 and all(p.isdecimal() for p in parts) else None
+
+
+def ollama_default_context(version: str | None, gpu_memory_bytes: int = 0) -> int:
+    """The context Ollama ``version`` gives a request that sets no num_ctx (see above)."""
+    parsed = _version(version)
+    if parsed is None or parsed < (0, 6, 7):
+        return OLLAMA_OLD_DEFAULT_CTX
+    if parsed < (0, 15, 5):
+        return OLLAMA_DEFAULT_CTX
+    return next(ctx for below, ctx in OLLAMA_VRAM_CTX if below is None or gpu_memory_bytes < below)
+
+
+def node_context(status: NodeStatus, reg: NodeRegistration) -> int:
+    """A node's default num_ctx: its OLLAMA_CONTEXT_LENGTH when its agent knows it, else Ollama's default."""
+    setting = status.server_settings.get("OLLAMA_CONTEXT_LENGTH", "")
+    if setting.isdecimal() and int(setting) > 0:
+        return int(setting)
+    return ollama_default_context(status.ollama_version, reg.capacity.gpu_memory_bytes)
 
 
 #: Without a pool's max_concurrency_per_node, a node takes this many times its parallel slots
@@ -174,7 +206,7 @@ def build_table(
         caps = [p.spec.max_concurrency_per_node for p in pools_of(reg.labels, pools) if p.spec.max_concurrency_per_node]
         limit = min(caps) if caps else parallel * DEFAULT_QUEUE_FACTOR
         loaded = frozenset(m.name for m in status.loaded_models)
-        node = NodeEntry(name, str(reg.ollama_url).rstrip("/"), loaded, parallel, limit)
+        node = NodeEntry(name, str(reg.ollama_url).rstrip("/"), loaded, parallel, limit, node_context(status, reg))
         for tag in status.available_models:
             model = by_tag.get(tag_of(tag))
             if model is not None:

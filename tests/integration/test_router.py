@@ -299,6 +299,38 @@ async def test_openai_compatible_upstream_stream_usage_or_counted_chunks(fleet: 
     assert 'llmtune_router_tokens_per_second_count{model="hosted",node="endpoint"' in metrics
 
 
+async def test_a_prompt_past_the_effective_context_is_a_400_through_both_doors(fleet: tuple[Fleet, str]) -> None:
+    """Ollama would drop the start of the prompt silently: the router refuses it instead, naming
+    the estimated tokens and the largest context a candidate runs with (num_ctx, else the node's
+    default: 4096 on the simulated Ollama 0.12.6), and never raises num_ctx itself."""
+    f, url = fleet
+    long = model_doc("long", tag="llama3.1:8b", ctx=131072, options={"num_ctx": 8192})  # as llama3.1-8b in the examples
+    route = route_doc("long-chat", "long", match={"model_aliases": ["long-chat"]})
+    assert (await f.api.post("/api/v1/config:apply", json={"objects": [long, route]})).status_code == 200
+    client = ollama.AsyncClient(host=url)
+
+    async def listed() -> bool:
+        return "long" in {m.model for m in (await client.list()).models}
+
+    await f.eventually(listed, timeout_s=15)
+    prompt = "word " * 16_000  # ~20,000 tokens
+    with pytest.raises(ollama.ResponseError) as refused:
+        await client.chat(model="long-chat", messages=[{"role": "user", "content": prompt}])
+    assert refused.value.status_code == 400 and "~20001 tokens" in refused.value.error
+    assert "runs with is 8192" in refused.value.error
+    oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as too_long:
+        await oai.chat.completions.create(model="long-chat", messages=[{"role": "user", "content": prompt}])
+    assert too_long.value.code == "context_length_exceeded" and too_long.value.param == "messages"
+    assert "8192" in too_long.value.message
+    # a model with no num_ctx runs with the node's default, 4096 here: a 6k prompt does not fit it either
+    with pytest.raises(ollama.ResponseError) as small:
+        await client.generate(model="coder", prompt="word " * 5000)
+    assert small.value.status_code == 400 and "OLLAMA_CONTEXT_LENGTH" in small.value.error
+    short = await client.chat(model="long-chat", messages=[{"role": "user", "content": "word " * 4000}])
+    assert short.done and (short.prompt_eval_count or 0) > 0
+
+
 async def test_node_dying_mid_answer_ends_the_stream_with_an_error(fleet: tuple[Fleet, str]) -> None:
     """After the first byte an answer is committed to its node: if the node dies then, streaming
     clients get Ollama's error line (not a body that merely stops), non-streaming ones a 502."""

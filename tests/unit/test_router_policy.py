@@ -10,8 +10,8 @@ import pytest
 
 from router.classify import classify, estimate_tokens
 from router.core import merged_options
-from router.policy import NoRoute, Request, decide, unit_hash
-from router.table import RouteTable, build_table
+from router.policy import ContextTooLong, NoRoute, Request, decide, unit_hash
+from router.table import RouteTable, build_table, ollama_default_context
 from schemas.common import ConfigObject
 from schemas.registry import parse_object
 from schemas.route import Task
@@ -19,13 +19,24 @@ from schemas.status import NodeRegistration, NodeStatus
 from tests.helpers import model_doc, route_doc
 
 
-def table(docs: list[dict[str, Any]], nodes: dict[str, tuple[list[str], list[str]]]) -> RouteTable:
-    """``nodes``: name -> (available tags, loaded tags); every node healthy."""
+def table(
+    docs: list[dict[str, Any]], nodes: dict[str, tuple[list[str], list[str]]], *, contexts: dict[str, int] | None = None
+) -> RouteTable:
+    """``nodes``: name -> (available tags, loaded tags); every node healthy, on Ollama 0.12.6 (a
+    default context of 4096) unless ``contexts`` gives its OLLAMA_CONTEXT_LENGTH."""
     objects: list[ConfigObject] = [parse_object(d) for d in docs]
     regs = {n: NodeRegistration(name=n, ollama_url=f"http://{n}:11434") for n in nodes}  # type: ignore[arg-type]
+    contexts = contexts or {}
     statuses = {
         n: NodeStatus.model_validate(
-            {"node": n, "ollama_reachable": True, "available_models": avail, "loaded_models": [{"name": t} for t in loaded]}
+            {
+                "node": n,
+                "ollama_reachable": True,
+                "available_models": avail,
+                "loaded_models": [{"name": t} for t in loaded],
+                "ollama_version": "0.12.6",
+                "server_settings": {"OLLAMA_CONTEXT_LENGTH": str(contexts[n])} if n in contexts else {},
+            }
         )
         for n, (avail, loaded) in nodes.items()
     }
@@ -44,10 +55,10 @@ def test_context_fit_and_capability_filter() -> None:
     t = table([*ALL, route_doc("chat", "small", "big", match={"model_aliases": ["chat"]}, strategy="lowest_cost")], EVERYWHERE)
     short = decide(t, Request(model="chat", prompt_tokens=100))
     assert short.first.model.name == "small" and {c.model.name for c in short.candidates()} == {"small", "big"}
-    long = decide(t, Request(model="chat", prompt_tokens=20_000, max_output_tokens=1000))
+    long = decide(t, Request(model="chat", prompt_tokens=20_000, max_output_tokens=1000, num_ctx=32768))
     assert {c.model.name for c in long.candidates()} == {"big"}  # small's 4k window is never picked
-    assert any("exceed its context window of 4096" in r for r in long.reasons)
-    with pytest.raises(NoRoute, match="context window"):
+    assert any("exceed the 4096 tokens it runs with (context window)" in r for r in long.reasons)
+    with pytest.raises(ContextTooLong, match="context window"):
         decide(t, Request(model="chat", prompt_tokens=200_000))
     embedded = decide(t, Request(model="embed", task=Task.EMBEDDING))
     assert [c.model.name for c in embedded.candidates()] == ["embed"]  # direct, by Model name
@@ -56,6 +67,55 @@ def test_context_fit_and_capability_filter() -> None:
     with pytest.raises(NoRoute) as unknown:
         decide(t, Request(model="nope"))
     assert unknown.value.unknown_model
+
+
+def test_fit_uses_the_effective_context_not_the_window() -> None:
+    """Ollama runs a model with its num_ctx (or the node's default) and drops the start of a longer
+    prompt: a 20k-token prompt does not fit llama3.1-8b's num_ctx 8192, whatever its 128k window."""
+    llama = model_doc("llama3.1-8b", tag="llama3.1:8b", ctx=131072, options={"num_ctx": 8192})
+    nodes = {n: ([*avail, "llama3.1:8b"], loaded) for n, (avail, loaded) in EVERYWHERE.items()}
+    t = table([llama, BIG, route_doc("chat", "llama3.1-8b", match={"model_aliases": ["chat"]})], nodes)
+    with pytest.raises(ContextTooLong) as too_long:
+        decide(t, Request(model="chat", prompt_tokens=20_000, max_output_tokens=128))
+    assert (too_long.value.tokens, too_long.value.largest) == (20_128, 8192)
+    assert "exceed the 8192 tokens it runs with (num_ctx)" in str(too_long.value)
+    assert decide(t, Request(model="chat", prompt_tokens=8000, max_output_tokens=128)).first.model.name == "llama3.1-8b"
+    # a fallback with room takes it; the reason stays in the decision
+    t = table([llama, BIG, route_doc("chat", "llama3.1-8b", fallbacks=["big"], match={"model_aliases": ["chat"]})],
+              nodes, contexts={"n2": 65536})  # fmt: skip
+    chosen = decide(t, Request(model="chat", prompt_tokens=20_000, max_output_tokens=128))
+    assert (chosen.first.model.name, chosen.first.node and chosen.first.node.name) == ("big", "n2")  # n1 runs big at 4096
+    assert [c.node.name for c in chosen.candidates() if c.node] == ["n2"]
+    assert "llama3.1-8b: ~20128 tokens exceed the 8192 tokens it runs with (num_ctx)" in chosen.reasons
+    # the request's own num_ctx is the one it runs with (the router never raises it)
+    assert decide(t, Request(model="chat", prompt_tokens=20_000, num_ctx=32768)).first.model.name == "llama3.1-8b"
+
+
+def test_unset_num_ctx_runs_with_the_node_default() -> None:
+    t = table([BIG, route_doc("chat", "big", match={"model_aliases": ["chat"]})], EVERYWHERE, contexts={"n1": 16384})
+    fits = decide(t, Request(model="chat", prompt_tokens=10_000))
+    assert fits.first.node is not None and fits.first.node.name == "n1"
+    assert [c.node.name for c in fits.candidates() if c.node] == ["n1"]  # n2 (Ollama's 4096) would cut it
+    with pytest.raises(ContextTooLong) as too_long:
+        decide(t, Request(model="chat", prompt_tokens=20_000))
+    assert too_long.value.largest == 16384 and "OLLAMA_CONTEXT_LENGTH" in str(too_long.value)
+    # a route target's num_ctx applies to that target
+    route = route_doc("chat", "big", match={"model_aliases": ["chat"]})
+    route["spec"]["targets"][0]["options"] = {"num_ctx": 65536}
+    assert decide(table([BIG, route], EVERYWHERE), Request(model="chat", prompt_tokens=20_000)).first.model.name == "big"
+    # capacity, not length, is a 503: a model with room whose nodes are all gone
+    gone = table([BIG, route_doc("chat", "big", match={"model_aliases": ["chat"]})], {})
+    with pytest.raises(NoRoute) as unavailable:
+        decide(gone, Request(model="chat", prompt_tokens=20_000))
+    assert not isinstance(unavailable.value, ContextTooLong)
+
+
+def test_ollama_default_context_by_version() -> None:
+    assert ollama_default_context(None) == ollama_default_context("garbage") == 2048  # never more than a node may have
+    assert ollama_default_context("0.6.6") == 2048 and ollama_default_context("0.6.7") == 4096
+    assert ollama_default_context("0.12.6") == ollama_default_context("v0.15.4-rc1") == 4096
+    assert ollama_default_context("0.15.5", 8 * 2**30) == 4096
+    assert ollama_default_context("0.16.0", 40 * 2**30) == 32768 and ollama_default_context("0.16.0", 80 * 2**30) == 262144
 
 
 def test_sticky_split_keeps_users_and_follows_weights() -> None:
