@@ -12,7 +12,7 @@ install: $(STAMP)
 # Pinned by constraints.txt so a fresh machine gets the versions the tests passed with.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres,etcd-local,finetune]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres,etcd-local,redis-local,finetune]'
 	@touch $(STAMP)
 
 # SIM=N: N simulated Ollama nodes with an agent each (for machines without Ollama).

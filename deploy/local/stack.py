@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import redis_server  # deploy/local/redis_server.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = Path(os.environ.get("LLMTUNE_RUN_DIR", ROOT / ".run"))
@@ -161,10 +162,9 @@ def up() -> None:
                 "LLMTUNE_RAG__ROUTER_URL": ROUTER_URL,
             }
         )
-        if redis_url:
-            env["LLMTUNE_RAG__REDIS_URL"] = redis_url
-            env.setdefault("LLMTUNE_MONITOR__REDIS_URL", redis_url)
-            env.update(_finetune_env(redis_url))
+        env["LLMTUNE_RAG__REDIS_URL"] = redis_url
+        env.setdefault("LLMTUNE_MONITOR__REDIS_URL", redis_url)
+        env.update(_finetune_env(redis_url))
         marker = "controlplane.api"
         proc = _start("controlplane", [str(VENV_BIN / "python"), "-m", marker], env, marker)
         _wait("controlplane", proc, lambda: _http(f"{API_URL}/readyz")[0] == 200)
@@ -182,9 +182,11 @@ def up() -> None:
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
 
 
-def _redis() -> str | None:
-    """The RAG query cache: a given LLMTUNE_RAG__REDIS_URL, else a local redis-server when one is
-    installed (data in .data/redis), else none (the control plane caches in process)."""
+def _redis() -> str:
+    """Redis for the outcome stream, the performance monitor, the fine-tuning queue and the RAG
+    cache: a given LLMTUNE_RAG__REDIS_URL, one already answering on the port, else one started here
+    (data in .data/redis): a system redis-server, else valkey-server from the pinned wheel
+    (LLMTUNE_REDIS_SERVER=auto|system|wheel chooses; see deploy/local/redis_server.py)."""
     if os.environ.get("LLMTUNE_RAG__REDIS_URL"):
         return os.environ["LLMTUNE_RAG__REDIS_URL"]
     url = f"redis://127.0.0.1:{REDIS_PORT}/0"
@@ -194,19 +196,19 @@ def _redis() -> str | None:
     if _redis_answers(REDIS_PORT):
         print(f"redis          reachable at {url} (not ours: left running on 'down')")
         return url
-    binary = shutil.which("redis-server")
-    if binary is None:
-        print("redis          not installed: the RAG cache stays in process (apt-get install redis-server)")
-        return None
+    try:
+        binary, kind = redis_server.binary()
+    except LookupError as exc:  # every loop needs it: refuse to start a product with half its loops off
+        raise SystemExit(f"redis: {exc}") from None
     if _port_busy(REDIS_PORT):
         raise SystemExit(f"port {REDIS_PORT} is taken by another process; set LLMTUNE_LOCAL_REDIS_PORT")
     folder = DATA / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "60 1000"]
-    # redis-server rewrites its command line to "redis-server 127.0.0.1:<port>": that is what _pid can check
+    # the server rewrites its command line to "<name> 127.0.0.1:<port>": that is what _pid can check
     proc = _start("redis", cmd, dict(os.environ), f"127.0.0.1:{REDIS_PORT}")
     _wait("redis", proc, lambda: _redis_answers(REDIS_PORT))
-    print(f"redis          started (pid {proc.pid}) at {url}")
+    print(f"redis          {kind} started (pid {proc.pid}) at {url}")
     return url
 
 
@@ -219,7 +221,7 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-def _router(redis_url: str | None) -> None:
+def _router(redis_url: str) -> None:
     if _pid("router"):
         print(f"router         already running (pid {_pid('router')}) at {ROUTER_URL}")
         return
@@ -227,8 +229,7 @@ def _router(redis_url: str | None) -> None:
         raise SystemExit(f"port {ROUTER_PORT} is taken by another process; set LLMTUNE_ROUTER__PORT")
     env = dict(os.environ)
     env.update({"LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_ROUTER__PORT": str(ROUTER_PORT)})
-    if redis_url:  # outcome records for the control plane's performance monitor
-        env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)
+    env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)  # outcome records for the performance monitor
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
     _wait("router", proc, lambda: _http(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")
@@ -243,11 +244,8 @@ def _finetune_env(redis_url: str) -> dict[str, str]:
     }
 
 
-def _worker(redis_url: str | None) -> None:
-    """The fine-tuning worker (jobs from the Redis queue); without Redis fine-tuning is off."""
-    if not redis_url:
-        print("finetune       off: it needs Redis (apt-get install redis-server)")
-        return
+def _worker(redis_url: str) -> None:
+    """The fine-tuning worker (jobs from the Redis queue)."""
     if _pid("finetune"):
         print(f"finetune       already running (pid {_pid('finetune')})")
         return

