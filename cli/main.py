@@ -166,19 +166,21 @@ def history(
     name: str | None = typer.Argument(None),
     limit: int = typer.Option(20, "--limit"),
     output: str = typer.Option("table", "-o", "--output"),
+    epoch: str | None = typer.Option(None, "--epoch", help="A store epoch (default: the current one), or 'all'."),
 ) -> None:
-    """Show the change history (global, per kind or per object)."""
+    """Show the change history (global, per kind or per object) of the store's current epoch."""
 
     def body() -> None:
-        data = client().get("/api/v1/history", kind=kind_plural(kind) if kind else None, name=name, limit=limit)
+        data = client().get("/api/v1/history", kind=kind_plural(kind) if kind else None, name=name, limit=limit, epoch=epoch)
         if output != "table":
             emit(data["items"], output)
             return
         table = Table()
-        for col in ("REVISION", "TIME", "ACTOR", "ACTION", "OBJECT", "MESSAGE"):
+        for col in ("EPOCH", "REVISION", "TIME", "ACTOR", "ACTION", "OBJECT", "MESSAGE"):
             table.add_column(col)
         for r in data["items"]:
-            table.add_row(str(r["revision"]), r["at"][:19], r["actor"], r["action"], f"{r['kind']}/{r['name']}", r["message"])
+            obj = f"{r['kind']}/{r['name']}"
+            table.add_row(r.get("epoch", ""), str(r["revision"]), r["at"][:19], r["actor"], r["action"], obj, r["message"])
         out.print(table)
 
     run(body)
@@ -186,12 +188,14 @@ def history(
 
 @app.command()
 def diff(
-    from_revision: int = typer.Argument(..., metavar="FROM"), to_revision: int | None = typer.Argument(None, metavar="[TO]")
+    from_revision: int = typer.Argument(..., metavar="FROM"),
+    to_revision: int | None = typer.Argument(None, metavar="[TO]"),
+    epoch: str | None = typer.Option(None, "--epoch", help="The store epoch the revisions belong to (default: the current one)."),
 ) -> None:
     """Diff the configuration between two revisions (TO defaults to now)."""
 
     def body() -> None:
-        data = client().get("/api/v1/diff", **{"from": from_revision, "to": to_revision})
+        data = client().get("/api/v1/diff", **{"from": from_revision, "to": to_revision, "epoch": epoch})
         show_diff(data["diff"]) if data["diff"] else out.print("no differences")
 
     run(body)
@@ -204,6 +208,7 @@ def rollback(
     name: str | None = typer.Argument(None),
     dry_run: bool = typer.Option(False, "--dry-run"),
     message: str = typer.Option("", "-m", "--message"),
+    epoch: str | None = typer.Option(None, "--epoch", help="The store epoch REVISION belongs to (default: the current one)."),
 ) -> None:
     """Restore the whole configuration (or one object) as it was at REVISION, as a new revision."""
 
@@ -214,11 +219,37 @@ def rollback(
             "name": name,
             "dry_run": dry_run,
             "message": message,
+            "epoch": epoch,
         }
         result = client().post("/api/v1/rollback", request)
         if dry_run:
             show_diff(result["diff"])
         summary(result)
+
+    run(body)
+
+
+@app.command()
+def restore(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be written back, write nothing."),
+    accept_current: bool = typer.Option(
+        False, "--accept-current", help="Keep the store as it is (losing what the diff shows) and mark it whole."
+    ),
+) -> None:
+    """Write the audit log's last committed configuration back to a store that lost it (etcd wiped,
+    or restored from an older snapshot), as one new revision. Admin only."""
+
+    def body() -> None:
+        result = client().post("/api/v1/restore", {"dry_run": dry_run, "accept_current": accept_current})
+        out.print(f"from the audit log: {result['source']}", highlight=False)
+        if dry_run or accept_current:
+            show_diff(result["diff"])
+        if accept_current:
+            verb = "would give up" if dry_run else "gave up"
+            out.print(f"{verb} {len(result['changes'])} object change(s); the store is kept as it is", highlight=False)
+        else:
+            summary(result)
+        out.print(f"store epoch {result['store'].get('epoch')}: {result['store'].get('state')}", highlight=False)
 
     run(body)
 
@@ -264,6 +295,17 @@ def status() -> None:
             table.add_row(kind, str(n))
         out.print(table)
         show_invalid(data.get("invalid_objects", []))
+        store = data.get("store", {})
+        if store.get("state") == "behind":
+            out.print(
+                f"STORE BEHIND THE AUDIT LOG (epoch {store.get('epoch')}): {store.get('reason')}; "
+                f"missing {len(store.get('missing', []))}, older {len(store.get('differ', []))}, "
+                f"back from deletion {len(store.get('extra', []))} object(s); writes wait. "
+                "Run: llmctl restore --dry-run, then llmctl restore",
+                style="bold red", highlight=False,
+            )
+        elif store.get("held"):
+            out.print(f"configuration held at the last good revision: {store['held']}", style="yellow", highlight=False)
         nodes = Table(title="nodes")
         for col in ("NODE", "OLLAMA", "APPLIED REVISION", "LOADED"):
             nodes.add_column(col)

@@ -42,6 +42,9 @@ class StoreSettings(BaseModel):
         gt=0,
         description="Re-list when a watch stays silent this long; keep it well above progress_interval_s.",
     )
+    recovery_check_s: float = Field(
+        default=5.0, gt=0, le=3600, description="How often the control plane compares the store's epoch with the audit log."
+    )
 
     @field_validator("endpoints", mode="before")
     @classmethod

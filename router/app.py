@@ -81,7 +81,8 @@ class RouterApp:
     def _ready(self) -> Reply:
         ready = self.feed.synced
         body = {"ready": ready, "revision": self.feed.table.revision, "models": len(self.feed.table.models),
-                "invalid_objects": self.feed.view.report()}  # fmt: skip
+                "invalid_objects": self.feed.view.report(),
+                "store_held": self.feed.config.held}  # fmt: skip
         return json_reply(body, 200 if ready else 503)
 
     async def start(self, host: str, port: int) -> int:

@@ -21,7 +21,7 @@ class TableFeed:
     """Three informers feeding one table; ``table`` is always a complete, consistent snapshot."""
 
     def __init__(self, store: ConfigStore, keys: KeySpace, *, idle_timeout_s: float = 30.0) -> None:
-        self.config = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s)
+        self.config = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
         self.nodes = Informer(store, keys.nodes_prefix(), idle_timeout_s=idle_timeout_s)
         self.status = Informer(store, keys.status_prefix(), idle_timeout_s=idle_timeout_s)
         self.table = build_table([], {}, {}, revision=0)

@@ -64,7 +64,7 @@ class Agent:
         self.node = OllamaNode(settings.ollama_url, artifacts=fetcher)
         self.reconciler = Reconciler(self.node)
         self.keeper = LeaseKeeper(store, ttl_s=settings.lease_ttl_s)
-        self.informer = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s)
+        self.informer = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
         self.informer.add_handler(self._on_snapshot)
         self.desired = DesiredState(keys)
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None

@@ -31,6 +31,7 @@ from controlplane.services.history import History
 from controlplane.services.loops import every
 from controlplane.services.monitor import start_monitor
 from controlplane.services.rag import open_rag
+from controlplane.services.recovery import Recovery, RecoveryCollector
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
 from controlplane.settings import Settings
@@ -58,11 +59,17 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         bootstrap = settings.auth.bootstrap_token.get_secret_value() if settings.auth.bootstrap_token else None
         view = ConfigView(keys)
         artifacts = ArtifactStore(engine)
-        service = ConfigService(
-            the_store, History(engine), keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops, artifacts=artifacts
+        config_informer = Informer(
+            the_store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s, epoch_key=keys.epoch()
         )
+        history = History(engine)
+        service = ConfigService(
+            the_store, history, keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops, artifacts=artifacts,
+            view_held=lambda: config_informer.held,
+        )  # fmt: skip
+        recovery = Recovery(the_store, history, service, keys=keys)
+        await recovery.check()  # a store that lost its history is found before the first request
         broadcaster = Broadcaster(keys)
-        config_informer = Informer(the_store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
         config_informer.add_handler(view.on_snapshot)
         config_informer.add_handler(broadcaster.publish)
         status_informer = Informer(the_store, keys.status_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
@@ -73,6 +80,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         install_informer_metrics(registry, {"config": config_informer, "status": status_informer, "nodes": nodes_informer})
         registry.register(FleetCollector(view, fleet_view))
         registry.register(InvalidObjectsCollector(view))
+        registry.register(RecoveryCollector(recovery))
 
         async def check_db() -> None:
             def ping() -> None:
@@ -101,6 +109,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             registry=registry,
             check_db=check_db,
             artifacts=artifacts,
+            recovery=recovery,
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
             figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
@@ -120,6 +129,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(status_informer.run()),
             asyncio.create_task(nodes_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
+            asyncio.create_task(every(settings.store.recovery_check_s, recovery.check, name="store recovery check")),
         ]
         if rt.finetune is not None:  # re-queue lost runs, register finished ones
             assert settings.finetune.redis_url is not None

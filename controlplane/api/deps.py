@@ -18,6 +18,7 @@ from controlplane.services.figures import Figures
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.fleet import FleetView
 from controlplane.services.rag import RagService
+from controlplane.services.recovery import Recovery
 from controlplane.services.tokens import Principal, Role, TokenService
 from controlplane.services.tuning import TuningService
 from controlplane.store.base import ConfigStore
@@ -43,6 +44,7 @@ class Runtime:
     registry: CollectorRegistry
     check_db: Callable[[], Awaitable[None]]
     artifacts: ArtifactStore
+    recovery: Recovery
     rag: RagService | None = None
     feedback: FeedbackService | None = None
     figures: Figures | None = None

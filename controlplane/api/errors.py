@@ -22,6 +22,7 @@ from controlplane.services.errors import (
     NotFound,
     QueueUnavailable,
     StaleRevision,
+    StoreBehind,
     TooLarge,
     Unauthorized,
     UnknownRequest,
@@ -99,6 +100,7 @@ def install(app: FastAPI) -> None:
     on(NotFound, 404, "Not found")
     on(AlreadyExists, 409, "Already exists")
     on(Busy, 409, "Conflict")
+    on(StoreBehind, 409, "Store behind the audit log")
     on(InUse, 409, "Conflict")
     on(BadRequest, 400, "Bad request")
     on(Unauthorized, 401, "Unauthorized")

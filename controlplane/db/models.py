@@ -33,12 +33,15 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_object", "kind", "name", "revision"),
         Index("ix_audit_revision", "revision"),
+        Index("ix_audit_epoch_revision", "epoch", "revision"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     change_id: Mapped[str] = mapped_column(String(36), index=True)
     # Null while pending: the store revision is known only after the commit succeeds.
-    revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The store epoch the revision belongs to (controlplane/store/epoch.py); null on rows older than epochs.
+    epoch: Mapped[str | None] = mapped_column(String(32), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | committed
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(200))

@@ -4,7 +4,9 @@ Every change set is checked as a whole (schemas, then cross-object references ov
 would produce) before anything is written, committed as one store transaction (one revision) that
 moves the config head key only if it is still the head the validation saw, and recorded in the SQL
 audit log: a pending row before the commit, finalized with the revision after it, discarded if the
-commit fails.
+commit fails. Each commit is also guarded by the store epoch (``controlplane.store.epoch``), whose
+id the audit row records; while the epoch is ``behind`` (the store lost its history) only
+``restore`` writes, and it sets the epoch ``ok`` in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,9 +26,19 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.diff import compare, unified
-from controlplane.services.errors import AlreadyExists, BadRequest, Busy, Invalid, NotFound, StaleRevision, TooLarge
-from controlplane.services.history import Change, History, Record
-from controlplane.store.base import ConfigStore, Delete, Op, Put
+from controlplane.services.errors import (
+    AlreadyExists,
+    BadRequest,
+    Busy,
+    Invalid,
+    NotFound,
+    StaleRevision,
+    StoreBehind,
+    TooLarge,
+)
+from controlplane.services.history import LEGACY, Change, History, Record
+from controlplane.store import epoch as epochs
+from controlplane.store.base import Check, ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, addressable, decode_at
@@ -178,9 +190,12 @@ class ConfigService:
 
     def __init__(
         self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128,
-        artifacts: ArtifactStore | None = None,
+        artifacts: ArtifactStore | None = None, view_held: Callable[[], str | None] = lambda: None,
     ) -> None:  # fmt: skip
-        """``artifacts``: when given, adapter files a Model lists must be kept there."""
+        """``artifacts``: when given, adapter files a Model lists must be kept there. ``view_held``:
+        why the view's informer keeps an old snapshot (then writes validate on a fresh listing)."""
+        self._view_held = view_held
+        self._seen_epoch = False  # once the store had an epoch, its absence means it lost its data
         self._store = store
         self._artifacts = artifacts
         self._max_txn_ops = max_txn_ops
@@ -208,6 +223,7 @@ class ConfigService:
         ``fresh`` lists from the store instead of using the view.
         """
         head = await self._head()
+        fresh = fresh or self._view_held() is not None
         if self._view is not None and not fresh and await self._view.wait_for(max(head, 1), 1.0):
             return StateRead(self._view.current, self._view.invalid, self._view.revision, head)
         objects, invalid, revision = await self._listed_state()
@@ -269,6 +285,7 @@ class ConfigService:
         actor: str,
         message: str = "",
         dry_run: bool = False,
+        restoring: epochs.Epoch | None = None,
     ) -> ApplyResult:
         """Create/update ``objects`` and delete ``deletes`` as one revision.
 
@@ -287,7 +304,9 @@ class ConfigService:
         try:
             async for round_ in retrying:
                 with round_:
-                    return await self._apply_once(objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run)
+                    return await self._apply_once(
+                        objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run, restoring=restoring
+                    )
         except _StaleState as exc:
             raise Busy(f"the configuration changed under this write {self.ATTEMPTS} times in a row; retry it") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -301,8 +320,17 @@ class ConfigService:
         actor: str,
         message: str,
         dry_run: bool,
+        restoring: epochs.Epoch | None = None,
     ) -> ApplyResult:
-        read = await self.state()
+        epoch = await self.epoch()
+        if restoring is None and epoch is not None and epoch.state == "behind":
+            raise StoreBehind(
+                f"the store is behind the audit log ({epoch.reason or 'it lost its history'}): nothing is written until it is "
+                "restored (llmctl restore, POST /api/v1/restore) or accepted as it is (llmctl restore --accept-current)"
+            )
+        if restoring is None and epoch is None and self._seen_epoch:
+            raise StoreBehind("the store has lost its epoch (wiped?): the control plane is checking it; retry in a few seconds")
+        read = await self.state(fresh=restoring is not None)
         state = read.objects
         involved = {*deletes, *expected, *((type(o).plural, o.name) for o in objects)}
         invalid = {k: bad for k, bad in addressable(self._keys, read.invalid).items() if k in involved}
@@ -324,9 +352,13 @@ class ConfigService:
         problems += await self._missing_artifacts(written.values())
         if problems:
             raise Invalid([_word(p, delete_set, addressable(self._keys, read.invalid)) for p in problems])
-        if dry_run or not changes:
+        if dry_run or (not changes and restoring is None):
             return ApplyResult(read.revision, changes, dry_run, plan.unchanged)
         ops = self._ops(changes, written, read)
+        if restoring is not None:  # the store is whole again in the same revision as the restored objects
+            ops.append(Put(self._keys.epoch(), restoring.with_state("ok").encode(), expected_revision=restoring.revision))
+        else:  # the epoch the audit row names is the one the commit lands in
+            ops.append(Check(self._keys.epoch(), epoch.revision if epoch is not None else 0))
         guards = sum(op.expected_revision is not None for op in ops)
         if max(guards, len(changes)) > self._max_txn_ops:
             raise TooLarge(
@@ -334,8 +366,15 @@ class ConfigService:
                 f"allows {self._max_txn_ops} (etcd's --max-txn-ops): split it into smaller applies"
             )
         pinned = {self._keys.config(*k) for k in expected}
-        revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned)
+        epoch_id = restoring.id if restoring is not None else epoch.id if epoch is not None else LEGACY
+        revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned, epoch=epoch_id)
         return ApplyResult(revision, changes, False, plan.unchanged)
+
+    async def epoch(self) -> epochs.Epoch | None:
+        """The store's epoch as stored now (None: it has none)."""
+        found = epochs.decode(await self._store.get(self._keys.epoch()))
+        self._seen_epoch = self._seen_epoch or found is not None
+        return found
 
     async def _missing_artifacts(self, objects: Iterable[ConfigObject]) -> list[Problem]:
         """Adapter files that Models name by digest and the control plane does not keep."""
@@ -369,10 +408,12 @@ class ConfigService:
         ops.append(Put(self._keys.config_head(), marker, expected_revision=read.head))
         return ops
 
-    async def _commit(self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str, pinned: set[str]) -> int:
+    async def _commit(
+        self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str, pinned: set[str], epoch: str = LEGACY
+    ) -> int:
         """``pinned``: keys whose expected revision came from the caller (a conflict there is final)."""
         change_id = str(uuid.uuid4())
-        await self._history.record_pending(change_id, actor=actor, message=message, changes=changes)
+        await self._history.record_pending(change_id, actor=actor, message=message, changes=changes, epoch=epoch)
         try:
             revision = await self._store.commit(ops)
         except Conflict as exc:
@@ -413,22 +454,35 @@ class ConfigService:
             message=message,
         )
 
-    # -- history, diff, rollback -------------------------------------------------------------
+    # -- history, diff, rollback, restore ----------------------------------------------------
+    async def _epoch_of(self, epoch: str | None) -> str:
+        """The epoch a user's revision refers to: the one named, else the store's current one."""
+        if epoch is not None:
+            return epoch
+        current = await self.epoch()
+        return current.id if current is not None else LEGACY
+
     async def history(
-        self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None
-    ) -> list[Record]:
+        self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None,
+        epoch: str | None = None, all_epochs: bool = False,
+    ) -> list[Record]:  # fmt: skip
+        """Committed changes, newest first, of the current epoch (or the one named, or all)."""
         if kind is not None:
             require_kind(kind)
-        return await self._history.history(kind=kind, name=name, limit=limit, before=before)
+        scope = None if all_epochs else await self._epoch_of(epoch)
+        return await self._history.history(kind=kind, name=name, limit=limit, before=before, epoch=scope)
 
-    async def diff(self, from_revision: int, to_revision: int | None = None) -> tuple[list[Change], str]:
+    async def diff(
+        self, from_revision: int, to_revision: int | None = None, *, epoch: str | None = None
+    ) -> tuple[list[Change], str]:
         if from_revision < 0 or (to_revision is not None and to_revision < from_revision):
             raise BadRequest("the diff needs 0 <= from <= to")
-        before = await self._history.state_at(from_revision)
+        scope = await self._epoch_of(epoch)
+        before = await self._history.state_at(from_revision, scope)
         if to_revision is None:
             after = {k: s.obj.content() for k, s in (await self.state()).objects.items()}
         else:
-            after = await self._history.state_at(to_revision)
+            after = await self._history.state_at(to_revision, scope)
         changes = compare(before, after)
         return changes, unified(changes)
 
@@ -441,32 +495,69 @@ class ConfigService:
         actor: str,
         message: str = "",
         dry_run: bool = False,
+        epoch: str | None = None,
     ) -> ApplyResult:
-        """Make the configuration (or one object) what it was right after ``revision``, as a new revision."""
-        latest = await self._history.latest_revision()
+        """Make the configuration (or one object) what it was right after ``revision`` (of the
+        current epoch, or the one named), as a new revision."""
+        scope = await self._epoch_of(epoch)
+        latest = await self._history.latest_revision(scope)
         if revision < 0 or revision > latest:
-            raise BadRequest(f"revision {revision} is outside the recorded history (0..{latest})")
+            named = f"epoch {scope}" if scope else "the history before store epochs"
+            raise BadRequest(f"revision {revision} is outside the recorded history of {named} (0..{latest})")
         if (kind is None) != (name is None):
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
-        target = await self._history.state_at(revision)
-        read = await self.state()
+        target = await self._history.state_at(revision, scope)
+        text = message or f"rollback to revision {revision}" + (f" of epoch {scope}" if epoch else "")
+        return await self._make(target, [(kind, name)] if kind and name else None, actor=actor, message=text, dry_run=dry_run)
+
+    async def _make(
+        self, target: Mapping[ObjectKey, dict[str, Any]], scope: list[ObjectKey] | None, *, actor: str, message: str,
+        dry_run: bool, restoring: epochs.Epoch | None = None,
+    ) -> ApplyResult:  # fmt: skip
+        """Make the stored configuration (or the objects of ``scope``) equal ``target``, as one revision."""
+        read = await self.state(fresh=restoring is not None)
         state_keys = set(read.objects) | set(addressable(self._keys, read.invalid))
-        scope = [(kind, name)] if kind and name else sorted(set(target) | state_keys)
         objects: list[ConfigObject] = []
         deletes: list[ObjectKey] = []
-        for key in scope:
+        for key in scope if scope is not None else sorted(set(target) | state_keys):
             content = target.get(key)
             if content is not None:
                 try:
                     objects.append(parse_object(content))
                 except ValidationError as exc:
-                    raise Invalid(
-                        [Problem(key[0], key[1], "", f"the version at revision {revision} no longer validates: {exc}")]
-                    ) from exc
+                    raise Invalid([Problem(key[0], key[1], "", f"the recorded version no longer validates: {exc}")]) from exc
             elif key in state_keys:
                 deletes.append(key)
-        text = message or f"rollback to revision {revision}"
-        return await self.apply(objects, deletes=deletes, actor=actor, message=text, dry_run=dry_run)
+        return await self.apply(objects, deletes=deletes, actor=actor, message=message, dry_run=dry_run, restoring=restoring)
+
+    async def restore(self, *, actor: str, dry_run: bool = False, accept_current: bool = False) -> tuple[ApplyResult, str]:
+        """Write the audit log's last committed state back as one new revision (or, with
+        ``accept_current``, keep the store as it is) and mark the store epoch whole again; the
+        result and where the state came from. Nothing else writes while the epoch is behind."""
+        epoch = await self.epoch()
+        if epoch is None:
+            raise StoreBehind("the store has no epoch yet: the control plane creates one within seconds; retry")
+        last = await self._history.last_committed()
+        source = "the audit log has no committed change" if last is None else f"epoch {last[0] or '(legacy)'} revision {last[1]}"
+        if accept_current:
+            read = await self.state(fresh=True)
+            kept = {k: s.obj.content() for k, s in read.objects.items()}
+            changes = compare(last[2] if last else {}, kept)  # what accepting the store gives up
+            if not dry_run and epoch.state == "behind":
+                await self._store.put(self._keys.epoch(), epoch.with_state("ok").encode(), expected_revision=epoch.revision)
+            return ApplyResult(read.revision, changes, dry_run), source
+        target = last[2] if last is not None else {}
+        result = await self._make(
+            target, None, actor=actor, message=f"restore from the audit log ({source})", dry_run=True, restoring=epoch
+        )
+        if dry_run:
+            return result, source
+        if not result.changes:  # the store already holds it: only the epoch is made whole
+            if epoch.state == "behind":
+                await self._store.put(self._keys.epoch(), epoch.with_state("ok").encode(), expected_revision=epoch.revision)
+            return result, source
+        text = f"restore from the audit log ({source})"
+        return await self._make(target, None, actor=actor, message=text, dry_run=False, restoring=epoch), source
 
     async def repair_pending(self, *, min_age_s: float = 60.0) -> int:
         """Resolve change sets left pending by a crash between the store commit and finalize.

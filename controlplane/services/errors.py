@@ -53,6 +53,11 @@ class TooLarge(ServiceError):
     """The change set exceeds what one store transaction may hold."""
 
 
+class StoreBehind(ServiceError):
+    """The store lost its history (wiped, or restored from an older backup) and is behind the audit
+    log: writes wait until an operator restores it or accepts it as it is (409)."""
+
+
 class HistoryUnavailable(ServiceError):
     """The metadata database cannot be reached; no change was written."""
 

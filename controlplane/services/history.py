@@ -1,5 +1,9 @@
 """The audit log in SQL: pending → committed change sets, per-object and global history, and the
-configuration state at any past revision (so diff and rollback work after etcd compaction)."""
+configuration state at any past revision (so diff and rollback work after etcd compaction).
+
+Every row names the store epoch its revision belongs to (``controlplane.store.epoch``): revisions
+are compared only within one epoch, so a wiped or restored etcd, whose revisions start again,
+never makes two changes share a revision. Rows older than epochs have none (``LEGACY``)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -18,6 +22,12 @@ from controlplane.services.errors import HistoryUnavailable
 
 Action = Literal["create", "update", "delete"]
 ObjectKey = tuple[str, str]
+#: The epoch of rows written before the store had one.
+LEGACY = ""
+
+
+def _in(epoch: str) -> ColumnElement[bool]:
+    return AuditEntry.epoch.is_(None) if epoch == LEGACY else AuditEntry.epoch == epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +51,12 @@ class Record:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     message: str
+    epoch: str = LEGACY
 
 
 def _record(row: AuditEntry) -> Record:
     return Record(
+        epoch=row.epoch or LEGACY,
         revision=row.revision or 0,
         at=row.at,
         actor=row.actor,
@@ -70,11 +82,12 @@ class History:
             raise HistoryUnavailable(f"metadata database error: {exc.__class__.__name__}: {exc}") from exc
 
     # -- write side: pending before the store commit, committed after it ---------------------
-    def _pending(self, change_id: str, actor: str, message: str, changes: Sequence[Change]) -> None:
+    def _pending(self, change_id: str, actor: str, message: str, changes: Sequence[Change], epoch: str) -> None:
         now = datetime.now(UTC)
         rows = [
             {
                 "change_id": change_id,
+                "epoch": epoch or None,
                 "revision": None,
                 "state": "pending",
                 "at": now,
@@ -92,8 +105,10 @@ class History:
         with self._engine.begin() as conn:
             conn.execute(insert(AuditEntry), rows)
 
-    async def record_pending(self, change_id: str, *, actor: str, message: str, changes: Sequence[Change]) -> None:
-        await self._run(self._pending, change_id, actor, message, changes)
+    async def record_pending(
+        self, change_id: str, *, actor: str, message: str, changes: Sequence[Change], epoch: str = LEGACY
+    ) -> None:
+        await self._run(self._pending, change_id, actor, message, changes, epoch)
 
     def _finalize(self, change_id: str, revision: int) -> None:
         with self._engine.begin() as conn:
@@ -123,47 +138,78 @@ class History:
         return result
 
     # -- read side ----------------------------------------------------------------------------
-    def _history(self, kind: str | None, name: str | None, limit: int, before: int | None) -> list[Record]:
+    def _history(self, kind: str | None, name: str | None, limit: int, before: int | None, epoch: str | None) -> list[Record]:
         q = select(AuditEntry).where(AuditEntry.state == "committed")
+        if epoch is not None:
+            q = q.where(_in(epoch))
         if kind:
             q = q.where(AuditEntry.kind == kind)
         if name:
             q = q.where(AuditEntry.name == name)
         if before is not None:
             q = q.where(AuditEntry.revision < before)
-        q = q.order_by(AuditEntry.revision.desc(), AuditEntry.id).limit(limit)
+        # the newest first: by epoch (the newest epoch has the newest rows), then by revision
+        q = q.order_by(AuditEntry.id.desc()) if epoch is None else q.order_by(AuditEntry.revision.desc(), AuditEntry.id)
         with Session(self._engine) as s:
-            return [_record(r) for r in s.scalars(q).all()]
+            return [_record(r) for r in s.scalars(q.limit(limit)).all()]
 
     async def history(
-        self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None
-    ) -> list[Record]:
-        result: list[Record] = await self._run(self._history, kind, name, limit, before)
+        self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None,
+        epoch: str | None = None,
+    ) -> list[Record]:  # fmt: skip
+        """Committed changes, newest first: of ``epoch`` (revisions compare only within one), or of
+        every epoch when None (then ``before`` is not meaningful across epochs)."""
+        result: list[Record] = await self._run(self._history, kind, name, limit, before, epoch)
         return result
 
-    def _state_at(self, revision: int) -> dict[ObjectKey, dict[str, Any]]:
+    def _state_at(self, revision: int, epoch: str) -> dict[ObjectKey, dict[str, Any]]:
         last = (
             select(AuditEntry.kind, AuditEntry.name, func.max(AuditEntry.revision).label("rev"))
-            .where(AuditEntry.state == "committed", AuditEntry.revision <= revision)
+            .where(AuditEntry.state == "committed", _in(epoch), AuditEntry.revision <= revision)
             .group_by(AuditEntry.kind, AuditEntry.name)
             .subquery()
         )
-        q = select(AuditEntry).join(
+        q = select(AuditEntry).where(_in(epoch)).join(
             last,
             (AuditEntry.kind == last.c.kind) & (AuditEntry.name == last.c.name) & (AuditEntry.revision == last.c.rev),
         )
         with Session(self._engine) as s:
             return {(r.kind, r.name): r.after for r in s.scalars(q).all() if r.after is not None}
 
-    async def state_at(self, revision: int) -> dict[ObjectKey, dict[str, Any]]:
-        """Every object's content as it was right after ``revision`` (from the audit log)."""
-        result: dict[ObjectKey, dict[str, Any]] = await self._run(self._state_at, revision)
+    async def state_at(self, revision: int, epoch: str = LEGACY) -> dict[ObjectKey, dict[str, Any]]:
+        """Every object's content as it was right after ``revision`` of ``epoch`` (from the audit log)."""
+        result: dict[ObjectKey, dict[str, Any]] = await self._run(self._state_at, revision, epoch)
         return result
 
-    def _latest(self) -> int:
+    def _latest(self, epoch: str) -> int:
         with Session(self._engine) as s:
-            return s.scalar(select(func.max(AuditEntry.revision)).where(AuditEntry.state == "committed")) or 0
+            return s.scalar(select(func.max(AuditEntry.revision)).where(AuditEntry.state == "committed", _in(epoch))) or 0
 
-    async def latest_revision(self) -> int:
-        result: int = await self._run(self._latest)
+    async def latest_revision(self, epoch: str = LEGACY) -> int:
+        """The last committed revision of ``epoch`` (0: none)."""
+        result: int = await self._run(self._latest, epoch)
+        return result
+
+    def _last_epoch(self) -> str | None:
+        with Session(self._engine) as s:
+            row = s.scalars(
+                select(AuditEntry).where(AuditEntry.state == "committed").order_by(AuditEntry.id.desc()).limit(1)
+            ).first()
+            return None if row is None else (row.epoch or LEGACY)
+
+    async def last_committed(self) -> tuple[str, int, dict[ObjectKey, dict[str, Any]]] | None:
+        """(epoch, revision, state) of the audit log's last committed change set; None: no history."""
+        epoch = await self._run(self._last_epoch)
+        if epoch is None:
+            return None
+        revision = await self.latest_revision(epoch)
+        return epoch, revision, await self.state_at(revision, epoch)
+
+    def _adopt(self, epoch: str) -> int:
+        with self._engine.begin() as conn:
+            return conn.execute(update(AuditEntry).where(AuditEntry.epoch.is_(None)).values(epoch=epoch)).rowcount
+
+    async def adopt_legacy(self, epoch: str) -> int:
+        """Rows older than epochs join ``epoch`` (the store still holds what they say); how many."""
+        result: int = await self._run(self._adopt, epoch)
         return result

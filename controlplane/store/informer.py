@@ -5,6 +5,11 @@ broken stream from the last **event's** ``mod_revision + 1`` (never from a respo
 etcd stamps with the current revision on catch-up batches), and re-lists when the history it
 needs was compacted, when revisions go backwards (a store restored from backup), or when the
 stream stays silent past an idle bound. Reconnects back off with tenacity.
+
+Given the store's epoch key (configuration informers), every list also reads the epoch: a
+store that lost its history (no epoch where there was one, revisions gone back, or a new epoch
+still ``behind`` the audit log) is not published; the last good snapshot stays, ``held`` says
+why, and the informer lists again every ``hold_poll_s`` until the store is restored.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from types import MappingProxyType
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from controlplane.store import epoch as epochs
 from controlplane.store.base import ConfigStore, Event, EventType, KeyValue, WatchBatch
 from controlplane.store.errors import Compacted, StoreError
 
@@ -48,6 +54,7 @@ class StreamEnd(Enum):
     IDLE = "idle"
     DONE = "done"  # max_batches reached (tests)
     FAILED = "failed"  # an unexpected error (logged); the next session re-lists
+    HELD = "held"  # the store lost its history: the last good snapshot stays (see ``Informer.held``)
 
 
 @dataclass
@@ -71,9 +78,16 @@ class Informer:
         *,
         idle_timeout_s: float = 30.0,
         max_backoff_s: float = 5.0,
+        epoch_key: str | None = None,
+        hold_poll_s: float = 1.0,
     ) -> None:
         self._store = store
         self._prefix = prefix
+        self._epoch_key = epoch_key
+        self._hold_poll_s = hold_poll_s
+        self._epoch: str | None = None  # the epoch of the published snapshot
+        #: Why the last list was not published (None: the snapshot is the store's current state).
+        self.held: str | None = None
         self._idle_timeout_s = idle_timeout_s
         self._max_backoff_s = max_backoff_s
         self._snapshot = Snapshot(0, _EMPTY)
@@ -109,13 +123,42 @@ class Informer:
         return self._snapshot
 
     # -- the work: one session that ends -------------------------------------------------------
-    async def _list(self) -> None:
+    async def _list(self) -> bool:
+        """List and publish; False when the listing is held back (the store lost its history)."""
+        found = epochs.decode(await self._store.get(self._epoch_key)) if self._epoch_key is not None else None
         result = await self._store.list(self._prefix)
         self.stats.lists += 1
+        if self._epoch_key is not None:
+            why = self._hold_reason(found, result.revision)
+            if why is not None:
+                if why != self.held:
+                    log.warning("informer %s: keeping revision %d: %s", self._prefix, self._snapshot.revision, why)
+                self.held, self._next_rev = why, None
+                return False
+            if self.held is not None:
+                log.warning("informer %s: the store is whole again (epoch %s); publishing it", self._prefix, found and found.id)
+            self.held, self._epoch = None, found.id if found is not None else None
         items = {kv.key: kv for kv in result.items}
         self._next_rev = result.revision + 1
         await self._publish(Snapshot(result.revision, MappingProxyType(items), relisted=True), items)
+        return True
 
+    def _hold_reason(self, found: epochs.Epoch | None, revision: int) -> str | None:
+        """Why a listing at ``revision`` in epoch ``found`` must not replace the snapshot (None: it may)."""
+        last = self._snapshot.revision
+        if last == 0 and not self._items:
+            return None  # nothing to keep: take the store as it is
+        if found is None:
+            if self._epoch is None and revision >= last:
+                return None  # a store that never had an epoch
+            return "the store has no epoch any more: it lost its data (restore it: llmctl restore)"
+        if found.id == self._epoch:
+            if revision >= last:
+                return None
+            return f"the store went back from revision {last} to {revision} (restored from an older backup?)"
+        if found.state == "ok":
+            return None  # a new history an operator restored or accepted
+        return f"store epoch {found.id} is behind the audit log ({found.reason or 'not restored'}): llmctl restore"
     def _apply(self, batch: WatchBatch) -> tuple[Snapshot, dict[str, KeyValue]] | StreamEnd | None:
         """Fold a batch into a new snapshot (None for a progress notification), or say why the
         stream cannot be trusted."""
@@ -153,7 +196,9 @@ class Informer:
         with a fresh backoff; a session that failed before any message raises, so the caller backs off.
         """
         if self._next_rev is None:
-            await self._list()
+            if not await self._list():
+                await asyncio.sleep(self._hold_poll_s)
+                return StreamEnd.HELD
         else:
             self.stats.resumes += 1
         assert self._next_rev is not None
@@ -226,6 +271,6 @@ class Informer:
                 await asyncio.sleep(self._max_backoff_s)
                 end = StreamEnd.FAILED
             self.stats.ends[end.value] = self.stats.ends.get(end.value, 0) + 1
-            if end not in (StreamEnd.BROKEN, StreamEnd.FAILED):
+            if end not in (StreamEnd.BROKEN, StreamEnd.FAILED, StreamEnd.HELD):
                 log.info("informer %s: %s, re-listing", self._prefix, end.value)
             done += 1

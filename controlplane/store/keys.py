@@ -41,6 +41,10 @@ class KeySpace:
         """Bumped in every configuration change set: one key whose revision guards a whole validation."""
         return f"{self.root}meta/config-head"
 
+    def epoch(self) -> str:
+        """The store's identity: created once per history; a wiped or restored store gets a new one."""
+        return f"{self.root}meta/epoch"
+
     def placement(self, node: str) -> str:
         return f"{self.root}placement/{node}"
 

@@ -42,6 +42,8 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks["config"] = "ok" if not invalid else f"ok; {len(invalid)} stored object(s) do not validate: " + ", ".join(
         f"{bad['kind']}/{bad['name']} at revision {bad['revision']}" for bad in invalid[:10]
     )
+    store = rt.recovery.report  # behind stays ready: the API is where the operator restores it
+    checks["epoch"] = f"ok; behind the audit log ({store.reason}): llmctl restore" if store.state == "behind" else "ok"
     ready = all(v.startswith(("ok", "synced")) for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -70,5 +72,6 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict
         "synced": rt.config_informer.synced,
         "objects": counts,
         "invalid_objects": rt.view.report(),
+        "store": rt.recovery.report.as_dict() | {"held": rt.config_informer.held},
         "nodes": nodes,
     }
