@@ -37,3 +37,10 @@ def test_whole_answer_usage_or_estimate() -> None:
     assert prompt == 5 and completion > 0
     assert openai_upstream.tokens(b'{"error": {"message": "x"}}', whole=True, events=0, prompt_tokens=5) is None
     assert openai_upstream.tokens(b"not json", whole=True, events=0, prompt_tokens=5) is None
+
+
+def test_streams_ask_for_usage() -> None:
+    streamed = openai_upstream.request("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, model="m", options={})
+    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}
+    whole = openai_upstream.request("/api/generate", {"prompt": "hi", "stream": False}, model="m", options={})
+    assert "stream_options" not in whole
