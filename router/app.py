@@ -20,20 +20,22 @@ from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
 from router.metrics import BreakerStates, RouterMetrics
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
+from router.upstream import MAX_WHOLE_BYTES
 
 
 class RouterApp:
     """Everything the router runs, started and stopped together."""
 
     def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
-                 outcomes_redis_url: str | None = None, judge_sample: float = 0.0) -> None:  # fmt: skip
+                 outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
+                 max_answer_bytes: int = MAX_WHOLE_BYTES) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
         self._own_store = store is None
         self.store = store or open_store(settings)
         self.feed = TableFeed(self.store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
         self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry) if outcomes_redis_url else None
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
-                               judge_sample=judge_sample)  # fmt: skip
+                               judge_sample=judge_sample, max_answer_bytes=max_answer_bytes)  # fmt: skip
         self.registry.register(BreakerStates(self.core.live))
         self.registry.register(InvalidObjectsCollector(self.feed.view))
         self.feed.add_listener(self._capacity)
@@ -105,6 +107,8 @@ class RouterApp:
 
 
 def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
-               outcomes_redis_url: str | None = None, judge_sample: float = 0.0) -> RouterApp:  # fmt: skip
+               outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
+               max_answer_bytes: int = MAX_WHOLE_BYTES) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
-    return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample)
+    return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
+                     max_answer_bytes=max_answer_bytes)  # fmt: skip

@@ -25,7 +25,7 @@ from router.metrics import RouterMetrics
 from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.quality import answer_text, final_object, signals
 from router.table import ModelEntry, RouteTable
-from router.upstream import Response, UpstreamError
+from router.upstream import MAX_WHOLE_BYTES, Response, UpstreamError
 from schemas.model import Capability
 from schemas.route import CircuitBreaker, Retries, Task, Timeouts
 
@@ -99,7 +99,7 @@ def facts(
         route=headers.get("x-route-name"),
         capabilities=capabilities,
         prompt_tokens=estimate_tokens(text),
-        max_output_tokens=predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,
+        max_output_tokens=0 if task is Task.EMBEDDING else predict if predict > 0 else DEFAULT_OUTPUT_TOKENS,
         num_ctx=num_ctx if num_ctx is None or num_ctx > 0 else None,
         max_cost=max_cost,
         sticky=headers.get("x-sticky-key"),
@@ -139,11 +139,12 @@ class RouterCore:
         metrics: RouterMetrics,
         sink: OutcomeSink | None = None,
         judge_sample: float = 0.0,
+        max_answer_bytes: int = MAX_WHOLE_BYTES,
     ) -> None:
         self._table = table
         self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
         self.live = LiveStats()
-        self.forwarder = Forwarder(self.live)
+        self.forwarder = Forwarder(self.live, max_answer_bytes=max_answer_bytes)
         self.metrics = metrics
         self.sink = sink or LogSink()
         # Request ids: unique per process by a counter, across processes by a random prefix (a

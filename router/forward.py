@@ -20,7 +20,7 @@ import orjson
 from router.http import Incoming
 from router.live import LiveStats
 from router.policy import Candidate, Decision
-from router.upstream import Origin, Response, UpstreamError, UpstreamPool
+from router.upstream import MAX_WHOLE_BYTES, AnswerTooLarge, Origin, Response, UpstreamError, UpstreamPool
 from schemas.route import CircuitBreaker, Retries, Timeouts
 
 
@@ -65,9 +65,9 @@ class Opened:
 class Forwarder:
     """The upstream connection pool, the attempts loop, and the accounting."""
 
-    def __init__(self, live: LiveStats) -> None:
+    def __init__(self, live: LiveStats, *, max_answer_bytes: int = MAX_WHOLE_BYTES) -> None:
         self.live = live
-        self.pool = UpstreamPool()
+        self.pool = UpstreamPool(max_whole_bytes=max_answer_bytes)
 
     async def close(self) -> None:
         self.pool.close()
@@ -149,6 +149,8 @@ class Forwarder:
                 response.release()
             if isinstance(exc, TimeoutError):
                 raise _AttemptFailed("no first byte in time", timeout=True) from exc
+            if isinstance(exc, AnswerTooLarge):  # another node would answer as much: a 502, the node not blamed
+                raise UpstreamFailed(f"{cand.node_name}/{cand.model.name}: {exc}", timeout=False) from exc
             if isinstance(exc, UpstreamError):
                 raise _AttemptFailed(f"cannot reach it: {exc}", timeout=False) from exc
             raise

@@ -34,12 +34,13 @@ def read_json(request: Incoming) -> dict[str, Any]:
 
 
 def embed_text(body: dict[str, Any]) -> str:
-    """The text of an embedding request's ``input``: a string or a list of strings (both APIs)."""
+    """What the context must hold of an embedding request's ``input`` (a string or a list of
+    strings, both APIs): its longest input, since each input is embedded on its own."""
     raw = body.get("input", "")
     if isinstance(raw, str):
         return raw
     if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return "\n".join(raw)
+        return max(raw, key=len, default="")
     raise BadInput("'input' must be a string or a list of strings")
 
 

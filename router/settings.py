@@ -18,6 +18,10 @@ class RouterGroup(BaseModel):
     judge_sample: float = Field(
         default=0.0, ge=0, le=1, description="Share of whole answers sent with their texts, for the monitor's LLM judge."
     )
+    max_answer_bytes: int = Field(
+        default=256 << 20, ge=1 << 20, le=4 << 30,
+        description="Bytes of one non-streamed upstream answer at most (past it: 502); streams are relayed as read.",
+    )  # fmt: skip
 
 
 class RouterSettings(BaseSettings):

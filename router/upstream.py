@@ -21,11 +21,18 @@ from urllib.parse import urlsplit
 import httptools
 
 log = logging.getLogger(__name__)
-_HIGH_WATER = 1 << 20  # buffered body bytes at which the upstream socket stops being read
+_HIGH_WATER = 1 << 20  # buffered body bytes at which a streamed answer's socket stops being read
+#: The default bound of a whole (non-streamed) answer, well above the largest embedding batch the
+#: router's 32 MiB request limit lets through (1,000 inputs answer ~1.3 MB).
+MAX_WHOLE_BYTES = 256 << 20
 
 
 class UpstreamError(Exception):
     """The upstream could not be reached, or the connection broke before the answer ended."""
+
+
+class AnswerTooLarge(UpstreamError):
+    """A whole answer grew past the pool's ``max_whole_bytes``: the request's own size, not the node's fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +87,17 @@ class Response:
     def _feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered > _HIGH_WATER:
-            self._conn.pause()
-        self._wake()
+        conn = self._conn
+        if not conn.whole:  # a stream is read as the client takes it
+            if self._buffered > _HIGH_WATER:
+                conn.pause()
+            self._wake()
+        elif self._buffered > conn.pool.max_whole_bytes:
+            # A whole answer wakes its reader only once complete, so it is never paused (pausing
+            # waited forever); it is bounded instead.
+            conn.overflow(AnswerTooLarge(f"the answer exceeds the router's limit of {conn.pool.max_whole_bytes} bytes "
+                                         "for a non-streamed answer (LLMTUNE_ROUTER__MAX_ANSWER_BYTES); stream it or "
+                                         "split the request"))  # fmt: skip
 
     def _fail(self, exc: BaseException) -> None:
         if not self.complete:
@@ -184,6 +199,14 @@ class _Connection(asyncio.Protocol):
         if self.current is not None:
             self.current._fail(exc)
 
+    def overflow(self, exc: UpstreamError) -> None:
+        """The answer in progress is dropped: its sender gets ``exc``, the connection closes."""
+        if self.current is not None:
+            self.current._chunks.clear()
+            self.current._buffered = 0
+        self._lost(exc)
+        self.close()
+
     def pause(self) -> None:
         if not self._paused and self.transport is not None:
             self._paused = True
@@ -227,6 +250,7 @@ class UpstreamPool:
 
     idle_s: float = 4.0
     max_idle_per_origin: int = 256
+    max_whole_bytes: int = MAX_WHOLE_BYTES
     _idle: dict[Origin, list[_Connection]] = field(default_factory=dict)
     _tls: ssl.SSLContext | None = None
 

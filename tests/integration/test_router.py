@@ -371,3 +371,32 @@ async def test_client_leaving_before_the_answer_releases_the_node(fleet: tuple[F
     cancelled = [line for line in metrics.splitlines() if line.startswith("llmtune_router_requests_total{") and 'node="-"' in line
                  and 'status="cancelled"' in line]  # fmt: skip
     assert len(cancelled) == 1 and cancelled[0].endswith(" 3.0")  # counted, before any node answered
+
+
+async def test_whole_answers_past_the_read_buffer_arrive(fleet: tuple[Fleet, str]) -> None:
+    """A non-streamed answer larger than the upstream reader's 1 MiB high-water mark (a normal
+    embedding batch) arrives whole, through both doors, and the node's breaker stays closed."""
+    _f, url = fleet
+    inputs = [f"document number {i} about routing" for i in range(1000)]
+    async with httpx.AsyncClient(base_url=url, timeout=20) as raw:
+        for _ in range(2):
+            resp = await raw.post("/api/embed", json={"model": "embedder", "input": inputs})
+            assert resp.status_code == 200, resp.text[:300]
+            assert len(resp.content) > 1 << 20 and len(resp.json()["embeddings"]) == 1000
+        oai = await raw.post("/v1/embeddings", json={"model": "embedder", "input": inputs})
+        assert oai.status_code == 200 and len(oai.json()["data"]) == 1000
+
+
+async def test_a_whole_answer_past_its_limit_is_a_clear_502(fleet: tuple[Fleet, str]) -> None:
+    """Whole answers have a size limit of their own: past it the client gets a 502 saying so, at
+    once, and the node is not blamed (the next request is a 502 again, not a 503 from a breaker)."""
+    f, _url = fleet
+    await f.stop_router()
+    url = await f.start_router(max_answer_bytes=256 << 10)
+    inputs = [f"document number {i} about routing" for i in range(1000)]
+    async with httpx.AsyncClient(base_url=url, timeout=20) as raw:
+        for _ in range(3):
+            resp = await raw.post("/api/embed", json={"model": "embedder", "input": inputs})
+            assert resp.status_code == 502 and "MAX_ANSWER_BYTES" in resp.json()["error"], resp.text[:300]
+        small = await raw.post("/api/embed", json={"model": "embedder", "input": inputs[:10]})
+        assert small.status_code == 200 and len(small.json()["embeddings"]) == 10
