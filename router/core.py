@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from pydantic import ConfigDict, ValidationError
 
 from router import openai_upstream
 from router.classify import Classifier, classify, estimate_tokens
@@ -26,7 +27,7 @@ from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.quality import answer_text, final_object, signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import MAX_WHOLE_BYTES, Response, UpstreamError
-from schemas.model import Capability
+from schemas.model import Capability, OllamaOptions
 from schemas.route import CircuitBreaker, Retries, Task, Timeouts
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def facts(
     hinted = headers.get("x-route-task")
     if options is not None and not isinstance(options, Mapping):
         raise BadInput("'options' must be an object")
+    if options:
+        _check_options(options)
     try:
         predict = int((options or {}).get("num_predict") or 0)
         num_ctx = int(options["num_ctx"]) if options and options.get("num_ctx") is not None else None
@@ -105,6 +108,22 @@ def facts(
         sticky=headers.get("x-sticky-key"),
         draw=random.random(),
     )
+
+
+class _ClientOptions(OllamaOptions):
+    """A request's ``options``: the documented ones by type and range (JSON types as Ollama takes
+    them, no coercion); others pass through, as Ollama ignores names it does not know."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """BadInput (400) naming each option a request got wrong."""
+    try:
+        _ClientOptions.model_validate(options, strict=True)
+    except ValidationError as exc:
+        wrong = "; ".join(f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BadInput(f"invalid options: {wrong}") from None
 
 
 def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, request: Mapping[str, Any] | None) -> dict[str, Any]:

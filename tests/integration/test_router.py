@@ -400,3 +400,17 @@ async def test_a_whole_answer_past_its_limit_is_a_clear_502(fleet: tuple[Fleet, 
             assert resp.status_code == 502 and "MAX_ANSWER_BYTES" in resp.json()["error"], resp.text[:300]
         small = await raw.post("/api/embed", json={"model": "embedder", "input": inputs[:10]})
         assert small.status_code == 200 and len(small.json()["embeddings"]) == 10
+
+
+async def test_client_options_are_validated_with_a_400_naming_the_option(fleet: tuple[Fleet, str]) -> None:
+    _f, url = fleet
+    ask = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    async with httpx.AsyncClient(base_url=url) as raw:
+        for options, named in (({"num_ctx": "abc"}, "options.num_ctx"), ({"temperature": -1}, "options.temperature"),
+                               ({"mirostat": 5}, "options.mirostat"), ({"stop": "x"}, "options.stop")):  # fmt: skip
+            resp = await raw.post("/api/chat", json=ask | {"options": options})
+            assert resp.status_code == 400 and named in resp.json()["error"], (options, resp.text)
+        oai = await raw.post("/v1/chat/completions", json={"model": "chat", "messages": ask["messages"], "temperature": 9})
+        assert oai.status_code == 400 and "temperature" in oai.json()["error"]["message"]
+        fine = await raw.post("/api/chat", json=ask | {"options": {"temperature": 0.2, "num_predict": 3, "unknown_knob": 1}})
+        assert fine.status_code == 200
