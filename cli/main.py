@@ -209,6 +209,7 @@ def rollback(
     dry_run: bool = typer.Option(False, "--dry-run"),
     message: str = typer.Option("", "-m", "--message"),
     epoch: str | None = typer.Option(None, "--epoch", help="The store epoch REVISION belongs to (default: the current one)."),
+    force: bool = typer.Option(False, "--force", help="Allow a rollback that deletes most or all objects."),
 ) -> None:
     """Restore the whole configuration (or one object) as it was at REVISION, as a new revision."""
 
@@ -220,6 +221,7 @@ def rollback(
             "dry_run": dry_run,
             "message": message,
             "epoch": epoch,
+            "force": force,
         }
         result = client().post("/api/v1/rollback", request)
         if dry_run:

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         history = History(engine)
         service = ConfigService(
             the_store, history, keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops, artifacts=artifacts,
-            view_held=lambda: config_informer.held,
+            view_held=lambda: config_informer.held, max_delete_share=settings.api.max_delete_share,
         )  # fmt: skip
         recovery = Recovery(the_store, history, service, keys=keys)
         await recovery.check()  # a store that lost its history is found before the first request

@@ -35,6 +35,7 @@ from controlplane.services.errors import (
     StaleRevision,
     StoreBehind,
     TooLarge,
+    Unprocessable,
 )
 from controlplane.services.history import LEGACY, Change, History, Record
 from controlplane.store import epoch as epochs
@@ -191,10 +192,12 @@ class ConfigService:
     def __init__(
         self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128,
         artifacts: ArtifactStore | None = None, view_held: Callable[[], str | None] = lambda: None,
+        max_delete_share: float = 0.5,
     ) -> None:  # fmt: skip
         """``artifacts``: when given, adapter files a Model lists must be kept there. ``view_held``:
         why the view's informer keeps an old snapshot (then writes validate on a fresh listing)."""
         self._view_held = view_held
+        self._max_delete_share = max_delete_share
         self._seen_epoch = False  # once the store had an epoch, its absence means it lost its data
         self._store = store
         self._artifacts = artifacts
@@ -286,8 +289,11 @@ class ConfigService:
         message: str = "",
         dry_run: bool = False,
         restoring: epochs.Epoch | None = None,
+        force: bool = False,
     ) -> ApplyResult:
-        """Create/update ``objects`` and delete ``deletes`` as one revision.
+        """Create/update ``objects`` and delete ``deletes`` as one revision. A change set that
+        deletes several objects and every one there is, or more than ``max_delete_share`` of them,
+        needs ``force``.
 
         ``expected`` maps objects to the revision the caller last saw (0: must not exist).
         Validation runs against the state as of the config head H, and the commit moves the head
@@ -305,8 +311,9 @@ class ConfigService:
             async for round_ in retrying:
                 with round_:
                     return await self._apply_once(
-                        objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run, restoring=restoring
-                    )
+                        objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run, restoring=restoring,
+                        force=force,
+                    )  # fmt: skip
         except _StaleState as exc:
             raise Busy(f"the configuration changed under this write {self.ATTEMPTS} times in a row; retry it") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -321,6 +328,7 @@ class ConfigService:
         message: str,
         dry_run: bool,
         restoring: epochs.Epoch | None = None,
+        force: bool = False,
     ) -> ApplyResult:
         epoch = await self.epoch()
         if restoring is None and epoch is not None and epoch.state == "behind":
@@ -335,6 +343,16 @@ class ConfigService:
         involved = {*deletes, *expected, *((type(o).plural, o.name) for o in objects)}
         invalid = {k: bad for k, bad in addressable(self._keys, read.invalid).items() if k in involved}
         delete_set = set(deletes)
+        stored = len(state) + len(invalid)
+        if not (force or restoring or dry_run) and len(delete_set) >= 2 and (
+            len(delete_set) >= stored or len(delete_set) > self._max_delete_share * stored
+        ):
+            share = "every object" if len(delete_set) >= stored else f"more than {self._max_delete_share:.0%} of the objects"
+            raise Unprocessable(
+                f"this change set deletes {len(delete_set)} of {stored} objects ({share}): check it with a dry run, "
+                "then send it again with force: true (llmctl --force)",
+                [{"loc": ["force"], "msg": "required for a change set that deletes this much", "type": "mass_deletion"}],
+            )
         for key in deletes:
             require_kind(key[0])
             if key not in state and key not in invalid:
@@ -496,23 +514,29 @@ class ConfigService:
         message: str = "",
         dry_run: bool = False,
         epoch: str | None = None,
+        force: bool = False,
     ) -> ApplyResult:
         """Make the configuration (or one object) what it was right after ``revision`` (of the
         current epoch, or the one named), as a new revision."""
         scope = await self._epoch_of(epoch)
-        latest = await self._history.latest_revision(scope)
-        if revision < 0 or revision > latest:
+        first, latest = await self._history.first_revision(scope), await self._history.latest_revision(scope)
+        if not first or not first <= revision <= latest:
             named = f"epoch {scope}" if scope else "the history before store epochs"
-            raise BadRequest(f"revision {revision} is outside the recorded history of {named} (0..{latest})")
+            span = f"{first}..{latest}" if first else "none"
+            raise Unprocessable(
+                f"revision {revision} is outside the recorded history of {named} ({span})",
+                [{"loc": ["revision"], "msg": f"must be within {span}", "type": "out_of_history"}],
+            )
         if (kind is None) != (name is None):
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")
         target = await self._history.state_at(revision, scope)
         text = message or f"rollback to revision {revision}" + (f" of epoch {scope}" if epoch else "")
-        return await self._make(target, [(kind, name)] if kind and name else None, actor=actor, message=text, dry_run=dry_run)
+        scope_keys = [(kind, name)] if kind and name else None
+        return await self._make(target, scope_keys, actor=actor, message=text, dry_run=dry_run, force=force)
 
     async def _make(
         self, target: Mapping[ObjectKey, dict[str, Any]], scope: list[ObjectKey] | None, *, actor: str, message: str,
-        dry_run: bool, restoring: epochs.Epoch | None = None,
+        dry_run: bool, restoring: epochs.Epoch | None = None, force: bool = False,
     ) -> ApplyResult:  # fmt: skip
         """Make the stored configuration (or the objects of ``scope``) equal ``target``, as one revision."""
         read = await self.state(fresh=restoring is not None)
@@ -528,7 +552,9 @@ class ConfigService:
                     raise Invalid([Problem(key[0], key[1], "", f"the recorded version no longer validates: {exc}")]) from exc
             elif key in state_keys:
                 deletes.append(key)
-        return await self.apply(objects, deletes=deletes, actor=actor, message=message, dry_run=dry_run, restoring=restoring)
+        return await self.apply(
+            objects, deletes=deletes, actor=actor, message=message, dry_run=dry_run, restoring=restoring, force=force
+        )
 
     async def restore(self, *, actor: str, dry_run: bool = False, accept_current: bool = False) -> tuple[ApplyResult, str]:
         """Write the audit log's last committed state back as one new revision (or, with

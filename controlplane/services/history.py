@@ -190,6 +190,15 @@ class History:
         result: int = await self._run(self._latest, epoch)
         return result
 
+    def _first(self, epoch: str) -> int:
+        with Session(self._engine) as s:
+            return s.scalar(select(func.min(AuditEntry.revision)).where(AuditEntry.state == "committed", _in(epoch))) or 0
+
+    async def first_revision(self, epoch: str = LEGACY) -> int:
+        """The first committed revision of ``epoch`` (0: none)."""
+        result: int = await self._run(self._first, epoch)
+        return result
+
     def _last_epoch(self) -> str | None:
         with Session(self._engine) as s:
             row = s.scalars(

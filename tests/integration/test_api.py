@@ -137,7 +137,7 @@ def test_history_diff_rollback_also_after_compaction(own_etcd: EtcdServer, tmp_p
         done = client.post("/api/v1/rollback", json={"revision": r1, "kind": "models", "name": "m"}, headers=ADMIN).json()
         assert done["revision"] > r1
         assert client.get("/api/v1/config/models/m", headers=ADMIN).json()["spec"]["context_window"] == 1024
-        assert client.post("/api/v1/rollback", json={"revision": 10**6}, headers=ADMIN).status_code == 400
+        assert client.post("/api/v1/rollback", json={"revision": 10**6}, headers=ADMIN).status_code == 422
         assert client.post("/api/v1/rollback", json={"revision": r1, "kind": "models"}, headers=ADMIN).status_code == 400
 
 
@@ -286,3 +286,23 @@ def test_integers_past_int64_are_a_clear_422_not_a_500(client: TestClient) -> No
         assert resp.status_code == 400 and "If-Match" in resp.json()["detail"], (bad, resp.text)
     assert client.delete("/api/v1/tokens/99999999999999999999", headers=ADMIN).status_code == 422
     assert client.get("/api/v1/history?before=9223372036854774784", headers=ADMIN).status_code == 200
+
+
+def test_rollback_before_history_and_mass_deletions_need_force(client: TestClient) -> None:
+    """A fuzzer's ``rollback {revision: 0}`` deleted every object in one call."""
+    first = client.put("/api/v1/config/models/a", json=model_doc("a"), headers=ADMIN).json()["metadata"]["revision"]
+    for name in ("b", "c"):
+        assert client.put(f"/api/v1/config/models/{name}", json=model_doc(name), headers=ADMIN).status_code == 200
+    zero = client.post("/api/v1/rollback", json={"revision": 0}, headers=ADMIN)
+    assert zero.status_code == 422 and f"({first}.." in zero.json()["detail"]
+    everything = client.post("/api/v1/rollback", json={"revision": first}, headers=ADMIN)  # deletes b and c: 2 of 3
+    assert everything.status_code == 422 and "force" in everything.json()["detail"]
+    assert len(client.get("/api/v1/config/models", headers=ADMIN).json()["items"]) == 3  # nothing was written
+    dry = client.post("/api/v1/rollback", json={"revision": first, "dry_run": True}, headers=ADMIN)
+    assert dry.status_code == 200 and len(dry.json()["changes"]) == 2
+    forced = client.post("/api/v1/rollback", json={"revision": first, "force": True}, headers=ADMIN)
+    assert forced.status_code == 200 and [i["metadata"]["name"] for i in client.get(
+        "/api/v1/config/models", headers=ADMIN).json()["items"]] == ["a"]  # fmt: skip
+    gone = {"delete": [{"kind": "models", "name": "a"}, {"kind": "models", "name": "b"}]}
+    assert client.post("/api/v1/config:apply", json=gone, headers=ADMIN).status_code in (404, 422)
+    assert client.delete("/api/v1/config/models/a", headers=ADMIN).status_code == 200  # one explicit delete needs none

@@ -134,6 +134,7 @@ class ApplyRequest(BaseModel):
     delete: list[ObjectRef] = Field(default_factory=list, description="Objects to delete in the same revision.")
     dry_run: bool = False
     message: str = Field(default="", max_length=2000)
+    force: bool = Field(default=False, description="Needed when the change set deletes several objects and most or all of them.")
 
 
 @router.post("/config:apply")
@@ -151,7 +152,9 @@ async def apply(request: ApplyRequest, rt: Runtime = Depends(runtime), who: Prin
     for ref in request.delete:
         require_kind(ref.kind)
     deletes = [(r.kind, r.name) for r in request.delete]
-    result = await rt.config.apply(objects, deletes=deletes, actor=who.name, message=request.message, dry_run=request.dry_run)
+    result = await rt.config.apply(
+        objects, deletes=deletes, actor=who.name, message=request.message, dry_run=request.dry_run, force=request.force
+    )
     return apply_body(result)
 
 

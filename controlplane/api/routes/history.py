@@ -95,13 +95,14 @@ class RollbackRequest(BaseModel):
     dry_run: bool = False
     message: str = Field(default="", max_length=2000)
     epoch: str | None = Field(default=None, pattern=r"^([0-9a-f]{1,32}|legacy)$", description="Defaults to the current epoch.")
+    force: bool = Field(default=False, description="Needed when the rollback deletes several objects and most or all of them.")
 
 
 @router.post("/rollback")
 async def rollback(request: RollbackRequest, rt: Runtime = Depends(runtime), who: Principal = Operator) -> dict[str, Any]:
     result = await rt.config.rollback(
         request.revision, kind=request.kind, name=request.name, actor=who.name, message=request.message,
-        dry_run=request.dry_run, epoch=_epoch(request.epoch),
+        dry_run=request.dry_run, epoch=_epoch(request.epoch), force=request.force,
     )  # fmt: skip
     return apply_body(result)
 
