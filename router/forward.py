@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from router.http import Incoming
 from router.live import LiveStats
@@ -91,8 +92,13 @@ class Forwarder:
         failed: list[str] = []
         last_timeout = False
         for attempt, cand in enumerate(decision.candidates()):
-            if attempt > retries.max_attempts or time.monotonic() >= deadline:
+            if attempt >= max(1, retries.max_attempts) or time.monotonic() >= deadline:
                 break
+            if attempt:  # a retry: back off (with jitter), within the route's budget
+                pause = backoff_s(retries, attempt)
+                if time.monotonic() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
             node = cand.node_name
             self.live.started(cand.model.name, node)
             try:
@@ -181,6 +187,20 @@ class _AttemptFailed(Exception):
         super().__init__(message)
         self.timeout = timeout
         self.overloaded = overloaded
+
+
+_RETRYING = Retrying()  # only the owner of the call state tenacity's wait strategies read
+
+
+def backoff_s(retries: Retries, retry: int) -> float:
+    """The wait before retry number ``retry`` (1, 2, ...): tenacity's exponential backoff from
+    ``backoff_ms`` with as much again of random jitter."""
+    if retries.backoff_ms <= 0:
+        return 0.0
+    base = retries.backoff_ms / 1000
+    state = RetryCallState(_RETRYING, None, (), {})
+    state.attempt_number = retry
+    return float(wait_exponential_jitter(multiplier=base, max=60 * base, jitter=base)(state))
 
 
 def _retry_allowed(exc: _AttemptFailed, retries: Retries) -> bool:

@@ -65,8 +65,14 @@ def _retry_on_all() -> list[RetryOn]:
 
 
 class Retries(Strict):
-    max_attempts: int = Field(default=2, ge=0, le=10)
-    backoff_ms: int = Field(default=50, ge=0, le=60_000)
+    max_attempts: int = Field(
+        default=2, ge=0, le=10, description="Attempts in all, the first included (0 counts as 1: no retry)."
+    )
+    backoff_ms: int = Field(
+        default=50, ge=0, le=60_000,
+        description="Wait before the first retry; doubling after each, with up to as much again of random jitter, "
+        "never past the route's time budget.",
+    )  # fmt: skip
     retry_on: list[RetryOn] = Field(default_factory=_retry_on_all)
 
 

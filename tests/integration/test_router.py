@@ -414,3 +414,24 @@ async def test_client_options_are_validated_with_a_400_naming_the_option(fleet: 
         assert oai.status_code == 400 and "temperature" in oai.json()["error"]["message"]
         fine = await raw.post("/api/chat", json=ask | {"options": {"temperature": 0.2, "num_predict": 3, "unknown_knob": 1}})
         assert fine.status_code == 200
+
+
+async def test_max_attempts_counts_every_attempt_and_retries_back_off(fleet: tuple[Fleet, str]) -> None:
+    """``max_attempts: 2`` makes two attempts in all (it made three), and the retry waits
+    ``backoff_ms`` (with jitter) first."""
+    f, url = fleet
+    route = route_doc("chat", "small", match={"model_aliases": ["chat"]}, fallbacks=["coder"],
+                      retries={"max_attempts": 2, "backoff_ms": 300})  # fmt: skip
+    assert (await f.api.put("/api/v1/config/routes/chat", json=route)).status_code == 200
+    await asyncio.sleep(0.5)  # the router's table follows
+    for sim in f.sims.values():
+        sim.engine.faults.append(Fault("/api/chat", status=503, message="server busy", times=-1))
+        sim.engine.calls.clear()
+    ask = {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    async with httpx.AsyncClient(base_url=url, timeout=10) as raw:
+        started = asyncio.get_running_loop().time()
+        resp = await raw.post("/api/chat", json=ask)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert resp.status_code == 502 and resp.json()["error"].count("HTTP 503") == 2, resp.text
+    chats = sum(1 for sim in f.sims.values() for call in sim.engine.calls if call[1] == "/api/chat")
+    assert chats == 2 and 0.3 <= elapsed < 2.0, (chats, elapsed)
