@@ -99,6 +99,8 @@ def _head(status: int, reply: Reply, *, length: int | None, keep_alive: bool) ->
 class Limits:
     max_body: int = 32 << 20  # bytes of request body
     max_head: int = 64 << 10  # bytes of request line and headers
+    max_url: int = 8 << 10  # bytes of the request target (414 past it)
+    max_headers: int = 100  # header fields of one request (431 past it)
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
@@ -125,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._fields = 0  # header fields of the request being read
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,18 +160,25 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._body, self._size = b"", {}, [], 0
+        self._url, self._headers, self._body, self._size, self._fields = b"", {}, [], 0, 0
         self.deadline, self.reading = time.monotonic() + self.limits.read_timeout_s, True
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
         self._size += len(url)
+        if self._size > self.limits.max_url:
+            self._refuse(414, f"the request target exceeds {self.limits.max_url} bytes")
+            raise httptools.HttpParserError("request target too long")
+        self._url = url if not self._url else self._url + url  # parts only when it spans reads: a bounded few
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value)
+        self._fields += 1
         if self._size > self.limits.max_head:
             self._refuse(431, f"the request line and headers exceed {self.limits.max_head} bytes")
             raise httptools.HttpParserError("headers too large")
+        if self._fields > self.limits.max_headers:
+            self._refuse(431, f"the request has more than {self.limits.max_headers} header fields")
+            raise httptools.HttpParserError("too many headers")
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 

@@ -92,6 +92,10 @@ async def test_limits_and_malformed_requests_get_a_clear_error_and_close(echoing
     assert over.startswith(b"HTTP/1.1 413")
     head = await echoing.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 3000 + b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431")
+    long_url = await echoing.raw(b"GET /echo?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert long_url.startswith(b"HTTP/1.1 414") and b"request target exceeds 8192 bytes" in long_url
+    many = await echoing.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+    assert many.startswith(b"HTTP/1.1 431") and b"more than 100 header fields" in many
     garbage = await echoing.raw(b"NOT HTTP AT ALL\r\n\r\n")
     assert garbage.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in garbage
 
