@@ -4,6 +4,7 @@ they all accept, and the in-memory implementation (tests, and the reference for 
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rag.errors import BadInput, VectorStoreUnavailable
+from schemas.rag import METADATA_KEY
+
+_FIELD = re.compile(METADATA_KEY)
 
 Scalar = str | int | float | bool
 #: ``{"field": value}`` (equal) or ``{"field": {"$in": [values]}}``; several fields must all match.
@@ -74,8 +78,9 @@ def check_filter(where: object) -> Filter | None:
     if not isinstance(where, Mapping):
         raise BadInput("filters must be an object of metadata field -> value or {'$in': [values]}")
     for key, value in where.items():
-        if not isinstance(key, str) or not key or key.startswith("_"):
-            raise BadInput(f"filter field {key!r}: names are non-empty and do not start with '_'")
+        if not isinstance(key, str) or not _FIELD.match(key):
+            raise BadInput(f"filter field {key!r}: a metadata field name (letters, digits, '_', '.', '-'; "
+                           "starting with a letter or digit; operators such as '$and' are not supported)")  # fmt: skip
         if isinstance(value, Mapping):
             if set(value) != {"$in"} or not isinstance(value["$in"], list) or not value["$in"]:
                 raise BadInput(f"filter field '{key}': the only operator is {{'$in': [values]}} with at least one value")

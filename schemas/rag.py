@@ -64,6 +64,8 @@ class RagCollection(ConfigObject):
 # --- the RAG API's requests and answers (control plane /api/v1/rag) ---
 
 MetaValue = str | Int64 | float | bool
+#: Names of document metadata fields (and so of query filter fields).
+METADATA_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 
 
@@ -73,7 +75,7 @@ class RagDocument(Strict):
     id: DocumentId
     text: str = Field(min_length=1)
     format: Literal["text", "markdown"] = "text"
-    metadata: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], MetaValue] = Field(
+    metadata: dict[Annotated[str, StringConstraints(pattern=METADATA_KEY)], MetaValue] = Field(
         default_factory=dict, max_length=32
     )
 

@@ -159,8 +159,11 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     )
     errors.install(app)
     # Document batches may be larger than configuration: their own limit (plus JSON's overhead) applies.
+    # So may a fine-tuning dataset, up to finetune.max_dataset_bytes.
     rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes, wider={"/api/v1/rag/collections/": rag_limit})
+    dataset_limit = max(settings.api.max_body_bytes, settings.finetune.max_dataset_bytes + 1024)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
+                       wider={"/api/v1/rag/collections/": rag_limit, "/api/v1/fine-tune/datasets": dataset_limit})  # fmt: skip
     app.add_middleware(MetricsMiddleware, registry=registry)
     for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune, artifacts):
         app.include_router(module.router)

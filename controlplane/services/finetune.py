@@ -109,7 +109,7 @@ class FineTuneService:
     # -- datasets ----------------------------------------------------------------------------
     async def upload_dataset(self, text: str) -> DatasetInfo:
         """Check the rows (422 naming the line) and store them once per content."""
-        dataset = _parse(text, self._settings.max_dataset_bytes)
+        dataset = await asyncio.to_thread(_parse, text, self._settings.max_dataset_bytes)  # up to MiBs: off the loop
         return await asyncio.to_thread(self.jobs.put_dataset, dataset_id(dataset.digest), text, rows=len(dataset.examples))
 
     async def _dataset_info(self, dataset: str) -> DatasetInfo:

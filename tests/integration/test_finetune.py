@@ -165,6 +165,10 @@ async def test_cancel_a_queued_job_and_uploaded_datasets(finetune_fleet: Fleet) 
     assert same.json()["id"] == uploaded.json()["id"]
     bad = await fleet.api.post("/api/v1/fine-tune/datasets", content='{"prompt": "a", "response": "b"}\nnot json\n')
     assert bad.status_code == 422 and bad.json()["errors"][0]["line"] == 2
+    # a dataset between the API's 8 MiB body limit and finetune.max_dataset_bytes (16 MiB) is reachable
+    rows = "".join(f'{{"prompt": "q{i} {"p" * 500}", "response": "{"r" * 500}"}}\n' for i in range(10 * 1024 * 1024 // 1000))
+    large = await fleet.api.post("/api/v1/fine-tune/datasets", content=rows)
+    assert large.status_code == 201 and large.json()["bytes"] > 8 * 1024 * 1024, large.text[:300]
 
     body = {"base_model": "embedder", "output_model": "x", "dataset_id": uploaded.json()["id"]}
     resp = await fleet.api.post("/api/v1/fine-tune", json=body)

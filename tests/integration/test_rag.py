@@ -201,6 +201,8 @@ async def test_bad_input_gets_clear_errors_and_a_failed_batch_leaves_nothing(fle
     wrong = {"collection": "handbook", "query": "x", "filters": {"a": {"$gt": 1}}}
     bad_filter = await fleet.api.post("/api/v1/rag/query", json=wrong)
     assert bad_filter.status_code == 422 and "$in" in bad_filter.json()["detail"]
+    chroma_op = await fleet.api.post("/api/v1/rag/query", json=wrong | {"filters": {"$and": [{"a": 1}, {"b": 2}]}})
+    assert chroma_op.status_code == 422 and "'$and'" in chroma_op.json()["detail"]  # it was a 503 from Chroma
     twice = await fleet.api.post("/api/v1/rag/collections/handbook/documents", json={"documents": [{"id": "a", "text": "x"}] * 2})
     assert twice.status_code == 422 and "appears twice" in twice.json()["detail"]
     huge = {"documents": [{"id": "big", "text": "word " * 500_000}]}

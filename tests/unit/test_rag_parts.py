@@ -56,7 +56,8 @@ def test_rank_fusion_weights_and_ties() -> None:
 def test_filters_are_checked() -> None:
     assert check_filter({"lang": "en", "year": {"$in": [2023, 2024]}}) is not None
     for bad, why in [([1], "must be an object"), ({"a": {"$gt": 1}}, "only operator"), ({"a": [1]}, "string, number"),
-                     ({"_doc": "x"}, "do not start with '_'"), ({"a": {"$in": []}}, "at least one")]:  # fmt: skip
+                     ({"_doc": "x"}, "a metadata field name"), ({"$and": [{"a": 1}]}, "'$and' are not supported"),
+                     ({"a": {"$in": []}}, "at least one")]:  # fmt: skip
         with pytest.raises(BadInput, match=re.escape(why)):
             check_filter(bad)
 
