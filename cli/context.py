@@ -49,8 +49,11 @@ def save_file(
     contexts.append({"name": name, "url": url, "token": token, "router": router_url})
     data.update({"current-context": name, "contexts": contexts})
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    path.chmod(0o600)
+    # created 0600, never readable by others even for a moment (it holds tokens)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,10 +325,24 @@ def status() -> None:
 @app.command()
 def login(
     url: str = typer.Option(..., "--url"),
-    token: str = typer.Option(..., "--token"),
+    token_file: str = typer.Option(
+        "-", "--token-file", help="Read the token from this file, or from standard input with '-' (the default)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="The token itself (visible to other users in 'ps': prefer --token-file)."
+    ),
     router_url: str | None = typer.Option(None, "--router-url", help="The router (default http://127.0.0.1:8701)."),
 ) -> None:
     """Save a server URL and token (and the router's URL) as the current context."""
+    if token is None:
+        try:
+            token = (sys.stdin.read() if token_file == "-" else Path(token_file).read_text()).strip()
+        except OSError as exc:
+            out.print(f"error: cannot read the token: {exc}", style="red")
+            raise typer.Exit(2) from exc
+    if not token:
+        out.print("error: no token given (pipe it in, or --token-file PATH)", style="red")
+        raise typer.Exit(2)
     path = save_file(url, token, router_url=router_url)
     out.print(f"saved context to {path}")
 

@@ -104,9 +104,16 @@ def _admin_token() -> str:
     if TOKEN_FILE.exists():
         return TOKEN_FILE.read_text().strip()
     token = "llmt_" + secrets.token_urlsafe(32)
-    TOKEN_FILE.write_text(token)
-    TOKEN_FILE.chmod(0o600)
+    _write_private(TOKEN_FILE, token)
     return token
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret into a file created 0600 (never readable by others, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def up() -> None:
@@ -172,7 +179,8 @@ def up() -> None:
     _router(redis_url)
     _agents()
     _worker(redis_url)
-    login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token", token, "--router-url", ROUTER_URL]
+    # the token by file, never on a command line (ps shows those to every user)
+    login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token-file", str(TOKEN_FILE), "--router-url", ROUTER_URL]
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*)")
@@ -284,8 +292,7 @@ def _agent_token() -> str:
     if code != 201:
         raise SystemExit(f"could not issue the agents' token ({code}): {answer}")
     token = str(answer["token"])
-    AGENT_TOKEN_FILE.write_text(token)
-    AGENT_TOKEN_FILE.chmod(0o600)
+    _write_private(AGENT_TOKEN_FILE, token)
     return token
 
 

@@ -161,7 +161,11 @@ def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
     down = llmctl("http://127.0.0.1:9", tmp_path, "list")
     assert down.returncode == 1 and "cannot reach the control plane" in down.stderr
 
-    assert llmctl(control_plane, tmp_path, "login", "--url", control_plane, "--token", viewer).returncode == 0
+    secret = tmp_path / "viewer.token"
+    secret.write_text(viewer + "\n")
+    login = llmctl(control_plane, tmp_path, "login", "--url", control_plane, "--token-file", str(secret))
+    assert login.returncode == 0 and viewer not in " ".join(login.args)  # never on a command line
+    assert (tmp_path / "llmctl.yaml").stat().st_mode & 0o777 == 0o600
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | {
         "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml")
     }

