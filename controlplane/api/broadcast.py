@@ -36,16 +36,20 @@ class Broadcaster:
         return out
 
     def publish(self, snapshot: Snapshot) -> None:
+        """Queue the snapshot's messages for every subscriber. One that cannot take them all (it
+        stopped reading) loses its queue for one ``resync``: it re-reads, and hurts no one else."""
         messages = self._messages(snapshot)
         for queue in list(self._queues):
+            if queue.qsize() + len(messages) > QUEUE_LIMIT:
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait({"event": "resync", "data": json.dumps({"revision": snapshot.revision})})
+                continue
             for msg in messages:
-                if queue.full():
-                    queue.get_nowait()  # drop the oldest and tell the client it missed changes
-                    queue.put_nowait({"event": "resync", "data": json.dumps({"revision": snapshot.revision})})
                 queue.put_nowait(msg)
 
     async def subscribe(self, *, revision: int, kind: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # bounded by publish: QUEUE_LIMIT, or one resync
         self._queues.add(queue)
         try:
             yield {"event": "hello", "data": json.dumps({"revision": revision})}
