@@ -70,3 +70,4 @@ class FeedbackOut(BaseModel):
     thumbs: Literal["up", "down"] | None
     labels: list[str]
     comment: str
+    submitter: str = ""  # the name of the token that sent it

@@ -101,7 +101,11 @@ class OutcomeSample(Base):
     """One raw outcome, kept for a bounded retention (exact percentiles over short windows)."""
 
     __tablename__ = "outcome_samples"
-    __table_args__ = (Index("ix_outcome_sample_at", "at"), Index("ix_outcome_sample_model", "model", "at"))
+    __table_args__ = (
+        Index("ix_outcome_sample_at", "at"),
+        Index("ix_outcome_sample_model", "model", "at"),
+        Index("ix_outcome_sample_request", "request_id"),  # feedback finds its answer by it
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)  # the record's own key: a resend is seen here
@@ -134,10 +138,15 @@ class Feedback(Base):
     """A judgement of one answer, with the model, node, route and variant that gave it."""
 
     __tablename__ = "feedback"
-    __table_args__ = (Index("ix_feedback_request", "request_id"), Index("ix_feedback_model", "model", "at"))
+    __table_args__ = (
+        Index("ix_feedback_request", "request_id"),
+        Index("ix_feedback_model", "model", "at"),
+        Index("ux_feedback_request_submitter", "request_id", "submitter", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(128))
+    submitter: Mapped[str] = mapped_column(String(200), default="", server_default="")  # the token's name
     at: Mapped[float] = mapped_column(Float)
     model: Mapped[str] = mapped_column(String(253))
     node: Mapped[str] = mapped_column(String(253))

@@ -214,7 +214,11 @@ def test_feedback_is_tied_to_the_answer_and_bad_input_is_refused(etcd_server: Et
         assert sent.status_code == 201, sent.text
         body = sent.json()
         assert (body["model"], body["node"], body["route"], body["variant"], body["thumbs"]) == ("small", "n0", "chat", "b", "up")
-        assert client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 0.25}, headers=admin).status_code == 201
+        assert body["submitter"] == "app"
+        assert client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 0.9}, headers=admin).status_code == 201
+        # one per (answer, submitter): a resubmission replaces the earlier one, it does not weigh twice
+        again = client.post("/api/v1/feedback", json={"request_id": "req-42", "score": 0.25}, headers=admin)
+        assert again.status_code == 201 and again.json()["submitter"] == "bootstrap-admin"
 
         unknown = client.post("/api/v1/feedback", json={"request_id": "nope", "score": 1}, headers=admin)
         assert unknown.status_code == 404 and "no answer with request id 'nope'" in unknown.json()["detail"]

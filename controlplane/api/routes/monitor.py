@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,11 +23,12 @@ router = APIRouter(prefix="/api/v1", tags=["monitor"])
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackOut)
-async def feedback(body: FeedbackIn = Body(...), rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> FeedbackOut:
+async def feedback(body: FeedbackIn = Body(...), rt: Runtime = Depends(runtime), who: Principal = Viewer) -> FeedbackOut:
     """Judge one answer by its request id (``x-request-id``): a score from 0 to 1 or thumbs, labels,
-    a comment. Any token may send it: feedback is data, not configuration."""
+    a comment. Any token may send it (feedback is data, not configuration), once per answer: a
+    resubmission replaces the token's earlier feedback on it."""
     assert rt.feedback is not None
-    return await asyncio.to_thread(rt.feedback.submit, body)
+    return await asyncio.to_thread(functools.partial(rt.feedback.submit, body, submitter=who.name))
 
 
 @router.get("/metrics/summary")
