@@ -15,7 +15,7 @@ from sqlalchemy import text
 from controlplane.api import errors
 from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
-from controlplane.api.limits import BodyLimit
+from controlplane.api.limits import AuthenticateFirst, BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
 from controlplane.api.routes import artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     dataset_limit = max(settings.api.max_body_bytes, settings.finetune.max_dataset_bytes + 1024)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
                        wider={"/api/v1/rag/collections/": rag_limit, "/api/v1/fine-tune/datasets": dataset_limit})  # fmt: skip
+    app.add_middleware(AuthenticateFirst)  # added after BodyLimit, so it runs before it: no body is read for a stranger
     app.add_middleware(MetricsMiddleware, registry=registry)
     for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune, artifacts):
         app.include_router(module.router)

@@ -62,9 +62,11 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller's principal, which must hold at least ``role``."""
 
     async def dependency(request: Request, authorization: str | None = Header(default=None)) -> Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)")
-        principal = await runtime(request).tokens.authenticate(authorization[7:].strip())
+        principal: Principal | None = getattr(request.state, "principal", None)  # AuthenticateFirst's, for a body
+        if principal is None:
+            if not authorization or not authorization.lower().startswith("bearer "):
+                raise Unauthorized("send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)")
+            principal = await runtime(request).tokens.authenticate(authorization[7:].strip())
         if principal.role < role:
             raise Forbidden(f"token '{principal.name}' has role {principal.role.name.lower()}; this needs {role.name.lower()}")
         return principal

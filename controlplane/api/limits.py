@@ -1,10 +1,44 @@
-"""Request body size limit (a plain ASGI middleware)."""
+"""Request admission, before any body is read (plain ASGI middlewares): the body size limit, and
+authentication of requests that carry a body."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlplane.api import errors
+from controlplane.services.errors import Unauthorized
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuthenticateFirst:
+    """A request to ``/api/v1/`` that carries a body is authenticated before the body is read: an
+    unauthenticated client cannot make the process read and parse megabytes for it. The principal
+    is kept in ``scope["state"]``, where the route's role check (``deps.require``) finds it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/api/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if headers.get(b"content-length", b"0") in (b"0", b"") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # nothing to read: the route authenticates as usual
+            return
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if not authorization.lower().startswith("bearer "):
+            detail = "send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)"
+            await errors.problem(401, "Unauthorized", detail)(scope, receive, send)
+            return
+        try:
+            principal = await scope["app"].state.runtime.tokens.authenticate(authorization[7:].strip())
+        except Unauthorized as exc:
+            await errors.problem(401, "Unauthorized", str(exc))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
