@@ -26,7 +26,7 @@ from agents.finetune.report import Cancelled, JobError, Report
 from controlplane.db.models import FineTuneJob
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.datasets import parse_dataset
-from controlplane.services.finetune_jobs import JobStore, ended_channel
+from controlplane.services.finetune_jobs import JobStore, ended_channel, job_deserialize, job_serialize
 from controlplane.settings import FineTuneSettings
 from schemas.finetune import JOB_LABEL, JobState, LoraParams, Method, ModelfileParams
 from schemas.model import Model
@@ -176,4 +176,6 @@ def make_worker(settings: FineTuneSettings, engine: Engine, *, name: str | None 
         ctx={"runner": runner},
         on_startup=warm_imports,
         handle_signals=True,
+        job_serializer=job_serialize,  # JSON, never pickle (see finetune_jobs.job_serialize)
+        job_deserializer=job_deserialize,
     )

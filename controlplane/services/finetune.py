@@ -38,7 +38,7 @@ from controlplane.services.errors import (
     StaleRevision,
     Unprocessable,
 )
-from controlplane.services.finetune_jobs import JobStore, LogLine, ended_channel, job_out
+from controlplane.services.finetune_jobs import JobStore, LogLine, ended_channel, job_deserialize, job_out, job_serialize
 from controlplane.settings import FineTuneSettings
 from controlplane.store.view import ConfigView
 from schemas.common import Metadata
@@ -71,7 +71,9 @@ class ArqQueue:
 
             settings = RedisSettings.from_dsn(self._url)
             settings.conn_retries = 0
-            self._pool = await create_pool(settings, default_queue_name=self._queue)
+            self._pool = await create_pool(
+                settings, default_queue_name=self._queue, job_serializer=job_serialize, job_deserializer=job_deserialize
+            )
         return self._pool
 
     async def enqueue(self, job_id: str, attempt: int) -> None:

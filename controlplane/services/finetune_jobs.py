@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,6 +36,19 @@ class LogLine:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "attempt": self.attempt, "at": self.at, "level": self.level, "message": self.message}
+
+
+def job_serialize(data: dict[str, Any]) -> bytes:
+    """arq's job and result payloads as JSON. arq's default is pickle, which lets anyone who can
+    write to Redis run code on the workers; a job here is only ``run_job(job_id, attempt)``."""
+    return orjson.dumps(data, default=str)  # a failed run's exception is kept as its text
+
+
+def job_deserialize(raw: bytes) -> dict[str, Any]:
+    data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("an arq payload is a JSON object")
+    return data
 
 
 def ended_channel(queue: str) -> str:

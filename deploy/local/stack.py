@@ -38,6 +38,7 @@ ROUTER_PORT = int(os.environ.get("LLMTUNE_ROUTER__PORT", "8701"))
 ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 TOKEN_FILE = RUN / "admin-token"
 AGENT_TOKEN_FILE = RUN / "agent-token"
+REDIS_PASSWORD_FILE = RUN / "redis-password"
 #: SIM=N starts N simulated Ollama nodes (tests/sim) with an agent each, instead of an agent for a local Ollama.
 SIM = int(os.environ.get("SIM") or "0")
 SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
@@ -101,11 +102,16 @@ def _wait(name: str, proc: subprocess.Popen[bytes], healthy: Callable[[], bool],
 
 
 def _admin_token() -> str:
-    if TOKEN_FILE.exists():
-        return TOKEN_FILE.read_text().strip()
-    token = "llmt_" + secrets.token_urlsafe(32)
-    _write_private(TOKEN_FILE, token)
-    return token
+    return _secret(TOKEN_FILE, prefix="llmt_")
+
+
+def _secret(path: Path, *, prefix: str = "") -> str:
+    """The secret kept in ``path``, made (random, 0600) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    value = prefix + secrets.token_urlsafe(32)
+    _write_private(path, value)
+    return value
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -197,12 +203,15 @@ def _redis() -> str:
     (LLMTUNE_REDIS_SERVER=auto|system|wheel chooses; see deploy/local/redis_server.py)."""
     if os.environ.get("LLMTUNE_RAG__REDIS_URL"):
         return os.environ["LLMTUNE_RAG__REDIS_URL"]
-    url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    shown = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    if _redis_answers(REDIS_PORT) and not _pid("redis"):
+        print(f"redis          reachable at {shown} (not ours: left running on 'down')")
+        return shown
+    # ours has a generated password (like the admin token: a file in .run/, 0600), never on a command line
+    password = _secret(REDIS_PASSWORD_FILE)
+    url = f"redis://:{password}@127.0.0.1:{REDIS_PORT}/0"
     if _pid("redis"):
-        print(f"redis          already running (pid {_pid('redis')}) at {url}")
-        return url
-    if _redis_answers(REDIS_PORT):
-        print(f"redis          reachable at {url} (not ours: left running on 'down')")
+        print(f"redis          already running (pid {_pid('redis')}) at {shown} (password in {REDIS_PASSWORD_FILE})")
         return url
     try:
         binary, kind = redis_server.binary()
@@ -212,19 +221,27 @@ def _redis() -> str:
         raise SystemExit(f"port {REDIS_PORT} is taken by another process; set LLMTUNE_LOCAL_REDIS_PORT")
     folder = DATA / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "60 1000"]
+    conf = RUN / "redis.conf"
+    _write_private(conf, f"requirepass {password}\n")
+    cmd = [binary, str(conf), "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "60 1000"]
     # the server rewrites its command line to "<name> 127.0.0.1:<port>": that is what _pid can check
     proc = _start("redis", cmd, dict(os.environ), f"127.0.0.1:{REDIS_PORT}")
-    _wait("redis", proc, lambda: _redis_answers(REDIS_PORT))
-    print(f"redis          {kind} started (pid {proc.pid}) at {url}")
+    _wait("redis", proc, lambda: _redis_answers(REDIS_PORT, password))
+    print(f"redis          {kind} started (pid {proc.pid}) at {shown} (password in {REDIS_PASSWORD_FILE})")
     return url
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(port: int, password: str | None = None) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
+            conn.sendall((f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n")
+            answer = b""
+            while b"PONG" not in answer and not answer.startswith(b"-") and len(answer) < 64:
+                chunk = conn.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+            return b"+PONG" in answer
     except OSError:
         return False
 

