@@ -23,6 +23,23 @@ def _starting(exc: BaseException) -> bool:
     return isinstance(exc, OllamaUnavailable | OllamaFailed) and not isinstance(exc, OllamaExited)
 
 
+#: What Ollama may inherit of the agent's environment: the system's basics, proxies for pulls, and
+#: what GPU runtimes read. Nothing else: the agent's own settings hold the store password and the
+#: control plane's token (LLMTUNE_*), which Ollama must never see.
+_INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+              "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+              "OLLAMA_HOST", "OLLAMA_MODELS")  # fmt: skip
+_INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "GPU_DEVICE_ORDINAL")
+
+
+def ollama_environment(inherited: Mapping[str, str], settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment Ollama starts with: the allowed part of ``inherited``, then ``settings``
+    (the OLLAMA_* start-time settings the configuration gives)."""
+    env = {k: v for k, v in inherited.items() if k in _INHERITED or k.startswith(_INHERITED_PREFIXES)}
+    env.update(settings)
+    return env
+
+
 class OllamaProcess:
     def __init__(self, command: Sequence[str], node: OllamaNode, *, start_timeout_s: float = 60.0) -> None:
         self._command = list(command)
@@ -37,8 +54,7 @@ class OllamaProcess:
 
     async def start(self, environment: Mapping[str, str]) -> None:
         """Start Ollama with ``environment`` (OLLAMA_* settings) and wait until it answers."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_") or k in ("OLLAMA_HOST", "OLLAMA_MODELS")}
-        env.update(environment)
+        env = ollama_environment(os.environ, environment)
         self._proc = await asyncio.create_subprocess_exec(*self._command, env=env, start_new_session=True)
         self.environment = dict(environment)
         log.info("started Ollama (pid %d) with %s", self._proc.pid, environment or "defaults")
