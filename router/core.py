@@ -238,7 +238,7 @@ class RouterCore:
         events = opened.first.count(b"data:") if counting else 0
         try:
             yield opened.first
-            async for chunk in opened.rest():
+            async for chunk in opened.rest(self.limits(decision)[0].idle_ms / 1000):
                 tail = (tail + chunk)[-2048:]
                 if counting:
                     events += chunk.count(b"data:")

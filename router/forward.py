@@ -53,9 +53,17 @@ class Opened:
     def status(self) -> int:
         return self.response.status
 
-    async def rest(self) -> AsyncIterator[bytes]:
-        """The body after ``first``, as it arrives."""
-        while chunk := await self.response.chunk():
+    async def rest(self, idle_s: float | None = None) -> AsyncIterator[bytes]:
+        """The body after ``first``, as it arrives; UpstreamError when nothing arrives for
+        ``idle_s`` (an upstream that stalls mid-answer must not hold the client and the slot)."""
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):  # around the read alone: never while the client consumes
+                    chunk = await self.response.chunk()
+            except TimeoutError:
+                raise UpstreamError(f"nothing arrived for {idle_s:g} s (the route's timeouts.idle_ms)") from None
+            if not chunk:
+                return
             yield chunk
 
     def close(self) -> None:

@@ -49,6 +49,10 @@ class Timeouts(Strict):
     connect_ms: int = Field(default=2_000, ge=1, le=600_000)
     first_token_ms: int = Field(default=30_000, ge=1, le=3_600_000)
     total_ms: int = Field(default=120_000, ge=1, le=3_600_000)
+    idle_ms: int = Field(
+        default=60_000, ge=1, le=3_600_000,
+        description="A streamed answer that sends nothing for this long after its first byte is ended with an error.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _ordered(self) -> Timeouts:

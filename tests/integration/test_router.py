@@ -435,3 +435,26 @@ async def test_max_attempts_counts_every_attempt_and_retries_back_off(fleet: tup
     assert resp.status_code == 502 and resp.json()["error"].count("HTTP 503") == 2, resp.text
     chats = sum(1 for sim in f.sims.values() for call in sim.engine.calls if call[1] == "/api/chat")
     assert chats == 2 and 0.3 <= elapsed < 2.0, (chats, elapsed)
+
+
+async def test_an_upstream_that_stalls_mid_stream_is_ended_after_the_idle_timeout(fleet: tuple[Fleet, str]) -> None:
+    """After the first byte, a stream that sends nothing for ``timeouts.idle_ms`` ends cleanly with
+    an error (Ollama: a last object with ``error``; OpenAI: an error event) and frees the slot."""
+    f, url = fleet
+    route = route_doc("chat", "small", match={"model_aliases": ["chat"]}, timeouts={"idle_ms": 300})
+    assert (await f.api.put("/api/v1/config/routes/chat", json=route)).status_code == 200
+    await asyncio.sleep(0.5)
+    for sim in f.sims.values():
+        sim.engine.faults.append(Fault("/api/chat", pause_after=2, pause_s=30, times=-1))
+    ask = {"model": "chat", "messages": [{"role": "user", "content": "tell me a story"}]}
+    async with httpx.AsyncClient(base_url=url, timeout=10) as raw:
+        started = asyncio.get_running_loop().time()
+        async with raw.stream("POST", "/api/chat", json=ask) as resp:
+            lines = [orjson.loads(line) async for line in resp.aiter_lines() if line.strip()]
+        assert asyncio.get_running_loop().time() - started < 5
+        assert "error" in lines[-1] and "idle_ms" in lines[-1]["error"] and len(lines) >= 2
+        async with raw.stream("POST", "/v1/chat/completions", json=ask | {"stream": True}) as resp:
+            events = [line async for line in resp.aiter_lines() if line.startswith("data:")]
+        assert any("idle_ms" in e and '"error"' in e for e in events[-2:]), events[-3:]
+        metrics = (await raw.get("/metrics")).text
+    assert 'status="error"' in metrics

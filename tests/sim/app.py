@@ -85,7 +85,7 @@ class SimApp:
             fault = self.engine.take_fault(path)
             if fault is not None:
                 await asyncio.sleep(fault.stall_s)
-                if not fault.mid_stream and fault.drop_after is None:
+                if not fault.mid_stream and fault.drop_after is None and fault.pause_after is None:
                     return _error(fault.status, fault.message)
                 body["_fault"] = fault
             try:
@@ -237,6 +237,8 @@ class SimApp:
                 for i, word in enumerate(words):
                     if fault is not None and fault.drop_after == i:
                         raise NodeDied("simulated node death mid-answer")  # the server drops the connection
+                    if fault is not None and fault.pause_after == i:
+                        await asyncio.sleep(fault.pause_s)
                     await asyncio.sleep(eng.settings.token_s)
                     yield _piece(model.name, word + " ", chat=chat)
             finally:

@@ -123,6 +123,8 @@ class Fault:
     stall_s: float = 0.0  # wait this long first (a stalled node)
     mid_stream: bool = False
     drop_after: int | None = None  # generation: break the connection after this many tokens (a node dying mid-answer)
+    pause_after: int | None = None  # generation: after this many tokens, send nothing for pause_s (a node stalling)
+    pause_s: float = 0.0
 
 
 @dataclass
