@@ -104,6 +104,7 @@ class Limits:
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
+    write_timeout_s: float = 30.0  # a client that takes nothing of its answer for this long is dropped
 
 
 class _Connection(asyncio.Protocol):
@@ -286,9 +287,18 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     async def _drained(self) -> None:
+        """Wait until the client takes what is buffered; a client that takes nothing for
+        ``write_timeout_s`` is dropped, so that it cannot hold its answer's upstream slot."""
         if self._write_paused and not self.closed:
             self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
+            try:
+                async with asyncio.timeout(self.limits.write_timeout_s):
+                    await self._drain
+            except TimeoutError:
+                log.info("client took nothing of its answer for %g s: dropped", self.limits.write_timeout_s)
+                self.closed = True
+                if self.transport is not None:
+                    self.transport.abort()
 
     def _wake_writer(self) -> None:
         if self._drain is not None and not self._drain.done():

@@ -5,6 +5,7 @@ malformed input, disconnects, idle and graceful close, connection reuse and stal
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -272,5 +273,34 @@ async def test_a_reply_sent_early_is_the_one_the_client_gets() -> None:
             after = await client.post("/echo", content=b"next")
         assert (first.status_code, first.json()) == (201, {"sent": "early"})
         assert after.json()["body"] == "next"
+    finally:
+        await served.server.close()
+
+
+async def test_a_client_that_never_reads_its_stream_is_dropped() -> None:
+    """A streamed answer whose client takes nothing stops within write_timeout_s, and the producer
+    (the router's upstream stream, holding a node's slot) is closed."""
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 65536
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    async def stream(_request: Incoming) -> Reply:
+        return Reply(200, media_type="application/octet-stream", stream=endless())
+
+    served = await serve({"/stream": {"GET": stream}}, Limits(write_timeout_s=0.5))
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.transport.set_write_buffer_limits(0)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.wait_for(closed.wait(), 10)  # never read: the server gives up on it
+        writer.close()
     finally:
         await served.server.close()
