@@ -129,6 +129,10 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._fields = 0  # header fields of the request being read
+        # Written only once the answers before them are out (pipelining): an interim 100 Continue,
+        # and a refusal that ends the connection.
+        self._continue_pending = False
+        self._refusal: bytes | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,12 +141,14 @@ class _Connection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # refused: what follows on the wire is not read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            if not self.closed:  # a limit already answered it
+            if not self.closed and self._refusal is None:  # a limit already answered it
                 self._refuse(400, f"malformed HTTP request: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -190,7 +196,10 @@ class _Connection(asyncio.Protocol):
             self._refuse(413, f"the request body ({declared} bytes) exceeds the limit of {self.limits.max_body} bytes")
             raise httptools.HttpParserError("body too large")
         if self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.task is None and not self.queue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:  # an earlier answer is still going out: the interim answer waits for it
+                self._continue_pending = True
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -223,9 +232,21 @@ class _Connection(asyncio.Protocol):
                 if not await self._one(request) or not request.keep_alive:
                     self._close()
                     return
+                self._flush_pending()
         finally:
             self.task = None
+        self._flush_pending()
         self._arm_idle()
+
+    def _flush_pending(self) -> None:
+        """What waited for the answers before it: a refusal (then the connection closes), or an
+        interim 100 Continue when nothing else is queued ahead of it."""
+        if self._refusal is not None and not self.queue:
+            self._write(self._refusal)
+            self._close()
+        elif self._continue_pending and not self.queue and not self.closed:
+            self._continue_pending = False
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def _one(self, request: Incoming) -> bool:
         """Answer one request; False when the connection must close."""
@@ -305,12 +326,20 @@ class _Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer a request that cannot be read, and close: what follows it on the wire is unknown."""
-        if self.closed:
+        """Answer a request that cannot be read, and close: what follows it on the wire is unknown.
+        Behind answers still in progress (pipelining) the refusal waits for them, reading stops."""
+        if self.closed or self._refusal is not None:
             return
         body = orjson.dumps({"error": message})
-        self._write(_head(status, Reply(status), length=len(body), keep_alive=False) + body)
-        self._close()
+        refusal = _head(status, Reply(status), length=len(body), keep_alive=False) + body
+        if self.task is None and not self.queue:
+            self._write(refusal)
+            self._close()
+            return
+        self._refusal = refusal
+        self.deadline = None
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _arm_idle(self) -> None:
         if not self.closed and not self.reading:

@@ -304,3 +304,39 @@ async def test_a_client_that_never_reads_its_stream_is_dropped() -> None:
         writer.close()
     finally:
         await served.server.close()
+
+
+async def test_interim_answers_and_refusals_wait_behind_a_pipelined_answer() -> None:
+    """``100 Continue`` and a refusal (413 here) are written after the answer in progress, never
+    inside it (they used to go straight to the transport and corrupt the streamed answer)."""
+
+    async def slow() -> AsyncIterator[bytes]:
+        for part in (b"one ", b"two ", b"three"):
+            await asyncio.sleep(0.1)
+            yield part
+
+    async def stream(_request: Incoming) -> Reply:
+        return Reply(200, media_type="text/plain", stream=slow())
+
+    served = await serve({"/stream": {"GET": stream}, "/echo": {"POST": echo}}, Limits(max_body=1000))
+    try:
+        first = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+        refused = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        data = await served.raw(first + refused)
+        whole = b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+        assert whole in data and data.index(whole) < data.index(b"HTTP/1.1 413"), data
+        expect = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(first + expect)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)  # the whole first answer comes first
+        assert b"100 Continue" not in head and whole in head
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"ok")
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 5)
+        assert rest.startswith(b"HTTP/1.1 200") and b'"body":"ok"' in rest
+        writer.close()
+    finally:
+        await served.server.close()
