@@ -104,6 +104,7 @@ class Limits:
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
+    max_queued_bytes: int = 32 << 20  # bytes of bodies read ahead (pipelined) before reading pauses
     write_timeout_s: float = 30.0  # a client that takes nothing of its answer for this long is dropped
 
 
@@ -133,6 +134,7 @@ class _Connection(asyncio.Protocol):
         # and a refusal that ends the connection.
         self._continue_pending = False
         self._refusal: bytes | None = None
+        self._queued_bytes = 0  # bodies of the requests in ``queue``
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,7 +217,9 @@ class _Connection(asyncio.Protocol):
         request = Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive(), time.perf_counter())
         self.deadline, self.reading = None, False  # no deadline while it is answered
         self.queue.append(request)
-        if len(self.queue) >= self.limits.max_pipelined and self.transport is not None:
+        self._queued_bytes += len(body)
+        full = len(self.queue) >= self.limits.max_pipelined or self._queued_bytes >= self.limits.max_queued_bytes
+        if full and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         if self.task is None:
@@ -226,7 +230,9 @@ class _Connection(asyncio.Protocol):
         try:
             while self.queue and not self.closed:
                 request = self.queue.popleft()
-                if self._read_paused and self.transport is not None:
+                self._queued_bytes -= len(request.body)
+                room = len(self.queue) < self.limits.max_pipelined and self._queued_bytes < self.limits.max_queued_bytes
+                if self._read_paused and room and self.transport is not None:
                     self._read_paused = False
                     self.transport.resume_reading()
                 if not await self._one(request) or not request.keep_alive:

@@ -340,3 +340,36 @@ async def test_interim_answers_and_refusals_wait_behind_a_pipelined_answer() -> 
         writer.close()
     finally:
         await served.server.close()
+
+
+async def test_pipelined_bodies_are_bounded_by_bytes_not_only_by_count() -> None:
+    """Requests read ahead of a slow answer are bounded by their bytes (16 x 16 MiB used to be
+    accepted): past max_queued_bytes the connection stops being read until the queue drains."""
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        await release.wait()
+        yield b"done"
+
+    async def stream(_request: Incoming) -> Reply:
+        return Reply(200, media_type="text/plain", stream=slow())
+
+    served = await serve({"/stream": {"GET": stream}, "/echo": {"POST": echo}}, Limits(max_body=1000, max_queued_bytes=1500))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        body = b"x" * 900
+        echo_request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n" + body
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(3):  # one read each
+            writer.write(echo_request)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        (conn,) = served.server.connections
+        assert conn._read_paused and len(conn.queue) == 2  # 1,800 bytes queued: reading paused, the third unread
+        release.set()
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 4:
+            data += await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+    finally:
+        await served.server.close()
