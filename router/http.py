@@ -105,6 +105,7 @@ class Limits:
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
     max_queued_bytes: int = 32 << 20  # bytes of bodies read ahead (pipelined) before reading pauses
+    max_connections: int = 4096  # open client connections at most; one more is answered 503 and closed
     write_timeout_s: float = 30.0  # a client that takes nothing of its answer for this long is dropped
 
 
@@ -139,6 +140,12 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        if len(self.server.connections) >= self.limits.max_connections:
+            body = orjson.dumps({"error": f"the router holds its limit of {self.limits.max_connections} connections; retry"})
+            self.transport.write(_head(503, Reply(503, headers={"retry-after": "1"}), length=len(body), keep_alive=False) + body)
+            self.closed = True
+            self.transport.close()
+            return
         self.server.connections.add(self)
         self._arm_idle()
 

@@ -373,3 +373,19 @@ async def test_pipelined_bodies_are_bounded_by_bytes_not_only_by_count() -> None
         writer.close()
     finally:
         await served.server.close()
+
+
+async def test_connections_past_the_cap_get_a_503_instead_of_memory() -> None:
+    served = await serve({"/echo": {"GET": echo}}, Limits(max_connections=2))
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused = await served.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503") and b"limit of 2 connections" in refused and b"retry-after: 1" in refused
+        for _reader, writer in held:
+            writer.close()
+        await asyncio.sleep(0.05)
+        again = await served.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert again.startswith(b"HTTP/1.1 200")
+    finally:
+        await served.server.close()
