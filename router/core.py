@@ -292,7 +292,7 @@ class RouterCore:
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
         final = final_object(tail) if ok and opened.candidate.node is not None else None  # Ollama's, parsed once
         tokens, rate = _speed(final)
-        if ok and opened.candidate.node is None:
+        if ok and opened.candidate.node is None and decision.request.task is not Task.EMBEDDING:  # embeddings generate none
             tokens, rate = _endpoint_speed(decision, opened, tail, whole=whole, events=events, total_ms=total_ms)
         found = signals(final, whole=whole, wants_json=opened.wants_json)
         if rate is not None:

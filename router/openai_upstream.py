@@ -73,9 +73,7 @@ def answer(path: str, data: Mapping[str, Any], *, model: str, started: float, pr
         return {"error": err.get("message", str(err)) if isinstance(err, dict) else str(err)}
     if path == "/api/embed":
         return {"model": model, "embeddings": [d["embedding"] for d in data.get("data", [])]}
-    choice = (data.get("choices") or [{}])[0]
-    text = _text(choice, whole=True)
-    counts = _counts(data.get("usage"), prompt_tokens=prompt_tokens, generated=estimate_tokens(text) if text else 0)
+    choice, text, counts = _whole(data, prompt_tokens)
     out = _done(model, choice.get("finish_reason"), counts, started)
     if path == "/api/chat":
         message = choice.get("message") or {}
@@ -85,6 +83,14 @@ def answer(path: str, data: Mapping[str, Any], *, model: str, started: float, pr
     else:
         out["response"] = text
     return out
+
+
+def _whole(data: Mapping[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], str, tuple[int, int]]:
+    """A whole answer's first choice, its text, and its (prompt, completion) tokens."""
+    choice = (data.get("choices") or [{}])[0]
+    choice = choice if isinstance(choice, dict) else {}
+    text = _text(choice, whole=True)
+    return choice, text, _counts(data.get("usage"), prompt_tokens=prompt_tokens, generated=estimate_tokens(text) if text else 0)
 
 
 def _text(choice: Any, *, whole: bool) -> str:
@@ -112,9 +118,7 @@ def tokens(tail: bytes, *, whole: bool, events: int, prompt_tokens: int) -> tupl
             return None
         if not isinstance(data, dict) or "error" in data:
             return None
-        choice = (data.get("choices") or [{}])[0]
-        text = _text(choice, whole=True)
-        return _counts(data.get("usage"), prompt_tokens=prompt_tokens, generated=estimate_tokens(text) if text else 0)
+        return _whole(data, prompt_tokens)[2]
     generated = events
     for raw in reversed(tail.split(b"\n")):
         line = raw.strip()

@@ -157,8 +157,8 @@ class Decision:
         """The first candidate, its model's other nodes, then the next models' nodes (each that fits)."""
         yield self.first
         start = self.models.index(self.first.model.name)
-        route, need = self.table.route(self.route), self.request.prompt_tokens + self.request.max_output_tokens
-        floor = _node_floor(self.first.model, run_ctx(route, self.variant, self.first.model, self.request), need)
+        route = self.table.route(self.route)
+        floor = _floor(route, self.variant, self.first.model, self.request)
         for node in _ranked_nodes(self.first.model, self.table, self.live, floor or 0):
             if node is not self.first.node:
                 yield Candidate(self.first.model, node)
@@ -166,7 +166,7 @@ class Decision:
             model = self.table.models.get(name)
             if model is None or _unfit(model, self.request, self.live) is not None:
                 continue
-            floor = _node_floor(model, run_ctx(route, self.variant, model, self.request), need)
+            floor = _floor(route, self.variant, model, self.request)
             if floor is None:
                 continue
             if model.provider is Provider.OPENAI:
@@ -276,6 +276,11 @@ def _node_floor(model: ModelEntry, num_ctx: int | None, need: int) -> int | None
     if fixed is not None:
         return 0 if need <= fixed else None
     return None if need > model.context_window else need
+
+
+def _floor(route: RouteEntry | None, variant: str | None, model: ModelEntry, req: Request) -> int | None:
+    """``_node_floor`` of ``model`` for ``req`` as the route and variant run it."""
+    return _node_floor(model, run_ctx(route, variant, model, req), req.prompt_tokens + req.max_output_tokens)
 
 
 def node_cost_ms(model: ModelEntry, node: NodeEntry, live: Live) -> float:

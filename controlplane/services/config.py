@@ -171,6 +171,11 @@ def _word(p: Problem, deleted: set[ObjectKey], invalid: Mapping[ObjectKey, Inval
     return _blame_invalid(p, bad) if bad is not None else p
 
 
+def _source(last: tuple[str, int, Any] | None) -> str:
+    """Where a restore's state comes from, for people."""
+    return "the audit log has no committed change" if last is None else f"epoch {last[0] or '(legacy)'} revision {last[1]}"
+
+
 def encode(obj: ConfigObject) -> bytes:
     return json.dumps(obj.content(), separators=(",", ":"), sort_keys=True).encode()
 
@@ -370,7 +375,9 @@ class ConfigService:
         problems += await self._missing_artifacts(written.values())
         if problems:
             raise Invalid([_word(p, delete_set, addressable(self._keys, read.invalid)) for p in problems])
-        if dry_run or (not changes and restoring is None):
+        if dry_run or not changes:
+            if restoring is not None and not dry_run:  # the store already holds it all: only the epoch is made whole
+                await self._mark_whole(restoring)
             return ApplyResult(read.revision, changes, dry_run, plan.unchanged)
         ops = self._ops(changes, written, read)
         if restoring is not None:  # the store is whole again in the same revision as the restored objects
@@ -519,7 +526,7 @@ class ConfigService:
         """Make the configuration (or one object) what it was right after ``revision`` (of the
         current epoch, or the one named), as a new revision."""
         scope = await self._epoch_of(epoch)
-        first, latest = await self._history.first_revision(scope), await self._history.latest_revision(scope)
+        first, latest = await self._history.revision_span(scope)
         if not first or not first <= revision <= latest:
             named = f"epoch {scope}" if scope else "the history before store epochs"
             span = f"{first}..{latest}" if first else "none"
@@ -556,6 +563,19 @@ class ConfigService:
             objects, deletes=deletes, actor=actor, message=message, dry_run=dry_run, restoring=restoring, force=force
         )
 
+    async def audit_drift(self) -> tuple[tuple[str, int, dict[ObjectKey, dict[str, Any]]] | None, list[Change], int]:
+        """The audit log's last committed change set (epoch, revision, state), how the store
+        differs from that state (``compare(audit, store)``), and the revision the store was read at."""
+        last = await self._history.last_committed()
+        read = await self.state(fresh=True)
+        stored = {k: s.obj.content() for k, s in read.objects.items()}
+        return last, compare(last[2] if last is not None else {}, stored), read.revision
+
+    async def _mark_whole(self, epoch: epochs.Epoch) -> None:
+        """The store epoch ``ok`` again, with no configuration change."""
+        if epoch.state == "behind":
+            await self._store.put(self._keys.epoch(), epoch.with_state("ok").encode(), expected_revision=epoch.revision)
+
     async def restore(self, *, actor: str, dry_run: bool = False, accept_current: bool = False) -> tuple[ApplyResult, str]:
         """Write the audit log's last committed state back as one new revision (or, with
         ``accept_current``, keep the store as it is) and mark the store epoch whole again; the
@@ -563,27 +583,15 @@ class ConfigService:
         epoch = await self.epoch()
         if epoch is None:
             raise StoreBehind("the store has no epoch yet: the control plane creates one within seconds; retry")
-        last = await self._history.last_committed()
-        source = "the audit log has no committed change" if last is None else f"epoch {last[0] or '(legacy)'} revision {last[1]}"
         if accept_current:
-            read = await self.state(fresh=True)
-            kept = {k: s.obj.content() for k, s in read.objects.items()}
-            changes = compare(last[2] if last else {}, kept)  # what accepting the store gives up
-            if not dry_run and epoch.state == "behind":
-                await self._store.put(self._keys.epoch(), epoch.with_state("ok").encode(), expected_revision=epoch.revision)
-            return ApplyResult(read.revision, changes, dry_run), source
+            last, given_up, revision = await self.audit_drift()
+            if not dry_run:
+                await self._mark_whole(epoch)
+            return ApplyResult(revision, given_up, dry_run), _source(last)
+        last = await self._history.last_committed()
+        text = f"restore from the audit log ({_source(last)})"
         target = last[2] if last is not None else {}
-        result = await self._make(
-            target, None, actor=actor, message=f"restore from the audit log ({source})", dry_run=True, restoring=epoch
-        )
-        if dry_run:
-            return result, source
-        if not result.changes:  # the store already holds it: only the epoch is made whole
-            if epoch.state == "behind":
-                await self._store.put(self._keys.epoch(), epoch.with_state("ok").encode(), expected_revision=epoch.revision)
-            return result, source
-        text = f"restore from the audit log ({source})"
-        return await self._make(target, None, actor=actor, message=text, dry_run=False, restoring=epoch), source
+        return await self._make(target, None, actor=actor, message=text, dry_run=dry_run, restoring=epoch), _source(last)
 
     async def repair_pending(self, *, min_age_s: float = 60.0) -> int:
         """Resolve change sets left pending by a crash between the store commit and finalize.

@@ -181,23 +181,20 @@ class History:
         result: dict[ObjectKey, dict[str, Any]] = await self._run(self._state_at, revision, epoch)
         return result
 
-    def _latest(self, epoch: str) -> int:
+    def _span(self, epoch: str) -> tuple[int, int]:
+        q = select(func.min(AuditEntry.revision), func.max(AuditEntry.revision))
         with Session(self._engine) as s:
-            return s.scalar(select(func.max(AuditEntry.revision)).where(AuditEntry.state == "committed", _in(epoch))) or 0
+            first, last = s.execute(q.where(AuditEntry.state == "committed", _in(epoch))).one()
+        return first or 0, last or 0
+
+    async def revision_span(self, epoch: str = LEGACY) -> tuple[int, int]:
+        """The first and the last committed revision of ``epoch`` ((0, 0): none)."""
+        result: tuple[int, int] = await self._run(self._span, epoch)
+        return result
 
     async def latest_revision(self, epoch: str = LEGACY) -> int:
         """The last committed revision of ``epoch`` (0: none)."""
-        result: int = await self._run(self._latest, epoch)
-        return result
-
-    def _first(self, epoch: str) -> int:
-        with Session(self._engine) as s:
-            return s.scalar(select(func.min(AuditEntry.revision)).where(AuditEntry.state == "committed", _in(epoch))) or 0
-
-    async def first_revision(self, epoch: str = LEGACY) -> int:
-        """The first committed revision of ``epoch`` (0: none)."""
-        result: int = await self._run(self._first, epoch)
-        return result
+        return (await self.revision_span(epoch))[1]
 
     def _last_epoch(self) -> str | None:
         with Session(self._engine) as s:

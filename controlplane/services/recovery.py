@@ -11,6 +11,7 @@ writes wait for ``ConfigService.restore``. Nothing is written back automatically
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from controlplane.services.config import ConfigService
-from controlplane.services.diff import compare
 from controlplane.services.history import History
 from controlplane.store import epoch as epochs
 from controlplane.store.base import ConfigStore
@@ -62,11 +62,9 @@ class Recovery:
 
     async def _lost(self) -> tuple[dict[str, Any], tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
         """The audit log's last committed change, and what the store lacks of its state."""
-        last = await self._history.last_committed()
+        last, changes, _revision = await self._config.audit_drift()
         if last is None:
             return {}, ((), (), ())
-        stored = {k: s.obj.content() for k, s in (await self._config.state(fresh=True)).objects.items()}
-        changes = compare(last[2], stored)
 
         def pick(action: str) -> tuple[str, ...]:
             return tuple(sorted(f"{c.kind}/{c.name}" for c in changes if c.action == action))
@@ -79,34 +77,35 @@ class Recovery:
         key = self._keys.epoch()
         found = epochs.decode(await self._store.get(key))
         revision = await self._store.current_revision()
-        why = ""
+        audited = await self._history.latest_revision(found.id) if found is not None else 0
+        why, drift = "", None
         if found is None:
             why = "the store has no epoch: it is new, or it lost its data"
-        elif revision < await self._history.latest_revision(found.id):
+        elif revision < audited:
             why = f"the store's revision {revision} is below the audit log's for its epoch (restored from an older backup?)"
         if why:
-            audit, (missing, differ, extra) = await self._lost()
-            behind = bool(missing or differ or extra)
+            drift = await self._lost()
+            audit, lost = drift
+            behind = any(lost)
             created = epochs.Epoch.new("behind" if behind else "ok", why if behind else "")
             try:
-                await self._store.put(key, created.encode(), expected_revision=found.revision if found else 0)
+                revision = await self._store.put(key, created.encode(), expected_revision=found.revision if found else 0)
             except Conflict:  # another replica got there first: take its verdict on the next check
                 return self.report
+            audited = 0  # a new history: none of its revisions is audited yet
             if found is None and not behind and audit.get("epoch") is None and audit:
                 adopted = await self._history.adopt_legacy(created.id)  # rows written before epochs: this history
                 log.info("store epoch %s: %d audit rows from before epochs adopted", created.id, adopted)
+                audited = await self._history.latest_revision(created.id)
             level = logging.WARNING if behind else logging.INFO
             log.log(level, "store epoch %s created (%s): %s", created.id, created.state, why)
-            found = epochs.decode(await self._store.get(key))
-            revision = await self._store.current_revision()
-        if found is None:
-            return self.report
+            found = dataclasses.replace(created, revision=revision)
+        assert found is not None
         if found.state == "behind":
-            audit, (missing, differ, extra) = await self._lost()
+            audit, (missing, differ, extra) = drift or await self._lost()
             self.report = RecoveryReport(found.id, "behind", found.reason, revision, audit, missing, differ, extra)
         else:
-            last = await self._history.latest_revision(found.id)
-            self.report = RecoveryReport(found.id, "ok", "", revision, {"epoch": found.id, "revision": last})
+            self.report = RecoveryReport(found.id, "ok", "", revision, {"epoch": found.id, "revision": audited})
         return self.report
 
 

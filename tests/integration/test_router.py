@@ -55,6 +55,15 @@ async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> Asyn
     await f.close()
 
 
+async def served(f: Fleet, client: ollama.AsyncClient, model: str, *, timeout_s: float) -> None:
+    """Wait until the router lists ``model`` (it has reached the configuration that adds it)."""
+
+    async def listed() -> bool:
+        return model in {m.model for m in (await client.list()).models}
+
+    await f.eventually(listed, timeout_s=timeout_s)
+
+
 async def test_official_ollama_client_through_the_router(fleet: tuple[Fleet, str]) -> None:
     _f, url = fleet
     client = ollama.AsyncClient(host=url)
@@ -230,10 +239,7 @@ async def test_openai_compatible_upstream_behind_both_doors(fleet: tuple[Fleet, 
     assert (await f.api.post("/api/v1/config:apply", json={"objects": [hosted]})).status_code == 200
     client = ollama.AsyncClient(host=url)
 
-    async def listed() -> bool:
-        return "hosted" in {m.model for m in (await client.list()).models}
-
-    await f.eventually(listed, timeout_s=5)
+    await served(f, client, "hosted", timeout_s=5)
     answer = await client.chat(model="hosted", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3})
     assert answer.done and answer.message.content and answer.done_reason == "length" and answer.eval_count == 3
     parts = [p async for p in await client.chat(model="hosted", messages=[{"role": "user", "content": "hi"}], stream=True)]
@@ -274,10 +280,7 @@ async def test_openai_compatible_upstream_stream_usage_or_counted_chunks(fleet: 
     assert (await f.api.post("/api/v1/config:apply", json={"objects": [hosted]})).status_code == 200
     client = ollama.AsyncClient(host=url)
 
-    async def listed() -> bool:
-        return "hosted" in {m.model for m in (await client.list()).models}
-
-    await f.eventually(listed, timeout_s=5)
+    await served(f, client, "hosted", timeout_s=5)
     outcomes: list[Outcome] = []
     f.router.core.sink = type("Collect", (), {"record": lambda _self, o: outcomes.append(o)})()
     ask = [{"role": "user", "content": "tell me a story"}]
@@ -309,10 +312,7 @@ async def test_a_prompt_past_the_effective_context_is_a_400_through_both_doors(f
     assert (await f.api.post("/api/v1/config:apply", json={"objects": [long, route]})).status_code == 200
     client = ollama.AsyncClient(host=url)
 
-    async def listed() -> bool:
-        return "long" in {m.model for m in (await client.list()).models}
-
-    await f.eventually(listed, timeout_s=15)
+    await served(f, client, "long", timeout_s=15)
     prompt = "word " * 16_000  # ~20,000 tokens
     with pytest.raises(ollama.ResponseError) as refused:
         await client.chat(model="long-chat", messages=[{"role": "user", "content": prompt}])
