@@ -128,7 +128,7 @@ class _Connection(asyncio.Protocol):
         self._write_paused = self._read_paused = False
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
+        self._body: bytes | bytearray = b""
         self._size = 0
         self._fields = 0  # header fields of the request being read
         # Written only once the answers before them are out (pipelining): an interim 100 Continue,
@@ -176,7 +176,7 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._body, self._size, self._fields = b"", {}, [], 0, 0
+        self._url, self._headers, self._body, self._size, self._fields = b"", {}, b"", 0, 0
         self.deadline, self.reading = time.monotonic() + self.limits.read_timeout_s, True
 
     def on_url(self, url: bytes) -> None:
@@ -215,12 +215,18 @@ class _Connection(asyncio.Protocol):
         if self._size > self.limits.max_body:
             self._refuse(413, f"the request body exceeds the limit of {self.limits.max_body} bytes")
             raise httptools.HttpParserError("body too large")
-        self._body.append(body)
+        if not self._body:
+            self._body = body  # the usual case, one part: kept as it came, no copy
+        else:  # more parts (chunked, or split across reads): one growing buffer, no per-part objects
+            if isinstance(self._body, bytes):
+                self._body = bytearray(self._body)
+            self._body += body
 
     def on_message_complete(self) -> None:
         path, _, query = self._url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("latin-1")
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        body = self._body if isinstance(self._body, bytes) else bytes(self._body)
+        self._body = b""
         request = Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive(), time.perf_counter())
         self.deadline, self.reading = None, False  # no deadline while it is answered
         self.queue.append(request)
