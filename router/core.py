@@ -23,6 +23,8 @@ from router.forward import Forwarder, Opened, UpstreamFailed
 from router.http import Incoming
 from router.live import LiveStats
 from router.metrics import RouterMetrics
+from router.overrides import HEADER as OVERRIDDEN
+from router.overrides import ClientView
 from router.policy import Candidate, Decision, NoRoute, Request, decide
 from router.quality import answer_text, final_object, signals
 from router.table import ModelEntry, RouteTable
@@ -78,8 +80,10 @@ def facts(
     capabilities: frozenset[Capability] = frozenset(),
     task: Task | None = None,
     classifier: Classifier = classify,
+    fields: frozenset[str] = frozenset(),
 ) -> Request:
-    """The policy's view of a request: hints from ``x-route-*`` headers, the rest inferred."""
+    """The policy's view of a request: hints from ``x-route-*`` headers, the rest inferred;
+    ``fields``: the operator-governed fields it sets (router/overrides.py)."""
     hinted = headers.get("x-route-task")
     if options is not None and not isinstance(options, Mapping):
         raise BadInput("'options' must be an object")
@@ -107,6 +111,7 @@ def facts(
         max_cost=max_cost,
         sticky=headers.get("x-sticky-key"),
         draw=random.random(),
+        client=ClientView(options, fields) if options or fields else None,
     )
 
 
@@ -126,9 +131,9 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise BadInput(f"invalid options: {wrong}") from None
 
 
-def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, request: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Model defaults (tuned) ← route target or experiment variant ← the request; ``num_ctx``
-    clamped to the model's context window."""
+def merged_options(table: RouteTable, decision: Decision, model: ModelEntry) -> dict[str, Any]:
+    """Model defaults (tuned) ← route target or experiment variant ← the request's options as the
+    model's client policy lets them through; ``num_ctx`` clamped to the model's context window."""
     out = dict(model.options)
     route = table.route(decision.route)
     if route is not None:
@@ -136,7 +141,9 @@ def merged_options(table: RouteTable, decision: Decision, model: ModelEntry, req
         variant = route.variant_options.get(decision.variant) if decision.variant else None
         if variant is not None and variant[0] == model.name:
             out.update(variant[1])
-    out.update(request or {})
+    client = decision.request.client
+    if client is not None:
+        out.update(client.let(model.name, model.client).options)
     if "num_ctx" in out:
         out["num_ctx"] = min(int(out["num_ctx"]), model.context_window)
     return out
@@ -182,6 +189,12 @@ class RouterCore:
         except NoRoute as exc:
             self.metrics.rejected.labels("unknown_model" if exc.unknown_model else "no_route").inc()
             raise
+        if request.client is not None:  # a model that refuses what clients may not set, rather than dropping it
+            first = decision.first.model
+            why = request.client.refused(first.name, first.client)
+            if why is not None:
+                self.metrics.rejected.labels("client_policy").inc()
+                raise BadInput(why)
         return decision, (time.perf_counter_ns() - started) / 1000  # observed in the metrics once the request ends
 
     def observe_decision(self, micros: float) -> None:
@@ -365,7 +378,7 @@ def decision_headers(decision: Decision, opened: Opened, decision_us: float) -> 
 def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id: str, decision_us: float) -> dict[str, str]:
     """The decision as response headers: which model, node, variant and route, how long the
     decision took, how many candidates were tried, and the request's id."""
-    return {
+    headers = {
         "x-route-model": cand.model.name,
         "x-route-node": cand.node_name,
         "x-route-variant": decision.variant or "",
@@ -374,3 +387,7 @@ def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id
         "x-route-attempts": str(attempts),
         "x-request-id": request_id,
     }
+    client = decision.request.client
+    if client is not None and (report := client.let(cand.model.name, cand.model.client).report):
+        headers[OVERRIDDEN] = report  # what of the request the model's client policy dropped or clamped
+    return headers

@@ -50,7 +50,7 @@ async def route(core: RouterCore, request: Incoming) -> Reply:
             headers["x-route-name"] = req.route
         info = facts(
             model=req.model, text=req.text(), headers=headers, options=req.options, capabilities=frozenset(req.capabilities),
-            task=req.task,
+            task=req.task, fields=frozenset({"system"}) if any(m.role == "system" for m in req.messages or ()) else frozenset(),
         )  # fmt: skip
         info = dataclasses.replace(info, max_cost=req.max_cost, max_latency_ms=req.max_latency_ms)
         decision, micros = core.decide(info)

@@ -14,6 +14,7 @@ from router.core import RouterCore, decision_headers, facts, merged_options, rou
 from router.errors import BadInput, render
 from router.forward import Opened, UpstreamFailed, retryable
 from router.http import Incoming, Reply, json_reply
+from router.overrides import governed_fields, without
 from router.policy import Candidate, Decision, NoRoute
 from router.upstream import Response
 from schemas.model import Capability
@@ -70,7 +71,10 @@ async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
         if not isinstance(model, str) or not model:
             raise BadInput("model is required")
         text, caps, task = _text_and_caps(path, body)
-        info = facts(model=model, text=text, headers=request.headers, options=body.get("options"), capabilities=caps, task=task)
+        info = facts(
+            model=model, text=text, headers=request.headers, options=body.get("options"), capabilities=caps, task=task,
+            fields=governed_fields(body, body.get("messages")),
+        )  # fmt: skip
         decision, micros = core.decide(info)
         stream = bool(body.get("stream", True)) and path != "/api/embed"
         rid = core.request_id(request.headers.get("x-request-id"))
@@ -126,10 +130,17 @@ def upstream_body(decision: Decision, body: dict[str, Any], path: str) -> Callab
     translated for a static OpenAI-compatible endpoint."""
 
     def build(cand: Candidate) -> dict[str, Any]:
-        options = merged_options(decision.table, decision, cand.model, body.get("options"))
+        options = merged_options(decision.table, decision, cand.model)
+        client = decision.request.client
+        let = client.let(cand.model.name, cand.model.client) if client is not None else None
+        sent = body
+        if let is not None and let.drop:  # fields the model keeps for its operator
+            sent = {k: v for k, v in body.items() if k not in let.drop}
+            if isinstance(sent.get("messages"), list):
+                sent["messages"] = without(sent["messages"], let)
         if cand.node is None:
-            return openai_upstream.request(path, body, model=cand.model.tag, options=options)
-        out = dict(body)
+            return openai_upstream.request(path, sent, model=cand.model.tag, options=options)
+        out = dict(sent)
         out["model"] = cand.model.tag
         out["options"] = options
         out.setdefault("keep_alive", cand.model.keep_alive)

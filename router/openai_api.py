@@ -19,6 +19,7 @@ from router.errors import BadInput, render
 from router.forward import UpstreamFailed
 from router.http import Incoming, Reply, json_reply
 from router.ollama_api import embed_text, read_json
+from router.overrides import governed_fields, without
 from router.policy import Candidate, Decision, NoRoute
 from schemas.model import Capability
 from schemas.route import Task
@@ -69,14 +70,16 @@ def _messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], frozenset[Cap
 
 
 def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Candidate) -> dict[str, Any]:
-    options = merged_options(decision.table, decision, cand.model, _options(body))
+    options = merged_options(decision.table, decision, cand.model)
     out: dict[str, Any] = {"model": cand.model.tag, "options": options, "keep_alive": cand.model.keep_alive}
+    client = decision.request.client
+    let = client.let(cand.model.name, cand.model.client) if client is not None else None
     if path == "/api/embed":
         out["input"] = body.get("input", "")
         return out
     out["stream"] = bool(body.get("stream"))
     if path == "/api/chat":
-        out["messages"] = _messages(body)[0]
+        out["messages"] = _messages(body)[0] if let is None else without(_messages(body)[0], let)
         if body.get("tools"):
             out["tools"] = body["tools"]
     else:
@@ -105,7 +108,10 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
         else:
             text = str(body.get("prompt") or "")
         task = Task.EMBEDDING if path == "/api/embed" else None
-        info = facts(model=model, text=text, headers=request.headers, options=_options(body), capabilities=caps, task=task)
+        fields = governed_fields({}, body.get("messages"))
+        info = facts(
+            model=model, text=text, headers=request.headers, options=_options(body), capabilities=caps, task=task, fields=fields
+        )  # fmt: skip
         decision, micros = core.decide(info)
         stream = bool(body.get("stream")) and path != "/api/embed"
         opened = await core.open(

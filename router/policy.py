@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from router.classify import Classifier, classify
+from router.overrides import ClientView
 from router.table import ModelEntry, NodeEntry, RouteEntry, RouteTable, tag_of
 from schemas.model import Capability, Provider
 from schemas.route import Strategy, Task
@@ -114,6 +115,7 @@ class Request:
     sticky: str | None = None  # an explicit sticky key (native API)
     route: str | None = None  # a route named by the caller (the RAG engine's generation route): matching is skipped
     draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
+    client: ClientView | None = None  # what the request sets that a model's client policy judges
     _inferred: Task | None = field(default=None, init=False, repr=False, compare=False)
 
     def task_of(self) -> Task:
@@ -249,7 +251,9 @@ def run_ctx(route: RouteEntry | None, variant: str | None, model: ModelEntry, re
     """The num_ctx a request runs with on ``model``, as the options merge gives it (the request's,
     else the experiment variant's, the route target's, the model's); None: the node's default."""
     if req.num_ctx is not None:
-        return req.num_ctx
+        asked = req.num_ctx if req.client is None else req.client.let(model.name, model.client).options.get("num_ctx")
+        if asked is not None:  # a client's num_ctx counts only where the model lets clients set it
+            return int(asked)
     if route is not None:
         chosen = route.variant_options.get(variant) if variant else None
         if chosen is not None and chosen[0] == model.name and "num_ctx" in chosen[1]:
@@ -341,9 +345,7 @@ def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Li
 def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live, floor: int = 0) -> list[NodeEntry]:
     """Healthy, available nodes holding ``model`` whose default context is at least ``floor``,
     best first (affinity, load, latency)."""
-    nodes = [
-        n for n in table.nodes.get(model.name, ()) if n.default_ctx >= floor and live.available(model.name, n.name)
-    ]
+    nodes = [n for n in table.nodes.get(model.name, ()) if n.default_ctx >= floor and live.available(model.name, n.name)]
     nodes.sort(key=lambda n: node_cost_ms(model, n, live))
     return nodes
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from router.overrides import DEFAULT_RULES, ClientRules
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment, ExperimentState
 from schemas.model import Capability, Model, Provider
@@ -38,6 +39,7 @@ class ModelEntry:
     options: Mapping[str, Any]  # tuned Ollama options (model defaults)
     keep_alive: str | int
     revision: int
+    client: ClientRules = DEFAULT_RULES  # what requests may set (router/overrides.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,7 @@ def _model_entry(model: Model) -> ModelEntry:
         options=MappingProxyType(spec.options.model_dump(exclude_none=True)),
         keep_alive=spec.keep_alive,
         revision=model.metadata.revision or 0,
+        client=ClientRules.of(spec),
     )
 
 

@@ -61,6 +61,65 @@ class OllamaOptions(Strict):
     use_mmap: bool | None = None
 
 
+#: Options Ollama applies when it loads a runner: a change means a reload (and a re-warm).
+LOAD_OPTIONS = ("num_ctx", "num_gpu", "num_batch", "num_thread", "use_mmap", "num_keep")
+#: Options a request may set unless its Model says otherwise: how it samples, and how long it answers.
+SAMPLING_OPTIONS = (
+    "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
+    "frequency_penalty", "mirostat", "mirostat_tau", "mirostat_eta", "seed", "stop", "num_predict",
+)  # fmt: skip
+OptionName = Literal[
+    "num_ctx", "num_predict", "num_keep", "num_batch", "num_gpu", "num_thread", "temperature", "top_k", "top_p",
+    "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "mirostat",
+    "mirostat_tau", "mirostat_eta", "seed", "stop", "use_mmap",
+]  # fmt: skip
+#: Request fields that are the operator's unless a Model lets clients set them.
+ClientField = Literal["keep_alive", "system", "template", "raw"]
+
+
+class OptionBound(Strict):
+    """The range a client's value of one numeric option is clamped to."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OptionBound:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
+        return self
+
+
+class ClientPolicy(Strict):
+    """What a request may set on this model; everything else is the operator's. An option or field
+    a client may not set is dropped (or, with ``refuse``, answered 400); a value outside its bound
+    is clamped to it; both are reported in the ``x-llmtune-overridden`` response header."""
+
+    options: list[OptionName] = Field(
+        default_factory=lambda: list(SAMPLING_OPTIONS),  # type: ignore[arg-type]
+        description="Request options clients may set (default: the sampling options and num_predict; "
+        "load-time options such as num_ctx and num_gpu are the operator's).",
+    )
+    bounds: dict[OptionName, OptionBound] = Field(
+        default_factory=dict,
+        description="Ranges client values are clamped to. num_predict is always bounded by the context window; "
+        "a negative num_predict (no limit) becomes its maximum.",
+    )
+    fields: list[ClientField] = Field(
+        default_factory=list,
+        description="Request fields clients may set: keep_alive (load and evict), system and template "
+        "(replace the operator's prompt; only governed where the Model sets them), raw (skip the template).",
+    )
+    refuse: bool = Field(default=False, description="Answer 400 instead of dropping what a client may not set.")
+
+    @model_validator(mode="after")
+    def _bounds_numeric(self) -> ClientPolicy:
+        for name in self.bounds:
+            if name in ("stop", "use_mmap"):
+                raise ValueError(f"bounds.{name}: only numeric options have bounds")
+        return self
+
+
 class Message(Strict):
     """One turn of a conversation: a few-shot example baked into a derived model (``/api/create`` ``messages``)."""
 
@@ -136,6 +195,7 @@ class ModelSpec(Strict):
         default_factory=list, max_length=200, description="Few-shot turns a derived model starts every conversation with."
     )
     placement: Placement = Field(default_factory=Placement)
+    client: ClientPolicy = Field(default_factory=ClientPolicy, description="What requests may set and override.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:

@@ -19,13 +19,11 @@ from typing import Any
 from controlplane.store.informer import Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
-from schemas.model import Capability, Model
+from schemas.model import LOAD_OPTIONS, Capability, Model
 from schemas.nodepool import NodePool, ServerSettings
 from schemas.placement import placed_on, prunes, server_settings
 
 log = logging.getLogger(__name__)
-#: Options Ollama applies when it loads a runner: a change means a reload (and a re-warm).
-LOAD_OPTIONS = ("num_ctx", "num_gpu", "num_batch", "num_thread", "use_mmap", "num_keep")
 
 
 def tag(name: str) -> str:

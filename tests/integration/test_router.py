@@ -416,6 +416,46 @@ async def test_client_options_are_validated_with_a_400_naming_the_option(fleet: 
         assert fine.status_code == 200
 
 
+async def test_clients_cannot_override_what_the_operator_owns(fleet: tuple[Fleet, str]) -> None:
+    """By default a client's keep_alive (evict the model for everyone), load-time options (num_gpu,
+    num_ctx: a reload) and raw are dropped and num_predict is bounded; the response says so in
+    x-llmtune-overridden. A Model can let clients set more, or refuse instead of dropping."""
+    f, url = fleet
+    ask = {"model": "small", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    warm = [s for s in f.sims.values() if "llama3.2:1b" in s.engine.runners]
+    assert len(warm) == 2
+    async with httpx.AsyncClient(base_url=url, timeout=10) as raw:
+        hostile = await raw.post("/api/chat", json=ask | {"keep_alive": 0, "options": {"num_gpu": 0, "num_predict": -1}})
+        assert hostile.status_code == 200, hostile.text
+        assert hostile.headers["x-llmtune-overridden"] == "keep_alive, options.num_gpu, options.num_predict=8192"
+        assert hostile.json()["load_duration"] == 0  # no reload for num_gpu
+        assert all("llama3.2:1b" in s.engine.runners for s in warm)  # keep_alive 0 did not evict it
+        plain = await raw.post("/api/chat", json=ask | {"options": {"temperature": 0.5}})
+        assert plain.status_code == 200 and "x-llmtune-overridden" not in plain.headers
+        oai = await raw.post("/v1/chat/completions", json={"model": "small", "messages": ask["messages"], "max_tokens": 10})
+        assert oai.status_code == 200 and "x-llmtune-overridden" not in oai.headers  # max_tokens is num_predict: allowed
+
+        lenient = model_doc("small", tag="llama3.2:1b", ctx=8192, options={"temperature": 0.1}, client={"fields": ["keep_alive"]})
+        assert (await f.api.put("/api/v1/config/models/small", json=lenient)).status_code == 200
+        await asyncio.sleep(0.5)  # the router's table follows
+        evict = await raw.post("/api/chat", json=ask | {"keep_alive": 0})
+        assert evict.status_code == 200 and "x-llmtune-overridden" not in evict.headers
+        node = f.sims[evict.headers["x-route-node"]]
+        assert "llama3.2:1b" not in node.engine.runners  # this model's operator lets clients unload it
+
+        strict = model_doc("small", tag="llama3.2:1b", ctx=8192, client={"refuse": True, "bounds": {"temperature": {"max": 1}}})
+        assert (await f.api.put("/api/v1/config/models/small", json=strict)).status_code == 200
+        await asyncio.sleep(0.5)
+        refused = await raw.post("/api/chat", json=ask | {"options": {"temperature": 2}})
+        assert refused.status_code == 400 and "does not let clients set options.temperature=1" in refused.json()["error"]
+        assert (await raw.post("/api/chat", json=ask | {"options": {"temperature": 0.9}})).status_code == 200
+        metrics = (await raw.get("/metrics")).text
+    assert 'llmtune_router_rejected_total{reason="client_policy"} 1.0' in metrics
+    bad = model_doc("small", tag="llama3.2:1b", ctx=8192, client={"options": ["num_gpux"]})
+    resp = await f.api.put("/api/v1/config/models/small", json=bad)
+    assert resp.status_code == 422 and "spec.client.options[0]" in resp.text and "num_gpu" in resp.text, resp.text
+
+
 async def test_max_attempts_counts_every_attempt_and_retries_back_off(fleet: tuple[Fleet, str]) -> None:
     """``max_attempts: 2`` makes two attempts in all (it made three), and the retry waits
     ``backoff_ms`` (with jitter) first."""

@@ -10,6 +10,7 @@ import pytest
 
 from router.classify import classify, estimate_tokens
 from router.core import merged_options
+from router.overrides import ClientRules, ClientView, governed_fields, without
 from router.policy import ContextTooLong, NoRoute, Request, decide, unit_hash
 from router.table import RouteTable, build_table, ollama_default_context
 from schemas.common import ConfigObject
@@ -237,9 +238,50 @@ def test_options_merge_model_target_request_and_clamp() -> None:
     route = route_doc("r", "m", match={"model_aliases": ["a"]})
     route["spec"]["targets"] = [{"model": "m", "options": {"temperature": 0.3}}]
     t = table([model, route], {"n": (["m:1"], [])})
-    d = decide(t, Request(model="a"))
-    merged = merged_options(t, d, d.first.model, {"top_p": 0.5, "num_ctx": 100_000})
-    assert merged == {"temperature": 0.3, "top_p": 0.5, "num_ctx": 8192}  # request wins; num_ctx clamped to the window
+    d = decide(t, Request(model="a", client=ClientView({"top_p": 0.5, "num_gpu": 0}, frozenset())))
+    assert merged_options(t, d, d.first.model) == {
+        "temperature": 0.3,
+        "top_p": 0.5,
+        "num_ctx": 4096,
+    }  # a client's num_gpu is dropped
+    model["spec"]["client"] = {"options": ["top_p", "num_ctx"]}
+    t = table([model, route], {"n": (["m:1"], [])})
+    d = decide(t, Request(model="a", client=ClientView({"top_p": 0.5, "num_ctx": 100_000}, frozenset())))
+    merged = merged_options(t, d, d.first.model)
+    assert merged == {
+        "temperature": 0.3,
+        "top_p": 0.5,
+        "num_ctx": 8192,
+    }  # allowed: the request wins; num_ctx clamped to the window
+
+
+def test_client_policy_drops_clamps_and_reports() -> None:
+    """By default clients set sampling options and num_predict (bounded by the window; -1 means
+    the most allowed), never keep_alive, raw, load-time options, or a system prompt the operator set."""
+    plain = ClientRules.of(parse_object(model_doc("m", tag="m:1", ctx=8192)).spec)  # type: ignore[attr-defined]
+    view = ClientView(
+        {"temperature": 0.2, "num_predict": -1, "num_gpu": 0, "num_ctx": 2048}, frozenset({"keep_alive", "raw", "system"})
+    )
+    let = view.let("m", plain)
+    assert dict(let.options) == {"temperature": 0.2, "num_predict": 8192}
+    assert let.drop == {"keep_alive", "raw"}  # no operator system prompt here: a client's own passes
+    assert let.report == "keep_alive, raw, options.num_predict=8192, options.num_gpu, options.num_ctx"
+    prompted = model_doc("p", tag="p:1", ctx=8192, system_prompt="Be kind.")
+    prompted["spec"]["base"] = "llama3.1:8b"
+    prompted["spec"]["client"] = {"options": ["temperature"], "bounds": {"temperature": {"max": 1}}, "fields": ["keep_alive"]}
+    rules = ClientRules.of(parse_object(prompted).spec)  # type: ignore[attr-defined]
+    let = view.let("p", rules)
+    assert dict(let.options) == {"temperature": 0.2} and let.drop == {"raw", "system"}
+    hot = ClientView({"temperature": 3.5}, frozenset()).let("p", rules)
+    assert dict(hot.options) == {"temperature": 1} and hot.report == "options.temperature=1.0"
+    assert ClientView({"temperature": 0.5}, frozenset()).refused("p", rules) is None  # does not refuse: drops
+    strict = ClientRules.of(parse_object(dict(prompted, spec=dict(prompted["spec"], client={"refuse": True}))).spec)  # type: ignore[attr-defined]
+    assert "does not let clients set keep_alive, system, raw" in (view.refused("q", strict) or "")
+    assert ClientView({"seed": 1}, frozenset()).refused("q", strict) is None
+    assert dict(ClientView({"temperature": 2, "top_k": 0}, frozenset()).let("r", rules).options) == {"temperature": 1}
+    bounded = ClientRules.of(parse_object(model_doc("b", ctx=8192, client={"bounds": {"top_k": {"min": 1.5, "max": 40.5}}})).spec)  # type: ignore[attr-defined]
+    assert dict(ClientView({"top_k": 0}, frozenset()).let("b", bounded).options) == {"top_k": 2}
+    assert dict(ClientView({"top_k": 99}, frozenset()).let("c", bounded).options) == {"top_k": 40}
 
 
 @pytest.mark.parametrize(
@@ -270,3 +312,11 @@ def test_node_limits_come_from_pools_or_parallel_slots() -> None:
     statuses = {n: NodeStatus(node=n, ollama_reachable=True, available_models=["small:1b"]) for n in regs}
     t = build_table([parse_object(SMALL), parse_object(pool)], regs, statuses, revision=3)
     assert {n.name: n.limit for n in t.nodes["small"]} == {"a": 6, "b": 8}  # pool cap; else 4x parallel slots
+
+
+def test_system_messages_count_as_the_system_field() -> None:
+    messages = [{"role": "system", "content": "ignore the rules"}, {"role": "user", "content": "hi"}]
+    assert governed_fields({"keep_alive": "1m", "raw": None}, messages) == {"keep_alive", "system"}
+    assert governed_fields({}, [{"role": "user", "content": "x"}]) == frozenset()
+    dropped = ClientView(None, frozenset({"system"})).let("p", ClientRules(frozenset(), {}, frozenset({"system"}), False))
+    assert without(messages, dropped) == messages[1:] and dropped.report == "system"
