@@ -24,6 +24,7 @@ from controlplane.store.base import ConfigStore  # noqa: E402
 from controlplane.store.etcd import EtcdConfig, EtcdStore  # noqa: E402
 from controlplane.store.keys import KeySpace  # noqa: E402
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore  # noqa: E402
+from deploy.local import processes  # noqa: E402
 from tests.fixtures.services import EtcdServer, ZooKeeperServer, free_port  # noqa: E402
 
 TOKEN = "bench-token"
@@ -84,7 +85,7 @@ def start_control_plane(store_env: dict[str, str]) -> tuple[subprocess.Popen[byt
         "LLMTUNE_API__PORT": str(port),
     }
     cmd = [sys.executable, "-m", "controlplane.api"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = processes.spawn(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -124,8 +125,7 @@ def running_stack(backend: str = "etcd") -> Iterator[Stack]:
     try:
         yield Stack(backend, open_store, cp, api)
     finally:
-        cp.terminate()
-        cp.wait(10)
+        processes.stop([cp])
         server.close()
 
 

@@ -35,6 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import KEYS, ROOT, TOKEN, pct, run_loop, wait_ready
+from deploy.local import processes
 from tests.fixtures.services import EtcdServer, RedisServer, free_port
 
 ROWS = "".join(
@@ -187,9 +188,9 @@ def main() -> None:
         "LLMTUNE_FINETUNE__ARTIFACTS_DIR": str(tmp / "artifacts"),
     }  # fmt: skip
     procs = [
-        subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        processes.spawn([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=(tmp / "cp.log").open("wb")),
-        subprocess.Popen([sys.executable, "-m", "agents.finetune"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        processes.spawn([sys.executable, "-m", "agents.finetune"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=(tmp / "worker.log").open("wb")),
     ]  # fmt: skip
     api = f"http://127.0.0.1:{port}"
@@ -219,9 +220,7 @@ def main() -> None:
         loss = job["metrics"]["loss"]
         print(f"  loss {loss[0][1]:.3f} → {loss[-1][1]:.3f}")
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        processes.stop(procs)  # never raises: the servers below are stopped whatever happened
         redis.close()
         etcd.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import KEYS, ROOT, TOKEN, start_control_plane
+from deploy.local import processes
 from tests.fixtures.services import EtcdServer, free_port
 
 LITELLM_VENV = ROOT / ".venv-litellm"
@@ -70,7 +71,7 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
 
     def spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = processes.spawn(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         return proc
 
@@ -123,11 +124,7 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
             stack.pids["litellm"] = procs[-1].pid
         yield stack
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        processes.stop(procs)
         etcd.close()
 
 

@@ -23,6 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import KEYS, ROOT, TOKEN, cpu_seconds, pct, peak_rss_mb, run_loop, start_control_plane, wait_ready
+from deploy.local import processes
 from tests.fixtures.services import EtcdServer, free_port, free_port_range
 
 MODELS = [
@@ -40,7 +41,7 @@ LOGS = Path(tempfile.mkdtemp(prefix="bench-tune-"))
 
 def spawn(cmd: list[str], name: str) -> subprocess.Popen[str]:
     log = (LOGS / f"{name}.log").open("w")
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    return processes.spawn(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
 
 
 async def until_ready(client: httpx.AsyncClient, n: int, timeout_s: float = 120) -> None:
@@ -118,9 +119,10 @@ def main() -> None:
         solo_env = {**os.environ, "LLMTUNE_STORE__ENDPOINTS": etcd.url, "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
                     "LLMTUNE_AGENT__NODE": "solo", "LLMTUNE_AGENT__LABELS": "pool=solo", "LLMTUNE_AGENT__PORT": str(free_port()),
                     "LLMTUNE_AGENT__OLLAMA_URL": f"http://127.0.0.1:{sim_port + args.agents}"}  # fmt: skip
-        solo = subprocess.Popen([sys.executable, "-m", "agents.sidecar"], cwd=ROOT, env=solo_env, stderr=subprocess.DEVNULL)
+        solo = processes.spawn([sys.executable, "-m", "agents.sidecar"], cwd=ROOT, env=solo_env, stderr=subprocess.DEVNULL)
         procs.append(solo)  # type: ignore[arg-type]
         cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
+        procs.append(cp)  # type: ignore[arg-type]
         for host in hosts:
             assert host.stdout is not None and host.stdout.readline().strip() == "ready"
         results = run_loop(
@@ -137,12 +139,8 @@ def main() -> None:
         rss = {"control plane": peak_rss_mb(cp.pid), "one agent process": peak_rss_mb(solo.pid)}
         rss["simulator"] = peak_rss_mb(sims.pid)
         report(results, args, rss=rss, host_rss=[peak_rss_mb(h.pid) for h in hosts])
-        cp.terminate()
-        cp.wait(10)
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        processes.stop(procs)  # all at once, SIGKILL after 10 s, never raising: etcd below is stopped too
         etcd.close()
 
 

@@ -69,6 +69,10 @@ class ApiSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Bind address of the REST API.")
     port: int = Field(default=8700, ge=1, le=65535, description="Port of the REST API.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    shutdown_grace_s: float = Field(
+        default=10.0, gt=0, le=600,
+        description="On SIGTERM, how long requests in flight (and open watch/metrics streams) get before they are closed.",
+    )  # fmt: skip
     max_delete_share: float = Field(
         default=0.5, gt=0, le=1,
         description="A change set deleting several objects and more than this share of them (or all) needs force: true.",

@@ -30,7 +30,11 @@ async def serve(settings: RouterSettings) -> None:
     try:
         await stop.wait()
     finally:
-        await app.close()
+        try:  # answers in flight get the grace period; flushing outcomes and closing the store a few seconds more
+            async with asyncio.timeout(group.shutdown_grace_s + 5):
+                await app.close(grace_s=group.shutdown_grace_s)
+        except TimeoutError:
+            log.warning("stopping took over %.0f s: exiting anyway", group.shutdown_grace_s + 5)
 
 
 def main() -> None:

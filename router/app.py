@@ -94,8 +94,8 @@ class RouterApp:
             self.outcomes.start()
         return await self.server.start(host, port)
 
-    async def close(self) -> None:
-        await self.server.close()
+    async def close(self, *, grace_s: float = 10.0) -> None:
+        await self.server.close(grace_s=grace_s)
         if self._feed_task is not None:
             self._feed_task.cancel()
             await asyncio.gather(self._feed_task, return_exceptions=True)

@@ -22,6 +22,9 @@ class RouterGroup(BaseModel):
         default=256 << 20, ge=1 << 20, le=4 << 30,
         description="Bytes of one non-streamed upstream answer at most (past it: 502); streams are relayed as read.",
     )  # fmt: skip
+    shutdown_grace_s: float = Field(
+        default=10.0, gt=0, le=600, description="On SIGTERM, how long answers in flight get to finish before they are cut."
+    )
 
 
 class RouterSettings(BaseSettings):

@@ -18,7 +18,11 @@ def main() -> None:
     # Objects made by imports live for the whole process: keep the collector from walking them again
     # on every collection (~15% of a busy process's CPU here).
     gc.freeze()
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="info")
+    # A bounded graceful shutdown: without it, one open watch or metrics stream keeps the process alive after SIGTERM.
+    uvicorn.run(
+        app, host=settings.api.host, port=settings.api.port, log_level="info",
+        timeout_graceful_shutdown=max(1, round(settings.api.shutdown_grace_s)),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ whose pid files it wrote (checked against their command line, so a reused pid is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import processes  # deploy/local/processes.py, beside this script
 import redis_server  # deploy/local/redis_server.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,12 +366,14 @@ def down() -> None:
         if pid is None:
             print(f"{name:13s}  not running")
         else:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already: nothing to stop
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + processes.GRACE_S
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and _pid(name):
                 time.sleep(0.1)
             if Path(f"/proc/{pid}").exists() and _pid(name):
-                os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
             print(f"{name:13s}  stopped (pid {pid})")
         for suffix in (".pid", ".cmd"):
             (RUN / f"{name}{suffix}").unlink(missing_ok=True)

@@ -18,6 +18,7 @@ import yaml
 
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
+from deploy.local import processes
 from tests.fixtures.services import EtcdServer, free_port, free_port_range
 from tests.helpers import model_doc
 
@@ -43,7 +44,7 @@ def control_plane_process(etcd_url: str, namespace: str, tmp_path: Path, **extra
         **extra,
     }
     log = (tmp_path / "cp.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = processes.spawn([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -57,8 +58,7 @@ def control_plane_process(etcd_url: str, namespace: str, tmp_path: Path, **extra
     try:
         yield url, env
     finally:
-        proc.terminate()
-        proc.wait(10)
+        processes.stop([proc])
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_apply_get_list_history_diff_rollback_delete(control_plane: str, tmp_pat
 
 def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
     env = {**os.environ, "LLMCTL_URL": control_plane, "LLMCTL_TOKEN": TOKEN, "LLMCTL_CONFIG": str(tmp_path / "c.yaml")}
-    watcher = subprocess.Popen(
+    watcher = processes.spawn(
         [sys.executable, "-m", "cli.main", "watch", "--count", "2"],
         env=env,
         cwd=ROOT,
@@ -182,7 +182,7 @@ def test_fleet_commands_with_agent_and_simulator_processes(
     sim_port = free_port_range(2)
     agent_ports = [free_port(), free_port()]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", "2"], cwd=ROOT,
+        processes.spawn([sys.executable, "-m", "tests.sim", "--port", str(sim_port), "--count", "2"], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
     ]  # fmt: skip
     for i in range(2):
@@ -198,14 +198,14 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         }
         log = (tmp_path / f"agent-{i}.log").open("wb")
         procs.append(
-            subprocess.Popen([sys.executable, "-m", "agents.sidecar"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            processes.spawn([sys.executable, "-m", "agents.sidecar"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         )
     router_port = free_port()
     router_env = {**os.environ, "LLMTUNE_STORE__ENDPOINTS": etcd_server.url, "LLMTUNE_STORE__NAMESPACE": keys.namespace,
                   "LLMTUNE_ROUTER__PORT": str(router_port)}  # fmt: skip
     router_log = (tmp_path / "router.log").open("wb")
     router_cmd = [sys.executable, "-m", "router"]
-    procs.append(subprocess.Popen(router_cmd, env=router_env, cwd=ROOT, stdout=router_log, stderr=router_log))
+    procs.append(processes.spawn(router_cmd, env=router_env, cwd=ROOT, stdout=router_log, stderr=router_log))
     try:
         model = {"kind": "Model", "metadata": {"name": "assistant"}, "spec": {
             "ollama_tag": "assistant:v1", "base": "llama3.1:8b", "capabilities": ["chat"], "context_window": 16384,
@@ -254,10 +254,7 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         bad = llmctl(control_plane, tmp_path, "tune", "assistant", "--set", "temprature=0.2")
         assert bad.returncode == 1 and "422" in bad.stderr and "temprature" in bad.stderr
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+        processes.stop(procs)
 
 
 def test_rag_ingest_query_docs_delete(control_plane: str, tmp_path: Path) -> None:

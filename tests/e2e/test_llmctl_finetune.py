@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.store.keys import KeySpace
+from deploy.local import processes
 from tests.e2e.test_llmctl import ROOT, control_plane_process, llmctl
 from tests.fixtures.services import EtcdServer, RedisServer
 
@@ -58,7 +59,7 @@ def test_finetune_submit_status_logs_list_cancel(stack: tuple[str, dict[str, str
     assert cancelled.returncode == 0 and "ft-q: cancelled" in cancelled.stdout
 
     worker_env = {k: v for k, v in env.items() if k.startswith(("LLMTUNE_DB", "LLMTUNE_FINETUNE"))}
-    worker = subprocess.Popen([sys.executable, "-m", "agents.finetune"], env={**os.environ, **worker_env}, cwd=ROOT,
+    worker = processes.spawn([sys.executable, "-m", "agents.finetune"], env={**os.environ, **worker_env}, cwd=ROOT,
                               stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     try:
         done = llmctl(url, tmp_path, "finetune", "submit", "-d", str(good), "--base", "small", "-o", "small-x", "--id",
@@ -78,5 +79,4 @@ def test_finetune_submit_status_logs_list_cancel(stack: tuple[str, dict[str, str
         again = llmctl(url, tmp_path, "finetune", "cancel", "ft-cli")
         assert again.returncode == 1 and "only queued or running jobs" in again.stderr
     finally:
-        worker.terminate()
-        worker.wait(10)
+        processes.stop([worker])

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from controlplane.db.engine import make_engine, migrate
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.store.keys import KeySpace
+from deploy.local import processes
 from schemas.monitor import OUTCOME_STREAM
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer, RedisServer
@@ -57,7 +58,7 @@ def publish(client: redis.Redis, stream: str, items: list[dict[str, object]]) ->
 def start_monitor(redis_url: str, db_url: str, stream: str, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "controlplane.services.monitor", "--redis", redis_url, "--db", db_url, "--stream", stream,
            "--batch", "200"]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
+    return processes.spawn(cmd, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
 def applied(db_url: str) -> int:
@@ -99,8 +100,7 @@ def test_monitor_killed_midway_counts_every_record_once(redis_server: RedisServe
         time.sleep(0.5)  # nothing more may arrive
         assert applied(db_url) == 10_000
     finally:
-        second.terminate()
-        second.wait(10)
+        processes.stop([second])
 
     engine = make_engine(db_url)
     with Session(engine) as session:

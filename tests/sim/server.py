@@ -66,8 +66,7 @@ async def serve(port: int, count: int, host: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    for server in servers:
-        await server.stop()
+    await asyncio.gather(*(server.stop() for server in servers))  # at once: 51 nodes one by one took over 10 s
 
 
 def main() -> None:
