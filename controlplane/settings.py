@@ -99,6 +99,10 @@ class MonitorSettings(BaseModel):
     bucket_s: int = Field(default=60, ge=1, le=86_400, description="Width of a figures bucket.")
     keep_samples_s: float = Field(default=86_400, gt=0, description="How long raw outcome samples are kept.")
     batch: int = Field(default=500, ge=1, le=10_000, description="Records folded in per transaction.")
+    stream_max_age_s: float = Field(
+        default=900, ge=10, le=7 * 86_400,
+        description="Outcome stream entries older than this are trimmed even if unread (acknowledged ones go at once).",
+    )  # fmt: skip
     guardrails_every_s: float = Field(default=30.0, gt=0, description="How often running experiments' guardrails are checked.")
     judge_route: str | None = Field(default=None, description="Route of the LLM judge; sampled answers are scored when set.")
     judge_rubric: str | None = Field(default=None, description="The judge's instructions (the default asks for a 0-1 score).")

@@ -19,7 +19,7 @@ log = logging.getLogger("router")
 async def serve(settings: RouterSettings) -> None:
     group = settings.router
     app = create_app(settings.store, outcomes_redis_url=group.outcomes_redis_url, judge_sample=group.judge_sample,
-                     max_answer_bytes=group.max_answer_bytes)  # fmt: skip
+                     max_answer_bytes=group.max_answer_bytes, outcomes_max_age_s=group.outcomes_max_age_s)  # fmt: skip
     port = await app.start(settings.router.host, settings.router.port)
     log.info("router listening on http://%s:%d", settings.router.host, port)
     gc.freeze()  # start-up objects live as long as the process: collections need not walk them

@@ -28,12 +28,14 @@ class RouterApp:
 
     def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                  outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
-                 max_answer_bytes: int = MAX_WHOLE_BYTES) -> None:  # fmt: skip
+                 max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
         self._own_store = store is None
         self.store = store or open_store(settings)
         self.feed = TableFeed(self.store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
-        self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry) if outcomes_redis_url else None
+        self.outcomes = None
+        if outcomes_redis_url:
+            self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry, max_age_s=outcomes_max_age_s)
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample, max_answer_bytes=max_answer_bytes)  # fmt: skip
         self.registry.register(BreakerStates(self.core.live))
@@ -108,7 +110,7 @@ class RouterApp:
 
 def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
-               max_answer_bytes: int = MAX_WHOLE_BYTES) -> RouterApp:  # fmt: skip
+               max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
     return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
-                     max_answer_bytes=max_answer_bytes)  # fmt: skip
+                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s)  # fmt: skip

@@ -1,4 +1,5 @@
-"""Outcome records to the performance monitor: a Redis stream (``XADD``, trimmed to a bound).
+"""Outcome records to the performance monitor: a Redis stream (``XADD``, trimmed by age here; the
+monitor also trims what it has acknowledged, see ``controlplane/services/monitor.py``).
 
 ``record`` encodes the record and appends it to a bounded in-memory queue (a few microseconds,
 after the answer is sent); one task sends what is queued every quarter second as one stream
@@ -17,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections import deque
 from typing import Any
 
@@ -31,13 +33,13 @@ log = logging.getLogger(__name__)
 
 class RedisOutcomeSink:
     def __init__(self, url: str, *, registry: CollectorRegistry, stream: str = OUTCOME_STREAM, queue: int = 100_000,
-                 batch: int = 500, stream_max: int = 100_000, every_s: float = 0.25) -> None:  # fmt: skip
+                 batch: int = 500, max_age_s: float = 900, every_s: float = 0.25) -> None:  # fmt: skip
         import redis.asyncio as redis
 
         self._redis: Any = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._queue: deque[bytes] = deque(maxlen=queue)
         self._prefix, self._seq = secrets.token_hex(6), itertools.count()
-        self._stream, self._batch, self._max, self._every = stream, batch, stream_max, every_s
+        self._stream, self._batch, self._max_age_ms, self._every = stream, batch, int(max_age_s * 1000), every_s
         self._wake = asyncio.Event()
         self.sent = Counter("llmtune_router_outcomes_sent", "Outcome records written to the stream.", registry=registry)
         why = "Outcome records dropped: the queue was full while Redis was away."
@@ -76,7 +78,8 @@ class RedisOutcomeSink:
         batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
         if not batch:
             return 0
-        await self._redis.xadd(self._stream, {"b": b"[" + b",".join(batch) + b"]"}, maxlen=self._max, approximate=True)
+        oldest = f"{int(time.time() * 1000) - self._max_age_ms}-0"  # entries older than this go, read or not
+        await self._redis.xadd(self._stream, {"b": b"[" + b",".join(batch) + b"]"}, minid=oldest, approximate=False)
         for _ in batch:
             self._queue.popleft()
         self.sent.inc(len(batch))

@@ -15,6 +15,10 @@ class RouterGroup(BaseModel):
         default=None,
         description="Redis whose stream receives an outcome record per request (the monitor reads it); logged when unset.",
     )
+    outcomes_max_age_s: float = Field(
+        default=900, ge=10, le=7 * 86_400,
+        description="Stream entries older than this are trimmed on each write, read or not (the monitor trims what it read).",
+    )
     judge_sample: float = Field(
         default=0.0, ge=0, le=1, description="Share of whole answers sent with their texts, for the monitor's LLM judge."
     )

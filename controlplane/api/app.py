@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             assert settings.finetune.redis_url is not None
             tasks.append(asyncio.create_task(rt.finetune.run(settings.finetune.redis_url)))
         if settings.monitor.redis_url:
-            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick)
+            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick, registry=registry)
             tasks.append(asyncio.create_task(monitor))
         try:
             yield

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
@@ -212,6 +215,67 @@ class OutcomeConsumer:
         return applied
 
 
+class StreamTrimmer:
+    """Keeps the outcome stream to what is still needed. Entries that every consumer group has
+    acknowledged go (``XTRIM MINID`` at the oldest entry a group still needs: its oldest pending
+    one, else its last delivered one). So do entries older than ``max_age_s``, read or not: a
+    monitor that is down for long loses its oldest records rather than Redis its memory. Each pass
+    also measures the stream (length, bytes) for the metrics."""
+
+    def __init__(self, redis: Any, stream: str, *, max_age_s: float) -> None:
+        self._redis, self._stream, self._max_age_s = redis, stream, max_age_s
+        self.length: int | None = None  # None until measured (this replica never led)
+        self.bytes: int | None = None
+        self.trimmed = 0
+
+    async def needed_from(self) -> str | None:
+        """The oldest entry id some consumer group still needs; None when there is no group."""
+        oldest: tuple[int, int] | None = None
+        for group in await self._redis.xinfo_groups(self._stream):
+            name, pending = _text(group["name"]), int(group["pending"])
+            first = _text(group["last-delivered-id"])
+            if pending:
+                summary = await self._redis.xpending(self._stream, name)
+                first = _text(summary["min"]) if summary.get("min") else first
+            if oldest is None or stream_id(first) < oldest:
+                oldest = stream_id(first)
+        return None if oldest is None else f"{oldest[0]}-{oldest[1]}"
+
+    async def trim(self, *, now: float | None = None) -> int:
+        """One pass; how many entries it removed."""
+        cutoff = (int(((now or time.time()) - self._max_age_s) * 1000), 0)
+        needed = await self.needed_from()
+        threshold = cutoff if needed is None else max(cutoff, stream_id(needed))
+        removed = int(await self._redis.xtrim(self._stream, minid=f"{threshold[0]}-{threshold[1]}", approximate=False))
+        self.trimmed += removed
+        self.length = int(await self._redis.xlen(self._stream))
+        self.bytes = int(await self._redis.memory_usage(self._stream) or 0)
+        return removed
+
+
+class StreamCollector(Collector):
+    """The outcome stream as the leading monitor last measured it."""
+
+    def __init__(self, trimmer: StreamTrimmer) -> None:
+        self._trimmer = trimmer
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        t = self._trimmer
+        if t.length is None:
+            return []
+        length = GaugeMetricFamily("llmtune_outcome_stream_length", "Entries in the outcome stream (each a batch of records).")
+        length.add_metric([], t.length)
+        size = GaugeMetricFamily("llmtune_outcome_stream_bytes", "Memory the outcome stream takes in Redis (MEMORY USAGE).")
+        size.add_metric([], t.bytes or 0)
+        trimmed = CounterMetricFamily("llmtune_outcome_stream_trimmed", "Entries trimmed (read by every group, or too old).")
+        trimmed.add_metric([], t.trimmed)
+        return [length, size, trimmed]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
     """An entry's records: ``b`` holds a JSON array of them (the router's batches), ``r`` one."""
     batch, one = fields.get(b"b") or fields.get("b"), fields.get(b"r") or fields.get("r")
@@ -231,7 +295,8 @@ def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
 
 async def lead_and_consume(
     consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0,
-    tick: Callable[[], Awaitable[object]] | None = None, tick_s: float = 30.0,
+    tick: Callable[[], Awaitable[object]] | None = None, tick_s: float = 30.0, trimmer: StreamTrimmer | None = None,
+    trim_s: float = 5.0,
 ) -> None:  # fmt: skip
     """Forever: become the leader (when an election is given: one monitor per fleet), then fold
     batches in while leading; prune old samples now and then, and run ``tick`` (the experiment
@@ -245,10 +310,13 @@ async def lead_and_consume(
                 keeper = keeper or asyncio.create_task(election.keeper.run())
                 log.info("outcome monitor: leading as %s", election.candidate)
             await consumer.ensure_group()
-            checked = pruned = ticked = time.monotonic()
+            checked = pruned = ticked = trimmed = time.monotonic()
             while True:
                 await consumer.run_once()
                 now = time.monotonic()
+                if trimmer is not None and now - trimmed > trim_s:
+                    trimmed = now
+                    await trimmer.trim()
                 if tick is not None and now - ticked > tick_s:
                     ticked = now
                     await tick()
@@ -279,6 +347,7 @@ async def start_monitor(
     keys: KeySpace,
     *,
     tick: Callable[[], Awaitable[object]] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """The control plane's monitor: one leader among its replicas (election key ``monitor``)."""
     import redis.asyncio as redis
@@ -293,8 +362,11 @@ async def start_monitor(
     worker = asyncio.create_task(judge.run()) if judge is not None else None
     try:
         consumer = OutcomeConsumer(client, outcomes, batch=settings.batch, judge=judge)
+        trimmer = StreamTrimmer(client, outcomes.stream, max_age_s=settings.stream_max_age_s)
+        if registry is not None:
+            registry.register(StreamCollector(trimmer))
         await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
-                               tick_s=settings.guardrails_every_s)  # fmt: skip
+                               tick_s=settings.guardrails_every_s, trimmer=trimmer)  # fmt: skip
     finally:
         if worker is not None and judge is not None:
             worker.cancel()

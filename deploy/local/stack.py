@@ -47,6 +47,7 @@ SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
 AGENT_PORT = int(os.environ.get("LLMTUNE_LOCAL_AGENT_PORT", "8710"))
 OLLAMA_URL = os.environ.get("LLMTUNE_AGENT__OLLAMA_URL", "http://127.0.0.1:11434")
 REDIS_PORT = int(os.environ.get("LLMTUNE_LOCAL_REDIS_PORT", "6379"))
+REDIS_MAXMEMORY = os.environ.get("LLMTUNE_LOCAL_REDIS_MAXMEMORY", "512mb")
 
 
 def _pid(name: str) -> int | None:
@@ -224,7 +225,9 @@ def _redis() -> str:
     folder = DATA / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     conf = RUN / "redis.conf"
-    _write_private(conf, f"requirepass {password}\n")
+    # a memory bound that never evicts: the fine-tuning queue and the outcome stream must not lose keys (writes fail
+    # instead, and the outcome stream is trimmed by the monitor and by age so that it does not come to that)
+    _write_private(conf, f"requirepass {password}\nmaxmemory {REDIS_MAXMEMORY}\nmaxmemory-policy noeviction\n")
     cmd = [binary, str(conf), "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "60 1000"]
     # the server rewrites its command line to "<name> 127.0.0.1:<port>": that is what _pid can check
     proc = _start("redis", cmd, dict(os.environ), f"127.0.0.1:{REDIS_PORT}")

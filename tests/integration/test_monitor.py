@@ -24,7 +24,8 @@ from controlplane.db.engine import make_engine, migrate
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.store.keys import KeySpace
 from deploy.local import processes
-from schemas.monitor import OUTCOME_STREAM
+from router.core import Outcome
+from schemas.monitor import MONITOR_GROUP, OUTCOME_STREAM
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer, RedisServer
 from tests.helpers import model_doc, route_doc
@@ -297,3 +298,52 @@ async def test_an_llm_judge_scores_sampled_answers_through_the_router(
         assert len(judged()) == 3
     finally:
         await fleet.close()
+
+
+async def test_the_stream_keeps_only_what_a_group_still_needs_and_nothing_too_old(redis_server: RedisServer) -> None:
+    """Entries every consumer group has acknowledged are trimmed (a soak grew Redis by 58 MB with
+    everything read), entries past the age bound go even unread, and the stream is measured."""
+    import redis.asyncio as aioredis
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from controlplane.services.monitor import StreamCollector, StreamTrimmer
+    from router.outcomes import RedisOutcomeSink
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    stream = f"trim-{uuid.uuid4().hex[:8]}"
+    try:
+        now_ms = int(time.time() * 1000)
+        for i in range(100):
+            await client.xadd(stream, {"r": b"{}"}, id=f"{now_ms - 100 + i}-0")
+        await client.xgroup_create(stream, MONITOR_GROUP, id="0")
+        await client.xgroup_create(stream, "audit", id="0")
+        read = await client.xreadgroup(MONITOR_GROUP, "m", {stream: ">"}, count=1000)
+        await client.xack(stream, MONITOR_GROUP, *[entry for entry, _ in read[0][1]])
+        audit = (await client.xreadgroup("audit", "a", {stream: ">"}, count=50))[0][1]
+        await client.xack(stream, "audit", *[entry for entry, _ in audit[:40]])  # 10 delivered, not acknowledged
+        trimmer = StreamTrimmer(client, stream, max_age_s=900)
+        assert await trimmer.trim() == 40 and await client.xlen(stream) == 60  # the audit group still needs the 41st on
+        await client.xgroup_destroy(stream, "audit")
+        assert await trimmer.trim() == 59 and trimmer.length == 1  # all read: the last delivered entry is kept
+        registry = CollectorRegistry()
+        registry.register(StreamCollector(trimmer))
+        text = generate_latest(registry).decode()
+        assert "llmtune_outcome_stream_length 1.0" in text and "llmtune_outcome_stream_trimmed_total 99.0" in text
+        assert trimmer.bytes and f"llmtune_outcome_stream_bytes {float(trimmer.bytes)}" in text
+
+        old = f"old-{stream}"  # a monitor that has been away: nothing read, but older than the bound
+        await client.xgroup_create(old, MONITOR_GROUP, id="0", mkstream=True)
+        for i in range(10):
+            await client.xadd(old, {"r": b"{}"}, id=f"{now_ms - 2_000_000 + i}-0")
+        await client.xadd(old, {"r": b"{}"}, id=f"{now_ms}-0")
+        assert await StreamTrimmer(client, old, max_age_s=900).trim() == 10 and await client.xlen(old) == 1
+
+        sink = RedisOutcomeSink(redis_server.url, registry=CollectorRegistry(), stream=f"sink-{stream}", max_age_s=60)
+        await client.xadd(f"sink-{stream}", {"r": b"{}"}, id=f"{now_ms - 120_000}-0")  # two minutes old
+        sink.record(Outcome("r1", None, "m", "n", None, "ok", 1.0, 1.0, 2.0, 1, at=time.time()))
+        assert await sink.flush_once() == 1
+        assert await client.xlen(f"sink-{stream}") == 1  # the router's own write trimmed the old entry
+        await sink.close()
+    finally:
+        await client.delete(stream, f"old-{stream}", f"sink-{stream}")
+        await client.aclose()
