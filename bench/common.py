@@ -78,11 +78,11 @@ def start_control_plane(store_env: dict[str, str]) -> tuple[subprocess.Popen[byt
     port = free_port()
     env = {
         **os.environ,
-        **store_env,
         "LLMTUNE_STORE__NAMESPACE": KEYS.namespace,
         "LLMTUNE_DB__URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-')) / 'meta.db'}",
         "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
         "LLMTUNE_API__PORT": str(port),
+        **store_env,  # and any other setting a benchmark gives (its own database)
     }
     cmd = [sys.executable, "-m", "controlplane.api"]
     proc = processes.spawn(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

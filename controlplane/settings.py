@@ -69,6 +69,9 @@ class ApiSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Bind address of the REST API.")
     port: int = Field(default=8700, ge=1, le=65535, description="Port of the REST API.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_metric_streams: int = Field(
+        default=32, ge=1, le=10_000, description="Live metrics streams (/api/v1/metrics/stream) open at once; 503 past it."
+    )
     shutdown_grace_s: float = Field(
         default=10.0, gt=0, le=600,
         description="On SIGTERM, how long requests in flight (and open watch/metrics streams) get before they are closed.",

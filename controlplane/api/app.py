@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             recovery=recovery,
             rag=rag_service,
             feedback=FeedbackService(engine, keep_samples_s=settings.monitor.keep_samples_s),
-            figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s),
+            figures=Figures(engine, keep_samples_s=settings.monitor.keep_samples_s, max_streams=settings.api.max_metric_streams),
             experiments=experiments,
             experiment_control=control,
             finetune=FineTuneService(JobStore(engine), service, view, queue, settings.finetune) if queue else None,

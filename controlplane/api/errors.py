@@ -24,6 +24,7 @@ from controlplane.services.errors import (
     StaleRevision,
     StoreBehind,
     TooLarge,
+    TooManyStreams,
     Unauthorized,
     UnknownRequest,
     Unprocessable,
@@ -100,6 +101,7 @@ def install(app: FastAPI) -> None:
     on(NotFound, 404, "Not found")
     on(AlreadyExists, 409, "Already exists")
     on(Busy, 409, "Conflict")
+    on(TooManyStreams, 503, "Too many streams")
     on(StoreBehind, 409, "Store behind the audit log")
     on(InUse, 409, "Conflict")
     on(BadRequest, 400, "Bad request")

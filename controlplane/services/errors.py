@@ -39,6 +39,10 @@ class Busy(ServiceError):
     """Concurrent change sets kept moving the configuration; nothing was written."""
 
 
+class TooManyStreams(ServiceError):
+    """Every slot for a kind of live stream is taken: the client should retry later (503)."""
+
+
 class AlreadyExists(ServiceError):
     def __init__(self, kind: str, name: str) -> None:
         self.kind, self.name = kind, name

@@ -178,7 +178,7 @@ def test_live_updates_stream_summary_and_experiment_events(client: tuple[TestCli
                                                                                         latency=200, rng=rng))])  # fmt: skip
     results(c, "rates")
     events: list[tuple[str, dict[str, object]]] = []
-    params = {"window": "5m", "every_s": 0.2, "experiment": "rates"}
+    params = {"window": "5m", "every_s": 1, "experiment": "rates"}
     with c.stream("GET", "/api/v1/metrics/stream", params=params, headers=ADMIN) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         name = ""
@@ -194,3 +194,10 @@ def test_live_updates_stream_summary_and_experiment_events(client: tuple[TestCli
     assert events[1][1]["variants"][0]["requests"] == 20  # type: ignore[index]
     assert c.get("/api/v1/metrics/stream", params={"experiment": "nope"}, headers=ADMIN).status_code == 404
     assert c.get("/api/v1/metrics/stream", params={"window": "9d"}, headers=ADMIN).status_code == 400
+    fast = c.get("/api/v1/metrics/stream", params={"every_s": 0.2}, headers=ADMIN)
+    assert fast.status_code == 422 and "every_s" in fast.text  # one client cannot make the server recompute 5 times a second
+    figures = c.app.state.runtime.figures  # type: ignore[attr-defined]
+    figures.streams = figures.max_streams  # every slot taken
+    full = c.get("/api/v1/metrics/stream", headers=ADMIN)
+    assert full.status_code == 503 and "live metrics streams are open" in full.json()["detail"]
+    figures.streams = 0

@@ -41,7 +41,7 @@ async def metrics_summary(
     """Fleet-wide and per-model figures over a recent window: requests, error rate, latency and
     time-to-first-token percentiles, tokens/s, quality signals, feedback."""
     assert rt.figures is not None
-    return await asyncio.to_thread(rt.figures.summary, window_s=parse_window(window), model=model)
+    return await rt.figures.shared(window_s=parse_window(window), model=model)
 
 
 def parse_window(text: str) -> float:
@@ -86,27 +86,34 @@ async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Opera
 @router.get("/metrics/stream")
 async def metrics_stream(
     window: str = Query(default="15m"),
-    every_s: float = Query(default=5.0, ge=0.2, le=3600, description="Seconds between updates."),
+    every_s: float = Query(default=5.0, ge=1, le=3600, description="Seconds between updates (at least 1)."),
     model: str | None = Query(default=None),
     experiment: str | None = Query(default=None, description="Also send this experiment's results."),
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
 ) -> EventSourceResponse:
     """Server-Sent Events for live views: a ``summary`` event (as ``/metrics/summary``) and, with
-    ``experiment``, an ``experiment`` event (as ``/experiments/{name}/results``), every ``every_s``."""
+    ``experiment``, an ``experiment`` event (as ``/experiments/{name}/results``), every ``every_s``.
+    Streams showing the same window and model share one computation; at most
+    ``api.max_metric_streams`` are open at once (503 past it)."""
     assert rt.figures is not None and rt.experiments is not None
     figures, experiments, seconds = rt.figures, rt.experiments, parse_window(window)
-    figures.summary(window_s=seconds, model=model)  # a window past the retention is a 400 now, not a broken stream
+    figures.check(seconds)  # a window past the retention is a 400 now, not a broken stream
     if experiment is not None:
-        experiments.experiment(experiment)  # an unknown experiment is a 404 now
+        await asyncio.to_thread(experiments.experiment, experiment)  # an unknown experiment is a 404 now
+    figures.check_streams()
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        while True:
-            summary = await asyncio.to_thread(figures.summary, window_s=seconds, model=model)
-            yield {"event": "summary", "data": orjson.dumps(summary).decode()}
-            if experiment is not None:
-                results = await asyncio.to_thread(experiments.results, experiment)
-                yield {"event": "experiment", "data": orjson.dumps(results).decode()}
-            await asyncio.sleep(every_s)
+        figures.streams += 1  # counted while it runs: a response never started holds no slot
+        try:
+            while True:
+                summary = await figures.shared(window_s=seconds, model=model, max_age_s=every_s)
+                yield {"event": "summary", "data": orjson.dumps(summary).decode()}
+                if experiment is not None:
+                    results = await asyncio.to_thread(experiments.results, experiment)
+                    yield {"event": "experiment", "data": orjson.dumps(results).decode()}
+                await asyncio.sleep(every_s)
+        finally:
+            figures.streams -= 1
 
     return EventSourceResponse(events(), ping=15)
