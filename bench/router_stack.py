@@ -37,6 +37,7 @@ class Stack:
     token_s: float  # the simulator's fixed time per answer token
     pids: dict[str, int] = field(default_factory=dict)
     recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
+    api: str = ""  # the control plane
 
 
 def _wait(url: str, what: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -116,6 +117,7 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
         url = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
         stack = Stack(sim_url, router_url, url["http"], url["tcp"], url["raw"], None, sim_token_s,
                       {"router": router.pid, "sim": sim.pid, **{m: p.pid for m, p in floors.items()}}, recording)  # fmt: skip
+        stack.api, stack.pids["controlplane"] = api, cp.pid
         if recording:
             stack.pids["recording"] = recording_proc.pid
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second

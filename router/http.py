@@ -101,10 +101,12 @@ class Limits:
     max_head: int = 64 << 10  # bytes of request line and headers
     max_url: int = 8 << 10  # bytes of the request target (414 past it)
     max_headers: int = 100  # header fields of one request (431 past it)
+    max_chunks: int = 4096  # chunks of one chunked body (413 past it): each costs parser callbacks, tiny ones most
+    max_buffered_bytes: int = 64 << 20  # request bodies held at once by the whole server (503 past it)
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
-    max_queued_bytes: int = 32 << 20  # bytes of bodies read ahead (pipelined) before reading pauses
+    max_queued_bytes: int = 1 << 20  # bytes of bodies read ahead (pipelined) before reading pauses
     max_connections: int = 4096  # open client connections at most; one more is answered 503 and closed
     write_timeout_s: float = 30.0  # a client that takes nothing of its answer for this long is dropped
 
@@ -131,6 +133,8 @@ class _Connection(asyncio.Protocol):
         self._body: bytes | bytearray = b""
         self._size = 0
         self._fields = 0  # header fields of the request being read
+        self._chunks = 0  # chunks of the body being read
+        self._held = 0  # this connection's share of server.buffered: bodies read and not yet answered
         # Written only once the answers before them are out (pipelining): an interim 100 Continue,
         # and a refusal that ends the connection.
         self._continue_pending = False
@@ -162,6 +166,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._release(self._held)
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client left: stop its request (and release its upstream)
@@ -177,6 +182,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body, self._size, self._fields = b"", {}, b"", 0, 0
+        self._chunks = 0
         self.deadline, self.reading = time.monotonic() + self.limits.read_timeout_s, True
 
     def on_url(self, url: bytes) -> None:
@@ -210,11 +216,22 @@ class _Connection(asyncio.Protocol):
             else:  # an earlier answer is still going out: the interim answer waits for it
                 self._continue_pending = True
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+        if self._chunks > self.limits.max_chunks:
+            self._refuse(413, f"the chunked request body has more than {self.limits.max_chunks} chunks: send larger chunks")
+            raise httptools.HttpParserError("too many chunks")
+
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self.limits.max_body:
             self._refuse(413, f"the request body exceeds the limit of {self.limits.max_body} bytes")
             raise httptools.HttpParserError("body too large")
+        self._held += len(body)
+        self.server.buffered += len(body)
+        if self.server.buffered > self.limits.max_buffered_bytes:
+            self._refuse(503, "the router holds too many request bodies at once; retry shortly")
+            raise httptools.HttpParserError("request bodies over the server's budget")
         if not self._body:
             self._body = body  # the usual case, one part: kept as it came, no copy
         else:  # more parts (chunked, or split across reads): one growing buffer, no per-part objects
@@ -248,7 +265,9 @@ class _Connection(asyncio.Protocol):
                 if self._read_paused and room and self.transport is not None:
                     self._read_paused = False
                     self.transport.resume_reading()
-                if not await self._one(request) or not request.keep_alive:
+                kept = await self._one(request)
+                self._release(len(request.body))
+                if not kept or not request.keep_alive:
                     self._close()
                     return
                 self._flush_pending()
@@ -303,6 +322,10 @@ class _Connection(asyncio.Protocol):
                 body = orjson.dumps({"error": "internal error in the router (logged)"})
                 self._write(_head(500, Reply(500), length=len(body), keep_alive=False) + body)
             return False
+        finally:
+            # The callback refers to the request: left set, the pair is a reference cycle that keeps
+            # the body alive until the cycle collector runs (16 MiB bodies piled up to 1 GB).
+            request.answer_now = None
 
     async def _stream(self, request: Incoming, reply: Reply, chunks: AsyncIterator[bytes]) -> bool:
         self._write(_head(reply.status, reply, length=None, keep_alive=request.keep_alive))
@@ -377,6 +400,12 @@ class _Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
+        self._release(self._held)  # what it still held (a body half read, requests never answered)
+
+    def _release(self, size: int) -> None:
+        size = min(size, self._held)
+        self._held -= size
+        self.server.buffered -= size
 
     @property
     def busy(self) -> bool:
@@ -397,6 +426,7 @@ class HttpServer:
         self.routes = routes
         self.limits = limits or Limits()
         self.connections: set[_Connection] = set()
+        self.buffered = 0  # bytes of request bodies held now, every connection's together
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 

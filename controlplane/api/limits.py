@@ -11,6 +11,10 @@ from controlplane.services.errors import Unauthorized
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+#: The unread body of a refused request is not drained: the connection closes after the answer.
+_CLOSE = {"connection": "close"}
+
+
 class AuthenticateFirst:
     """A request to ``/api/v1/`` that carries a body is authenticated before the body is read: an
     unauthenticated client cannot make the process read and parse megabytes for it. The principal
@@ -30,12 +34,12 @@ class AuthenticateFirst:
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if not authorization.lower().startswith("bearer "):
             detail = "send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)"
-            await errors.problem(401, "Unauthorized", detail)(scope, receive, send)
+            await errors.problem(401, "Unauthorized", detail, headers=_CLOSE)(scope, receive, send)
             return
         try:
             principal = await scope["app"].state.runtime.tokens.authenticate(authorization[7:].strip())
         except Unauthorized as exc:
-            await errors.problem(401, "Unauthorized", str(exc))(scope, receive, send)
+            await errors.problem(401, "Unauthorized", str(exc), headers=_CLOSE)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
