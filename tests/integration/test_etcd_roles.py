@@ -72,11 +72,13 @@ def secured() -> Iterator[EtcdServer]:
 
 def store_as(server: EtcdServer, user: str | None) -> EtcdStore:
     """A store client: ``user`` by certificate CN, or root by password."""
+    ca = server.certs["ca.crt"]
     if user is None:
-        return EtcdStore(EtcdConfig(endpoints=(server.url,), username="root", password="s3cret", ca_file=server.certs["ca.crt"],
-                                    cert_file=server.certs["client.crt"], key_file=server.certs["client.key"], timeout_s=3))  # fmt: skip
+        cert, key = server.certs["client.crt"], server.certs["client.key"]
+        return EtcdStore(EtcdConfig(endpoints=(server.url,), username="root", password="s3cret", ca_file=ca, cert_file=cert,
+                                    key_file=key, timeout_s=3))  # fmt: skip
     cert, key = client_cert(server, user)
-    return EtcdStore(EtcdConfig(endpoints=(server.url,), ca_file=server.certs["ca.crt"], cert_file=cert, key_file=key, timeout_s=3))
+    return EtcdStore(EtcdConfig(endpoints=(server.url,), ca_file=ca, cert_file=cert, key_file=key, timeout_s=3))
 
 
 async def test_an_agent_reads_config_and_writes_only_its_own_keys(secured: EtcdServer) -> None:
@@ -99,9 +101,9 @@ async def test_an_agent_reads_config_and_writes_only_its_own_keys(secured: EtcdS
         assert await admin.get(KEYS.node("node1")) is not None
         for key in (KEYS.node("node10"), KEYS.status("node10"), KEYS.status("node2"), KEYS.config("models", "evil"),
                     KEYS.epoch()):  # fmt: skip
-            with pytest.raises(StoreError, match="(?i)permission denied"):
+            with pytest.raises(StoreError, match=r"(?i)permission denied"):
                 await store.commit([Put(key, b"{}")])
-        with pytest.raises(StoreError, match="(?i)permission denied"):
+        with pytest.raises(StoreError, match=r"(?i)permission denied"):
             await store.get(KEYS.status("node2"))  # other nodes' status is not an agent's to read
     finally:
         task.cancel()
@@ -119,7 +121,7 @@ async def test_the_router_reads_everything_and_writes_nothing(secured: EtcdServe
         assert (await router.get(KEYS.status("node7"))) is not None
         listed = await router.list(KEYS.root)
         assert any(item.key == KEYS.status("node7") for item in listed.items)
-        with pytest.raises(StoreError, match="(?i)permission denied"):
+        with pytest.raises(StoreError, match=r"(?i)permission denied"):
             await router.commit([Put(KEYS.status("node7"), b"{}")])
     finally:
         await router.close()
