@@ -1,4 +1,4 @@
-"""The live figures over a real SQLite database: SQL aggregates and streamed percentile passes give
+"""The live figures over real SQLite and PostgreSQL databases: SQL aggregates and streamed percentile passes give
 exactly what the raw samples say, and concurrent viewers of one window share one computation."""
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def _reference(rows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
-def test_summary_is_exact_per_model_and_for_the_fleet(tmp_path: Path) -> None:
-    db, now = f"sqlite:///{tmp_path / 'm.db'}", time.time()
+def test_summary_is_exact_per_model_and_for_the_fleet(sql_url: str) -> None:
+    """On SQLite and PostgreSQL alike (the percentile ranking is SQL both run)."""
+    db, now = sql_url, time.time()
     rows = _fill(db, 5000, random.Random(7), now)
     got = summary(make_engine(db), window_s=600, now=now)
     recent = [r for r in rows if float(r["at"]) >= now - 600]  # type: ignore[arg-type]
