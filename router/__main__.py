@@ -11,6 +11,7 @@ import signal
 import uvloop
 
 from router.app import create_app
+from router.http import Limits
 from router.settings import RouterSettings
 
 log = logging.getLogger("router")
@@ -18,7 +19,9 @@ log = logging.getLogger("router")
 
 async def serve(settings: RouterSettings) -> None:
     group = settings.router
-    app = create_app(settings.store, outcomes_redis_url=group.outcomes_redis_url, judge_sample=group.judge_sample,
+    limits = Limits(max_body=group.max_body_bytes, max_buffered_bytes=max(group.max_buffered_bytes, group.max_body_bytes),
+                    max_connections=group.max_connections)  # fmt: skip
+    app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url, judge_sample=group.judge_sample,
                      max_answer_bytes=group.max_answer_bytes, outcomes_max_age_s=group.outcomes_max_age_s)  # fmt: skip
     port = await app.start(settings.router.host, settings.router.port)
     log.info("router listening on http://%s:%d", settings.router.host, port)

@@ -38,7 +38,7 @@ class Incoming:
     path: str
     query: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray  # a bytearray when it came in parts (not copied once more into bytes)
     keep_alive: bool = True
     received: float = 0.0  # perf_counter when its last byte was parsed
     answered: float = 0.0  # perf_counter when a whole reply to it was written (0: not yet, or streamed)
@@ -242,8 +242,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path, _, query = self._url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("latin-1")
-        body = self._body if isinstance(self._body, bytes) else bytes(self._body)
-        self._body = b""
+        body, self._body = self._body, b""
         request = Incoming(method, path, query, self._headers, body, self.parser.should_keep_alive(), time.perf_counter())
         self.deadline, self.reading = None, False  # no deadline while it is answered
         self.queue.append(request)

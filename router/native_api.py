@@ -40,7 +40,7 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
 
 async def route(core: RouterCore, request: Incoming) -> Reply:
     try:
-        req = RouteRequest.model_validate(read_json(request))
+        req = RouteRequest.model_validate(await read_json(request))
         headers = {**request.headers, **({"x-tenant": req.tenant} if req.tenant else {})}
         if req.tags:
             headers["x-route-tags"] = ",".join(req.tags)

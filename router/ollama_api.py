@@ -4,6 +4,7 @@ through with the chosen model's tag and the merged options; answers stream back 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,9 +25,18 @@ VERSION = "0.12.6"  # the Ollama API version the router speaks
 _SENT = Reply(status=200)  # returned for an answer already written: the server drops it
 
 
-def read_json(request: Incoming) -> dict[str, Any]:
+#: Bodies larger than this are parsed in a worker thread (orjson holds the GIL, but the event loop
+#: then gets its turn every switch interval instead of waiting out a whole 16 MiB parse).
+PARSE_OFF_LOOP_BYTES = 1 << 20
+
+
+async def read_json(request: Incoming) -> dict[str, Any]:
+    raw = request.body or b"{}"
+    start = bytes(raw[:64]).lstrip()[:1]
+    if start and start != b"{":  # not an object: said at once, without parsing (and copying) megabytes
+        raise BadInput("the body must be a JSON object")
     try:
-        body = orjson.loads(request.body or b"{}")
+        body = await asyncio.to_thread(orjson.loads, raw) if len(raw) > PARSE_OFF_LOOP_BYTES else orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(f"the body is not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
@@ -66,7 +76,7 @@ def _text_and_caps(path: str, body: dict[str, Any]) -> tuple[str, frozenset[Capa
 async def forward(core: RouterCore, request: Incoming, path: str) -> Reply:
     """Route one Ollama-API request and stream the chosen upstream's answer back."""
     try:
-        body = read_json(request)
+        body = await read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("model is required")

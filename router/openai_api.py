@@ -93,7 +93,7 @@ def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Cand
 async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
     path, kind = KINDS[front]
     try:
-        body = read_json(request)
+        body = await read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("'model' is required")

@@ -26,12 +26,20 @@ class RouterGroup(BaseModel):
         default=256 << 20, ge=1 << 20, le=4 << 30,
         description="Bytes of one non-streamed upstream answer at most (past it: 502); streams are relayed as read.",
     )  # fmt: skip
+    max_body_bytes: int = Field(default=32 << 20, ge=1 << 10, le=1 << 30, description="Largest request body (413 past it).")
+    max_buffered_bytes: int = Field(
+        default=64 << 20, ge=1 << 20, le=16 << 30,
+        description="Request bodies the router holds at once, all clients together (503 past it); at least max_body_bytes.",
+    )  # fmt: skip
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000, description="Open client connections (503 past it).")
     shutdown_grace_s: float = Field(
         default=10.0, gt=0, le=600, description="On SIGTERM, how long answers in flight get to finish before they are cut."
     )
 
 
 class RouterSettings(BaseSettings):
+    """Every router setting; read once at start-up."""
+
     model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
 
     store: StoreSettings = Field(default_factory=StoreSettings)

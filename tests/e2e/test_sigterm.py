@@ -92,6 +92,7 @@ def test_each_process_stops_on_sigterm_in_time_under_load(
             })  # fmt: skip
             router = start("router", [sys.executable, "-m", "router"], store | {
                 "LLMTUNE_ROUTER__PORT": str(router_port), "LLMTUNE_ROUTER__SHUTDOWN_GRACE_S": str(GRACE_S),
+                "LLMTUNE_ROUTER__MAX_BODY_BYTES": "65536",
             })  # fmt: skip
             worker = start("worker", [sys.executable, "-m", "agents.finetune"], {
                 "LLMTUNE_FINETUNE__REDIS_URL": redis_server.url, "LLMTUNE_DB__URL": cp_env["LLMTUNE_DB__URL"],
@@ -102,6 +103,8 @@ def test_each_process_stops_on_sigterm_in_time_under_load(
             assert httpx.put(f"{api}/api/v1/config/models/chat", json=model, headers=auth).status_code == 200
             router_url = f"http://127.0.0.1:{router_port}"
             _wait_http(f"{router_url}/healthz", router, logs["router"])
+            big = httpx.post(f"{router_url}/api/chat", content=b"{" + b" " * 100_000 + b"}")
+            assert big.status_code == 413 and "65536" in big.text  # the router's HTTP limits are settings
             ask = {"model": "chat", "messages": [{"role": "user", "content": "tell me everything"}],
                    "options": {"num_predict": 2000}}  # fmt: skip
             deadline = time.monotonic() + 40
