@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/metrics_stream.py
+	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/finetune.py
 
 schemas: install
