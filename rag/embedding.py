@@ -56,7 +56,7 @@ class FleetEmbedder:
         return out
 
     async def _one(self, texts: list[str]) -> list[list[float]]:
-        body = {"model": self.model.name, "input": texts, "keep_alive": self.model.spec.keep_alive}
+        body = {"model": self.model.name, "input": texts}  # the router applies the model's own keep_alive
         try:
             async for attempt in AsyncRetrying(  # the router already fails over between nodes; this covers a restart
                 retry=retry_if_exception_type(httpx.TransportError),
