@@ -110,6 +110,8 @@ class MonitorSettings(BaseModel):
     judge_route: str | None = Field(default=None, description="Route of the LLM judge; sampled answers are scored when set.")
     judge_rubric: str | None = Field(default=None, description="The judge's instructions (the default asks for a 0-1 score).")
     router_url: str = Field(default="http://127.0.0.1:8701", description="The router the judge's requests go through.")
+    host: str = Field(default="127.0.0.1", description="Bind address of /healthz and /metrics of a monitor process.")
+    port: int = Field(default=8702, ge=1, le=65535, description="Port of /healthz and /metrics of a monitor process.")
 
 
 class FineTuneSettings(BaseModel):

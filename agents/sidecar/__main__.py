@@ -30,7 +30,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def main() -> None:
+async def serve() -> None:
     settings = AgentSettings()
     store = open_store(settings.store)
     agent = Agent(settings.agent, store, keys=KeySpace(settings.store.namespace), idle_timeout_s=settings.store.idle_timeout_s)
@@ -66,6 +66,10 @@ async def main() -> None:
             logging.getLogger(__name__).warning("stopping took over %.0f s: exiting anyway", SHUTDOWN_S)
 
 
-if __name__ == "__main__":
+def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
