@@ -76,7 +76,8 @@ class Agent:
         self.draining = False
         self.server_settings: dict[str, str] = {}
         self.restart_required: list[str] = []
-        self._baseline_env: dict[str, str] | None = None
+        # What the Ollama we do not start runs with: given (Kubernetes renders it into both containers), or assumed
+        self._baseline_env: dict[str, str] | None = settings.ollama_environment
         self._lost_ollama = False
         self._fresh_at: float | None = None  # when self.observed was taken, if nothing changed the node since
         self._wake = asyncio.Event()
@@ -137,7 +138,7 @@ class Agent:
             # Ollama was down and answers again: it restarted, so it read the settings it has now.
             self._lost_ollama = False
             if self.process is None:
-                self._baseline_env = None
+                self._baseline_env = self.settings.ollama_environment  # None: unknown, taken from the pool again
         self.observed = observed
 
     async def _apply_server_settings(self, server: ServerSettings) -> None:

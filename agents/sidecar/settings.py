@@ -40,7 +40,16 @@ class AgentGroup(BaseModel):
         description="Command that starts Ollama (e.g. 'ollama serve'); when set the agent supervises it and applies "
         "node-pool server settings by restarting it.",
     )
-    drain_s: float = Field(default=5.0, ge=0, description="How long a node is drained before Ollama restarts.")
+    drain_s: float = Field(
+        default=30.0, ge=0,
+        description="Longest wait for the requests in flight to end when a supervised Ollama is drained for a restart.",
+    )  # fmt: skip
+    ollama_environment: Annotated[dict[str, str] | None, NoDecode] = Field(
+        default=None,
+        description="The OLLAMA_* start-time settings the Ollama beside this agent runs with ('K=V,K=V'; empty: none), "
+        "when another container starts it (Kubernetes): restart_required lists what the node pool wants otherwise. "
+        "Unset: assumed to be what the pool wanted when the agent started.",
+    )
     control_plane_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -58,6 +67,17 @@ class AgentGroup(BaseModel):
         bad = [p for p in pairs if "=" not in p]
         if bad:
             raise ValueError(f"labels are 'key=value' pairs separated by commas; got {bad}")
+        return dict(p.split("=", 1) for p in pairs)
+
+    @field_validator("ollama_environment", mode="before")
+    @classmethod
+    def _environment(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in pairs if "=" not in p or not p.startswith("OLLAMA_")]
+        if bad:
+            raise ValueError(f"ollama_environment is 'OLLAMA_NAME=value' pairs separated by commas; got {bad}")
         return dict(p.split("=", 1) for p in pairs)
 
     @field_validator("ollama_command", mode="before")

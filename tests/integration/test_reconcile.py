@@ -147,3 +147,37 @@ async def _started(port: int) -> SimServer:
     server = SimServer(port)
     await server.start()
     return server
+
+
+async def test_agent_told_what_ollama_runs_with_reports_restart_required_until_it_does(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
+) -> None:
+    """In Kubernetes another container starts Ollama with the chart's OLLAMA_* variables, which the
+    chart also gives the agent (LLMTUNE_AGENT__OLLAMA_ENVIRONMENT): the agent compares the pool's
+    start-time settings with those, not with what the pool said when the agent started."""
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane()
+    for name in ("old-pod", "new-pod"):
+        fleet.sims[name] = await _started(free_port())
+        fleet.labels[name] = {"pool": "big"}
+    try:
+        old = await fleet.start_agent("old-pod", ollama_environment={"OLLAMA_NUM_PARALLEL": "4"})
+        new = await fleet.start_agent("new-pod", ollama_environment={"OLLAMA_NUM_PARALLEL": "2"})
+        # no pool yet: both run with a setting nobody asked for
+        await fleet.until(lambda: old.status.restart_required == ["OLLAMA_NUM_PARALLEL=(default)"], what=lambda: old.status)
+        pool = {"kind": "NodePool", "metadata": {"name": "big"},
+                "spec": {"node_selector": {"pool": "big"}, "server": {"num_parallel": 2}}}  # fmt: skip
+        resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [pool]})
+        assert resp.status_code == 200, resp.text
+        await fleet.until(lambda: old.status.restart_required == ["OLLAMA_NUM_PARALLEL=2"], what=lambda: old.status)
+        await fleet.until(lambda: new.status.restart_required == [], what=lambda: new.status)
+        assert old.status.server_settings == {"OLLAMA_NUM_PARALLEL": "4"}
+        assert new.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"}
+        # Ollama restarting in the same pod (same variables) changes nothing
+        await fleet.sims["old-pod"].stop()
+        await fleet.until(lambda: not old.status.ollama_reachable, what=lambda: old.status)
+        fleet.sims["old-pod"] = await _started(int(fleet.sims["old-pod"].url.rsplit(":", 1)[1]))
+        await fleet.until(lambda: old.status.ollama_reachable, what=lambda: old.status)
+        assert old.status.restart_required == ["OLLAMA_NUM_PARALLEL=2"]
+    finally:
+        await fleet.close()
