@@ -16,21 +16,13 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings
 
-from agents.sidecar.settings import AgentSettings
-from controlplane.settings import Settings
-from router.settings import RouterSettings
 from tests.fixtures.chart import CHART, ROOT, VALUES, containers, find, notes, ours, pod_specs, render, values
+from tests.fixtures.deploy_settings import SETTINGS, is_setting, load
 
 KUBERNETES = ["1.29.0", "1.33.0"]
 #: Kinds whose schema Kubernetes does not publish (Prometheus Operator CRDs): checked below instead.
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "controlplane": Settings, "monitor": Settings, "finetune-worker": Settings, "router": RouterSettings,
-    "agent": AgentSettings,
-}  # fmt: skip
 #: The paths each process serves (its probes must be among them).
 SERVED = {
     "controlplane": {"/healthz", "/readyz", "/metrics"},
@@ -111,16 +103,6 @@ def test_operator_objects_carry_our_rules_and_dashboards(tmp_path: Path) -> None
     assert not find(render(values("defaults")), "ServiceMonitor") and not find(render(values("defaults")), "PrometheusRule")
 
 
-def _field(model: type[BaseModel], path: list[str]) -> bool:
-    fields = model.model_fields
-    if not path or path[0] not in fields:
-        return False
-    if len(path) == 1:
-        return True
-    inner = fields[path[0]].annotation
-    return isinstance(inner, type) and issubclass(inner, BaseModel) and _field(inner, path[1:])
-
-
 def test_every_llmtune_variable_is_a_real_setting_with_a_valid_value(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     name, docs = rendered
     seen = 0
@@ -133,32 +115,15 @@ def test_every_llmtune_variable_is_a_real_setting_with_a_valid_value(rendered: t
         for var, entry in container.env().items():
             if not var.startswith("LLMTUNE_"):
                 continue
-            path = var.removeprefix("LLMTUNE_").lower().split("__")
-            assert _field(settings, path), f"{name}: {process} sets {var}, which {settings.__name__} does not read"
+            assert is_setting(settings, var), f"{name}: {process} sets {var}, which {settings.__name__} does not read"
             if "value" in entry:  # what Kubernetes expands $(VAR) to, as a pod would
                 env[var] = re.sub(r"\$\((\w+)\)", lambda m: {"POD_NAME": "llmtune-ollama-0", "POD_IP": "10.0.0.7"}[m[1]],
                                   entry["value"])  # fmt: skip
             seen += 1
-        parsed = _load(settings, env)
+        parsed = load(settings, env)
         if process == "agent":
             assert parsed.agent.node == "llmtune-ollama-0" and parsed.agent.ollama_url.startswith("http://10.0.0.7:")  # type: ignore[attr-defined]
     assert seen > 20
-
-
-def _load(settings: type[BaseSettings], env: dict[str, str]) -> BaseSettings:
-    """The settings a process would read from exactly ``env`` (values a Secret gives are left out)."""
-    import os
-
-    saved = {k: v for k, v in os.environ.items() if k.startswith("LLMTUNE_")}
-    try:
-        for k in saved:
-            del os.environ[k]
-        os.environ.update(env)
-        return settings()
-    finally:
-        for k in env:
-            os.environ.pop(k, None)
-        os.environ.update(saved)
 
 
 def test_probes_use_paths_and_ports_each_process_serves(rendered: tuple[str, list[dict[str, Any]]]) -> None:
