@@ -77,12 +77,17 @@ class Recovery:
         key = self._keys.epoch()
         found = epochs.decode(await self._store.get(key))
         revision = await self._store.current_revision()
+        # Every audited change set moves config-head in its own transaction, so in a store that kept its
+        # history config-head is at least the newest audited revision. Other writes (leases, status and
+        # load reports) move only the store's revision, and quickly after a restore: the head tells.
+        head = await self._store.get(self._keys.config_head())
         audited = await self._history.latest_revision(found.id) if found is not None else 0
         why, drift = "", None
         if found is None:
             why = "the store has no epoch: it is new, or it lost its data"
-        elif revision < audited:
-            why = f"the store's revision {revision} is below the audit log's for its epoch (restored from an older backup?)"
+        elif min(revision, head.mod_revision if head else 0) < audited:
+            why = (f"the store's configuration revision {head.mod_revision if head else 0} is below the audit log's "
+                   f"{audited} for its epoch (restored from an older backup?)")  # fmt: skip
         if why:
             drift = await self._lost()
             audit, lost = drift
