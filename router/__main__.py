@@ -22,7 +22,8 @@ async def serve(settings: RouterSettings) -> None:
     limits = Limits(max_body=group.max_body_bytes, max_buffered_bytes=max(group.max_buffered_bytes, group.max_body_bytes),
                     max_connections=group.max_connections)  # fmt: skip
     app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url, judge_sample=group.judge_sample,
-                     max_answer_bytes=group.max_answer_bytes, outcomes_max_age_s=group.outcomes_max_age_s)  # fmt: skip
+                     max_answer_bytes=group.max_answer_bytes, outcomes_max_age_s=group.outcomes_max_age_s,
+                     name=group.name)  # fmt: skip
     port = await app.start(settings.router.host, settings.router.port)
     log.info("router listening on http://%s:%d", settings.router.host, port)
     gc.freeze()  # start-up objects live as long as the process: collections need not walk them

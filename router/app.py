@@ -4,6 +4,8 @@ and the HTTP server (router/http.py) that serves them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,6 +19,7 @@ from router import native_api, ollama_api, openai_api
 from router.core import RouterCore
 from router.feed import TableFeed
 from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
+from router.load import LoadReporter
 from router.metrics import BreakerStates, RouterMetrics
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
@@ -28,16 +31,22 @@ class RouterApp:
 
     def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                  outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
-                 max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900) -> None:  # fmt: skip
+                 max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
+                 name: str | None = None) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
         self._own_store = store is None
         self.store = store or open_store(settings)
-        self.feed = TableFeed(self.store, KeySpace(settings.namespace), idle_timeout_s=settings.idle_timeout_s)
+        keys = KeySpace(settings.namespace)
+        self.feed = TableFeed(self.store, keys, idle_timeout_s=settings.idle_timeout_s)
         self.outcomes = None
         if outcomes_redis_url:
             self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry, max_age_s=outcomes_max_age_s)
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample, max_answer_bytes=max_answer_bytes)  # fmt: skip
+        self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
+                                 in_flight=self.core.live.in_flight_by_node,
+                                 draining=self.feed.draining)  # fmt: skip
+        self._load_task: asyncio.Task[None] | None = None
         self.registry.register(BreakerStates(self.core.live))
         self.registry.register(InvalidObjectsCollector(self.feed.view))
         self.feed.add_listener(self._capacity)
@@ -92,15 +101,18 @@ class RouterApp:
     async def start(self, host: str, port: int) -> int:
         """Start the feed and listen; returns the port (``port=0`` picks a free one)."""
         self._feed_task = asyncio.create_task(self.feed.run())
+        self._load_task = asyncio.create_task(self.load.run())
         if self.outcomes is not None:
             self.outcomes.start()
         return await self.server.start(host, port)
 
     async def close(self, *, grace_s: float = 10.0) -> None:
         await self.server.close(grace_s=grace_s)
-        if self._feed_task is not None:
-            self._feed_task.cancel()
-            await asyncio.gather(self._feed_task, return_exceptions=True)
+        for task in (self._feed_task, self._load_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.load.close()
         await self.core.forwarder.close()
         if self.outcomes is not None:
             await self.outcomes.close()
@@ -110,7 +122,8 @@ class RouterApp:
 
 def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
-               max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900) -> RouterApp:  # fmt: skip
+               max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
+               name: str | None = None) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
     return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
-                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s)  # fmt: skip
+                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name)  # fmt: skip

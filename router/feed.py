@@ -61,6 +61,10 @@ class TableFeed:
         for listener in self._listeners:
             listener(self.table)
 
+    def draining(self) -> list[str]:
+        """Nodes whose live status says draining (the router sends them nothing new)."""
+        return [node for node, status in self._statuses.items() if status.draining]
+
     @property
     def synced(self) -> bool:
         return self.config.synced and self.nodes.synced and self.status.synced

@@ -54,6 +54,10 @@ class LiveStats:
     def in_flight(self, node: str) -> int:
         return self._node_in_flight.get(node, 0)
 
+    def in_flight_by_node(self) -> dict[str, int]:
+        """Requests in flight on each node that has any (the router's load report)."""
+        return {node: n for node, n in self._node_in_flight.items() if n > 0}
+
     def latency_ms(self, model: str, node: str) -> float | None:
         return self._latency.get((model, node))
 

@@ -11,6 +11,10 @@ from controlplane.settings import StoreSettings
 class RouterGroup(BaseModel):
     host: str = Field(default="127.0.0.1", description="Bind address (point Ollama or OpenAI clients here).")
     port: int = Field(default=8701, ge=1, le=65535)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="This router's name in the store (its load report); host name and pid when unset.",
+    )  # fmt: skip
     outcomes_redis_url: str | None = Field(
         default=None,
         description="Redis whose stream receives an outcome record per request (the monitor reads it); logged when unset.",

@@ -84,3 +84,14 @@ class NodeStatus(Strict):
     )
     agent_version: str = ""
     updated_at: datetime | None = None
+
+
+class RouterLoad(Strict):
+    """A router's report under its own lease (``/<ns>/v1/load/<router>``): its requests in flight
+    per node, and the nodes it sees draining. An agent draining its node waits until every live
+    router has seen the drain and has nothing in flight there."""
+
+    router: str = Field(min_length=1, max_length=253)
+    in_flight: dict[str, int] = Field(default_factory=dict, description="Requests in flight per node (nodes with none left out).")
+    draining: list[str] = Field(default_factory=list, description="Nodes whose status says draining, as this router sees it.")
+    updated_at: datetime | None = None

@@ -22,6 +22,7 @@ from agents.sidecar.artifacts import ArtifactFetcher
 from agents.sidecar.desired import Desired, DesiredState
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
 from agents.sidecar.reconcile import Reconciler
+from agents.sidecar.restart import Restarts
 from agents.sidecar.settings import AgentGroup
 from agents.sidecar.supervisor import OllamaProcess
 from controlplane.store.base import ConfigStore
@@ -68,6 +69,8 @@ class Agent:
         self.informer.add_handler(self._on_snapshot)
         self.desired = DesiredState(keys)
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
+        self.restarts = Restarts(store, keys, settings.node, drain_s=settings.drain_s, ttl_s=settings.lease_ttl_s,
+                                 idle_timeout_s=idle_timeout_s) if self.process else None  # fmt: skip
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
         self.registry.register(InvalidObjectsCollector(self.desired.view))
@@ -109,7 +112,7 @@ class Agent:
             self._passing = False
 
     async def _step(self, desired: Desired, started: float) -> bool:
-        await self._apply_server_settings(desired.server)
+        await self._apply_server_settings(desired.server, desired.server_pools)
         # The probe's observation is reused while it is recent and nothing changed the node since,
         # so a configuration change that needs no work on the node costs no call to Ollama.
         recent = self._fresh_at is not None and started - self._fresh_at < self.settings.probe_interval_s * 1.5
@@ -141,7 +144,7 @@ class Agent:
                 self._baseline_env = self.settings.ollama_environment  # None: unknown, taken from the pool again
         self.observed = observed
 
-    async def _apply_server_settings(self, server: ServerSettings) -> None:
+    async def _apply_server_settings(self, server: ServerSettings, pools: tuple[str, ...]) -> None:
         env = server.environment()
         if self.process is None:
             if self._baseline_env is None:
@@ -154,14 +157,25 @@ class Agent:
             return
         if self.process.running and env == self.process.environment:
             return
-        if self.process.running:
+        if not self.process.running:  # the first start: nothing to drain
+            await self._restart(env)
+            return
+        assert self.restarts is not None
+        async with self.restarts.turn(pools):  # one node of a pool at a time
             self.draining = True
             await self.publish()
-            await asyncio.sleep(self.settings.drain_s)  # routers see draining and stop sending new requests
+            await self.restarts.drain()
             await self.process.stop()
-        await self.process.start(env)
+            await self._restart(env)
+
+    async def _restart(self, env: dict[str, str]) -> None:
+        assert self.process is not None
+        try:
+            await self.process.start(env)
+        finally:
+            self.draining = False
         self.reconciler.forget_loaded()
-        self.server_settings, self.draining = dict(env), False
+        self.server_settings = dict(env)
 
     # -- health probe ------------------------------------------------------------------------
     async def probe(self) -> bool:
@@ -311,6 +325,8 @@ class Agent:
         """Run until cancelled; on the way out stop a supervised Ollama and revoke the lease."""
         await self._start()
         tasks = [asyncio.create_task(self.informer.run()), asyncio.create_task(self.keeper.run())]
+        if self.restarts is not None:  # routers' load reports, read while draining for a restart
+            tasks.append(asyncio.create_task(self.restarts.loads.run()))
         try:
             await self.informer.wait_synced()
             tasks += [asyncio.create_task(self._reconcile_loop()), asyncio.create_task(self._probe_loop())]

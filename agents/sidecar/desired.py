@@ -21,7 +21,7 @@ from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
 from schemas.model import LOAD_OPTIONS, Capability, Model
 from schemas.nodepool import NodePool, ServerSettings
-from schemas.placement import placed_on, prunes, server_settings
+from schemas.placement import placed_on, pools_of, prunes, server_settings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Desired:
     models: Mapping[str, DesiredModel]  # by tag
     server: ServerSettings = field(default_factory=ServerSettings)
     prune: bool = False
+    server_pools: tuple[str, ...] = ()  # the node's pools that set start-time settings: one restart at a time in each
 
 
 def desired_model(model: Model) -> DesiredModel:
@@ -133,4 +134,5 @@ class DesiredState:
                     continue
                 wanted[d.name] = d
         pool_list = list(pools.values())
-        return Desired(revision, wanted, server_settings(labels, pool_list), prunes(labels, pool_list))
+        restarting = tuple(p.name for p in pools_of(labels, pool_list) if p.spec.server.environment())
+        return Desired(revision, wanted, server_settings(labels, pool_list), prunes(labels, pool_list), restarting)

@@ -17,6 +17,15 @@ from controlplane.settings import StoreSettings
 from schemas.common import NAME_PATTERN
 
 
+def _pairs(value: str, *, what: str, prefix: str = "") -> dict[str, str]:
+    """'k=v,k=v' from the environment as a mapping; a pair without '=' (or the prefix) is an error."""
+    pairs = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in pairs if "=" not in p or not p.startswith(prefix)]
+    if bad:
+        raise ValueError(f"{what} separated by commas; got {bad}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 class AgentGroup(BaseModel):
     node: str = Field(
         default_factory=lambda: socket.gethostname().lower(), pattern=NAME_PATTERN, description="Node name (unique)."
@@ -61,24 +70,14 @@ class AgentGroup(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        pairs = [p.strip() for p in value.split(",") if p.strip()]
-        bad = [p for p in pairs if "=" not in p]
-        if bad:
-            raise ValueError(f"labels are 'key=value' pairs separated by commas; got {bad}")
-        return dict(p.split("=", 1) for p in pairs)
+        return _pairs(value, what="labels are 'key=value' pairs") if isinstance(value, str) else value
 
     @field_validator("ollama_environment", mode="before")
     @classmethod
     def _environment(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        pairs = [p.strip() for p in value.split(",") if p.strip()]
-        bad = [p for p in pairs if "=" not in p or not p.startswith("OLLAMA_")]
-        if bad:
-            raise ValueError(f"ollama_environment is 'OLLAMA_NAME=value' pairs separated by commas; got {bad}")
-        return dict(p.split("=", 1) for p in pairs)
+        return _pairs(value, what="ollama_environment is 'OLLAMA_NAME=value' pairs", prefix="OLLAMA_")
 
     @field_validator("ollama_command", mode="before")
     @classmethod

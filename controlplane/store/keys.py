@@ -60,5 +60,12 @@ class KeySpace:
     def status(self, node: str) -> str:
         return f"{self.status_prefix()}{node}"
 
+    def load_prefix(self) -> str:
+        return f"{self.root}load/"
+
+    def load(self, router: str) -> str:
+        """A router's load report, bound to its lease."""
+        return f"{self.load_prefix()}{router}"
+
     def election(self, role: str) -> str:
         return f"{self.root}election/{role}"

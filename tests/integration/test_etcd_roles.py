@@ -1,7 +1,7 @@
 """The etcd role layout the README's security section documents, on a real etcd with TLS, auth
 and client-certificate users (the certificate's CN is the user): an agent reads the configuration
 and writes only its own ``nodes/<node>`` and ``status/<node>`` keys (exact keys, so ``node1``
-never covers ``node10``); the router reads everything and writes nothing."""
+never covers ``node10``); the router reads everything and writes only its load reports."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from controlplane.store.base import Put
 from controlplane.store.errors import StoreError
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
+from router.load import LoadReporter
 from tests.fixtures.services import EtcdServer, free_port
 from tests.helpers import model_doc
 from tests.sim.server import SimServer
@@ -46,6 +47,7 @@ def grant_layout(server: EtcdServer, ns: str, nodes: list[str]) -> None:
     run = server.etcdctl
     run("role", "add", "llmtune-router")
     run("role", "grant-permission", "llmtune-router", "read", "--prefix=true", root)
+    run("role", "grant-permission", "llmtune-router", "readwrite", "--prefix=true", f"{root}load/")  # its load reports
     run("user", "add", "llmtune-router", "--no-password")
     run("user", "grant-role", "llmtune-router", "llmtune-router")
     for node in nodes:
@@ -113,7 +115,7 @@ async def test_an_agent_reads_config_and_writes_only_its_own_keys(secured: EtcdS
         await admin.close()
 
 
-async def test_the_router_reads_everything_and_writes_nothing(secured: EtcdServer) -> None:
+async def test_the_router_reads_everything_and_writes_only_its_load_report(secured: EtcdServer) -> None:
     admin = store_as(secured, None)
     await admin.put(KEYS.status("node7"), b"{}")
     router = store_as(secured, "llmtune-router")
@@ -121,8 +123,14 @@ async def test_the_router_reads_everything_and_writes_nothing(secured: EtcdServe
         assert (await router.get(KEYS.status("node7"))) is not None
         listed = await router.list(KEYS.root)
         assert any(item.key == KEYS.status("node7") for item in listed.items)
-        with pytest.raises(StoreError, match=r"(?i)permission denied"):
-            await router.commit([Put(KEYS.status("node7"), b"{}")])
+        reporter = LoadReporter(router, KEYS, "router-a", in_flight=lambda: {"node7": 1}, draining=lambda: [])
+        assert await reporter.publish_once()  # under its own lease
+        assert (await admin.get(KEYS.load("router-a"))) is not None
+        await reporter.close()
+        assert (await admin.get(KEYS.load("router-a"))) is None  # gone with its lease
+        for key in (KEYS.status("node7"), KEYS.config("models", "evil"), KEYS.node("node7")):
+            with pytest.raises(StoreError, match=r"(?i)permission denied"):
+                await router.commit([Put(key, b"{}")])
     finally:
         await router.close()
         await admin.close()

@@ -3,11 +3,15 @@ failures, cleanup; and start-time settings applied by restarting a supervised Ol
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
+from agents.sidecar.agent import Agent
 from agents.sidecar.desired import Desired, desired_model
 from agents.sidecar.node import OllamaNode
 from agents.sidecar.reconcile import Reconciler
@@ -16,7 +20,7 @@ from schemas.model import Model
 from schemas.status import ConditionType
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer, free_port
-from tests.helpers import model_doc
+from tests.helpers import model_doc, route_doc
 from tests.sim.engine import Fault
 from tests.sim.server import SimServer
 
@@ -179,5 +183,77 @@ async def test_agent_told_what_ollama_runs_with_reports_restart_required_until_i
         fleet.sims["old-pod"] = await _started(int(fleet.sims["old-pod"].url.rsplit(":", 1)[1]))
         await fleet.until(lambda: old.status.ollama_reachable, what=lambda: old.status)
         assert old.status.restart_required == ["OLLAMA_NUM_PARALLEL=2"]
+    finally:
+        await fleet.close()
+
+
+async def test_supervised_restarts_wait_for_requests_in_flight_and_take_turns_in_a_pool(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
+) -> None:
+    """Two supervised nodes of one pool get new start-time settings while a streamed answer is in
+    flight on each: each node restarts only after every router has seen it draining and finished
+    its answer there, and never while the other node of its pool is restarting."""
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane()
+    agents: dict[str, Agent] = {}
+    try:
+        for name in ("gpu-a", "gpu-b"):
+            port = free_port()
+            fleet.sims[name] = SimServer(port)  # its URL only: the agent starts `python -m tests.sim` itself
+            fleet.labels[name] = {"pool": "gpu"}
+            agents[name] = await fleet.start_agent(
+                name, ollama_command=[sys.executable, "-m", "tests.sim", "--port", str(port)], drain_s=20
+            )
+        pool = {"kind": "NodePool", "metadata": {"name": "gpu"}, "spec": {"node_selector": {"pool": "gpu"}}}
+        resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [pool, CHAT, route_doc("default", "chat")]})
+        assert resp.status_code == 200, resp.text
+        await fleet.until(lambda: all(a.status.applied_revision >= resp.json()["revision"] for a in agents.values()),
+                          timeout_s=20, what=lambda: [a.status for a in agents.values()])  # fmt: skip
+        url = await fleet.start_router()
+        for name in agents:  # every answer on either node stalls for 2 s after its second token
+            async with httpx.AsyncClient(base_url=fleet.sims[name].url) as sim:
+                fault = {"path": "/api/chat", "pause_after": 2, "pause_s": 2.0, "times": -1}
+                assert (await sim.post("/sim/faults", json=fault)).status_code == 204
+
+        both_held: list[float] = []
+        restarted: dict[str, float] = {}
+
+        async def watch() -> None:  # the turns, and when each node's Ollama came back with the new settings
+            while True:
+                if all(a.restarts and a.restarts.holding for a in agents.values()):
+                    both_held.append(time.monotonic())
+                for name, a in agents.items():
+                    if a.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"} and name not in restarted:
+                        restarted[name] = time.monotonic()
+                await asyncio.sleep(0.005)
+
+        async def ask(client: httpx.AsyncClient) -> tuple[float, list[dict[str, object]]]:
+            body = {"model": "chat", "messages": [{"role": "user", "content": "tell me"}], "stream": True}
+            async with client.stream("POST", "/api/chat", json=body) as answer:
+                assert answer.status_code == 200
+                lines = [json.loads(line) async for line in answer.aiter_lines() if line]
+            return time.monotonic(), lines
+
+        watcher = asyncio.create_task(watch())
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            asks = [asyncio.create_task(ask(client)) for _ in range(4)]
+            await fleet.until(lambda: sum(fleet.router.core.live.in_flight_by_node().values()) == 4, timeout_s=5,
+                              what=fleet.router.core.live.in_flight_by_node)  # fmt: skip
+            busy = set(fleet.router.core.live.in_flight_by_node())
+            pool["spec"]["server"] = {"num_parallel": 2}  # type: ignore[index]
+            resp = await fleet.api.post("/api/v1/config:apply", json={"objects": [pool]})
+            assert resp.status_code == 200, resp.text
+            answers = await asyncio.gather(*asks)
+            await fleet.until(lambda: len(restarted) == 2, timeout_s=30, what=lambda: [a.status for a in agents.values()])
+        watcher.cancel()
+        for _, lines in answers:  # every answer finished whole: no restart cut one short
+            assert lines[-1]["done"] is True and "error" not in lines[-1], lines[-1]
+        last_answer = max(at for at, _ in answers)
+        for name in busy:  # the drain of a node with answers in flight waited for them
+            assert restarted[name] > last_answer - 0.2, (name, restarted, last_answer)
+        assert both_held == [], "two nodes of one pool restarted at once"
+        assert max(restarted.values()) - last_answer < 10, "a drain waited out its bound (20 s) with nothing in flight"
+        first, second = sorted(restarted.values())
+        assert second - first > 0.05
     finally:
         await fleet.close()

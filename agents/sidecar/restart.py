@@ -1,0 +1,89 @@
+"""Restarting a supervised Ollama without failing requests or emptying a pool: one node of a pool
+at a time (a lease-bound turn per pool, taken in name order so that nodes in several pools never
+wait on each other), and a drain that ends when every live router has seen the node draining
+and has nothing in flight on it, or after ``drain_s`` at most."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from controlplane.store.base import ConfigStore
+from controlplane.store.errors import StoreError
+from controlplane.store.informer import Informer, Snapshot
+from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
+from controlplane.store.view import decode_keyed
+from schemas.status import RouterLoad
+
+log = logging.getLogger(__name__)
+
+
+class Restarts:
+    def __init__(
+        self, store: ConfigStore, keys: KeySpace, node: str, *, drain_s: float, ttl_s: int, idle_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._store, self._keys, self._node = store, keys, node
+        self._drain_s, self._ttl_s, self._clock = drain_s, ttl_s, clock
+        self.loads = Informer(store, keys.load_prefix(), idle_timeout_s=idle_timeout_s)
+        self.loads.add_handler(self._on_loads)
+        self.reports: dict[str, RouterLoad] = {}
+        self.holding: list[str] = []  # the pools whose turn this node holds
+
+    def _on_loads(self, snapshot: Snapshot) -> None:
+        self.reports, _ = decode_keyed(snapshot, RouterLoad, self.reports)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, pools: tuple[str, ...]) -> AsyncIterator[None]:
+        """Hold the restart turn of each of ``pools`` (waiting for the node that has it)."""
+        elections = [Election(self._store, self._keys.election(f"restart-{pool}"), self._node, ttl_s=self._ttl_s)
+                     for pool in sorted(set(pools))]  # fmt: skip
+        keepers: list[asyncio.Task[None]] = []
+        try:
+            for pool, election in zip(sorted(set(pools)), elections, strict=True):
+                if not await election.campaign_once():
+                    log.warning("node %s waits for its turn to restart in pool %s (held by %s)", self._node, pool,
+                                await election.leader())  # fmt: skip
+                    await election.campaign()
+                keepers.append(asyncio.create_task(election.keeper.run()))
+                self.holding.append(pool)
+            yield
+        finally:
+            self.holding = []  # done with the restart: the next node may start as soon as a turn is released
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+            for election in elections:
+                with contextlib.suppress(StoreError):  # an unreachable store: the turn expires with its lease
+                    await election.resign()
+
+    def waiting_for(self) -> dict[str, int]:
+        """Routers that have not seen the node draining, or still have requests on it: router
+        name → requests in flight on this node (-1: the drain not seen yet)."""
+        out = {}
+        for report in self.reports.values():
+            if self._node not in report.draining:
+                out[report.router] = -1
+            elif report.in_flight.get(self._node, 0) > 0:
+                out[report.router] = report.in_flight[self._node]
+        return out
+
+    async def drain(self, *, poll_s: float = 0.1) -> dict[str, int]:
+        """Wait until no live router can send to or still serves the node (whose draining status
+        is written), or ``drain_s`` passes; what was left waiting."""
+        deadline = self._clock() + self._drain_s
+        with contextlib.suppress(TimeoutError):  # no reports to read: the drain lasts its bound
+            await self.loads.wait_synced(timeout_s=self._drain_s)
+        while True:
+            waiting = self.waiting_for()
+            if not waiting:
+                return {}
+            if self._clock() >= deadline:
+                log.warning("node %s: drained for %.0f s, restarting with routers still waiting: %s", self._node,
+                            self._drain_s, waiting)  # fmt: skip
+                return waiting
+            await asyncio.sleep(poll_s)

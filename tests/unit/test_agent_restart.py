@@ -1,0 +1,78 @@
+"""Restart coordination of supervised agents on the in-memory store: the drain's end (every
+router has seen it and has nothing in flight on the node, or the bound), and turns per pool."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from agents.sidecar.restart import Restarts
+from controlplane.store.keys import KeySpace
+from controlplane.store.memory import MemoryStore
+from schemas.status import RouterLoad
+
+
+async def report(store: MemoryStore, keys: KeySpace, router: str, draining: bool, **in_flight: int) -> None:
+    load = RouterLoad(router=router, in_flight=in_flight, draining=["n1"] if draining else [])
+    await store.put(keys.load(router), orjson.dumps(load.model_dump(mode="json")))
+
+
+async def test_drain_ends_when_every_router_saw_it_and_finished() -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    restarts = Restarts(store, keys, "n1", drain_s=10, ttl_s=5)
+    task = asyncio.create_task(restarts.loads.run())
+    try:
+        await report(store, keys, "r1", True, n1=2)
+        await report(store, keys, "r2", False)  # has not seen the drain yet
+        await restarts.loads.wait_synced()
+        await asyncio.sleep(0.05)
+        assert restarts.waiting_for() == {"r1": 2, "r2": -1}
+        drained = asyncio.create_task(restarts.drain(poll_s=0.01))
+        await asyncio.sleep(0.05)
+        assert not drained.done()
+        await report(store, keys, "r2", True, n2=7)  # busy elsewhere only
+        await report(store, keys, "r1", True)
+        assert await asyncio.wait_for(drained, 2) == {}
+    finally:
+        task.cancel()
+
+
+async def test_drain_is_bounded() -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    now = [0.0]
+    restarts = Restarts(store, keys, "n1", drain_s=30, ttl_s=5, clock=lambda: now[0])
+    task = asyncio.create_task(restarts.loads.run())
+    try:
+        await report(store, keys, "r1", True, n1=1)  # an answer that never ends
+        drained = asyncio.create_task(restarts.drain(poll_s=0.01))
+        await asyncio.sleep(0.05)
+        assert not drained.done()
+        now[0] = 31.0
+        assert await asyncio.wait_for(drained, 2) == {"r1": 1}
+    finally:
+        task.cancel()
+
+
+async def test_one_node_of_a_pool_at_a_time_and_pools_taken_in_order() -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    a, b = Restarts(store, keys, "a", drain_s=1, ttl_s=5), Restarts(store, keys, "b", drain_s=1, ttl_s=5)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def restart(r: Restarts, name: str, pools: tuple[str, ...]) -> None:
+        async with r.turn(pools):
+            order.append(f"{name} in")
+            if name == "a":
+                await release.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(restart(a, "a", ("gpu", "eu")))
+    await asyncio.sleep(0.05)
+    assert a.holding == ["eu", "gpu"]
+    second = asyncio.create_task(restart(b, "b", ("gpu",)))
+    await asyncio.sleep(0.1)
+    assert order == ["a in"] and b.holding == []  # b waits for a's turn in pool gpu
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert order == ["a in", "a out", "b in", "b out"] and a.holding == [] == b.holding
