@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 STACK   := $(BIN)/python deploy/local/stack.py
 
-.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas clean
+.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas image-size clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: install
 	$(BIN)/python bench/metrics_stream.py
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/finetune.py
+
+# The container image's expected size, from the Dockerfile's own install into a fresh venv (no Docker needed).
+image-size:
+	$(PY) deploy/docker/image_size.py
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json

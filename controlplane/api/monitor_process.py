@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from controlplane.api.metrics import install_informer_metrics
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
@@ -73,6 +74,7 @@ async def serve(settings: Settings) -> None:
     )  # fmt: skip
     control = ExperimentControl(config, ExperimentResults(engine, view))
     registry = CollectorRegistry()
+    install_informer_metrics(registry, {"config": informer})
     server = _Server(uvicorn.Config(create_app(informer, registry), host=settings.monitor.host, port=settings.monitor.port,
                                     log_level="warning", access_log=False, timeout_graceful_shutdown=2))  # fmt: skip
     stop = asyncio.Event()

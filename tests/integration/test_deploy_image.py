@@ -90,3 +90,15 @@ def test_healthcheck_asks_the_recorded_process(tmp_path: Path) -> None:
     router = PROCESSES["router"]
     assert health_url(router, {"LLMTUNE_ROUTER__HOST": "0.0.0.0", "LLMTUNE_ROUTER__PORT": "9000"}) == "http://127.0.0.1:9000/readyz"
     assert health_url(PROCESSES["agent"], {}) == "http://127.0.0.1:8710/healthz"
+
+
+def test_image_size_runs_the_dockerfiles_own_install() -> None:
+    """`make image-size` measures the Dockerfile's own pip command, read from it (so they cannot drift)."""
+    sys.path.insert(0, str(ROOT / "deploy" / "docker"))
+    try:
+        import image_size
+    finally:
+        sys.path.pop(0)
+    args, extras, index = image_size.install_command(ROOT / "deploy/docker/Dockerfile")
+    assert args[:2] == ["install", "--only-binary=:all:"] and args[2:4] == ["-c", "constraints.txt"]
+    assert args[-1] == ".[${EXTRAS}]" and extras == "postgres" and index.startswith("https://")
