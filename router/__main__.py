@@ -4,6 +4,8 @@ on uvloop until SIGTERM or SIGINT, then finish the requests in flight and stop."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -41,8 +43,18 @@ async def serve(settings: RouterSettings) -> None:
             log.warning("stopping took over %.0f s: exiting anyway", group.shutdown_grace_s + 5)
 
 
+def _return_large_buffers_to_the_system() -> None:
+    """Request bodies come in pieces of tens of KB that live for milliseconds. glibc raises its mmap
+    threshold after the first large free, and from then on such pieces come from the heap, which
+    keeps what they leave behind: 500 clients each 200 KB into a body moved RSS by the budget plus
+    ~8 MB. A fixed 64 KiB threshold gives them back as soon as they are freed (+0.3 MB)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL(None).mallopt(-3, 64 << 10)  # M_MMAP_THRESHOLD
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _return_large_buffers_to_the_system()
     uvloop.run(serve(RouterSettings()))
 
 

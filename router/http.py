@@ -97,12 +97,15 @@ def _head(status: int, reply: Reply, *, length: int | None, keep_alive: bool) ->
 
 @dataclass
 class Limits:
-    max_body: int = 32 << 20  # bytes of request body
+    max_body: int = 8 << 20  # bytes of request body
     max_head: int = 64 << 10  # bytes of request line and headers
     max_url: int = 8 << 10  # bytes of the request target (414 past it)
     max_headers: int = 100  # header fields of one request (431 past it)
     max_chunks: int = 4096  # chunks of one chunked body (413 past it): each costs parser callbacks, tiny ones most
-    max_buffered_bytes: int = 64 << 20  # request bodies held at once by the whole server (503 past it)
+    # Request bodies on their way in (partly received, or read ahead of a pipeline) at once, the whole server
+    # together (503 past it): many slow clients move RSS by about this much (500 connections each 200 KB into a
+    # body took +65 MB with 64 MiB here). Bodies of requests being answered no longer count.
+    max_buffered_bytes: int = 12 << 20
     keepalive_s: float = 75.0  # an idle connection is closed after this (longer than clients keep theirs)
     read_timeout_s: float = 30.0  # a request must arrive whole within this once it starts (else 408)
     max_pipelined: int = 16  # requests read ahead of the one being answered before reading pauses
@@ -134,7 +137,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._fields = 0  # header fields of the request being read
         self._chunks = 0  # chunks of the body being read
-        self._held = 0  # this connection's share of server.buffered: bodies read and not yet answered
+        self._held = 0  # this connection's share of server.buffered: bodies read and not yet being answered
         # Written only once the answers before them are out (pipelining): an interim 100 Continue,
         # and a refusal that ends the connection.
         self._continue_pending = False
@@ -264,8 +267,11 @@ class _Connection(asyncio.Protocol):
                 if self._read_paused and room and self.transport is not None:
                     self._read_paused = False
                     self.transport.resume_reading()
-                kept = await self._one(request)
+                # Received: the budget is for bodies on their way in. Requests being answered are bounded by
+                # admission and the nodes' slots, and a budget shared with minutes-long answers would refuse
+                # new requests whenever many long conversations stream at once.
                 self._release(len(request.body))
+                kept = await self._one(request)
                 if not kept or not request.keep_alive:
                     self._close()
                     return

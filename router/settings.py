@@ -30,10 +30,11 @@ class RouterGroup(BaseModel):
         default=256 << 20, ge=1 << 20, le=4 << 30,
         description="Bytes of one non-streamed upstream answer at most (past it: 502); streams are relayed as read.",
     )  # fmt: skip
-    max_body_bytes: int = Field(default=32 << 20, ge=1 << 10, le=1 << 30, description="Largest request body (413 past it).")
+    max_body_bytes: int = Field(default=8 << 20, ge=1 << 10, le=1 << 30, description="Largest request body (413 past it).")
     max_buffered_bytes: int = Field(
-        default=64 << 20, ge=1 << 20, le=16 << 30,
-        description="Request bodies the router holds at once, all clients together (503 past it); at least max_body_bytes.",
+        default=12 << 20, ge=1 << 20, le=16 << 30,
+        description="Request bodies on their way in (partly received or pipelined), all clients together (503 past it); "
+        "at least max_body_bytes. Bodies of requests being answered do not count.",
     )  # fmt: skip
     max_connections: int = Field(default=4096, ge=1, le=1_000_000, description="Open client connections (503 past it).")
     shutdown_grace_s: float = Field(

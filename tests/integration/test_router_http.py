@@ -453,3 +453,30 @@ async def test_request_bodies_held_by_the_whole_server_are_bounded() -> None:
         assert served.server.buffered == 0
     finally:
         await served.server.close()
+
+
+async def test_bodies_of_requests_being_answered_do_not_hold_the_budget() -> None:
+    """The budget bounds bodies on their way in. A long answer (a streamed generation may take
+    minutes) must not keep its request's body counted, or many long conversations streaming at
+    once would make the router refuse every new request."""
+    release = asyncio.Event()
+
+    async def slow(request: Incoming) -> Reply:
+        await release.wait()
+        return json_reply({"n": len(request.body)})
+
+    served = await serve({"/slow": {"POST": slow}, "/echo": {"POST": echo}},
+                         Limits(max_body=4000, max_buffered_bytes=1000, read_timeout_s=5))  # fmt: skip
+    try:
+        head = b"POST %s HTTP/1.0\r\nHost: x\r\nContent-Length: 700\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(head % b"/slow" + b"a" * 700)  # whole: now being answered, for as long as it takes
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        assert served.server.buffered == 0
+        assert (await served.raw(head % b"/echo" + b"b" * 700)).startswith(b"HTTP/1.1 200")
+        release.set()
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        await served.server.close()
