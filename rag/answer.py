@@ -12,6 +12,7 @@ import httpx
 import orjson
 
 from rag.errors import GenerationFailed
+from schemas import ollama
 from schemas.rag import RagCollection, RagSource
 
 
@@ -48,8 +49,7 @@ class Generator:
         if resp.status_code != 200:
             raise GenerationFailed(_why(collection, resp.status_code, resp.content))
         answer = resp.json().get("answer") or {}
-        text = (answer.get("message") or {}).get("content", "")
-        return Generated(str(text), resp.headers.get("x-route-model"), resp.headers.get("x-route-node"))
+        return Generated(ollama.text(answer), resp.headers.get("x-route-model"), resp.headers.get("x-route-node"))
 
     async def stream(self, collection: RagCollection, prompt: str) -> tuple[Generated, AsyncIterator[str]]:
         """The decision (model, node) once the router answered, and the answer's text pieces."""
@@ -66,22 +66,30 @@ class Generator:
             raise GenerationFailed(_why(collection, resp.status_code, content))
 
         async def pieces() -> AsyncIterator[str]:
+            lines = ollama.Lines()
             try:
-                async for line in resp.aiter_lines():
-                    if not line.strip():
-                        continue
-                    item = orjson.loads(line)
-                    if item.get("error"):
-                        raise GenerationFailed(f"the answer broke off: {item['error']}")
-                    text = (item.get("message") or {}).get("content", "")
-                    if text:
+                async for chunk in resp.aiter_bytes():
+                    for text in _texts(lines.feed(chunk)):
                         yield text
+                for text in _texts(lines.end()):
+                    yield text
             except httpx.HTTPError as exc:
                 raise GenerationFailed(f"the answer broke off: {exc}") from exc
             finally:
                 await resp.aclose()
 
         return Generated("", resp.headers.get("x-route-model"), resp.headers.get("x-route-node")), pieces()
+
+
+def _texts(items: list[dict[str, Any]]) -> list[str]:
+    """The text pieces of streamed answer lines; a line with an error ends the answer."""
+    out = []
+    for item in items:
+        if item.get("error"):
+            raise GenerationFailed(f"the answer broke off: {item['error']}")
+        if text := ollama.text(item):
+            out.append(text)
+    return out
 
 
 def _why(collection: RagCollection, status: int, content: bytes) -> str:

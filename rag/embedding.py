@@ -23,6 +23,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from rag.errors import EmbeddingFailed
+from schemas import ollama
 from schemas.model import LOCAL_EMBEDDERS, Model, Provider
 
 if TYPE_CHECKING:
@@ -74,8 +75,8 @@ class FleetEmbedder:
             raise EmbeddingFailed(
                 f"embedding with '{self.model.name}' failed: router answered {resp.status_code}: {_reason(resp)}"
             )
-        vectors = resp.json().get("embeddings")
-        if not isinstance(vectors, list) or len(vectors) != len(texts):
+        vectors = ollama.embeddings(resp.json())
+        if vectors is None or len(vectors) != len(texts):
             raise EmbeddingFailed(f"embedding with '{self.model.name}': the answer holds no vector per input")
         return [[float(x) for x in v] for v in vectors]
 

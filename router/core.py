@@ -26,9 +26,10 @@ from router.metrics import RouterMetrics
 from router.overrides import HEADER as OVERRIDDEN
 from router.overrides import ClientView
 from router.policy import Candidate, Decision, NoRoute, Request, decide
-from router.quality import answer_text, final_object, signals
+from router.quality import signals
 from router.table import ModelEntry, RouteTable
 from router.upstream import MAX_WHOLE_BYTES, Response, UpstreamError
+from schemas import ollama
 from schemas.model import Capability, OllamaOptions
 from schemas.route import CircuitBreaker, Retries, Task, Timeouts
 
@@ -149,10 +150,6 @@ def merged_options(table: RouteTable, decision: Decision, model: ModelEntry) -> 
     return out
 
 
-def ndjson_error(message: str) -> bytes:
-    return orjson.dumps({"error": message}) + b"\n"
-
-
 def sse_error(message: str) -> bytes:
     return b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error"}}) + b"\n\n"
 
@@ -240,7 +237,7 @@ class RouterCore:
         return f"{self._id_prefix}-{next(self._ids):x}"
 
     async def stream(
-        self, decision: Decision, opened: Opened, decision_us: float, *, broken: Callable[[str], bytes] = ndjson_error
+        self, decision: Decision, opened: Opened, decision_us: float, *, broken: Callable[[str], bytes] = ollama.error_line
     ) -> AsyncIterator[bytes]:
         """The upstream's body, first bytes included; accounting when it ends or breaks. A client
         that goes away mid-answer says nothing about the node: it releases the slot, no more. An
@@ -303,8 +300,8 @@ class RouterCore:
             before, after = opened.first_sent - incoming.received, incoming.answered - opened.response.completed
             self.metrics.overhead.observe(before + after)
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
-        final = final_object(tail) if ok and opened.candidate.node is not None else None  # Ollama's, parsed once
-        tokens, rate = _speed(final)
+        final = ollama.final_object(tail) if ok and opened.candidate.node is not None else None  # parsed once
+        tokens, rate = ollama.speed(final)
         if ok and opened.candidate.node is None and decision.request.task is not Task.EMBEDDING:  # embeddings generate none
             tokens, rate = _endpoint_speed(decision, opened, tail, whole=whole, events=events, total_ms=total_ms)
         found = signals(final, whole=whole, wants_json=opened.wants_json)
@@ -313,7 +310,7 @@ class RouterCore:
             self.metrics.tokens_per_s.labels(decision.route or "-", cand.model.name, cand.node_name).observe(rate)
         texts = None
         if whole and final is not None and self.judge_sample and random.random() < self.judge_sample:
-            texts = (decision.request.text[-4000:], answer_text(final)[:4000])
+            texts = (decision.request.text[-4000:], ollama.text(final)[:4000])
         self._record(decision, opened, decision_us, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found,
                      texts=texts)  # fmt: skip
 
@@ -349,14 +346,6 @@ class RouterCore:
                 *(texts or (None, None)),
             )
         )
-
-
-def _speed(final: dict[str, Any] | None) -> tuple[int | None, float | None]:
-    """Generated tokens and tokens per second from Ollama's final object (``eval_count`` /
-    ``eval_duration``)."""
-    if final is not None and final.get("eval_count") and final.get("eval_duration"):
-        return int(final["eval_count"]), final["eval_count"] / (final["eval_duration"] / 1e9)
-    return None, None
 
 
 def _endpoint_speed(

@@ -21,6 +21,7 @@ from router.http import Incoming, Reply, json_reply
 from router.ollama_api import embed_text, read_json
 from router.overrides import governed_fields, without
 from router.policy import Candidate, Decision, NoRoute
+from schemas import ollama
 from schemas.model import Capability
 from schemas.route import Task
 
@@ -144,52 +145,44 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
     return json_reply(_completion(answer, kind=kind, model=model), headers=headers)
 
 
-def _finish(line: dict[str, Any]) -> str:
-    return (
-        "length" if line.get("done_reason") == "length" else "tool_calls" if line.get("message", {}).get("tool_calls") else "stop"
-    )
-
-
 def _usage(line: dict[str, Any]) -> dict[str, int]:
-    prompt, completion = int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0)
+    prompt, completion = ollama.usage(line)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _completion(answer: dict[str, Any], *, kind: str, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
+    finish = ollama.finish_reason(answer)
     if kind == "chat.completion":
-        message = {"role": "assistant", "content": answer.get("message", {}).get("content", "")}
-        if answer.get("message", {}).get("tool_calls"):
-            message["tool_calls"] = answer["message"]["tool_calls"]
-        out["choices"] = [{"index": 0, "message": message, "finish_reason": _finish(answer)}]
+        message: dict[str, Any] = {"role": "assistant", "content": ollama.text(answer)}
+        if calls := ollama.tool_calls(answer):
+            message["tool_calls"] = calls
+        out["choices"] = [{"index": 0, "message": message, "finish_reason": finish}]
     else:
-        out["choices"] = [{"index": 0, "text": answer.get("response", ""), "finish_reason": _finish(answer), "logprobs": None}]
+        out["choices"] = [{"index": 0, "text": ollama.text(answer), "finish_reason": finish, "logprobs": None}]
     out["usage"] = _usage(answer)
     return out
 
 
 def _embeddings(answer: dict[str, Any], model: str, encoding: str | None) -> dict[str, Any]:
     data = []
-    for i, vector in enumerate(answer.get("embeddings", [])):
+    for i, vector in enumerate(ollama.embeddings(answer) or []):
         value: Any = vector
         if encoding == "base64":  # what the official client asks for by default: little-endian float32
             value = base64.b64encode(array.array("f", vector).tobytes()).decode()
         data.append({"object": "embedding", "index": i, "embedding": value})
-    tokens = int(answer.get("prompt_eval_count") or 0)
+    tokens = ollama.usage(answer)[0]
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    """NDJSON objects from a byte stream whose chunks may split lines anywhere."""
-    buffer = b""
+    """Ollama's stream lines from chunks that may split them anywhere."""
+    lines = ollama.Lines()
     async for chunk in chunks:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield orjson.loads(line)
-    if buffer.strip():
-        yield orjson.loads(buffer)
+        for line in lines.feed(chunk):
+            yield line
+    for line in lines.end():
+        yield line
 
 
 async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_usage: bool) -> AsyncIterator[bytes]:
@@ -202,12 +195,12 @@ async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_u
             break
         done = bool(line.get("done"))
         if kind == "chat.completion":
-            delta: dict[str, Any] = {"content": line.get("message", {}).get("content", "")}
+            delta: dict[str, Any] = {"content": ollama.text(line)}
             if first:
                 delta["role"] = "assistant"
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": _finish(line) if done else None}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": ollama.finish_reason(line) if done else None}
         else:
-            choice = {"index": 0, "text": line.get("response", ""), "finish_reason": _finish(line) if done else None}
+            choice = {"index": 0, "text": ollama.text(line), "finish_reason": ollama.finish_reason(line) if done else None}
         first = False
         event: dict[str, Any] = {"id": ident, "object": chunk_kind, "created": created, "model": model, "choices": [choice]}
         yield b"data: " + orjson.dumps(event) + b"\n\n"

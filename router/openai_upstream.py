@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from router.classify import estimate_tokens
+from schemas import ollama
 
 _FIELDS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop", "num_predict": "max_tokens",
            "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}  # fmt: skip
@@ -52,9 +53,8 @@ def _now() -> str:
 
 
 def _done(model: str, finish: str | None, counts: tuple[int, int], started: float) -> dict[str, Any]:
-    return {"model": model, "created_at": _now(), "done": True, "done_reason": "length" if finish == "length" else "stop",
-            "total_duration": int((time.perf_counter() - started) * 1e9), "prompt_eval_count": counts[0],
-            "eval_count": counts[1]}  # fmt: skip
+    return ollama.final(model, length=finish == "length", prompt_tokens=counts[0], completion_tokens=counts[1],
+                        total_ns=int((time.perf_counter() - started) * 1e9), created_at=_now())  # fmt: skip
 
 
 def _counts(usage: Any, *, prompt_tokens: int, generated: int) -> tuple[int, int]:
@@ -159,7 +159,7 @@ async def stream(
             event = orjson.loads(line[5:])
             if "error" in event:  # the upstream's (or the router's, when the upstream broke off) error event
                 err = event["error"]
-                yield orjson.dumps({"error": err.get("message", str(err)) if isinstance(err, dict) else str(err)}) + b"\n"
+                yield ollama.error_line(err.get("message", str(err)) if isinstance(err, dict) else str(err))
                 return
             usage = event.get("usage") or usage
             for choice in event.get("choices") or []:

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from schemas import ollama
+
 REFUSALS = re.compile(
     r"^\s*(i'?m sorry,? but|i am sorry,? but|i can(?:'|no)t (?:help|assist|comply|provide)"
     r"|i cannot (?:help|assist|comply|provide)|i'?m (?:not able|unable) to (?:help|assist|comply|provide)"
@@ -19,31 +21,15 @@ REFUSALS = re.compile(
 )
 
 
-def final_object(data: bytes) -> dict[str, Any] | None:
-    """Ollama's last answer object: the whole answer (non-streamed) or the last line of a stream."""
-    try:
-        final = orjson.loads(data.rstrip().rsplit(b"\n", 1)[-1])
-    except orjson.JSONDecodeError:
-        return None
-    return final if isinstance(final, dict) else None
-
-
-def answer_text(final: dict[str, Any]) -> str:
-    """The text of Ollama's answer object (``message.content`` for chat, ``response`` for generate)."""
-    message = final.get("message")
-    text = message.get("content", "") if isinstance(message, dict) else final.get("response", "")
-    return text if isinstance(text, str) else ""
-
-
 def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
-    """``final``: ``final_object`` of the whole answer (``whole``) or of a stream's tail."""
+    """``final``: ``ollama.final_object`` of the whole answer (``whole``) or of a stream's tail."""
     if final is None:
         return ()
     out = []
     if final.get("done_reason") == "length":
         out.append("truncated")
     if whole:
-        text = answer_text(final)
+        text = ollama.text(final)
         if not text.strip():
             out.append("empty")
         elif REFUSALS.match(text):

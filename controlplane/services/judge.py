@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback
+from schemas import ollama
 from schemas.monitor import OutcomeRecord
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Judge:
         }
         resp = await self._client.post(f"{self._url}/api/chat", json=body, headers={"x-route-name": self.route})
         resp.raise_for_status()
-        verdict = parse_score(str((resp.json().get("message") or {}).get("content", "")))
+        verdict = parse_score(ollama.text(resp.json()))
         if verdict is None:
             self.failed += 1
             log.warning("the judge's answer for %s holds no score", record.id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from router.quality import final_object
 from router.quality import signals as parsed_signals
+from schemas.ollama import final_object
 
 
 def signals(data: bytes, *, whole: bool, wants_json: bool = False) -> tuple[str, ...]:
