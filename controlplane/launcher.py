@@ -2,7 +2,8 @@
 image's ENTRYPOINT), and ``llmtune healthcheck`` (the image's HEALTHCHECK).
 
 Each process is named, not imported, here: the router, the agents and the control plane stay
-independent packages, and a container imports only the one it runs. Every process reads its
+independent packages, and a container imports only the one it runs (and, for the health check,
+the settings model that holds its port's default). Every process reads its
 settings from ``LLMTUNE_*`` variables (pydantic-settings), never from its command line, where
 ``ps`` would show secrets.
 """
@@ -24,18 +25,23 @@ from pathlib import Path
 class Process:
     module: str  # has a main() that runs the process until SIGTERM
     summary: str
-    health: str | None  # the settings group whose host/port serve /healthz (None: no HTTP endpoint)
+    # where its /healthz is configured: the settings group (LLMTUNE_<GROUP>__HOST/__PORT) and the model that
+    # holds its defaults, "module:Class" (None: no HTTP endpoint)
+    health: tuple[str, str] | None
     health_path: str = "/healthz"
 
 
 PROCESSES: dict[str, Process] = {
-    "controlplane": Process("controlplane.api.__main__", "the control plane: REST API, write path, loops", "api", "/readyz"),
-    "router": Process("router.__main__", "the data-plane router (Ollama, OpenAI and native APIs)", "router", "/readyz"),
-    "agent": Process("agents.sidecar.__main__", "the sidecar agent of one Ollama node", "agent"),
+    "controlplane": Process("controlplane.api.__main__", "the control plane: REST API, write path, loops",
+                            ("api", "controlplane.settings:ApiSettings"), "/readyz"),
+    "router": Process("router.__main__", "the data-plane router (Ollama, OpenAI and native APIs)",
+                      ("router", "router.settings:RouterGroup"), "/readyz"),
+    "agent": Process("agents.sidecar.__main__", "the sidecar agent of one Ollama node",
+                     ("agent", "agents.sidecar.settings:AgentGroup")),
     "finetune-worker": Process("agents.finetune.__main__", "a fine-tuning worker (jobs from the Redis queue)", None),
-    "monitor": Process("controlplane.api.monitor_process", "the performance monitor alone (elected)", "monitor"),
-}
-DEFAULT_PORTS = {"api": 8700, "router": 8701, "monitor": 8702, "agent": 8710}
+    "monitor": Process("controlplane.api.monitor_process", "the performance monitor alone (elected)",
+                       ("monitor", "controlplane.settings:MonitorSettings")),
+}  # fmt: skip
 #: Where a process started by this script says which it is, for ``llmtune healthcheck``.
 STATE_FILE = Path(os.environ.get("LLMTUNE_STATE_FILE", "/tmp/llmtune-process.json"))
 
@@ -44,9 +50,11 @@ def health_url(process: Process, environ: dict[str, str]) -> str | None:
     """The URL that tells whether ``process`` is healthy, from the same variables it reads."""
     if process.health is None:
         return None
-    group = process.health.upper()
-    port = environ.get(f"LLMTUNE_{group}__PORT") or str(DEFAULT_PORTS[process.health])
-    host = environ.get(f"LLMTUNE_{group}__HOST") or "127.0.0.1"
+    group, where = process.health
+    module, name = where.split(":")
+    defaults = getattr(importlib.import_module(module), name).model_fields  # the process's own defaults
+    port = environ.get(f"LLMTUNE_{group.upper()}__PORT") or str(defaults["port"].default)
+    host = environ.get(f"LLMTUNE_{group.upper()}__HOST") or defaults["host"].default
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard bind answers on loopback
     return f"http://{host}:{port}{process.health_path}"
 

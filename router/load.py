@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import orjson
 
 from controlplane.store.base import ConfigStore
-from controlplane.store.errors import LeaseLost, StoreError
+from controlplane.store.errors import StoreError
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
 from schemas.status import RouterLoad
@@ -42,11 +42,7 @@ class LoadReporter:
         if self.written == report:
             return False
         body = orjson.dumps(report.model_copy(update={"updated_at": datetime.now(UTC)}).model_dump(mode="json"))
-        try:
-            await self.keeper.set_key(self._key, body)
-        except LeaseLost:
-            self.keeper.lease_id = 0
-            await self.keeper.ensure()
+        await self.keeper.set_key(self._key, body)
         self.written = report
         return True
 

@@ -26,7 +26,7 @@ def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = Fal
     if final is None:
         return ()
     out = []
-    if final.get("done_reason") == "length":
+    if ollama.finish_reason(final) == "length":
         out.append("truncated")
     if whole:
         text = ollama.text(final)

@@ -26,7 +26,7 @@ from agents.sidecar.restart import Restarts
 from agents.sidecar.settings import AgentGroup
 from agents.sidecar.supervisor import OllamaProcess
 from controlplane.store.base import ConfigStore
-from controlplane.store.errors import LeaseLost, StoreError
+from controlplane.store.errors import StoreError
 from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
@@ -255,16 +255,9 @@ class Agent:
             return
         data["load"]["probe_ms"] = probe_ms
         data["updated_at"] = datetime.now(UTC).isoformat()
-        await self._set_key(self.keys.status(self.settings.node), orjson.dumps(data))
+        await self.keeper.set_key(self.keys.status(self.settings.node), orjson.dumps(data))
         self._written, self._written_at = body, now
         self.metrics.status_writes.inc()
-
-    async def _set_key(self, key: str, value: bytes) -> None:
-        try:
-            await self.keeper.set_key(key, value)
-        except LeaseLost:
-            self.keeper.lease_id = 0
-            await self.keeper.ensure()
 
     async def register(self) -> None:
         s = self.settings
@@ -280,7 +273,7 @@ class Agent:
             ),
             agent_version=AGENT_VERSION,
         )
-        await self._set_key(self.keys.node(s.node), orjson.dumps(registration.model_dump(mode="json")))
+        await self.keeper.set_key(self.keys.node(s.node), orjson.dumps(registration.model_dump(mode="json")))
 
     # -- loops -------------------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:

@@ -40,11 +40,12 @@ class Restarts:
     @contextlib.asynccontextmanager
     async def turn(self, pools: tuple[str, ...]) -> AsyncIterator[None]:
         """Hold the restart turn of each of ``pools`` (waiting for the node that has it)."""
+        names = sorted(set(pools))
         elections = [Election(self._store, self._keys.election(f"restart-{pool}"), self._node, ttl_s=self._ttl_s)
-                     for pool in sorted(set(pools))]  # fmt: skip
+                     for pool in names]  # fmt: skip
         keepers: list[asyncio.Task[None]] = []
         try:
-            for pool, election in zip(sorted(set(pools)), elections, strict=True):
+            for pool, election in zip(names, elections, strict=True):
                 if not await election.campaign_once():
                     log.warning("node %s waits for its turn to restart in pool %s (held by %s)", self._node, pool,
                                 await election.leader())  # fmt: skip

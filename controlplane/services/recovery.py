@@ -85,9 +85,9 @@ class Recovery:
         why, drift = "", None
         if found is None:
             why = "the store has no epoch: it is new, or it lost its data"
-        elif min(revision, head.mod_revision if head else 0) < audited:
-            why = (f"the store's configuration revision {head.mod_revision if head else 0} is below the audit log's "
-                   f"{audited} for its epoch (restored from an older backup?)")  # fmt: skip
+        elif (configured := head.mod_revision if head else 0) < audited:
+            why = (f"the store's configuration revision {configured} is below the audit log's {audited} for its epoch "
+                   "(restored from an older backup?)")  # fmt: skip
         if why:
             drift = await self._lost()
             audit, lost = drift

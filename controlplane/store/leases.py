@@ -26,12 +26,17 @@ class LeaseKeeper:
         self.lease_id = 0
 
     async def set_key(self, key: str, value: bytes) -> None:
-        """Bind ``key`` to the lease (written now, and again whenever the lease is re-created)."""
+        """Bind ``key`` to the lease (written now, and again whenever the lease is re-created); a
+        lease found lost on the way is re-created with every bound key."""
         self._keys[key] = value
         if self.lease_id:
-            await self._store.put(key, value, lease=self.lease_id)
-        else:
-            await self.ensure()
+            try:
+                await self._store.put(key, value, lease=self.lease_id)
+                return
+            except LeaseLost:
+                log.warning("lease %d lost; re-creating %d key(s)", self.lease_id, len(self._keys))
+                self.lease_id = 0
+        await self.ensure()
 
     async def ensure(self) -> int:
         """Grant a lease if none is held and (re)write every bound key under it."""

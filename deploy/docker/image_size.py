@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,12 @@ def install_command(dockerfile: Path) -> tuple[list[str], str, str]:
     return shlex.split(run)[1:], extras[1] if extras else "", index[1] if index else ""
 
 
+def packages() -> list[str]:
+    """The project's packages, as pyproject.toml lists them for setuptools (what the build context copies)."""
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    return [name.rstrip("*") for name in found]
+
+
 def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
 
@@ -48,7 +55,7 @@ def main() -> None:
         context.mkdir()
         for name in ("pyproject.toml", "constraints.txt", "README.md"):
             shutil.copy(ROOT / name, context / name)
-        for package in ("schemas", "controlplane", "router", "rag", "agents", "cli"):
+        for package in packages():
             shutil.copytree(ROOT / package, context / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         cmd = [str(venv / "bin" / "pip"), *[a.replace("${EXTRAS}", extras) for a in pip_args], "-q"]

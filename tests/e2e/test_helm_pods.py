@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from deploy.local import processes
 from tests.fixtures.chart import RELEASE, Container, containers, find, ours, render, values
+from tests.fixtures.dockerfile import final_stage
 from tests.fixtures.services import EtcdServer, PostgresServer, RedisServer, free_port
 from tests.helpers import model_doc, route_doc
 from tests.sim.server import SimServer
@@ -36,17 +36,16 @@ SERVICE_HOST = re.compile(rf"//{RELEASE}-llmtune-[a-z-]+(?=:)")  # in-cluster Se
 
 def image_environment() -> dict[str, str]:
     """The ENV of the Dockerfile's final stage (what every container starts with), PATH aside."""
-    text = re.sub(r"\\\n\s*", " ", (ROOT / "deploy/docker/Dockerfile").read_text())
-    final = text[text.rindex("\nFROM ") :]
     env: dict[str, str] = {}
-    for line in re.findall(r"^ENV (.*)$", final, re.M):
-        env.update(pair.split("=", 1) for pair in shlex.split(line))
+    for op, arg in final_stage():
+        if op == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(arg))
     env.pop("PATH", None)
     return env
 
 
 def entrypoint() -> list[str]:
-    (line,) = re.findall(r"^ENTRYPOINT (.*)$", (ROOT / "deploy/docker/Dockerfile").read_text(), re.M)
+    (line,) = [arg for op, arg in final_stage() if op == "ENTRYPOINT"]
     return [str(BIN / json.loads(line)[0])]  # the console script, from this environment instead of /opt/llmtune
 
 
@@ -208,4 +207,3 @@ async def test_rendered_pods_run_as_processes_and_route_a_request(
     finally:
         pods.close()
         await sim.stop()
-        shutil.rmtree(tmp_path / "controlplane", ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.launcher import PROCESSES, health_url, parser
+from tests.fixtures.dockerfile import final_stage, instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "deploy").rglob("Dockerfile*"))
@@ -32,19 +33,13 @@ def test_hadolint_finds_nothing_in_any_dockerfile() -> None:
                 assert re.search(r"hadolint ignore=\S+\s+\S", line), f"an ignored rule without its reason: {line}"
 
 
-def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
-    found = re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)
-    return [(m[1].upper(), m[2].strip()) for m in found if not m[0].lstrip().startswith("#")]
-
-
 def test_image_is_multistage_non_root_and_runs_llmtune() -> None:
     dockerfile = ROOT / "deploy/docker/Dockerfile"
-    steps = _instructions(dockerfile)
+    steps = instructions(dockerfile)
     stages = [arg for op, arg in steps if op == "FROM"]
     assert len(stages) >= 2 and all(s.startswith("${PYTHON_IMAGE}") for s in stages)
     assert re.search(r"ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", dockerfile.read_text())
-    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    final = final_stage(dockerfile)
     ops = dict(final)
     assert ops["USER"].split(":")[0] not in ("root", "0")
     assert json.loads(ops["ENTRYPOINT"]) == ["llmtune"]
@@ -61,7 +56,7 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
     """.dockerignore keeps the context to the packages: each COPY source must survive it."""
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    for op, arg in _instructions(ROOT / "deploy/docker/Dockerfile"):
+    for op, arg in instructions():
         if op == "COPY" and not arg.startswith("--from"):
             for source in arg.split()[:-1]:
                 assert source.rstrip("/") in allowed, f"COPY {source}: excluded by .dockerignore"

@@ -100,7 +100,8 @@ def test_operator_objects_carry_our_rules_and_dashboards(tmp_path: Path) -> None
     # files/ holds links to deploy/, never copies
     assert all(p.is_symlink() for p in (CHART / "files").iterdir())
     # auto: no Prometheus Operator API offline, so nothing renders that a cluster without it would refuse
-    assert not find(render(values("defaults")), "ServiceMonitor") and not find(render(values("defaults")), "PrometheusRule")
+    defaults = render(values("defaults"))
+    assert not find(defaults, "ServiceMonitor") and not find(defaults, "PrometheusRule")
 
 
 def test_every_llmtune_variable_is_a_real_setting_with_a_valid_value(rendered: tuple[str, list[dict[str, Any]]]) -> None:

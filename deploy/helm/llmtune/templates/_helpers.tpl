@@ -150,10 +150,10 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* OLLAMA_* start-time settings, "K=V,K=V" for the agent (what Ollama was started with). */}}
-{{- define "llmtune.ollamaServerPairs" -}}
+{{/* A map as the agent reads one from its environment, "k=v,k=v" (node labels, OLLAMA_* settings). */}}
+{{- define "llmtune.pairs" -}}
 {{- $pairs := list -}}
-{{- range $name, $value := .Values.ollama.server }}
+{{- range $name, $value := . }}
 {{- $pairs = append $pairs (printf "%s=%s" $name (include "llmtune.ollamaValue" $value)) }}
 {{- end }}
 {{- join "," $pairs }}
