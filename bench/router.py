@@ -13,7 +13,11 @@
 3. The same stream through LiteLLM's proxy (its own virtualenv, pinned) in the same run: the
    ratio of added latencies, ours / LiteLLM.
 
+4. With ``--baseline REF``: the router of another commit (a git worktree) on the same node, in the
+   same alternation: this tree's added latency against that commit's, per front door.
+
     python bench/router.py [--requests 20000] [--calls 300] [--no-litellm] [--levels 1:1 50:5 50:1] [--latency-only]
+                           [--baseline REF]
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--levels", nargs="+", default=["1:1", "50:5", "50:1"],
                         help="CLIENTS:TOKENS, one measurement each: concurrent clients and answer tokens (20 ms each)")
     parser.add_argument("--latency-only", action="store_true", help="skip the decision-time part")
+    parser.add_argument("--baseline", metavar="REF", help="also run the router of this commit, alternated: before/after figures")
     args = parser.parse_args()
     if not args.latency_only:
         decision(args)
@@ -152,7 +157,7 @@ def latency(args: argparse.Namespace) -> None:
     from bench.router_latency import measure, report
     from bench.router_stack import running
 
-    with running(sim_token_s=0.02, litellm=not args.no_litellm) as stack:
+    with running(sim_token_s=0.02, litellm=not args.no_litellm, baseline_ref=args.baseline) as stack:
         levels = [(int(c), int(t)) for c, t in (level.split(":") if ":" in level else (level, 1) for level in args.levels)]
         results = run_loop(measure(stack, calls=args.calls, levels=levels))
         report(results, stack)

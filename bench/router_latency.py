@@ -69,6 +69,10 @@ def paths(stack: Stack, tokens: int = 1) -> dict[str, tuple[str, dict[str, Any],
         "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
         "router, OpenAI API": (f"{stack.router}/v1/chat/completions", openai, "router"),
     }
+    if stack.baseline:
+        then = f"router @{stack.baseline_ref[:10]}"
+        out[f"{then}, Ollama"] = (f"{stack.baseline}/api/chat", {"model": "bench", **ollama}, "baseline")
+        out[f"{then}, OpenAI"] = (f"{stack.baseline}/v1/chat/completions", openai, "baseline")
     if stack.recording:
         out["router + outcome records"] = (f"{stack.recording}/api/chat", {"model": "bench", **ollama}, "recording")
     if stack.litellm:
@@ -140,7 +144,7 @@ async def measure(stack: Stack, *, calls: int, levels: list[tuple[int, int]]) ->
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
                 for name, (url, body, proc) in table.items():
                     pid = stack.pids.get(proc) if proc else None
-                    scraped = {"router": stack.router, "recording": stack.recording}.get(proc or "")
+                    scraped = {"router": stack.router, "recording": stack.recording, "baseline": stack.baseline}.get(proc or "")
                     before = await _overhead(scraped) if scraped else {}
                     cpu0, t0, machine0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter(), machine_cpu()
                     await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name],
@@ -202,6 +206,11 @@ def report(results: dict[tuple[int, int], dict[str, PathResult]], stack: Stack) 
                     f"; ours/LiteLLM (OpenAI API) added p50 x{ratio:.2f} (goal <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'})"
                 )
             print(line)
+        for door in ("Ollama", "OpenAI") if stack.baseline else ():
+            now, then = added.get(f"router, {door} API"), added.get(f"router @{stack.baseline_ref[:10]}, {door}")
+            if now is not None and then is not None:
+                print(f"  {door} API, this tree against {stack.baseline_ref}: added p50 {now[0]:.2f} vs {then[0]:.2f} ms "
+                      f"({now[0] - then[0]:+.2f}), p99 {now[1]:.2f} vs {then[1]:.2f} ms ({now[1] - then[1]:+.2f})")  # fmt: skip
         for name, r in by_path.items():
             if r.overhead and max(r.overhead.values()) > 0:
                 p50, p99 = histogram_pct(r.overhead, 50) * 1000, histogram_pct(r.overhead, 99) * 1000

@@ -37,6 +37,8 @@ class Stack:
     token_s: float  # the simulator's fixed time per answer token
     pids: dict[str, int] = field(default_factory=dict)
     recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
+    baseline: str | None = None  # the router of another commit (``--baseline REF``), on the same node
+    baseline_ref: str = ""
     api: str = ""  # the control plane
 
 
@@ -64,15 +66,20 @@ def ensure_litellm() -> Path:
 
 
 @contextlib.contextmanager
-def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None = None) -> Iterator[Stack]:
+def running(
+    *, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None = None, baseline_ref: str | None = None
+) -> Iterator[Stack]:
+    """``baseline_ref``: also run the router of that commit (a git worktree), for before/after figures."""
     etcd = EtcdServer(progress_interval="5s")
     etcd.start()
     procs: list[subprocess.Popen[bytes]] = []
     logs = Path(tempfile.mkdtemp(prefix="bench-router-"))
 
-    def spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    worktrees: list[Path] = []
+
+    def spawn(name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("wb")
-        proc = processes.spawn(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = processes.spawn(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         return proc
 
@@ -99,14 +106,26 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
             env["LLMTUNE_ROUTER__OUTCOMES_REDIS_URL"] = outcomes_redis_url
             recording_proc = spawn("router-recording", [sys.executable, "-m", "router"], env)
             recording = f"http://127.0.0.1:{port}"
+        baseline = None
+        if baseline_ref:
+            worktree = logs / "baseline"
+            git = ["git", "-C", str(ROOT)]
+            subprocess.run([*git, "worktree", "add", "--detach", "-q", str(worktree), baseline_ref], check=True)
+            worktrees.append(worktree)
+            port = free_port()
+            env = {**os.environ, **store, "LLMTUNE_ROUTER__PORT": str(port), "PYTHONPATH": str(worktree)}
+            baseline_proc = spawn("router-baseline", [sys.executable, "-m", "router"], env, cwd=worktree)
+            baseline = f"http://127.0.0.1:{port}"
         _wait(f"{api}/readyz", "the control plane", proc=cp)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         httpx.post(f"{api}/api/v1/config:apply", json={"objects": [MODEL]}, headers=headers).raise_for_status()
         _wait(f"{router_url}/readyz", "the router", proc=router)
         if recording:
             _wait(f"{recording}/readyz", "the recording router", proc=recording_proc)
+        if baseline:
+            _wait(f"{baseline}/readyz", "the baseline router", proc=baseline_proc)
         deadline = time.monotonic() + 60
-        for url in filter(None, (router_url, recording)):
+        for url in filter(None, (router_url, recording, baseline)):
             while not httpx.get(f"{url}/api/tags").json()["models"]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the router never saw the node; logs in {logs}")
@@ -120,6 +139,8 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
         stack.api, stack.pids["controlplane"] = api, cp.pid
         if recording:
             stack.pids["recording"] = recording_proc.pid
+        if baseline:
+            stack.baseline, stack.baseline_ref, stack.pids["baseline"] = baseline, baseline_ref or "", baseline_proc.pid
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
             stack.litellm = _start_litellm(spawn, sim_url, logs)
@@ -128,6 +149,8 @@ def running(*, sim_token_s: float, litellm: bool, outcomes_redis_url: str | None
     finally:
         processes.stop(procs)
         etcd.close()
+        for tree in worktrees:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def _start_litellm(spawn, sim_url: str, logs: Path) -> str:  # type: ignore[no-untyped-def]

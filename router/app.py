@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -15,12 +15,16 @@ from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
 from controlplane.store.view_metrics import InvalidObjectsCollector
-from router import native_api, ollama_api, openai_api
+from router import ollama_api, openai_api
+from router.call import Door
 from router.core import RouterCore
 from router.feed import TableFeed
 from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
 from router.load import LoadReporter
 from router.metrics import BreakerStates, RouterMetrics
+from router.native_api import NativeDoor
+from router.ollama_api import OllamaDoor
+from router.openai_api import OpenAIDoor
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
 from router.upstream import MAX_WHOLE_BYTES
@@ -61,11 +65,8 @@ class RouterApp:
     def routes(self) -> dict[str, Mapping[str, Handler]]:
         core = self.core
 
-        def door(path: str) -> Handler:
-            return lambda request: ollama_api.forward(core, request, path)
-
-        def openai_door(front: str) -> Handler:
-            return lambda request: openai_api.forward(core, request, front)
+        def serve(door: Door) -> Mapping[str, Handler]:
+            return {"POST": lambda request: core.serve(door, request)}
 
         def get(reply: Callable[[], Reply]) -> Mapping[str, Handler]:
             async def handler(_request: Incoming) -> Reply:
@@ -73,19 +74,14 @@ class RouterApp:
 
             return {"GET": handler}
 
-        def post(handler: Callable[[Incoming], Awaitable[Reply]]) -> Mapping[str, Handler]:
-            return {"POST": handler}
-
         return {
-            "/api/chat": post(door("/api/chat")),
-            "/api/generate": post(door("/api/generate")),
-            "/api/embed": post(door("/api/embed")),
-            "/api/tags": get(lambda: ollama_api.tags(core)),
-            "/api/ps": get(lambda: ollama_api.ps(core)),
+            **{path: serve(OllamaDoor(path)) for path in ("/api/chat", "/api/generate", "/api/embed")},
+            **{front: serve(OpenAIDoor(front)) for front in openai_api.KINDS},
+            "/api/v1/route": serve(NativeDoor()),
+            "/api/tags": get(lambda: ollama_api.tags(core.table)),
+            "/api/ps": get(lambda: ollama_api.ps(core.table)),
             "/api/version": get(ollama_api.version),
-            "/api/v1/route": post(lambda request: native_api.route(core, request)),
-            **{front: post(openai_door(front)) for front in openai_api.KINDS},
-            "/v1/models": get(lambda: openai_api.models(core)),
+            "/v1/models": get(lambda: openai_api.models(core.table)),
             "/healthz": get(lambda: json_reply({"status": "ok"})),
             "/readyz": get(self._ready),
             "/metrics": get(lambda: Reply(body=generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)),

@@ -7,7 +7,6 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from router.forward import UpstreamFailed
 from router.http import Reply, json_reply
 from router.policy import ContextTooLong, NoRoute
 
@@ -16,6 +15,14 @@ Dialect = Literal["ollama", "openai", "native"]
 
 class BadInput(Exception):
     """The request body is not what the front door accepts."""
+
+
+class UpstreamFailed(Exception):
+    """Every candidate tried failed before answering; ``timeout`` says whether the last one timed out."""
+
+    def __init__(self, message: str, *, timeout: bool) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 def status_of(exc: Exception) -> tuple[int, str, str]:
@@ -36,7 +43,7 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
     raise exc
 
 
-def render(exc: Exception, dialect: Dialect) -> Reply:
+def render_error(exc: Exception, dialect: Dialect) -> Reply:
     status, kind, message = status_of(exc)
     if dialect == "ollama":
         return json_reply({"error": message}, status)

@@ -12,41 +12,30 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
-from router.http import Incoming
+from router.errors import UpstreamFailed
 from router.live import LiveStats
 from router.policy import Candidate, Decision
 from router.upstream import MAX_WHOLE_BYTES, AnswerTooLarge, Origin, Response, UpstreamError, UpstreamPool
 from schemas.route import CircuitBreaker, Retries, Timeouts
 
 
-class UpstreamFailed(Exception):
-    """Every candidate tried failed before answering; ``timeout`` says whether the last one timed out."""
-
-    def __init__(self, message: str, *, timeout: bool) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Opened:
     """An upstream that answered: its first bytes are read, the rest streams from ``rest``."""
 
     candidate: Candidate
     response: Response
     first: bytes
-    started: float
+    started: float  # perf_counter when this candidate was tried
     first_byte_s: float
-    failed: list[str] = field(default_factory=list)  # "node/model: why" of candidates tried before
-    request_id: str = ""
+    failed: tuple[str, ...] = ()  # "node/model: why" of candidates tried before
     first_sent: float = 0.0  # perf_counter when the first candidate was tried
-    incoming: Incoming | None = None  # the client's request (its arrival and answer times)
-    wants_json: bool = False  # the client asked for JSON (Ollama's format, OpenAI's response_format)
     breaker: CircuitBreaker | None = None  # the route's breaker settings
 
     @property
@@ -85,17 +74,16 @@ class Forwarder:
         self,
         decision: Decision,
         *,
-        path: Callable[[Candidate], str],
-        body: Callable[[Candidate], Mapping[str, Any]],
+        upstream: Callable[[Candidate], tuple[str, Mapping[str, Any]]],
         timeouts: Timeouts,
         retries: Retries,
         stream: bool,
-        early: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
+        on_answer: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> Opened:
         """The first candidate that answers; UpstreamFailed when none did within the limits.
-        ``early(candidate, attempt)`` may give a hook called with the whole answer as it arrives
-        (see ``Response.on_complete``)."""
+        ``upstream(candidate)``: the path and body it is sent; ``on_answer(candidate, attempt)``
+        may give a hook called with a whole answer as it arrives (see ``Response.on_complete``)."""
         deadline, first_sent = time.monotonic() + timeouts.total_ms / 1000, time.perf_counter()
         failed: list[str] = []
         last_timeout = False
@@ -110,8 +98,9 @@ class Forwarder:
             node = cand.node_name
             self.live.started(cand.model.name, node)
             try:
-                hook = early(cand, attempt) if early is not None else None
-                opened = await self._try(cand, path(cand), body(cand), timeouts, deadline, stream=stream, on_complete=hook)
+                hook = on_answer(cand, attempt) if on_answer is not None else None
+                path, body = upstream(cand)
+                response, first, started = await self._try(cand, path, body, timeouts, deadline, stream=stream, on_complete=hook)
             except _AttemptFailed as exc:
                 self.live.finished(cand.model.name, node, ok=False, policy=breaker)
                 failed.append(f"{node}/{cand.model.name}: {exc}")
@@ -122,8 +111,7 @@ class Forwarder:
             except BaseException:  # the client left before an answer: its slot is freed, the node not blamed
                 self.live.released(cand.model.name, node)
                 raise
-            opened.failed, opened.first_sent, opened.breaker = failed, first_sent, breaker
-            return opened
+            return Opened(cand, response, first, started, time.perf_counter() - started, tuple(failed), first_sent, breaker)
         raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
 
     async def _try(
@@ -136,7 +124,8 @@ class Forwarder:
         *,
         stream: bool,
         on_complete: Callable[[Response], None] | None,
-    ) -> Opened:
+    ) -> tuple[Response, bytes, float]:
+        """The response and its first bytes, and when it was tried."""
         origin = _origin(cand.node.url if cand.node else cand.model.endpoint or "")
         first_s = (timeouts.first_token_ms if stream else timeouts.total_ms) / 1000
         remaining = max(0.001, min(first_s, deadline - time.monotonic()))
@@ -168,7 +157,7 @@ class Forwarder:
             if isinstance(exc, UpstreamError):
                 raise _AttemptFailed(f"cannot reach it: {exc}", timeout=False) from exc
             raise
-        return Opened(cand, response, first, started, time.perf_counter() - started)
+        return response, first, started
 
     def finish(self, opened: Opened, *, ok: bool, client_gone: bool = False) -> float:
         """Account for an answer that ended; returns its duration in ms (to its last byte, or to

@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from router.core import RouterCore, decision_headers, facts
-from router.errors import BadInput, render
-from router.forward import UpstreamFailed
-from router.http import Incoming, Reply, json_reply
-from router.ollama_api import answer_stream, read_json, upstream_body, upstream_path, whole_answer
-from router.policy import Decision, NoRoute
+from router.call import Answer, Call, facts
+from router.errors import Dialect
+from router.http import Reply, json_reply
+from router.ollama_api import render as ollama_render
+from router.ollama_api import upstream, whole
+from router.policy import Decision
 from schemas.routing import RouteRequest
 
 
@@ -38,46 +37,48 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
     }
 
 
-async def route(core: RouterCore, request: Incoming) -> Reply:
-    try:
-        req = RouteRequest.model_validate(await read_json(request))
-        headers = {**request.headers, **({"x-tenant": req.tenant} if req.tenant else {})}
+class NativeDoor:
+    """``POST /api/v1/route``: a ``RouteRequest`` in (a ValidationError is a 422), the answer (in
+    Ollama's shape, or its NDJSON stream) and the decision out."""
+
+    dialect: Dialect = "native"
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Call:
+        req = RouteRequest.model_validate(body)
+        hints = {**headers, **({"x-tenant": req.tenant} if req.tenant else {})}
         if req.tags:
-            headers["x-route-tags"] = ",".join(req.tags)
+            hints["x-route-tags"] = ",".join(req.tags)
         if req.sticky_key:
-            headers["x-sticky-key"] = req.sticky_key
+            hints["x-sticky-key"] = req.sticky_key
         if req.route:
-            headers["x-route-name"] = req.route
+            hints["x-route-name"] = req.route
         info = facts(
-            model=req.model, text=req.text(), headers=headers, options=req.options, capabilities=frozenset(req.capabilities),
+            model=req.model, text=req.text(), headers=hints, options=req.options, capabilities=frozenset(req.capabilities),
             task=req.task, fields=frozenset({"system"}) if any(m.role == "system" for m in req.messages or ()) else frozenset(),
         )  # fmt: skip
         info = dataclasses.replace(info, max_cost=req.max_cost, max_latency_ms=req.max_latency_ms)
-        decision, micros = core.decide(info)
-        if req.dry_run:
-            core.observe_decision(micros)
-            return json_reply({"decision": explain(decision, micros)})
         path = "/api/chat" if req.messages is not None else "/api/generate"
-        body: dict[str, Any] = {"stream": req.stream, "options": req.options}
+        sent: dict[str, Any] = {"stream": req.stream, "options": req.options}
         if req.messages is not None:
-            body["messages"] = [m.model_dump() for m in req.messages]
+            sent["messages"] = [m.model_dump() for m in req.messages]
         else:
-            body["prompt"] = req.prompt
-        opened = await core.open(
-            decision,
-            path=upstream_path(path),
-            body=upstream_body(decision, body, path),
-            stream=req.stream,
-            decision_us=micros,
-            request_id=core.request_id(request.headers.get("x-request-id")),
-            incoming=request,
+            sent["prompt"] = req.prompt
+        return Call(
+            info,
+            req.stream,
+            upstream(path, sent),
+            render=lambda answer: render(answer, path=path, dry_run=req.dry_run),
+            dry_run=req.dry_run,
         )
-        out_headers = decision_headers(decision, opened, micros)
-        served = opened.candidate.model.name
-        if req.stream:
-            chunks = answer_stream(core, decision, opened, micros, path=path, model=served)
-            return Reply(media_type="application/x-ndjson", headers=out_headers, stream=chunks)
-        answer = await whole_answer(core, decision, opened, micros, path=path, model=served)
-    except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
-        return render(exc, "native")
-    return json_reply({"answer": answer, "decision": explain(decision, micros)}, headers=out_headers)
+
+
+def render(answer: Answer, *, path: str, dry_run: bool) -> Reply:
+    if dry_run:  # nothing was sent: the decision alone
+        return json_reply({"decision": explain(answer.decision, answer.decision_us)})
+    headers = answer.headers or {}
+    if answer.chunks is not None:
+        served = answer.candidate.model.name
+        ollama_like = ollama_render(answer, path=path, model=served)
+        return Reply(media_type="application/x-ndjson", headers=headers, stream=ollama_like.stream)
+    out = whole(answer, path=path, model=answer.candidate.model.name)
+    return json_reply({"answer": out, "decision": explain(answer.decision, answer.decision_us)}, headers=headers)

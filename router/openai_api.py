@@ -9,18 +9,17 @@ import array
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
-from router.core import RouterCore, decision_headers, facts, merged_options, sse_error
-from router.errors import BadInput, render
-from router.forward import UpstreamFailed
-from router.http import Incoming, Reply, json_reply
-from router.ollama_api import embed_text, read_json
+from router.call import Answer, Call, embed_text, facts
+from router.errors import BadInput, Dialect
+from router.http import Reply, json_reply
 from router.overrides import governed_fields, without
-from router.policy import Candidate, Decision, NoRoute
+from router.policy import Candidate, Decision, merged_options
+from router.table import RouteTable
 from schemas import ollama
 from schemas.model import Capability
 from schemas.route import Task
@@ -71,7 +70,7 @@ def _messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], frozenset[Cap
 
 
 def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Candidate) -> dict[str, Any]:
-    options = merged_options(decision.table, decision, cand.model)
+    options = merged_options(decision, cand.model)
     out: dict[str, Any] = {"model": cand.model.tag, "options": options, "keep_alive": cand.model.keep_alive}
     client = decision.request.client
     let = client.let(cand.model.name, cand.model.client) if client is not None else None
@@ -91,10 +90,17 @@ def _ollama_body(path: str, body: dict[str, Any], decision: Decision, cand: Cand
     return out
 
 
-async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
-    path, kind = KINDS[front]
-    try:
-        body = await read_json(request)
+class OpenAIDoor:
+    """One of ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
+
+    dialect: Dialect = "openai"
+
+    def __init__(self, front: str) -> None:
+        self.front = front
+        self.path, self.kind = KINDS[front]
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Call:
+        path = self.path
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadInput("'model' is required")
@@ -111,38 +117,34 @@ async def forward(core: RouterCore, request: Incoming, front: str) -> Reply:
         task = Task.EMBEDDING if path == "/api/embed" else None
         fields = governed_fields({}, body.get("messages"))
         info = facts(
-            model=model, text=text, headers=request.headers, options=_options(body), capabilities=caps, task=task, fields=fields
+            model=model, text=text, headers=headers, options=_options(body), capabilities=caps, task=task, fields=fields
         )  # fmt: skip
-        decision, micros = core.decide(info)
         stream = bool(body.get("stream")) and path != "/api/embed"
-        opened = await core.open(
-            decision,
-            path=lambda c: front.removeprefix("/v1") if c.node is None else path,  # endpoints name their /v1 base
-            body=lambda c: dict(body, model=c.model.tag) if c.node is None else _ollama_body(path, body, decision, c),
-            stream=stream,
-            decision_us=micros,
-            request_id=core.request_id(request.headers.get("x-request-id")),
-            incoming=request,
-            wants_json=_wants_json(body),
-        )
-        headers = decision_headers(decision, opened, micros)
-        if opened.candidate.node is None:  # an OpenAI-compatible upstream answered in our dialect already
-            if not stream:
-                return Reply(opened.status, await core.body(decision, opened, micros), "application/json", headers)
-            passthrough = core.stream(decision, opened, micros, broken=sse_error)
-            return Reply(opened.status, media_type="text/event-stream", headers=headers, stream=passthrough)
-        if stream:
+        front = self.front.removeprefix("/v1")  # endpoints name their /v1 base
+
+        def upstream(decision: Decision, cand: Candidate) -> tuple[str, dict[str, Any]]:
+            if cand.node is None:  # an OpenAI-compatible upstream takes the request as it came
+                return front, dict(body, model=cand.model.tag)
+            return path, _ollama_body(path, body, decision, cand)
+
+        return Call(info, stream, upstream, render=lambda answer: self.render(answer, body, model), wants_json=_wants_json(body))
+
+    def render(self, answer: Answer, body: dict[str, Any], model: str) -> Reply:
+        headers = answer.headers or {}
+        if not answer.from_node:  # an OpenAI-compatible upstream answered in our dialect already
+            if answer.chunks is not None:
+                return Reply(answer.status, media_type="text/event-stream", headers=headers, stream=answer.chunks)
+            return Reply(answer.status, answer.body, "application/json", headers)
+        if answer.chunks is not None:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _sse(core.stream(decision, opened, micros), kind=kind, model=model, include_usage=include_usage)
+            events = _sse(answer.chunks, kind=self.kind, model=model, include_usage=include_usage)
             return Reply(media_type="text/event-stream", headers=headers, stream=events)
-        answer = orjson.loads(await core.body(decision, opened, micros))
-    except (BadInput, NoRoute, UpstreamFailed) as exc:
-        return render(exc, "openai")
-    if "error" in answer:
-        return json_reply({"error": {"message": answer["error"], "type": "upstream_error", "code": 502}}, 502, headers=headers)
-    if path == "/api/embed":
-        return json_reply(_embeddings(answer, model, body.get("encoding_format")), headers=headers)
-    return json_reply(_completion(answer, kind=kind, model=model), headers=headers)
+        data = orjson.loads(answer.body)
+        if "error" in data:
+            return json_reply({"error": {"message": data["error"], "type": "upstream_error", "code": 502}}, 502, headers=headers)
+        if self.path == "/api/embed":
+            return json_reply(_embeddings(data, model, body.get("encoding_format")), headers=headers)
+        return json_reply(_completion(data, kind=self.kind, model=model), headers=headers)
 
 
 def _usage(line: dict[str, Any]) -> dict[str, int]:
@@ -210,8 +212,7 @@ async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_u
     yield b"data: [DONE]\n\n"
 
 
-def models(core: RouterCore) -> Reply:
-    table = core.table
+def models(table: RouteTable) -> Reply:
     data = [
         {"id": m.name, "object": "model", "created": 0, "owned_by": "llmtune"}
         for m in sorted(table.models.values(), key=lambda m: m.name)

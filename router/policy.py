@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.classify import Classifier, classify
 from router.overrides import ClientView
@@ -448,3 +448,22 @@ def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decisio
             raise ContextTooLong(req.prompt_tokens, req.max_output_tokens, largest, reasons)
         raise NoRoute(f"no model can serve this request (route {route_name or '-'})", reasons)
     return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live)
+
+
+def merged_options(decision: Decision, model: ModelEntry) -> dict[str, Any]:
+    """The options ``model`` runs a decided request with: its defaults (tuned) ← the route's target
+    or experiment variant ← the request's options as the model's client policy lets them through;
+    ``num_ctx`` clamped to the model's context window."""
+    out = dict(model.options)
+    route = decision.table.route(decision.route)
+    if route is not None:
+        out.update(route.target_options.get(model.name, {}))
+        variant = route.variant_options.get(decision.variant) if decision.variant else None
+        if variant is not None and variant[0] == model.name:
+            out.update(variant[1])
+    client = decision.request.client
+    if client is not None:
+        out.update(client.let(model.name, model.client).options)
+    if "num_ctx" in out:
+        out["num_ctx"] = min(int(out["num_ctx"]), model.context_window)
+    return out

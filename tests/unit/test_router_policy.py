@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from router.classify import classify, estimate_tokens
-from router.core import merged_options
 from router.overrides import ClientRules, ClientView, governed_fields, without
-from router.policy import ContextTooLong, NoRoute, Request, decide, unit_hash
+from router.policy import ContextTooLong, NoRoute, Request, decide, merged_options, unit_hash
 from router.table import RouteTable, build_table, ollama_default_context
 from schemas.common import ConfigObject
 from schemas.registry import parse_object
@@ -239,7 +238,7 @@ def test_options_merge_model_target_request_and_clamp() -> None:
     route["spec"]["targets"] = [{"model": "m", "options": {"temperature": 0.3}}]
     t = table([model, route], {"n": (["m:1"], [])})
     d = decide(t, Request(model="a", client=ClientView({"top_p": 0.5, "num_gpu": 0}, frozenset())))
-    assert merged_options(t, d, d.first.model) == {
+    assert merged_options(d, d.first.model) == {
         "temperature": 0.3,
         "top_p": 0.5,
         "num_ctx": 4096,
@@ -247,7 +246,7 @@ def test_options_merge_model_target_request_and_clamp() -> None:
     model["spec"]["client"] = {"options": ["top_p", "num_ctx"]}
     t = table([model, route], {"n": (["m:1"], [])})
     d = decide(t, Request(model="a", client=ClientView({"top_p": 0.5, "num_ctx": 100_000}, frozenset())))
-    merged = merged_options(t, d, d.first.model)
+    merged = merged_options(d, d.first.model)
     assert merged == {
         "temperature": 0.3,
         "top_p": 0.5,
