@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/metrics_stream.py

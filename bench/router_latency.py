@@ -56,36 +56,44 @@ def histogram_pct(buckets: dict[float, float], p: float) -> float:
     return low
 
 
-def paths(stack: Stack, tokens: int = 1) -> dict[str, tuple[str, dict[str, Any], str | None]]:
-    """name -> (URL, body, the pid-map key of the process in between). The simulator answers
-    ``tokens`` tokens, one fixed wait (SIM_TOKEN_S) each."""
+Path = tuple[str, dict[str, Any], str | None, dict[str, str] | None]
+
+
+def paths(stack: Stack, tokens: int = 1) -> dict[str, Path]:
+    """name -> (URL, body, the pid-map key of the process in between, request headers). The
+    simulator answers ``tokens`` tokens, one fixed wait (SIM_TOKEN_S) each."""
     ollama = {"messages": MESSAGES, "stream": False, "options": {"num_predict": tokens}}
     openai = {"model": "bench", "messages": MESSAGES, "max_tokens": tokens}
     out = {
-        "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None),
-        "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "tcp"),
-        "uvicorn+aiohttp proxy": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "http"),
-        "our HTTP plumbing alone": (f"{stack.raw}/api/chat", {"model": "bench", **ollama}, "raw"),
-        "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router"),
-        "router, OpenAI API": (f"{stack.router}/v1/chat/completions", openai, "router"),
+        "direct (Ollama API)": (f"{stack.sim}/api/chat", {"model": "llama3.2:1b", **ollama}, None, None),
+        "TCP pipe (hop alone)": (f"{stack.pipe}/api/chat", {"model": "llama3.2:1b", **ollama}, "tcp", None),
+        "uvicorn+aiohttp proxy": (f"{stack.floor}/api/chat", {"model": "bench", **ollama}, "http", None),
+        "our HTTP plumbing alone": (f"{stack.raw}/api/chat", {"model": "bench", **ollama}, "raw", None),
+        "router, Ollama API": (f"{stack.router}/api/chat", {"model": "bench", **ollama}, "router", None),
+        "router, OpenAI API": (f"{stack.router}/v1/chat/completions", openai, "router", None),
     }
     if stack.baseline:
         then = f"router @{stack.baseline_ref[:10]}"
-        out[f"{then}, Ollama"] = (f"{stack.baseline}/api/chat", {"model": "bench", **ollama}, "baseline")
-        out[f"{then}, OpenAI"] = (f"{stack.baseline}/v1/chat/completions", openai, "baseline")
+        out[f"{then}, Ollama"] = (f"{stack.baseline}/api/chat", {"model": "bench", **ollama}, "baseline", None)
+        out[f"{then}, OpenAI"] = (f"{stack.baseline}/v1/chat/completions", openai, "baseline", None)
+    if stack.keyed:
+        key = {"Authorization": f"Bearer {stack.key}"}
+        out["router + API key, Ollama"] = (f"{stack.keyed}/api/chat", {"model": "bench", **ollama}, "keyed", key)
+        out["router + API key, OpenAI"] = (f"{stack.keyed}/v1/chat/completions", openai, "keyed", key)
     if stack.recording:
-        out["router + outcome records"] = (f"{stack.recording}/api/chat", {"model": "bench", **ollama}, "recording")
+        out["router + outcome records"] = (f"{stack.recording}/api/chat", {"model": "bench", **ollama}, "recording", None)
     if stack.litellm:
         out["LiteLLM proxy, OpenAI API"] = (
             f"{stack.litellm}/v1/chat/completions",
             openai,
             "litellm",
+            None,
         )
     return out
 
 
 async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers: int, count: int, result: PathResult,
-                 spread_s: float = 0.0) -> None:
+                 spread_s: float = 0.0, headers: dict[str, str] | None = None) -> None:
     """``count`` requests spread over ``workers`` concurrent clients, each on its own keep-alive
     connection. The client is the router's own (router/upstream.py): httpx spent ~1 ms of CPU per
     request here, which at 50 clients took that much CPU from the processes being measured."""
@@ -98,7 +106,7 @@ async def _round(pool: UpstreamPool, url: str, body: dict[str, Any], *, workers:
         for _ in range(per_worker):
             started = time.perf_counter()
             try:
-                resp = await pool.post(origin, path, data, connect_timeout_s=10, whole=True)
+                resp = await pool.post(origin, path, data, connect_timeout_s=10, whole=True, headers=headers)
                 await resp.read()
                 resp.release()
                 ok = resp.status == 200
@@ -138,17 +146,18 @@ async def measure(stack: Stack, *, calls: int, levels: list[tuple[int, int]]) ->
         # another path's rounds run); the pool also replaces one found closed.
         pool = UpstreamPool(idle_s=2.0)
         try:
-            for url, body, _ in table.values():  # warm-up (connections, runners), not counted
+            for url, body, _, headers in table.values():  # warm-up (connections, runners), not counted
                 await _round(pool, url, body, workers=concurrency, count=max(per_round, 2 * concurrency), result=PathResult(),
-                             spread_s=spread_s)
+                             spread_s=spread_s, headers=headers)
             for _ in range(10):  # alternate the paths so machine drift hits all of them alike
-                for name, (url, body, proc) in table.items():
+                for name, (url, body, proc, headers) in table.items():
                     pid = stack.pids.get(proc) if proc else None
-                    scraped = {"router": stack.router, "recording": stack.recording, "baseline": stack.baseline}.get(proc or "")
+                    scraped = {"router": stack.router, "recording": stack.recording, "baseline": stack.baseline,
+                               "keyed": stack.keyed}.get(proc or "")  # fmt: skip
                     before = await _overhead(scraped) if scraped else {}
                     cpu0, t0, machine0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter(), machine_cpu()
                     await _round(pool, url, body, workers=concurrency, count=per_round, result=results[name],
-                                 spread_s=spread_s)
+                                 spread_s=spread_s, headers=headers)
                     results[name].wall_s += time.perf_counter() - t0
                     results[name].busy = [a + b - c for a, b, c in zip(results[name].busy, machine_cpu(), machine0, strict=True)]
                     if pid:
@@ -206,6 +215,13 @@ def report(results: dict[tuple[int, int], dict[str, PathResult]], stack: Stack) 
                     f"; ours/LiteLLM (OpenAI API) added p50 x{ratio:.2f} (goal <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'})"
                 )
             print(line)
+        for door in ("Ollama", "OpenAI") if stack.keyed else ():
+            off, on = added.get(f"router, {door} API"), added.get(f"router + API key, {door}")
+            if off is not None and on is not None:
+                cost = on[0] - off[0]
+                goal = f"; goal at 1 client < +0.2 ms: {'met' if cost < 0.2 else 'NOT met'}" if concurrency == 1 else ""
+                print(f"  {door} API, API keys required against off: added p50 {on[0]:.2f} vs {off[0]:.2f} ms "
+                      f"({cost:+.2f}{goal})")  # fmt: skip
         for door in ("Ollama", "OpenAI") if stack.baseline else ():
             now, then = added.get(f"router, {door} API"), added.get(f"router @{stack.baseline_ref[:10]}, {door}")
             if now is not None and then is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,8 @@ class Stack:
     recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
     baseline: str | None = None  # the router of another commit (``--baseline REF``), on the same node
     baseline_ref: str = ""
+    keyed: str | None = None  # a router that requires API keys (the others have them off)
+    key: str = ""  # an API key for it
     api: str = ""  # the control plane
 
 
@@ -84,8 +87,12 @@ def running(
         return proc
 
     try:
-        store = {"LLMTUNE_STORE__ENDPOINTS": etcd.url, "LLMTUNE_STORE__NAMESPACE": KEYS.namespace}
-        cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url})
+        pepper = logs / "pepper"
+        pepper.touch(0o600)
+        pepper.write_text(secrets.token_hex(32))
+        keys_env = {"LLMTUNE_KEYS__PEPPER_FILE": str(pepper)}
+        store = {"LLMTUNE_STORE__ENDPOINTS": etcd.url, "LLMTUNE_STORE__NAMESPACE": KEYS.namespace, "LLMTUNE_ROUTER__AUTH": "off"}
+        cp, api = start_control_plane({"LLMTUNE_STORE__ENDPOINTS": etcd.url, **keys_env})
         procs.append(cp)
         sim_port, router_port = free_port(), free_port()
         sim_env = {**os.environ, "SIM_TOKEN_S": str(sim_token_s), "SIM_LOAD_S": "0", "OLLAMA_NUM_PARALLEL": "64"}
@@ -106,6 +113,11 @@ def running(
             env["LLMTUNE_ROUTER__OUTCOMES_REDIS_URL"] = outcomes_redis_url
             recording_proc = spawn("router-recording", [sys.executable, "-m", "router"], env)
             recording = f"http://127.0.0.1:{port}"
+        keyed_port = free_port()
+        keyed_env = {**os.environ, **store, **keys_env, "LLMTUNE_ROUTER__PORT": str(keyed_port)}
+        keyed_env["LLMTUNE_ROUTER__AUTH"] = "required"
+        keyed_proc = spawn("router-keyed", [sys.executable, "-m", "router"], keyed_env)
+        keyed = f"http://127.0.0.1:{keyed_port}"
         baseline = None
         if baseline_ref:
             worktree = logs / "baseline"
@@ -119,14 +131,17 @@ def running(
         _wait(f"{api}/readyz", "the control plane", proc=cp)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         httpx.post(f"{api}/api/v1/config:apply", json={"objects": [MODEL]}, headers=headers).raise_for_status()
+        issued = httpx.post(f"{api}/api/v1/keys", json={"name": "bench", "tenant": "bench"}, headers=headers)
+        key = issued.raise_for_status().json()["secret"]
+        _wait(f"{keyed}/readyz", "the router with API keys", proc=keyed_proc)
         _wait(f"{router_url}/readyz", "the router", proc=router)
         if recording:
             _wait(f"{recording}/readyz", "the recording router", proc=recording_proc)
         if baseline:
             _wait(f"{baseline}/readyz", "the baseline router", proc=baseline_proc)
         deadline = time.monotonic() + 60
-        for url in filter(None, (router_url, recording, baseline)):
-            while not httpx.get(f"{url}/api/tags").json()["models"]:
+        for url in filter(None, (router_url, recording, baseline, keyed)):
+            while httpx.get(f"{url}/api/tags", headers={"x-api-key": key}).json().get("models") in (None, []):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the router never saw the node; logs in {logs}")
                 time.sleep(0.2)
@@ -141,6 +156,7 @@ def running(
             stack.pids["recording"] = recording_proc.pid
         if baseline:
             stack.baseline, stack.baseline_ref, stack.pids["baseline"] = baseline, baseline_ref or "", baseline_proc.pid
+        stack.keyed, stack.key, stack.pids["keyed"] = keyed, key, keyed_proc.pid
         time.sleep(1.0)  # the floor proxy has no readiness endpoint: uvicorn starts in well under a second
         if litellm:
             stack.litellm = _start_litellm(spawn, sim_url, logs)

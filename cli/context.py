@@ -1,4 +1,5 @@
-"""Where llmctl finds the server and token: flags, then LLMCTL_URL / LLMCTL_TOKEN, then the config
+"""Where llmctl finds the server and token (and the router and its API key: LLMCTL_ROUTER_URL /
+LLMCTL_ROUTER_KEY): flags, then LLMCTL_URL / LLMCTL_TOKEN, then the config
 file (``~/.config/llmctl/config.yaml``, written by ``make llm-tuning-up`` like kind writes a kubeconfig)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Context:
     url: str
     token: str | None
     router_url: str = DEFAULT_ROUTER_URL
+    router_key: str | None = None  # an API key for the router (llmctl route)
 
 
 def load_file(path: Path | None = None) -> dict[str, str]:
@@ -40,13 +42,14 @@ def load_file(path: Path | None = None) -> dict[str, str]:
 
 
 def save_file(
-    url: str, token: str | None, *, router_url: str | None = None, name: str = "default", path: Path | None = None
+    url: str, token: str | None, *, router_url: str | None = None, name: str = "default", path: Path | None = None,
+    router_key: str | None = None,
 ) -> Path:
     """Write (or replace) one context and make it current; the file is private to the user."""
     path = path or config_path()
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
     contexts = [c for c in data.get("contexts", []) if c.get("name") != name]
-    contexts.append({"name": name, "url": url, "token": token, "router": router_url})
+    contexts.append({"name": name, "url": url, "token": token, "router": router_url, "router-key": router_key})
     data.update({"current-context": name, "contexts": contexts})
     path.parent.mkdir(parents=True, exist_ok=True)
     # created 0600, never readable by others even for a moment (it holds tokens)
@@ -64,4 +67,5 @@ def resolve(url: str | None, token: str | None, router_url: str | None = None) -
         url=(url or os.environ.get("LLMCTL_URL") or stored.get("url") or DEFAULT_URL).rstrip("/"),
         token=token or os.environ.get("LLMCTL_TOKEN") or stored.get("token"),
         router_url=router.rstrip("/"),
+        router_key=os.environ.get("LLMCTL_ROUTER_KEY") or stored.get("router-key"),
     )

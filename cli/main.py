@@ -19,10 +19,13 @@ from cli.documents import DocumentError, kind_plural, load
 from cli.experiments import register as register_experiments
 from cli.finetune import register as register_finetune
 from cli.fleet import register as register_fleet
+from cli.keys import duration_s
+from cli.keys import register as register_keys
 from cli.monitor import register as register_monitor
 from cli.output import emit
 from cli.rag import register as register_rag
 from cli.route import register as register_route
+from schemas.token import TokenIssued, TokenList
 
 app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
@@ -332,8 +335,9 @@ def login(
         None, "--token", help="The token itself (visible to other users in 'ps': prefer --token-file)."
     ),
     router_url: str | None = typer.Option(None, "--router-url", help="The router (default http://127.0.0.1:8701)."),
+    router_key_file: Path | None = typer.Option(None, "--router-key-file", help="A file holding an API key for the router."),
 ) -> None:
-    """Save a server URL and token (and the router's URL) as the current context."""
+    """Save a server URL and token (and the router's URL and API key) as the current context."""
     if token is None:
         try:
             token = (sys.stdin.read() if token_file == "-" else Path(token_file).read_text()).strip()
@@ -343,37 +347,71 @@ def login(
     if not token:
         out.print("error: no token given (pipe it in, or --token-file PATH)", style="red")
         raise typer.Exit(2)
-    path = save_file(url, token, router_url=router_url)
+    try:
+        router_key = router_key_file.read_text().strip() if router_key_file is not None else None
+    except OSError as exc:
+        out.print(f"error: cannot read the router key: {exc}", style="red")
+        raise typer.Exit(2) from exc
+    path = save_file(url, token, router_url=router_url, router_key=router_key)
     out.print(f"saved context to {path}")
 
 
 @token_app.command("create")
-def token_create(name: str, role: str = typer.Option("viewer", "--role", help="viewer, operator or admin")) -> None:
+def token_create(
+    name: str,
+    role: str = typer.Option("viewer", "--role", help="viewer, operator or admin"),
+    expires_in: str | None = typer.Option(None, "--expires-in", help="Refused after this long (e.g. 90d)."),
+    output: str | None = typer.Option(None, "-o", "--output", help="json or yaml: the token object with its secret."),
+) -> None:
     """Issue a token (printed once)."""
 
     def body() -> None:
-        data = client().post("/api/v1/tokens", {"name": name, "role": role})
-        out.print(data["token"], highlight=False)
-        err.print(f"token {data['id']} '{data['name']}' ({data['role']}); store it now, it is not shown again")
+        request: dict[str, Any] = {"name": name, "role": role}
+        if expires_in is not None:
+            request["expires_in_s"] = duration_s(expires_in)
+        _issued(TokenIssued.model_validate(client().post("/api/v1/tokens", request)), output)
 
     run(body)
+
+
+def _issued(token: TokenIssued, output: str | None) -> None:
+    if output:
+        emit(token.model_dump(mode="json"), output)
+        return
+    out.print(token.token, highlight=False, soft_wrap=True)
+    err.print(f"token {token.id} '{token.name}' ({token.role}, {token.prefix}…); store it now, it is not shown again")
 
 
 @token_app.command("list")
-def token_list() -> None:
-    """List tokens."""
+def token_list(output: str | None = typer.Option(None, "-o", "--output", help="json or yaml")) -> None:
+    """List tokens (never their secrets)."""
 
     def body() -> None:
+        tokens = TokenList.model_validate(client().get("/api/v1/tokens"))
+        if output:
+            emit(tokens.model_dump(mode="json"), output)
+            return
         table = Table()
-        for col in ("ID", "NAME", "ROLE", "CREATED", "BY", "REVOKED"):
+        for col in ("ID", "NAME", "ROLE", "PREFIX", "CREATED", "BY", "EXPIRES", "LAST USED", "REVOKED"):
             table.add_column(col)
-        for t in client().get("/api/v1/tokens")["items"]:
-            table.add_row(
-                str(t["id"]), t["name"], t["role"], t["created_at"][:19], t["created_by"], "yes" if t["revoked"] else ""
-            )
+        for t in tokens.items:
+            when = [d.isoformat()[:19] if d else "-" for d in (t.created_at, t.expires_at, t.last_used_at)]
+            table.add_row(str(t.id), t.name, t.role, t.prefix or "-", when[0], t.created_by, when[1], when[2],
+                          "yes" if t.revoked else "")  # fmt: skip
         out.print(table)
 
     run(body)
+
+
+@token_app.command("rotate")
+def token_rotate(
+    token_id: int,
+    grace: str = typer.Option("1h", "--grace", help="How long the old secret keeps working (0 ends it now)."),
+    output: str | None = typer.Option(None, "-o", "--output", help="json or yaml: the token object with its new secret."),
+) -> None:
+    """A new secret for a token (printed once); the old one works for --grace more."""
+    run(lambda: _issued(TokenIssued.model_validate(
+        client().post(f"/api/v1/tokens/{token_id}:rotate", {"grace_s": duration_s(grace)})), output))  # fmt: skip
 
 
 @token_app.command("revoke")
@@ -389,6 +427,7 @@ register_rag(app, client, run, out)
 register_monitor(app, client, run, out)
 register_experiments(app, client, run, out)
 register_finetune(app, client, run, out)
+register_keys(app, client, run, out)
 
 if __name__ == "__main__":
     app()

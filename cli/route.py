@@ -28,7 +28,7 @@ def register(app: typer.Typer, context: Callable[[], Context], run: Callable[[Ca
 
         def body() -> None:
             ctx = context()
-            router = Client(Context(ctx.router_url, None))
+            router = Client(Context(ctx.router_url, ctx.router_key))  # the router's API key, sent as a bearer token
             payload: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}], "dry_run": dry_run, "tags": tag}
             payload |= {k: v for k, v in {"model": model, "task": task, "tenant": tenant, "sticky_key": sticky}.items() if v}
             result = router.post("/api/v1/route", payload)

@@ -65,6 +65,26 @@ class AuthSettings(BaseModel):
     )
 
 
+class KeySettings(BaseModel):
+    """The server-side pepper of API keys, shared by the control plane (which hashes new secrets)
+    and every router (which hashes what clients present). Keys cannot be issued or checked without it."""
+
+    pepper: SecretStr | None = Field(default=None, description="The pepper itself (32+ random characters).")
+    pepper_file: Path | None = Field(default=None, description="A file holding the pepper (a mounted Secret); wins over pepper.")
+
+    def pepper_bytes(self) -> bytes | None:
+        """The pepper, or None when neither setting is given; ValueError when it is too short to be one."""
+        if self.pepper_file is not None:
+            value = self.pepper_file.read_text().strip()
+        elif self.pepper is not None:
+            value = self.pepper.get_secret_value()
+        else:
+            return None
+        if len(value) < 16:
+            raise ValueError("the API key pepper must be at least 16 characters (e.g. openssl rand -hex 32)")
+        return value.encode()
+
+
 class ApiSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Bind address of the REST API.")
     port: int = Field(default=8700, ge=1, le=65535, description="Port of the REST API.")
@@ -138,6 +158,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     db: DbSettings = Field(default_factory=DbSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)

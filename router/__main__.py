@@ -23,11 +23,15 @@ async def serve(settings: RouterSettings) -> None:
     group = settings.router
     limits = Limits(max_body=group.max_body_bytes, max_buffered_bytes=max(group.max_buffered_bytes, group.max_body_bytes),
                     max_connections=group.max_connections)  # fmt: skip
-    app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url, judge_sample=group.judge_sample,
-                     max_answer_bytes=group.max_answer_bytes, outcomes_max_age_s=group.outcomes_max_age_s,
-                     name=group.name)  # fmt: skip
+    try:
+        app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url,
+                         judge_sample=group.judge_sample, max_answer_bytes=group.max_answer_bytes,
+                         outcomes_max_age_s=group.outcomes_max_age_s, name=group.name, auth=group.auth,
+                         pepper=settings.keys.pepper_bytes())  # fmt: skip
+    except (ValueError, OSError) as exc:  # no pepper where keys are on, or one that cannot be read
+        raise SystemExit(f"router: {exc}") from None
     port = await app.start(settings.router.host, settings.router.port)
-    log.info("router listening on http://%s:%d", settings.router.host, port)
+    log.info("router listening on http://%s:%d (API keys: %s)", settings.router.host, port, group.auth)
     gc.freeze()  # start-up objects live as long as the process: collections need not walk them
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

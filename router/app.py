@@ -16,8 +16,10 @@ from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
 from controlplane.store.view_metrics import InvalidObjectsCollector
 from router import ollama_api, openai_api
+from router.auth import Authenticator, Caller, KeyRing, Mode, Unauthenticated
 from router.call import Door
 from router.core import RouterCore
+from router.errors import Dialect, render_error
 from router.feed import TableFeed
 from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
 from router.load import LoadReporter
@@ -28,6 +30,7 @@ from router.openai_api import OpenAIDoor
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
 from router.upstream import MAX_WHOLE_BYTES
+from schemas.apikey import ApiKey
 
 
 class RouterApp:
@@ -36,7 +39,11 @@ class RouterApp:
     def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                  outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                  max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
-                 name: str | None = None) -> None:  # fmt: skip
+                 name: str | None = None, auth: Mode = "required", pepper: bytes | None = None) -> None:  # fmt: skip
+        """``auth``: required and optional need ``pepper`` (the API keys' server-side secret)."""
+        if auth != "off" and pepper is None:
+            raise ValueError(f"LLMTUNE_ROUTER__AUTH={auth} needs the API keys' pepper: set LLMTUNE_KEYS__PEPPER_FILE "
+                             "(the same as the control plane's), or LLMTUNE_ROUTER__AUTH=off")  # fmt: skip
         self.registry = CollectorRegistry()
         self._own_store = store is None
         self.store = store or open_store(settings)
@@ -45,8 +52,10 @@ class RouterApp:
         self.outcomes = None
         if outcomes_redis_url:
             self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry, max_age_s=outcomes_max_age_s)
+        self.auth = Authenticator(auth)
+        self._pepper = pepper
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
-                               judge_sample=judge_sample, max_answer_bytes=max_answer_bytes)  # fmt: skip
+                               judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth)  # fmt: skip
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
                                  in_flight=self.core.live.in_flight_by_node,
                                  draining=self.feed.draining)  # fmt: skip
@@ -54,6 +63,7 @@ class RouterApp:
         self.registry.register(BreakerStates(self.core.live))
         self.registry.register(InvalidObjectsCollector(self.feed.view))
         self.feed.add_listener(self._capacity)
+        self.feed.add_key_listener(self._keys)
         self.server = HttpServer(self.routes(), limits=limits)
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -61,6 +71,9 @@ class RouterApp:
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
+
+    def _keys(self, keys: dict[str, ApiKey]) -> None:
+        self.auth.ring = KeyRing(keys, self._pepper)  # one reference swap: requests in flight keep the ring they read
 
     def routes(self) -> dict[str, Mapping[str, Handler]]:
         core = self.core
@@ -74,14 +87,26 @@ class RouterApp:
 
             return {"GET": handler}
 
+        def listing(reply: Callable[[RouteTable, Caller | None], Reply], dialect: Dialect) -> Mapping[str, Handler]:
+            """A listing of what the caller may ask for (with keys required, only for a valid key)."""
+
+            async def handler(request: Incoming) -> Reply:
+                try:
+                    caller = self.auth.authenticate(request.headers)
+                except Unauthenticated as exc:
+                    return render_error(exc, dialect)
+                return reply(core.table, caller)
+
+            return {"GET": handler}
+
         return {
             **{path: serve(OllamaDoor(path)) for path in ("/api/chat", "/api/generate", "/api/embed")},
             **{front: serve(OpenAIDoor(front)) for front in openai_api.KINDS},
             "/api/v1/route": serve(NativeDoor()),
-            "/api/tags": get(lambda: ollama_api.tags(core.table)),
-            "/api/ps": get(lambda: ollama_api.ps(core.table)),
+            "/api/tags": listing(ollama_api.tags, "ollama"),
+            "/api/ps": listing(ollama_api.ps, "ollama"),
             "/api/version": get(ollama_api.version),
-            "/v1/models": get(lambda: openai_api.models(core.table)),
+            "/v1/models": listing(openai_api.models, "openai"),
             "/healthz": get(lambda: json_reply({"status": "ok"})),
             "/readyz": get(self._ready),
             "/metrics": get(lambda: Reply(body=generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)),
@@ -119,7 +144,8 @@ class RouterApp:
 def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
-               name: str | None = None) -> RouterApp:  # fmt: skip
+               name: str | None = None, auth: Mode = "required", pepper: bytes | None = None) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
     return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
-                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name)  # fmt: skip
+                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name, auth=auth,
+                     pepper=pepper)  # fmt: skip

@@ -19,6 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from router import openai_upstream
+from router.auth import Authenticator, Caller, NotAllowed, Unauthenticated
 from router.call import Answer, Call, Door, read_json
 from router.errors import BadInput, UpstreamFailed, render_error
 from router.forward import Forwarder, Opened, retryable
@@ -86,6 +87,7 @@ class Exchange:
     request_id: str
     incoming: Incoming
     opened: Opened
+    caller: Caller | None  # the API key it came with (None: authentication off, or anonymous where optional)
 
 
 class RouterCore:
@@ -99,8 +101,10 @@ class RouterCore:
         sink: OutcomeSink | None = None,
         judge_sample: float = 0.0,
         max_answer_bytes: int = MAX_WHOLE_BYTES,
+        auth: Authenticator | None = None,
     ) -> None:
         self._table = table
+        self.auth = auth or Authenticator("off")
         self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
         self.live = LiveStats()
         self.forwarder = Forwarder(self.live, max_answer_bytes=max_answer_bytes)
@@ -115,15 +119,25 @@ class RouterCore:
         return self._table()
 
     async def serve(self, door: Door, incoming: Incoming) -> Reply:
-        """One request through a front door: parse → decide → forward → answer → account. Every
-        error becomes the door's dialect of the one error map (router/errors.py)."""
+        """One request through a front door: authenticate → parse → admit → decide → forward →
+        answer → account. Every error becomes the door's dialect of the one error map
+        (router/errors.py)."""
         try:
-            call = door.parse(await read_json(incoming.body), incoming.headers)
+            caller = self.auth.authenticate(incoming.headers)  # before any work for the request
+            headers = incoming.headers
+            if caller is not None:  # the tenant is the key's (or one it may act for), never a bare header's
+                headers = {**headers, "x-tenant": caller.tenant_for(headers.get("x-tenant"))}
+            call = door.parse(await read_json(incoming.body), headers)
+            if caller is not None and not caller.may_use_model(call.request.model):
+                raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use model '{call.request.model}'")
             decision, micros = self._decide(call.request)
+            if caller is not None and not caller.may_use_route(decision.route):
+                route = f"route '{decision.route}'" if decision.route else "a model outside every route"
+                raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use {route}")
             if call.dry_run:
                 self.metrics.decision.observe(micros / 1e6)
                 return call.render(Answer(decision, decision.first, micros))
-            exchange = await self._open(call, decision, micros, incoming)
+            exchange = await self._open(call, decision, micros, incoming, caller)
             opened = exchange.opened
             headers = route_headers(decision, opened.candidate, len(opened.failed) + 1, exchange.request_id, micros)
             cand, status = opened.candidate, opened.response.status
@@ -134,6 +148,9 @@ class RouterCore:
             if incoming.answered:  # already sent from the upstream's parser callback (Call.early)
                 return _SENT
             return call.render(Answer(decision, cand, micros, status, headers, opened.started, body=data))
+        except (Unauthenticated, NotAllowed) as exc:
+            self.metrics.rejected.labels("unauthenticated" if isinstance(exc, Unauthenticated) else "not_allowed").inc()
+            return render_error(exc, door.dialect)
         except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
             return render_error(exc, door.dialect)
 
@@ -157,7 +174,7 @@ class RouterCore:
         route = decision.table.route(decision.route)
         return (route.spec.timeouts, route.spec.retries, route.spec.circuit_breaker) if route else _DEFAULT_LIMITS
 
-    async def _open(self, call: Call, decision: Decision, micros: float, incoming: Incoming) -> Exchange:
+    async def _open(self, call: Call, decision: Decision, micros: float, incoming: Incoming, caller: Caller | None) -> Exchange:
         """The first candidate that answered, as an exchange to stream or read whole."""
         timeouts, retries, breaker = self.limits(decision)
         request_id = self.request_id(incoming.headers.get("x-request-id"))
@@ -181,7 +198,7 @@ class RouterCore:
             raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        return Exchange(call, decision, micros, request_id, incoming, opened)
+        return Exchange(call, decision, micros, request_id, incoming, opened, caller)
 
     def request_id(self, given: str | None) -> str:
         """The client's ``x-request-id`` when it sent a usable one, else a new id."""

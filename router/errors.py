@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from router.auth import NotAllowed, Unauthenticated
 from router.http import Reply, json_reply
 from router.policy import ContextTooLong, NoRoute
 
@@ -27,6 +28,10 @@ class UpstreamFailed(Exception):
 
 def status_of(exc: Exception) -> tuple[int, str, str]:
     """(HTTP status, short type, a message a person can act on)."""
+    if isinstance(exc, Unauthenticated):
+        return 401, "invalid_api_key", str(exc)
+    if isinstance(exc, NotAllowed):
+        return 403, "permission_denied", str(exc)
     if isinstance(exc, BadInput):
         return 400, "invalid_request", str(exc)
     if isinstance(exc, ValidationError):
@@ -43,15 +48,26 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
     raise exc
 
 
+_CHALLENGE = {"www-authenticate": 'Bearer realm="llmtune"'}
+#: OpenAI's own error types and codes where it has them (its SDKs raise by them).
+_OPENAI = {
+    "context_length_exceeded": ("invalid_request_error", "context_length_exceeded", "messages"),
+    "invalid_api_key": ("invalid_request_error", "invalid_api_key", None),
+    "permission_denied": ("permission_error", "permission_denied", None),
+}
+
+
 def render_error(exc: Exception, dialect: Dialect) -> Reply:
     status, kind, message = status_of(exc)
+    headers = _CHALLENGE if status == 401 else None
     if dialect == "ollama":
-        return json_reply({"error": message}, status)
+        return json_reply({"error": message}, status, headers=headers)
     if dialect == "openai":
-        if kind == "context_length_exceeded":  # OpenAI's own answer to a prompt past the context
-            error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": kind}
-            return json_reply({"error": error}, status)
+        if kind in _OPENAI:
+            kind_, code, param = _OPENAI[kind]
+            error = {"message": message, "type": kind_, "param": param, "code": code}
+            return json_reply({"error": error}, status, headers=headers)
         return json_reply({"error": {"message": message, "type": kind, "code": status}}, status)
     title = kind.replace("_", " ").capitalize()
     body = {"type": f"https://llmtune.dev/problems/{kind}", "title": title, "status": status, "detail": message}
-    return json_reply(body, status, media_type="application/problem+json")
+    return json_reply(body, status, media_type="application/problem+json", headers=headers)

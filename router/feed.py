@@ -14,16 +14,21 @@ from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView, decode_keyed
 from router.table import RouteTable, build_table
+from schemas.apikey import ApiKey
 from schemas.status import NodeRegistration, NodeStatus
 
 
 class TableFeed:
-    """Three informers feeding one table; ``table`` is always a complete, consistent snapshot."""
+    """Three informers feeding one table; ``table`` is always a complete, consistent snapshot. A
+    fourth keeps the API keys (``keys``), which change apart from the table."""
 
     def __init__(self, store: ConfigStore, keys: KeySpace, *, idle_timeout_s: float = 30.0) -> None:
         self.config = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
         self.nodes = Informer(store, keys.nodes_prefix(), idle_timeout_s=idle_timeout_s)
         self.status = Informer(store, keys.status_prefix(), idle_timeout_s=idle_timeout_s)
+        self.apikeys = Informer(store, keys.apikeys_prefix(), idle_timeout_s=idle_timeout_s)
+        self.keys: dict[str, ApiKey] = {}
+        self._key_listeners: list[Callable[[dict[str, ApiKey]], None]] = []
         self.table = build_table([], {}, {}, revision=0)
         self._view = ConfigView(keys)
         self._registrations: dict[str, NodeRegistration] = {}
@@ -32,6 +37,7 @@ class TableFeed:
         self.config.add_handler(self._on_config)
         self.nodes.add_handler(self._on_nodes)
         self.status.add_handler(self._on_status)
+        self.apikeys.add_handler(self._on_keys)
 
     @property
     def view(self) -> ConfigView:
@@ -40,6 +46,14 @@ class TableFeed:
 
     def add_listener(self, listener: Callable[[RouteTable], None]) -> None:
         self._listeners.append(listener)
+
+    def add_key_listener(self, listener: Callable[[dict[str, ApiKey]], None]) -> None:
+        self._key_listeners.append(listener)
+
+    def _on_keys(self, snapshot: Snapshot) -> None:
+        self.keys, _ = decode_keyed(snapshot, ApiKey, self.keys)
+        for listener in self._key_listeners:
+            listener(self.keys)
 
     def _on_config(self, snapshot: Snapshot) -> None:
         self._view.on_snapshot(snapshot)
@@ -67,7 +81,7 @@ class TableFeed:
 
     @property
     def synced(self) -> bool:
-        return self.config.synced and self.nodes.synced and self.status.synced
+        return self.config.synced and self.nodes.synced and self.status.synced and self.apikeys.synced
 
     async def run(self) -> None:
-        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run())
+        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run())

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from router import openai_upstream
+from router.auth import Caller
 from router.call import Answer, Call, embed_text, facts
 from router.errors import BadInput, Dialect
 from router.http import Reply, json_reply
@@ -119,20 +120,24 @@ def whole(answer: Answer, *, path: str, model: str) -> dict[str, Any]:
     return openai_upstream.answer(path, data, model=model, started=answer.started, prompt_tokens=prompt)
 
 
-def tags(table: RouteTable) -> Reply:
-    """The models the fleet serves (names clients may ask for), like Ollama's ``/api/tags``."""
+def tags(table: RouteTable, caller: Caller | None = None) -> Reply:
+    """The models the fleet serves (names clients may ask for; with a key, those it may use), like
+    Ollama's ``/api/tags``."""
     models = [
         {"name": m.name, "model": m.name, "modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": "",
          "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
         for m in sorted(table.models.values(), key=lambda m: m.name)
-        if table.nodes.get(m.name) or m.endpoint
+        if (table.nodes.get(m.name) or m.endpoint) and (caller is None or caller.may_use_model(m.name))
     ]  # fmt: skip
     return json_reply({"models": models})
 
 
-def ps(table: RouteTable) -> Reply:
-    """Models loaded on at least one healthy node."""
-    loaded = sorted(m.name for m in table.models.values() if any(m.tag in n.loaded for n in table.nodes.get(m.name, ())))
+def ps(table: RouteTable, caller: Caller | None = None) -> Reply:
+    """Models loaded on at least one healthy node (with a key, those it may use)."""
+    loaded = sorted(
+        m.name for m in table.models.values()
+        if any(m.tag in n.loaded for n in table.nodes.get(m.name, ())) and (caller is None or caller.may_use_model(m.name))
+    )  # fmt: skip
     return json_reply({"models": [{"name": n, "model": n, "size": 0, "size_vram": 0, "digest": ""} for n in loaded]})
 
 

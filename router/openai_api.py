@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from router.auth import Caller
 from router.call import Answer, Call, embed_text, facts
 from router.errors import BadInput, Dialect
 from router.http import Reply, json_reply
@@ -212,11 +213,12 @@ async def _sse(chunks: AsyncIterator[bytes], *, kind: str, model: str, include_u
     yield b"data: [DONE]\n\n"
 
 
-def models(table: RouteTable) -> Reply:
+def models(table: RouteTable, caller: Caller | None = None) -> Reply:
+    """The models clients may ask for (with a key, those it may use)."""
     data = [
         {"id": m.name, "object": "model", "created": 0, "owned_by": "llmtune"}
         for m in sorted(table.models.values(), key=lambda m: m.name)
-        if table.nodes.get(m.name) or m.endpoint
+        if (table.nodes.get(m.name) or m.endpoint) and (caller is None or caller.may_use_model(m.name))
     ]
     return json_reply({"object": "list", "data": data})
 

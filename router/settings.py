@@ -1,16 +1,22 @@
-"""Router settings: ``LLMTUNE_ROUTER__HOST`` / ``__PORT`` plus the shared ``LLMTUNE_STORE__*`` group."""
+"""Router settings: ``LLMTUNE_ROUTER__*`` plus the shared ``LLMTUNE_STORE__*`` and ``LLMTUNE_KEYS__*`` groups."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controlplane.settings import StoreSettings
+from controlplane.settings import KeySettings, StoreSettings
+from router.auth import Mode
 
 
 class RouterGroup(BaseModel):
     host: str = Field(default="127.0.0.1", description="Bind address (point Ollama or OpenAI clients here).")
     port: int = Field(default=8701, ge=1, le=65535)
+    auth: Mode = Field(
+        default="required",
+        description="API keys: required (401 without one), optional (anonymous requests served, keys checked) or off. "
+        "required and optional need the keys pepper (LLMTUNE_KEYS__PEPPER_FILE).",
+    )
     name: str | None = Field(
         default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="This router's name in the store (its load report); host name and pid when unset.",
@@ -48,4 +54,5 @@ class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
 
     store: StoreSettings = Field(default_factory=StoreSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
     router: RouterGroup = Field(default_factory=RouterGroup)

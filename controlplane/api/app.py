@@ -17,8 +17,9 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import AuthenticateFirst, BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
+from controlplane.api.routes import apikeys, artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
+from controlplane.services.apikeys import ApiKeyService
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
@@ -41,8 +42,15 @@ from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
 from controlplane.store.view_metrics import InvalidObjectsCollector
+from schemas.apikey import internal_secret
 
 log = logging.getLogger(__name__)
+
+
+def internal_headers(settings: Settings) -> dict[str, str]:
+    """What the control plane's requests to the router carry: its own API key, when keys are on."""
+    pepper = settings.keys.pepper_bytes()
+    return {"Authorization": f"Bearer {internal_secret(pepper)[0]}"} if pepper else {}
 
 
 def create_app(settings: Settings | None = None, *, store: ConfigStore | None = None) -> FastAPI:
@@ -89,7 +97,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
 
             await asyncio.to_thread(ping)
 
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        router_headers = internal_headers(settings)  # the control plane's own key, for RAG and the judge
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=router_headers)
         rag_service, close_rag = open_rag(settings.rag, view, http)
         queue = ArqQueue(settings.finetune.redis_url, settings.finetune.queue) if settings.finetune.redis_url else None
         experiments = ExperimentResults(engine, view)
@@ -98,7 +107,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             store=the_store,
             keys=keys,
             config=service,
-            tokens=TokenService(engine, bootstrap_token=bootstrap),
+            tokens=TokenService(engine, bootstrap_token=bootstrap, pepper=settings.keys.pepper_bytes()),
+            apikeys=ApiKeyService(the_store, keys, pepper=settings.keys.pepper_bytes()),
             config_informer=config_informer,
             status_informer=status_informer,
             nodes_informer=nodes_informer,
@@ -130,12 +140,14 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(nodes_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
             asyncio.create_task(every(settings.store.recovery_check_s, recovery.check, name="store recovery check")),
+            asyncio.create_task(every(60, rt.apikeys.ensure_internal, name="the control plane's own API key")),
         ]
         if rt.finetune is not None:  # re-queue lost runs, register finished ones
             assert settings.finetune.redis_url is not None
             tasks.append(asyncio.create_task(rt.finetune.run(settings.finetune.redis_url)))
         if settings.monitor.redis_url:
-            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick, registry=registry)
+            monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick, registry=registry,
+                                    router_headers=router_headers)  # fmt: skip
             tasks.append(asyncio.create_task(monitor))
         try:
             yield
@@ -166,6 +178,6 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
                        wider={"/api/v1/rag/collections/": rag_limit, "/api/v1/fine-tune/datasets": dataset_limit})  # fmt: skip
     app.add_middleware(AuthenticateFirst)  # added after BodyLimit, so it runs before it: no body is read for a stranger
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, fleet, health, rag, monitor, finetune, artifacts):
+    for module in (config, history, watch, tokens, apikeys, fleet, health, rag, monitor, finetune, artifacts):
         app.include_router(module.router)
     return app

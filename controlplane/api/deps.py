@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.broadcast import Broadcaster
+from controlplane.services.apikeys import ApiKeyService
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
@@ -34,6 +35,7 @@ class Runtime:
     keys: KeySpace
     config: ConfigService
     tokens: TokenService
+    apikeys: ApiKeyService
     config_informer: Informer
     status_informer: Informer
     nodes_informer: Informer

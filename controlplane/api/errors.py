@@ -19,6 +19,7 @@ from controlplane.services.errors import (
     HistoryUnavailable,
     InUse,
     Invalid,
+    NotConfigured,
     NotFound,
     QueueUnavailable,
     StaleRevision,
@@ -102,6 +103,7 @@ def install(app: FastAPI) -> None:
     on(AlreadyExists, 409, "Already exists")
     on(Busy, 409, "Conflict")
     on(TooManyStreams, 503, "Too many streams")
+    on(NotConfigured, 503, "Not configured")
     on(StoreBehind, 409, "Store behind the audit log")
     on(InUse, 409, "Conflict")
     on(BadRequest, 400, "Bad request")

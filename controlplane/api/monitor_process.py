@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from controlplane.api.app import internal_headers
 from controlplane.api.metrics import install_informer_metrics
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.artifacts import ArtifactStore
@@ -81,9 +82,11 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    monitor = start_monitor(settings.monitor, engine, store, keys, tick=control.tick, registry=registry,
+                            router_headers=internal_headers(settings))  # fmt: skip
     tasks = [
         asyncio.create_task(informer.run()),
-        asyncio.create_task(start_monitor(settings.monitor, engine, store, keys, tick=control.tick, registry=registry)),
+        asyncio.create_task(monitor),
         asyncio.create_task(server.serve()),
         asyncio.create_task(stop.wait()),
     ]

@@ -54,7 +54,8 @@ class AuditEntry(Base):
 
 
 class ApiToken(Base):
-    """A bearer token; only its SHA-256 is stored (tokens are random, so no slow hash is needed)."""
+    """A bearer token; only its keyed hash is stored (HMAC-SHA256 under the API keys' pepper, or a
+    plain SHA-256 without one, and for tokens made before; tokens are random, so no slow hash)."""
 
     __tablename__ = "api_tokens"
 
@@ -65,6 +66,12 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    prefix: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    previous_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class OutcomeBucket(Base):

@@ -66,6 +66,10 @@ class HistoryUnavailable(ServiceError):
     """The metadata database cannot be reached; no change was written."""
 
 
+class NotConfigured(ServiceError):
+    """A feature needs a setting this process was started without (503, naming the setting)."""
+
+
 class Unauthorized(ServiceError):
     pass
 

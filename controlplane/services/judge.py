@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 
 import httpx
 import orjson
@@ -50,9 +51,10 @@ def parse_score(text: str) -> tuple[float, str] | None:
 
 class Judge:
     def __init__(self, engine: Engine, *, router_url: str, route: str, rubric: str = DEFAULT_RUBRIC,
-                 client: httpx.AsyncClient | None = None, queue: int = 1000) -> None:  # fmt: skip
+                 client: httpx.AsyncClient | None = None, queue: int = 1000,
+                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self._engine, self._url, self.route, self._rubric = engine, router_url.rstrip("/"), route, rubric
-        self._client = client or httpx.AsyncClient(timeout=120)
+        self._client = client or httpx.AsyncClient(timeout=120, headers=headers)  # headers: the router key
         self._queue: asyncio.Queue[OutcomeRecord] = asyncio.Queue(maxsize=queue)
         self.judged = self.skipped = self.failed = 0
 

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,8 +348,10 @@ async def start_monitor(
     *,
     tick: Callable[[], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
+    router_headers: Mapping[str, str] | None = None,
 ) -> None:
-    """The control plane's monitor: one leader among its replicas (election key ``monitor``)."""
+    """The control plane's monitor: one leader among its replicas (election key ``monitor``);
+    ``router_headers``: what the judge's requests to the router carry (its API key)."""
     import redis.asyncio as redis
 
     outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s)
@@ -358,7 +360,7 @@ async def start_monitor(
     judge = None
     if settings.judge_route:
         rubric = settings.judge_rubric or DEFAULT_RUBRIC
-        judge = Judge(engine, router_url=settings.router_url, route=settings.judge_route, rubric=rubric)
+        judge = Judge(engine, router_url=settings.router_url, route=settings.judge_route, rubric=rubric, headers=router_headers)
     worker = asyncio.create_task(judge.run()) if judge is not None else None
     try:
         consumer = OutcomeConsumer(client, outcomes, batch=settings.batch, judge=judge)

@@ -1,7 +1,10 @@
-"""API tokens: issue, verify, list, revoke. Roles are ordered viewer < operator < admin.
+"""API tokens: issue, verify, list, rotate, revoke. Roles are ordered viewer < operator < admin.
 
-Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them safely (slow
-password hashes exist for guessable secrets); verification is one indexed lookup per request.
+Tokens have the API keys' shape: ``llmt_<8 hex>_<43 characters>`` (256 random bits) with the
+visible prefix ``llmt_<8 hex>``; the database keeps an HMAC-SHA256 under the API keys' pepper (a
+plain SHA-256 when the control plane has none, and for tokens made before). Tokens are random, so
+a fast hash is enough; verification is one indexed lookup per request. A rotated token's old
+secret works until its grace ends; the last use is recorded at most once a minute per token.
 """
 
 from __future__ import annotations
@@ -10,19 +13,21 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import ApiToken
 from controlplane.services.errors import BadRequest, HistoryUnavailable, NotFound, Unauthorized
+from schemas.token import TOKEN_PREFIX, TokenIssued, TokenPublic
 
-TOKEN_PREFIX = "llmt_"
+TOUCH_EVERY_S = 60.0
 
 
 class Role(IntEnum):
@@ -44,28 +49,36 @@ class Principal:
     role: Role
 
 
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    id: int
-    name: str
-    role: str
-    created_at: datetime
-    created_by: str
-    revoked: bool
-
-
 def hash_token(token: str) -> str:
+    """The unkeyed hash: the bootstrap token's, tokens made before the pepper, none configured."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+def new_token() -> tuple[str, str]:
+    """A new token and its visible prefix."""
+    ident = secrets.token_hex(4)
+    return f"{TOKEN_PREFIX}{ident}_{secrets.token_urlsafe(32)}", f"{TOKEN_PREFIX}{ident}"
+
+
+def public(row: ApiToken) -> TokenPublic:
+    return TokenPublic(
+        id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at, created_by=row.created_by,
+        expires_at=row.expires_at, last_used_at=row.last_used_at, rotated_at=row.rotated_at,
+        previous_valid_until=row.previous_valid_until if row.previous_hash else None, revoked=row.revoked_at is not None,
+    )  # fmt: skip
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back: they were written in UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class TokenService:
-    def __init__(self, engine: Engine, *, bootstrap_token: str | None = None) -> None:
+    def __init__(self, engine: Engine, *, bootstrap_token: str | None = None, pepper: bytes | None = None) -> None:
         self._engine = engine
+        self._pepper = pepper
         self._bootstrap_hash = hash_token(bootstrap_token) if bootstrap_token else None
+        self._touched: dict[int, float] = {}  # token id -> monotonic time its last use was written
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -73,49 +86,90 @@ class TokenService:
         except SQLAlchemyError as exc:
             raise HistoryUnavailable(f"metadata database error: {exc.__class__.__name__}") from exc
 
-    def _lookup(self, digest: str) -> Principal | None:
+    def _hash(self, token: str) -> str:
+        """What a new token is stored as."""
+        return hmac.new(self._pepper, token.encode(), hashlib.sha256).hexdigest() if self._pepper else hash_token(token)
+
+    def _digests(self, token: str) -> list[str]:
+        """Every hash a stored token may have: keyed, and unkeyed (made before the pepper)."""
+        return list({self._hash(token), hash_token(token)})
+
+    def _lookup(self, token: str) -> Principal | None:
+        digests, now = self._digests(token), datetime.now(UTC)
         with Session(self._engine) as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)))
-            return Principal(row.name, Role.parse(row.role)) if row else None
+            row = s.scalar(
+                select(ApiToken).where(
+                    ApiToken.revoked_at.is_(None),
+                    or_(ApiToken.token_hash.in_(digests), ApiToken.previous_hash.in_(digests)),
+                )
+            )
+            if row is None:
+                return None
+            if row.token_hash not in digests and (_aware(row.previous_valid_until) or now) <= now:
+                raise Unauthorized(f"token {row.prefix or row.name} was rotated and its old secret's grace has ended")
+            if (expires := _aware(row.expires_at)) is not None and expires <= now:
+                raise Unauthorized(f"token {row.prefix or row.name} ('{row.name}') has expired")
+            principal = Principal(row.name, Role.parse(row.role))
+            touched = self._touched.get(row.id, 0.0)
+            if time.monotonic() - touched >= TOUCH_EVERY_S:  # at most one write a minute per token
+                self._touched[row.id] = time.monotonic()
+                row.last_used_at = now
+                s.commit()
+            return principal
 
     async def authenticate(self, token: str) -> Principal:
-        digest = hash_token(token)
-        if self._bootstrap_hash and hmac.compare_digest(digest, self._bootstrap_hash):
+        if self._bootstrap_hash and hmac.compare_digest(hash_token(token), self._bootstrap_hash):
             return Principal("bootstrap-admin", Role.ADMIN)
-        principal: Principal | None = await self._run(self._lookup, digest)
+        principal: Principal | None = await self._run(self._lookup, token)
         if principal is None:
             raise Unauthorized("the token is unknown or revoked")
         return principal
 
-    def _create(self, name: str, role: Role, created_by: str) -> tuple[str, TokenInfo]:
-        token = new_token()
+    def _create(self, name: str, role: Role, created_by: str, expires_in_s: float | None) -> TokenIssued:
+        token, prefix = new_token()
+        now = datetime.now(UTC)
         with Session(self._engine) as s, s.begin():
             row = ApiToken(
-                name=name,
-                role=role.name.lower(),
-                token_hash=hash_token(token),
-                created_at=datetime.now(UTC),
-                created_by=created_by,
-            )
+                name=name, role=role.name.lower(), token_hash=self._hash(token), prefix=prefix, created_at=now,
+                created_by=created_by, expires_at=now + timedelta(seconds=expires_in_s) if expires_in_s else None,
+            )  # fmt: skip
             s.add(row)
             s.flush()
-            info = TokenInfo(row.id, row.name, row.role, row.created_at, row.created_by, False)
-        return token, info
+            return TokenIssued(**public(row).model_dump(), token=token)
 
-    async def create(self, name: str, role: str, *, created_by: str) -> tuple[str, TokenInfo]:
+    async def create(self, name: str, role: str, *, created_by: str, expires_in_s: float | None = None) -> TokenIssued:
         """Issue a token; the plain token is returned once and never stored."""
         if not name.strip():
             raise BadRequest("a token needs a name")
-        result: tuple[str, TokenInfo] = await self._run(self._create, name.strip(), Role.parse(role), created_by)
+        result: TokenIssued = await self._run(self._create, name.strip(), Role.parse(role), created_by, expires_in_s)
         return result
 
-    def _list(self) -> list[TokenInfo]:
+    def _list(self) -> list[TokenPublic]:
         with Session(self._engine) as s:
-            rows = s.scalars(select(ApiToken).order_by(ApiToken.id)).all()
-            return [TokenInfo(r.id, r.name, r.role, r.created_at, r.created_by, r.revoked_at is not None) for r in rows]
+            return [public(r) for r in s.scalars(select(ApiToken).order_by(ApiToken.id)).all()]
 
-    async def list(self) -> list[TokenInfo]:
-        result: list[TokenInfo] = await self._run(self._list)
+    async def list(self) -> list[TokenPublic]:
+        result: list[TokenPublic] = await self._run(self._list)
+        return result
+
+    def _rotate(self, token_id: int, grace_s: float) -> TokenIssued | None:
+        token, prefix = new_token()
+        now = datetime.now(UTC)
+        with Session(self._engine) as s, s.begin():
+            row = s.get(ApiToken, token_id, with_for_update=True)
+            if row is None or row.revoked_at is not None:
+                return None
+            row.previous_hash = row.token_hash if grace_s > 0 else None
+            row.previous_valid_until = now + timedelta(seconds=grace_s) if grace_s > 0 else None
+            row.token_hash, row.prefix, row.rotated_at = self._hash(token), prefix, now
+            s.flush()
+            return TokenIssued(**public(row).model_dump(), token=token)
+
+    async def rotate(self, token_id: int, *, grace_s: float) -> TokenIssued:
+        """A new secret for a token; the old one keeps working for ``grace_s``."""
+        result: TokenIssued | None = await self._run(self._rotate, token_id, grace_s)
+        if result is None:
+            raise NotFound("tokens", str(token_id))
         return result
 
     def _revoke(self, token_id: int) -> bool:

@@ -67,5 +67,13 @@ class KeySpace:
         """A router's load report, bound to its lease."""
         return f"{self.load_prefix()}{router}"
 
+    def apikeys_prefix(self) -> str:
+        """The router's API keys: beside the configuration, never rolled back or restored with it
+        (a revoked key must not come back)."""
+        return f"{self.root}apikeys/"
+
+    def apikey(self, name: str) -> str:
+        return f"{self.apikeys_prefix()}{name}"
+
     def election(self, role: str) -> str:
         return f"{self.root}election/{role}"

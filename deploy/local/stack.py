@@ -41,6 +41,9 @@ ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 TOKEN_FILE = RUN / "admin-token"
 AGENT_TOKEN_FILE = RUN / "agent-token"
 REDIS_PASSWORD_FILE = RUN / "redis-password"
+PEPPER_FILE = RUN / "keys-pepper"  # the API keys' server-side secret: control plane and router
+ROUTER_KEY_FILE = RUN / "router-key"  # a development API key for the router
+DEV_KEY = "local-dev"
 #: SIM=N starts N simulated Ollama nodes (tests/sim) with an agent each, instead of an agent for a local Ollama.
 SIM = int(os.environ.get("SIM") or "0")
 SIM_PORT = int(os.environ.get("LLMTUNE_LOCAL_SIM_PORT", "11500"))
@@ -160,6 +163,7 @@ def up() -> None:
         _wait("etcd", proc, lambda: _http(f"{ETCD_URL}/health")[1].get("health") == "true")
         print(f"etcd           started (pid {proc.pid}) at {ETCD_URL}")
     token = _admin_token()
+    _secret(PEPPER_FILE)
     redis_url = _redis()
     if _pid("controlplane"):
         print(f"control plane  already running (pid {_pid('controlplane')}) at {API_URL}")
@@ -176,6 +180,7 @@ def up() -> None:
                 "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
                 "LLMTUNE_RAG__DATA_DIR": env.get("LLMTUNE_RAG__DATA_DIR", str(DATA / "rag")),
                 "LLMTUNE_RAG__ROUTER_URL": ROUTER_URL,
+                "LLMTUNE_KEYS__PEPPER_FILE": str(PEPPER_FILE),
             }
         )
         env["LLMTUNE_RAG__REDIS_URL"] = redis_url
@@ -186,15 +191,19 @@ def up() -> None:
         _wait("controlplane", proc, lambda: _http(f"{API_URL}/readyz")[0] == 200)
         print(f"control plane  started (pid {proc.pid}) at {API_URL}")
     _router(redis_url)
+    _router_key()
     _agents()
     _worker(redis_url)
     # the token by file, never on a command line (ps shows those to every user)
-    login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token-file", str(TOKEN_FILE), "--router-url", ROUTER_URL]
+    login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token-file", str(TOKEN_FILE), "--router-url", ROUTER_URL,
+             "--router-key-file", str(ROUTER_KEY_FILE)]  # fmt: skip
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
     print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*)")
     print("routes:       .venv/bin/llmctl apply -f deploy/examples/routes.yaml; .venv/bin/llmctl route hi -m chat --dry-run")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")
+    print(f"router key:   {ROUTER_KEY_FILE}  (an API key for development; more: '.venv/bin/llmctl key create NAME --tenant T')")
+    print(f'              curl -H "Authorization: Bearer $(cat {ROUTER_KEY_FILE})" {ROUTER_URL}/api/tags')
     print("fleet:        .venv/bin/llmctl nodes   and   .venv/bin/llmctl models status")
     print("logs:         make llm-tuning-logs      stop: make llm-tuning-down")
 
@@ -258,11 +267,30 @@ def _router(redis_url: str) -> None:
     if _port_busy(ROUTER_PORT):
         raise SystemExit(f"port {ROUTER_PORT} is taken by another process; set LLMTUNE_ROUTER__PORT")
     env = dict(os.environ)
-    env.update({"LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_ROUTER__PORT": str(ROUTER_PORT)})
+    env.update({"LLMTUNE_STORE__ENDPOINTS": ETCD_URL, "LLMTUNE_ROUTER__PORT": str(ROUTER_PORT),
+                "LLMTUNE_KEYS__PEPPER_FILE": str(PEPPER_FILE)})  # fmt: skip
+    env.setdefault("LLMTUNE_ROUTER__AUTH", "required")  # as in production: API keys (.run/router-key is one)
     env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)  # outcome records for the performance monitor
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
     _wait("router", proc, lambda: _http(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")
+
+
+def _router_key() -> None:
+    """The development key in ``.run/router-key`` (0600): kept while the control plane still holds
+    it, else created (or rotated, when a key of that name has another secret)."""
+    if ROUTER_KEY_FILE.exists():
+        prefix = ROUTER_KEY_FILE.read_text().strip()[:13]  # llmk_ and the 8-character id
+        code, known = _http(f"{API_URL}/api/v1/keys/{DEV_KEY}", token=_admin_token())
+        if code == 200 and known.get("prefix") == prefix:
+            return
+    body = {"name": DEV_KEY, "tenant": "local", "labels": {"llmtune.dev/purpose": "development"}}
+    code, answer = _http(f"{API_URL}/api/v1/keys", token=_admin_token(), body=body)
+    if code == 409:  # the name is taken by a key whose secret is not in the file: a new secret, the old one ends now
+        code, answer = _http(f"{API_URL}/api/v1/keys/{DEV_KEY}:rotate", token=_admin_token(), body={"grace_s": 0})
+    if code not in (200, 201):
+        raise SystemExit(f"could not create the development API key ({code}): {answer}")
+    _write_private(ROUTER_KEY_FILE, str(answer["secret"]))
 
 
 def _finetune_env(redis_url: str) -> dict[str, str]:

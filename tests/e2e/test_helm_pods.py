@@ -155,6 +155,7 @@ async def test_rendered_pods_run_as_processes_and_route_a_request(
     )  # fmt: skip
     docs = render(vals)
     token = base64.b64decode(find(docs, "Secret", "-admin-token")[0]["data"]["token"]).decode()
+    pepper = base64.b64decode(find(docs, "Secret", "-api-keys")[0]["data"]["pepper"]).decode()
     client = {key: tls_etcd.read_cert(name) for key, name in (("ca.crt", "ca.crt"), ("tls.crt", "client.crt"),
                                                               ("tls.key", "client.key"))}  # fmt: skip
     secrets = {
@@ -162,6 +163,7 @@ async def test_rendered_pods_run_as_processes_and_route_a_request(
         "llmtune-postgres": {"url": postgres_server.new_database()},
         "llmtune-redis": {"url": redis_server.url},
         f"{RELEASE}-llmtune-admin-token": {"token": token},
+        f"{RELEASE}-llmtune-api-keys": {"pepper": pepper},
     }
     pods = Pods(tmp_path, secrets, tls_etcd.url)
     by_process = {ours(c.spec): c for c in containers(docs) if ours(c.spec)}
@@ -203,7 +205,8 @@ async def test_rendered_pods_run_as_processes_and_route_a_request(
         assert await asyncio.to_thread(test.wait, 120) == 0, pods.log(hook)
         output = pods.log(hook)
         assert "/readyz 200" in output and "/api/v1/route 200" in output, output
-        assert '"response"' in output.splitlines()[-1], output
+        assert "/api/v1/keys 201" in output and "keys/helm-test-" in output, output  # its own key, revoked when done
+        assert '"response"' in output.splitlines()[-2] and " 204" in output.splitlines()[-1], output
     finally:
         pods.close()
         await sim.stop()

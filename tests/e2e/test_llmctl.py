@@ -25,6 +25,7 @@ from tests.helpers import model_doc
 pytestmark = pytest.mark.etcd
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token"
+PEPPER = "e2e-api-key-pepper-0123456789abcdef"  # the API keys' server-side secret (control plane and router)
 
 
 @contextlib.contextmanager
@@ -37,6 +38,7 @@ def control_plane_process(etcd_url: str, namespace: str, tmp_path: Path, **extra
         "LLMTUNE_STORE__NAMESPACE": namespace,
         "LLMTUNE_DB__URL": f"sqlite:///{tmp_path / 'meta.db'}",
         "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
+        "LLMTUNE_KEYS__PEPPER": PEPPER,
         "LLMTUNE_API__PORT": str(port),
         "LLMTUNE_RAG__DATA_DIR": str(tmp_path / "rag"),
         # no router unless a test starts one: the default 127.0.0.1:8701 may be a developer's own stack
@@ -153,6 +155,13 @@ def test_watch_tokens_and_errors(control_plane: str, tmp_path: Path) -> None:
     assert llmctl(control_plane, tmp_path, "list", token=viewer).returncode == 0
     denied = llmctl(control_plane, tmp_path, "apply", "-f", str(doc), token=viewer)
     assert denied.returncode == 1 and "403" in denied.stderr
+    listed = json.loads(llmctl(control_plane, tmp_path, "token", "list", "-o", "json").stdout)["items"]
+    (mine,) = [t for t in listed if t["name"] == "ci-viewer"]
+    assert viewer.startswith(mine["prefix"] + "_") and mine["last_used_at"] and viewer not in json.dumps(listed)
+    rotated = llmctl(control_plane, tmp_path, "token", "rotate", str(mine["id"]), "--grace", "0")
+    assert rotated.returncode == 0 and rotated.stdout.strip().startswith("llmt_")
+    assert llmctl(control_plane, tmp_path, "list", token=viewer).returncode == 1  # no grace: the old one ends now
+    viewer = rotated.stdout.strip()
 
     doc.write_text("kind: Model\nmetadata: {name: w}\nspec: {ollama_tag: 'w:1', capabilities: [chat], context_window: tiny}\n")
     invalid = llmctl(control_plane, tmp_path, "apply", "-f", str(doc))
@@ -202,7 +211,7 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         )
     router_port = free_port()
     router_env = {**os.environ, "LLMTUNE_STORE__ENDPOINTS": etcd_server.url, "LLMTUNE_STORE__NAMESPACE": keys.namespace,
-                  "LLMTUNE_ROUTER__PORT": str(router_port)}  # fmt: skip
+                  "LLMTUNE_ROUTER__PORT": str(router_port), "LLMTUNE_KEYS__PEPPER": PEPPER}  # fmt: skip
     router_log = (tmp_path / "router.log").open("wb")
     router_cmd = [sys.executable, "-m", "router"]
     procs.append(processes.spawn(router_cmd, env=router_env, cwd=ROOT, stdout=router_log, stderr=router_log))
@@ -238,6 +247,12 @@ def test_fleet_commands_with_agent_and_simulator_processes(
         assert "llmtune_agent_ollama_up 1.0" in metrics and 'llmtune_agent_ollama_calls_total{op="create",result="ok"}' in metrics
 
         os.environ["LLMCTL_ROUTER_URL"] = f"http://127.0.0.1:{router_port}"
+        created = llmctl(control_plane, tmp_path, "key", "create", "e2e-svc", "--tenant", "e2e", "--model", "assistant",
+                         "--rpm", "600", "-o", "json")  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        issued = json.loads(created.stdout)
+        assert issued["secret"].startswith("llmk_") and issued["spec"]["limits"]["requests_per_minute"] == 600
+        os.environ["LLMCTL_ROUTER_KEY"] = issued["secret"]
         try:
             deadline = time.monotonic() + 15
             routed = llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant")
@@ -247,9 +262,24 @@ def test_fleet_commands_with_agent_and_simulator_processes(
             assert routed.returncode == 0, routed.stderr + (tmp_path / "router.log").read_text()[-2000:]
             assert "assistant:v1" in routed.stdout and "decision_us" in routed.stdout
             dry = llmctl(control_plane, tmp_path, "route", "hello", "--model", "nope", "--dry-run")
-            assert dry.returncode == 1 and "404" in dry.stderr and "no model has that name" in dry.stderr
+            assert dry.returncode == 1 and "403" in dry.stderr and "may not use model 'nope'" in dry.stderr
+            listed = llmctl(control_plane, tmp_path, "key", "list")
+            assert listed.returncode == 0 and issued["prefix"] in listed.stdout and issued["secret"] not in listed.stdout
+            rotated = llmctl(control_plane, tmp_path, "key", "rotate", "e2e-svc", "--grace", "0")
+            assert rotated.returncode == 0 and rotated.stdout.strip().startswith("llmk_"), rotated.stderr
+            refused = llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant", "--dry-run")
+            deadline = time.monotonic() + 5
+            while refused.returncode == 0 and time.monotonic() < deadline:  # the router's watch delivers the rotation
+                refused = llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant", "--dry-run")
+            assert refused.returncode == 1 and "401" in refused.stderr
+            os.environ["LLMCTL_ROUTER_KEY"] = rotated.stdout.strip()
+            assert llmctl(control_plane, tmp_path, "route", "hello", "--model", "assistant", "--dry-run").returncode == 0
+            assert llmctl(control_plane, tmp_path, "key", "revoke", "e2e-svc").returncode == 0
+            gone = llmctl(control_plane, tmp_path, "key", "revoke", "e2e-svc")
+            assert gone.returncode == 1 and "404" in gone.stderr
         finally:
             del os.environ["LLMCTL_ROUTER_URL"]
+            os.environ.pop("LLMCTL_ROUTER_KEY", None)
 
         bad = llmctl(control_plane, tmp_path, "tune", "assistant", "--set", "temprature=0.2")
         assert bad.returncode == 1 and "422" in bad.stderr and "temprature" in bad.stderr

@@ -103,12 +103,17 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         second = stack("up", env)
         assert second.returncode == 0 and second.stdout.count("already running") == SERVICES
         router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
+        # the router requires API keys, as in production; the stack made a development key (0600)
+        key_file = tmp_path / "run" / "router-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.read_text() not in first.stdout
+        assert "router-key" in first.stdout and httpx.get(f"{router}/api/tags").status_code == 401
+        key = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
         assert httpx.get(f"{router}/readyz").status_code == 200 and {
-            m["name"] for m in httpx.get(f"{router}/api/tags").json()["models"]
+            m["name"] for m in httpx.get(f"{router}/api/tags", headers=key).json()["models"]
         } == {"small", "small-ft"}
         # the performance monitor: the router's outcome goes through the Redis stream into its figures
         answer = httpx.post(f"{router}/api/chat", json={"model": "small", "messages": [{"role": "user", "content": "hi"}],
-                                                       "stream": False}, timeout=30)  # fmt: skip
+                                                       "stream": False}, headers=key, timeout=30)  # fmt: skip
         assert answer.status_code == 200, answer.text
         deadline, summary = time.monotonic() + 20, {}
         while time.monotonic() < deadline:
@@ -117,6 +122,9 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
                 break
             time.sleep(0.3)
         assert summary["fleet"]["requests"] == 1 and summary["models"]["small"]["ok"] == 1, summary
+        routed = subprocess.run([sys.executable, "-m", "cli.main", "route", "hi", "--model", "small", "--dry-run"],
+                                env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)  # llmctl has the key from login
+        assert routed.returncode == 0 and "small" in routed.stdout, routed.stderr
         status = stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:

@@ -92,7 +92,7 @@ def test_each_process_stops_on_sigterm_in_time_under_load(
             })  # fmt: skip
             router = start("router", [sys.executable, "-m", "router"], store | {
                 "LLMTUNE_ROUTER__PORT": str(router_port), "LLMTUNE_ROUTER__SHUTDOWN_GRACE_S": str(GRACE_S),
-                "LLMTUNE_ROUTER__MAX_BODY_BYTES": "65536",
+                "LLMTUNE_ROUTER__MAX_BODY_BYTES": "65536", "LLMTUNE_ROUTER__AUTH": "off",
             })  # fmt: skip
             worker = start("worker", [sys.executable, "-m", "agents.finetune"], {
                 "LLMTUNE_FINETUNE__REDIS_URL": redis_server.url, "LLMTUNE_DB__URL": cp_env["LLMTUNE_DB__URL"],

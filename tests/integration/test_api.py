@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,12 @@ pytestmark = pytest.mark.etcd
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
 
-def make_client(etcd_url: str, tmp_path: Path, keys: KeySpace) -> TestClient:
+def make_client(etcd_url: str, tmp_path: Path, keys: KeySpace, *, pepper: str | None = None) -> TestClient:
     settings = Settings(
         store={"endpoints": [etcd_url], "namespace": keys.namespace, "timeout_s": 1.0},
         db={"url": f"sqlite:///{tmp_path / 'meta.db'}"},
         auth={"bootstrap_token": "admin-secret"},
+        keys={"pepper": pepper},
     )
     return TestClient(create_app(settings))
 
@@ -150,7 +155,7 @@ def test_auth_roles(client: TestClient) -> None:
     assert denied.status_code == 403 and "needs operator" in denied.json()["detail"]
     assert client.put("/api/v1/config/models/m", json=model_doc("m"), headers=operator).status_code == 200
     assert client.get("/api/v1/tokens", headers=operator).status_code == 403
-    assert client.post("/api/v1/tokens", json={"name": "x", "role": "emperor"}, headers=ADMIN).status_code == 400
+    assert client.post("/api/v1/tokens", json={"name": "x", "role": "emperor"}, headers=ADMIN).status_code == 422
     hist = client.get("/api/v1/history", headers=viewer).json()["items"]
     assert hist[0]["actor"] == "operator-bot"
     tokens = client.get("/api/v1/tokens", headers=ADMIN).json()["items"]
@@ -158,6 +163,38 @@ def test_auth_roles(client: TestClient) -> None:
     assert client.delete(f"/api/v1/tokens/{op_id}", headers=ADMIN).status_code == 204
     assert client.get("/api/v1/config", headers=operator).status_code == 401
     assert "token_hash" not in json.dumps(tokens) and all("token" not in t for t in tokens)
+
+
+def test_tokens_have_a_prefix_a_keyed_hash_an_expiry_a_last_use_and_rotate(
+    etcd_server: EtcdServer, tmp_path: Path, keys: KeySpace
+) -> None:
+    import sqlite3
+
+    pepper = "api-test-pepper-0123456789"
+    with make_client(etcd_server.url, tmp_path, keys, pepper=pepper) as client:
+        made = client.post("/api/v1/tokens", json={"name": "ci", "role": "viewer", "expires_in_s": 2}, headers=ADMIN)
+        assert made.status_code == 201, made.text
+        body = made.json()
+        secret, prefix = body["token"], body["prefix"]
+        assert re.fullmatch(r"llmt_[0-9a-f]{8}", prefix) and secret.startswith(prefix + "_") and body["expires_at"]
+        stored = sqlite3.connect(tmp_path / "meta.db").execute("SELECT token_hash FROM api_tokens WHERE name='ci'").fetchone()[0]
+        assert stored == hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()  # keyed, never the secret
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert client.get("/api/v1/config", headers=auth).status_code == 200
+        listed = client.get("/api/v1/tokens", headers=ADMIN).json()["items"]
+        assert listed[0]["last_used_at"] and listed[0]["prefix"] == prefix and secret not in json.dumps(listed)
+        rotated = client.post(f"/api/v1/tokens/{body['id']}:rotate", json={"grace_s": 0.5}, headers=ADMIN).json()
+        new = {"Authorization": f"Bearer {rotated['token']}"}
+        assert rotated["prefix"] != prefix and rotated["previous_valid_until"]
+        assert client.get("/api/v1/config", headers=auth).status_code == 200  # the old secret, within its grace
+        time.sleep(0.6)
+        ended = client.get("/api/v1/config", headers=auth)
+        assert ended.status_code == 401 and "grace has ended" in ended.json()["detail"]
+        assert client.get("/api/v1/config", headers=new).status_code == 200
+        time.sleep(1.5)  # past the 2 s it was made for
+        expired = client.get("/api/v1/config", headers=new)
+        assert expired.status_code == 401 and "has expired" in expired.json()["detail"]
+        assert client.post("/api/v1/tokens/999:rotate", json={}, headers=ADMIN).status_code == 404
 
 
 def test_store_down_returns_503_and_writes_nothing(own_etcd: EtcdServer, tmp_path: Path, keys: KeySpace) -> None:

@@ -69,7 +69,7 @@ def test_secrets_come_from_the_uncommitted_env_file_with_no_default() -> None:
     assert ignored.returncode == 0, "deploy/compose/.env must be git-ignored"
     for service in stack(example)["services"].values():  # no password written into the file itself
         for key, value in (service.get("environment") or {}).items():
-            if re.search(r"PASSWORD|TOKEN", key):
+            if re.search(r"PASSWORD|TOKEN|PEPPER", key):
                 assert str(value).startswith("test-"), key
 
 

@@ -190,9 +190,24 @@ def test_secure_by_default(rendered: tuple[str, list[dict[str, Any]]]) -> None:
             if ours(c) or c["name"] in ("ollama", "test"):
                 assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, f"{where} {c['name']}: no writable /tmp"
             for entry in c.get("env", []):  # secrets come from Secrets, never as values
-                if any(word in entry["name"] for word in ("TOKEN", "PASSWORD", "DB__URL", "REDIS_URL")):
+                if any(word in entry["name"] for word in ("TOKEN", "PASSWORD", "PEPPER", "DB__URL", "REDIS_URL")):
                     assert "valueFrom" in entry, f"{where}: {entry['name']} is a literal"
     assert not find(docs, "Role") and not find(docs, "ClusterRole") and not find(docs, "RoleBinding")
+
+
+def test_api_keys_pepper_is_generated_once_shared_and_keys_are_required() -> None:
+    docs = render(values("defaults"))
+    (secret,) = find(docs, "Secret", "-api-keys")
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", base64.b64decode(secret["data"]["pepper"]).decode())
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    by_process = {ours(c.spec): c for c in containers(docs) if ours(c.spec) in ("controlplane", "router")}
+    for c in by_process.values():  # the same pepper for hashing (control plane) and checking (router)
+        ref = c.env()["LLMTUNE_KEYS__PEPPER"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "rel-llmtune-api-keys", "key": "pepper"}
+    assert by_process["router"].env()["LLMTUNE_ROUTER__AUTH"]["value"] == "required"
+    off = render(values("defaults", router={"auth": "off"}, apiKeys={"existingSecret": "ops-pepper", "key": "k"}))
+    (router,) = [c for c in containers(off) if ours(c.spec) == "router"]
+    assert "LLMTUNE_KEYS__PEPPER" not in router.env() and not find(off, "Secret", "-api-keys")
 
 
 def test_admin_token_is_generated_once_and_never_a_default() -> None:
@@ -202,7 +217,7 @@ def test_admin_token_is_generated_once_and_never_a_default() -> None:
     assert tokens[0] != tokens[1] and all(re.fullmatch(r"llmt_[A-Za-z0-9]{43}", t) for t in tokens)
     assert first[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     mine = render(values("defaults", adminToken={"existingSecret": "ops-token", "key": "value"}))
-    assert not find(mine, "Secret")
+    assert not find(mine, "Secret", "-admin-token")
     (cp,) = [c for c in containers(mine) if ours(c.spec) == "controlplane"]
     assert cp.env()["LLMTUNE_AUTH__BOOTSTRAP_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "ops-token", "key": "value"}
     text = notes(values("defaults"))

@@ -1,49 +1,39 @@
-"""API token management (admin only)."""
+"""API token management (admin only): issue, list, rotate, revoke."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field
 
 from controlplane.api.deps import Admin, Runtime, runtime
-from controlplane.services.tokens import Principal, TokenInfo
+from controlplane.services.tokens import Principal
 from schemas.common import INT_MAX
+from schemas.token import TokenCreate, TokenIssued, TokenList, TokenRotate
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
+TokenId = Annotated[int, Path(ge=1, le=INT_MAX)]
 
 
-class TokenRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    role: str = Field(description="viewer, operator or admin")
-
-
-def info_body(t: TokenInfo) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "name": t.name,
-        "role": t.role,
-        "created_at": t.created_at.isoformat(),
-        "created_by": t.created_by,
-        "revoked": t.revoked,
-    }
-
-
-@router.post("/tokens", status_code=201)
-async def create_token(request: TokenRequest, rt: Runtime = Depends(runtime), who: Principal = Admin) -> dict[str, Any]:
+@router.post("/tokens", status_code=201, response_model=TokenIssued)
+async def create_token(request: TokenCreate, rt: Runtime = Depends(runtime), who: Principal = Admin) -> TokenIssued:
     """Issue a token. The plain token is in this response only; store it now."""
-    token, info = await rt.tokens.create(request.name, request.role, created_by=who.name)
-    return {**info_body(info), "token": token}
+    return await rt.tokens.create(request.name, request.role, created_by=who.name, expires_in_s=request.expires_in_s)
 
 
-@router.get("/tokens")
-async def list_tokens(rt: Runtime = Depends(runtime), _p: Principal = Admin) -> dict[str, Any]:
-    return {"items": [info_body(t) for t in await rt.tokens.list()]}
+@router.get("/tokens", response_model=TokenList)
+async def list_tokens(rt: Runtime = Depends(runtime), _p: Principal = Admin) -> TokenList:
+    return TokenList(items=await rt.tokens.list())
+
+
+@router.post("/tokens/{token_id}:rotate", response_model=TokenIssued)
+async def rotate_token(
+    token_id: TokenId, request: TokenRotate | None = None, rt: Runtime = Depends(runtime), _p: Principal = Admin
+) -> TokenIssued:
+    """A new secret (in this answer only); the old one keeps working for ``grace_s``."""
+    return await rt.tokens.rotate(token_id, grace_s=(request or TokenRotate()).grace_s)
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=INT_MAX)], rt: Runtime = Depends(runtime), _p: Principal = Admin
-) -> None:
+async def revoke_token(token_id: TokenId, rt: Runtime = Depends(runtime), _p: Principal = Admin) -> None:
     await rt.tokens.revoke(token_id)

@@ -63,6 +63,21 @@ app.kubernetes.io/part-of: llmtune
 {{- if .Values.adminToken.existingSecret }}{{ .Values.adminToken.key }}{{ else }}token{{ end }}
 {{- end }}
 
+{{- define "llmtune.apiKeysSecret" -}}
+{{- default (include "llmtune.component" (list . "api-keys")) .Values.apiKeys.existingSecret }}
+{{- end }}
+
+{{- define "llmtune.apiKeysKey" -}}
+{{- if .Values.apiKeys.existingSecret }}{{ .Values.apiKeys.key }}{{ else }}pepper{{ end }}
+{{- end }}
+
+{{/* The API keys' pepper as an env entry (control plane and router). */}}
+{{- define "llmtune.pepperEnv" -}}
+- name: LLMTUNE_KEYS__PEPPER
+  valueFrom:
+    secretKeyRef: {name: {{ include "llmtune.apiKeysSecret" . | quote }}, key: {{ include "llmtune.apiKeysKey" . | quote }}}
+{{- end }}
+
 {{/* Whether an optional monitoring.coreos.com resource renders: true, false, or auto (its API exists). */}}
 {{- define "llmtune.wants" -}}
 {{- $ctx := index . 0 }}{{- $setting := index . 1 }}{{- $api := index . 2 -}}
