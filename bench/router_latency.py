@@ -78,8 +78,8 @@ def paths(stack: Stack, tokens: int = 1) -> dict[str, Path]:
         out[f"{then}, OpenAI"] = (f"{stack.baseline}/v1/chat/completions", openai, "baseline", None)
     if stack.keyed:
         key = {"Authorization": f"Bearer {stack.key}"}
-        out["router + API key, Ollama"] = (f"{stack.keyed}/api/chat", {"model": "bench", **ollama}, "keyed", key)
-        out["router + API key, OpenAI"] = (f"{stack.keyed}/v1/chat/completions", openai, "keyed", key)
+        out["router + key + limits, Ollama"] = (f"{stack.keyed}/api/chat", {"model": "bench", **ollama}, "keyed", key)
+        out["router + key + limits, OpenAI"] = (f"{stack.keyed}/v1/chat/completions", openai, "keyed", key)
     if stack.recording:
         out["router + outcome records"] = (f"{stack.recording}/api/chat", {"model": "bench", **ollama}, "recording", None)
     if stack.litellm:
@@ -216,11 +216,11 @@ def report(results: dict[tuple[int, int], dict[str, PathResult]], stack: Stack) 
                 )
             print(line)
         for door in ("Ollama", "OpenAI") if stack.keyed else ():
-            off, on = added.get(f"router, {door} API"), added.get(f"router + API key, {door}")
+            off, on = added.get(f"router, {door} API"), added.get(f"router + key + limits, {door}")
             if off is not None and on is not None:
                 cost = on[0] - off[0]
                 goal = f"; goal at 1 client < +0.2 ms: {'met' if cost < 0.2 else 'NOT met'}" if concurrency == 1 else ""
-                print(f"  {door} API, API keys required against off: added p50 {on[0]:.2f} vs {off[0]:.2f} ms "
+                print(f"  {door} API, API key + limits in Redis against off: added p50 {on[0]:.2f} vs {off[0]:.2f} ms "
                       f"({cost:+.2f}{goal})")  # fmt: skip
         for door in ("Ollama", "OpenAI") if stack.baseline else ():
             now, then = added.get(f"router, {door} API"), added.get(f"router @{stack.baseline_ref[:10]}, {door}")

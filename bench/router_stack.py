@@ -19,7 +19,7 @@ import httpx
 
 from bench.common import KEYS, ROOT, TOKEN, start_control_plane
 from deploy.local import processes
-from tests.fixtures.services import EtcdServer, free_port
+from tests.fixtures.services import EtcdServer, RedisServer, free_port
 
 LITELLM_VENV = ROOT / ".venv-litellm"
 LITELLM_PIN = ROOT / "bench" / "litellm-constraints.txt"
@@ -40,8 +40,8 @@ class Stack:
     recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
     baseline: str | None = None  # the router of another commit (``--baseline REF``), on the same node
     baseline_ref: str = ""
-    keyed: str | None = None  # a router that requires API keys (the others have them off)
-    key: str = ""  # an API key for it
+    keyed: str | None = None  # a router that requires API keys, with limits counted in Redis (the others: off)
+    key: str = ""  # an API key for it, with every kind of limit (none reached)
     api: str = ""  # the control plane
 
 
@@ -75,6 +75,8 @@ def running(
     """``baseline_ref``: also run the router of that commit (a git worktree), for before/after figures."""
     etcd = EtcdServer(progress_interval="5s")
     etcd.start()
+    limits_redis = RedisServer()  # the keyed router's rate-limit counters
+    limits_redis.start()
     procs: list[subprocess.Popen[bytes]] = []
     logs = Path(tempfile.mkdtemp(prefix="bench-router-"))
 
@@ -116,6 +118,7 @@ def running(
         keyed_port = free_port()
         keyed_env = {**os.environ, **store, **keys_env, "LLMTUNE_ROUTER__PORT": str(keyed_port)}
         keyed_env["LLMTUNE_ROUTER__AUTH"] = "required"
+        keyed_env["LLMTUNE_ROUTER__LIMITS_REDIS_URL"] = limits_redis.url
         keyed_proc = spawn("router-keyed", [sys.executable, "-m", "router"], keyed_env)
         keyed = f"http://127.0.0.1:{keyed_port}"
         baseline = None
@@ -131,7 +134,9 @@ def running(
         _wait(f"{api}/readyz", "the control plane", proc=cp)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         httpx.post(f"{api}/api/v1/config:apply", json={"objects": [MODEL]}, headers=headers).raise_for_status()
-        issued = httpx.post(f"{api}/api/v1/keys", json={"name": "bench", "tenant": "bench"}, headers=headers)
+        limited = {"limits": {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "concurrent": 10**5},
+                   "budgets": {"tokens_per_day": 10**12}}  # fmt: skip  (every kind counted, none reached)
+        issued = httpx.post(f"{api}/api/v1/keys", json={"name": "bench", "tenant": "bench", **limited}, headers=headers)
         key = issued.raise_for_status().json()["secret"]
         _wait(f"{keyed}/readyz", "the router with API keys", proc=keyed_proc)
         _wait(f"{router_url}/readyz", "the router", proc=router)
@@ -165,6 +170,7 @@ def running(
     finally:
         processes.stop(procs)
         etcd.close()
+        limits_redis.close()
         for tree in worktrees:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 

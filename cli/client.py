@@ -63,6 +63,9 @@ class Client:
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, json=body)
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
         return self.request("DELETE", path, headers=headers or {})
 

@@ -1,5 +1,6 @@
-"""llmctl's API key commands (admin): ``key create|list|revoke|rotate``. A secret is printed once,
-alone on standard output (``-o json``: the whole key object with its ``secret``)."""
+"""llmctl's API key commands (admin): ``key create|list|revoke|rotate`` and the tenants' budgets,
+``tenant budget|list|delete``. A secret is printed once, alone on standard output (``-o json``: the
+whole key object with its ``secret``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from cli.client import ApiError, Client
 from cli.output import emit
-from schemas.apikey import ApiKeyIssued, ApiKeyList
+from schemas.apikey import ApiKeyIssued, ApiKeyList, TenantBudget, TenantBudgetList
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -118,3 +119,46 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """A new secret for a key (printed once); the old one works for --grace more."""
         run(lambda: _issued(client().post(f"/api/v1/keys/{name}:rotate", {"grace_s": duration_s(grace)}), output, out, err,
                             "rotated"))  # fmt: skip
+
+    tenant_app = typer.Typer(help="Tenants' token budgets, shared by their keys (admin).", no_args_is_help=True)
+    app.add_typer(tenant_app, name="tenant")
+
+    @tenant_app.command("budget")
+    def budget(
+        tenant: str,
+        per_day: int | None = typer.Option(None, "--tokens-per-day", help="Token budget per UTC day."),
+        per_month: int | None = typer.Option(None, "--tokens-per-month", help="Token budget per UTC month."),
+    ) -> None:
+        """Set a tenant's budgets (replacing what it had; none given: unlimited)."""
+
+        def body() -> None:
+            data = client().put(f"/api/v1/tenants/{tenant}", {"tokens_per_day": per_day, "tokens_per_month": per_month})
+            budgets = TenantBudget.model_validate(data).budgets
+            day, month = budgets.tokens_per_day or "-", budgets.tokens_per_month or "-"
+            out.print(f"tenant {tenant}: {day} tokens/day, {month} tokens/month")
+
+        run(body)
+
+    @tenant_app.command("list")
+    def tenants(output: str | None = typer.Option(None, "-o", "--output", help="json or yaml")) -> None:
+        """Tenants with budgets."""
+
+        def body() -> None:
+            listed = TenantBudgetList.model_validate(client().get("/api/v1/tenants"))
+            if output:
+                emit(listed.model_dump(mode="json"), output)
+                return
+            table = Table()
+            for col in ("TENANT", "TOKENS/DAY", "TOKENS/MONTH"):
+                table.add_column(col)
+            for t in listed.items:
+                table.add_row(t.tenant, str(t.budgets.tokens_per_day or "-"), str(t.budgets.tokens_per_month or "-"))
+            out.print(table)
+
+        run(body)
+
+    @tenant_app.command("delete")
+    def delete_tenant(tenant: str) -> None:
+        """Remove a tenant's budgets (its keys' own limits stay)."""
+        run(lambda: client().delete(f"/api/v1/tenants/{tenant}"))
+        out.print(f"tenant {tenant}: no budgets")

@@ -27,7 +27,8 @@ async def serve(settings: RouterSettings) -> None:
         app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url,
                          judge_sample=group.judge_sample, max_answer_bytes=group.max_answer_bytes,
                          outcomes_max_age_s=group.outcomes_max_age_s, name=group.name, auth=group.auth,
-                         pepper=settings.keys.pepper_bytes())  # fmt: skip
+                         pepper=settings.keys.pepper_bytes(), limits_redis_url=group.limits_redis_url,
+                         limits_on_redis_down=group.limits_on_redis_down)  # fmt: skip
     except (ValueError, OSError) as exc:  # no pepper where keys are on, or one that cannot be read
         raise SystemExit(f"router: {exc}") from None
     port = await app.start(settings.router.host, settings.router.port)

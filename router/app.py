@@ -22,6 +22,7 @@ from router.core import RouterCore
 from router.errors import Dialect, render_error
 from router.feed import TableFeed
 from router.http import Handler, HttpServer, Incoming, Limits, Reply, json_reply
+from router.limits import Limiter, OnRedisDown
 from router.load import LoadReporter
 from router.metrics import BreakerStates, RouterMetrics
 from router.native_api import NativeDoor
@@ -30,7 +31,7 @@ from router.openai_api import OpenAIDoor
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
 from router.upstream import MAX_WHOLE_BYTES
-from schemas.apikey import ApiKey
+from schemas.apikey import ApiKey, KeyBudgets
 
 
 class RouterApp:
@@ -39,8 +40,10 @@ class RouterApp:
     def __init__(self, settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                  outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                  max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
-                 name: str | None = None, auth: Mode = "required", pepper: bytes | None = None) -> None:  # fmt: skip
-        """``auth``: required and optional need ``pepper`` (the API keys' server-side secret)."""
+                 name: str | None = None, auth: Mode = "required", pepper: bytes | None = None,
+                 limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local") -> None:  # fmt: skip
+        """``auth``: required and optional need ``pepper`` (the API keys' server-side secret);
+        ``limits_redis_url``: where keys' rate limits and budgets are counted (see router/limits.py)."""
         if auth != "off" and pepper is None:
             raise ValueError(f"LLMTUNE_ROUTER__AUTH={auth} needs the API keys' pepper: set LLMTUNE_KEYS__PEPPER_FILE "
                              "(the same as the control plane's), or LLMTUNE_ROUTER__AUTH=off")  # fmt: skip
@@ -54,8 +57,13 @@ class RouterApp:
             self.outcomes = RedisOutcomeSink(outcomes_redis_url, registry=self.registry, max_age_s=outcomes_max_age_s)
         self.auth = Authenticator(auth)
         self._pepper = pepper
+        self.limiter = None
+        if auth != "off":
+            self.limiter = Limiter(limits_redis_url, registry=self.registry, routers=lambda: self.load.routers,
+                                   tenant_budgets=self._tenant_budgets, on_redis_down=limits_on_redis_down)  # fmt: skip
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
-                               judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth)  # fmt: skip
+                               judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth,
+                               limiter=self.limiter)  # fmt: skip
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
                                  in_flight=self.core.live.in_flight_by_node,
                                  draining=self.feed.draining)  # fmt: skip
@@ -71,6 +79,10 @@ class RouterApp:
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
+
+    def _tenant_budgets(self, tenant: str) -> KeyBudgets | None:
+        found = self.feed.tenant_budgets.get(tenant)
+        return found.budgets if found is not None else None
 
     def _keys(self, keys: dict[str, ApiKey]) -> None:
         self.auth.ring = KeyRing(keys, self._pepper)  # one reference swap: requests in flight keep the ring they read
@@ -135,6 +147,8 @@ class RouterApp:
                 await asyncio.gather(task, return_exceptions=True)
         await self.load.close()
         await self.core.forwarder.close()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.outcomes is not None:
             await self.outcomes.close()
         if self._own_store:
@@ -144,8 +158,10 @@ class RouterApp:
 def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
                outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
-               name: str | None = None, auth: Mode = "required", pepper: bytes | None = None) -> RouterApp:  # fmt: skip
+               name: str | None = None, auth: Mode = "required", pepper: bytes | None = None,
+               limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local") -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
     return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
                      max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name, auth=auth,
-                     pepper=pepper)  # fmt: skip
+                     pepper=pepper, limits_redis_url=limits_redis_url,
+                     limits_on_redis_down=limits_on_redis_down)  # fmt: skip

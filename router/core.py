@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,9 +21,10 @@ from pydantic import ValidationError
 from router import openai_upstream
 from router.auth import Authenticator, Caller, NotAllowed, Unauthenticated
 from router.call import Answer, Call, Door, read_json
-from router.errors import BadInput, UpstreamFailed, render_error
+from router.errors import BadInput, Dialect, UpstreamFailed, render_error
 from router.forward import Forwarder, Opened, retryable
 from router.http import Incoming, Reply
+from router.limits import Admission, Limiter, LimitsUnavailable, RateLimited, door_headers
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.overrides import HEADER as OVERRIDDEN
@@ -88,6 +89,7 @@ class Exchange:
     incoming: Incoming
     opened: Opened
     caller: Caller | None  # the API key it came with (None: authentication off, or anonymous where optional)
+    admission: Admission | None  # what it counted against its key's limits (settled when it ends)
 
 
 class RouterCore:
@@ -102,9 +104,11 @@ class RouterCore:
         judge_sample: float = 0.0,
         max_answer_bytes: int = MAX_WHOLE_BYTES,
         auth: Authenticator | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._table = table
         self.auth = auth or Authenticator("off")
+        self.limiter = limiter
         self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
         self.live = LiveStats()
         self.forwarder = Forwarder(self.live, max_answer_bytes=max_answer_bytes)
@@ -137,9 +141,17 @@ class RouterCore:
             if call.dry_run:
                 self.metrics.decision.observe(micros / 1e6)
                 return call.render(Answer(decision, decision.first, micros))
-            exchange = await self._open(call, decision, micros, incoming, caller)
+            request_id = self.request_id(incoming.headers.get("x-request-id"))
+            check: Admission | asyncio.Future[Admission | None] | None = None
+            if caller is not None and self.limiter is not None and self.limiter.applies(caller):
+                admit = self.limiter.admit(caller, request_id, call.request.prompt_tokens)
+                # a key with room left is checked while the request goes upstream; near a limit, before
+                check = asyncio.ensure_future(admit) if self.limiter.roomy(caller) else await admit
+            exchange = await self._open(call, decision, micros, incoming, caller, request_id, check, door.dialect)
             opened = exchange.opened
             headers = route_headers(decision, opened.candidate, len(opened.failed) + 1, exchange.request_id, micros)
+            if exchange.admission is not None and exchange.admission.headers:
+                headers.update(door_headers(exchange.admission.headers, door.dialect))
             cand, status = opened.candidate, opened.response.status
             if call.stream:
                 chunks = self._stream(exchange, ollama.error_line if cand.node is not None else sse_error)
@@ -150,6 +162,9 @@ class RouterCore:
             return call.render(Answer(decision, cand, micros, status, headers, opened.started, body=data))
         except (Unauthenticated, NotAllowed) as exc:
             self.metrics.rejected.labels("unauthenticated" if isinstance(exc, Unauthenticated) else "not_allowed").inc()
+            return render_error(exc, door.dialect)
+        except (RateLimited, LimitsUnavailable) as exc:
+            self.metrics.rejected.labels("rate_limited" if isinstance(exc, RateLimited) else "limits_unavailable").inc()
             return render_error(exc, door.dialect)
         except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
             return render_error(exc, door.dialect)
@@ -174,13 +189,17 @@ class RouterCore:
         route = decision.table.route(decision.route)
         return (route.spec.timeouts, route.spec.retries, route.spec.circuit_breaker) if route else _DEFAULT_LIMITS
 
-    async def _open(self, call: Call, decision: Decision, micros: float, incoming: Incoming, caller: Caller | None) -> Exchange:
-        """The first candidate that answered, as an exchange to stream or read whole."""
+    async def _open(
+        self, call: Call, decision: Decision, micros: float, incoming: Incoming, caller: Caller | None, request_id: str,
+        check: Admission | asyncio.Future[Admission | None] | None, dialect: Dialect,
+    ) -> Exchange:  # fmt: skip
+        """The first candidate that answered, as an exchange to stream or read whole. ``check``:
+        the caller's admission, or its limits check still running (roomy keys): then the answer
+        waits for its verdict, and a refusal cuts the upstream off before the client sees a byte."""
         timeouts, retries, breaker = self.limits(decision)
-        request_id = self.request_id(incoming.headers.get("x-request-id"))
         early = None
         if call.early and not call.stream and incoming.answer_now is not None:
-            early = _early(decision, micros, request_id, incoming.answer_now)
+            early = _early(decision, micros, request_id, incoming.answer_now, _verdict_headers(check, dialect))
         try:
             opened = await self.forwarder.open(
                 decision,
@@ -192,13 +211,39 @@ class RouterCore:
                 breaker=breaker,
             )
         except (Exception, asyncio.CancelledError) as exc:  # no upstream answered, or the client left first
+            self._settle_unanswered(check)
             self.metrics.decision.observe(micros / 1e6)
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", status).inc()
             raise
+        admission = check
+        if isinstance(check, asyncio.Future):
+            try:
+                admission = await asyncio.shield(check)
+            except BaseException:  # refused (or the client left): the upstream is dropped, the node not blamed
+                self._settle_unanswered(check)
+                opened.close()
+                self.forwarder.finish(opened, ok=False, client_gone=True)
+                self.metrics.decision.observe(micros / 1e6)
+                raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        return Exchange(call, decision, micros, request_id, incoming, opened, caller)
+        return Exchange(call, decision, micros, request_id, incoming, opened, caller, admission)  # type: ignore[arg-type]
+
+    def _settle_unanswered(self, check: Admission | asyncio.Future[Admission | None] | None) -> None:
+        """No upstream answered: the admission frees its slot (its prompt stays counted: the work was asked for)."""
+        limiter = self.limiter
+        if limiter is None or check is None:
+            return
+        if not isinstance(check, asyncio.Future):
+            limiter.settle(check, 0)
+            return
+
+        def settle(done: asyncio.Future[Admission | None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                limiter.settle(done.result(), 0)
+
+        check.add_done_callback(settle)
 
     def request_id(self, given: str | None) -> str:
         """The client's ``x-request-id`` when it sent a usable one, else a new id."""
@@ -266,8 +311,11 @@ class RouterCore:
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
         final = ollama.final_object(tail) if ok and opened.candidate.node is not None else None  # parsed once
         tokens, rate = ollama.speed(final)
+        prompt = ollama.usage(final)[0] if final is not None else None
         if ok and opened.candidate.node is None and decision.request.task is not Task.EMBEDDING:  # embeddings generate none
             tokens, rate = _endpoint_speed(decision, opened, tail, whole=whole, events=events, total_ms=total_ms)
+        if self.limiter is not None:
+            self.limiter.settle(ex.admission, tokens or 0, prompt or None)
         found = signals(final, whole=whole, wants_json=ex.call.wants_json)
         if rate is not None:
             cand = opened.candidate
@@ -312,9 +360,27 @@ class RouterCore:
         )
 
 
+def _verdict_headers(
+    check: Admission | asyncio.Future[Admission | None] | None, dialect: Dialect
+) -> Callable[[], Mapping[str, str] | None]:
+    """The answer's rate-limit headers once the caller is admitted; None while its check runs or
+    when it was refused (then the answer must not go out early)."""
+
+    def ready() -> Mapping[str, str] | None:
+        admission = check
+        if isinstance(check, asyncio.Future):
+            if not check.done() or check.cancelled() or check.exception() is not None:
+                return None
+            admission = check.result()
+        return door_headers(admission.headers, dialect) if isinstance(admission, Admission) else {}
+
+    return ready
+
+
 def _early(
-    decision: Decision, micros: float, request_id: str, answer_now: Callable[[Reply], None]
-) -> Callable[[Candidate, int], Callable[[Response], None] | None]:
+    decision: Decision, micros: float, request_id: str, answer_now: Callable[[Reply], None],
+    ready: Callable[[], Mapping[str, str] | None],
+) -> Callable[[Candidate, int], Callable[[Response], None] | None]:  # fmt: skip
     """For a call whose node answer goes out as it is (``Call.early``): a hook per attempt that
     writes a node's whole answer to the client from the upstream's parser callback, before the
     request's task wakes up (the task then only accounts for it)."""
@@ -324,8 +390,11 @@ def _early(
             return None
 
         def send(resp: Response) -> None:
-            if not retryable(resp.status):
+            extra = ready()
+            if extra is not None and not retryable(resp.status):
                 headers = route_headers(decision, cand, attempt + 1, request_id, micros)
+                if extra:
+                    headers.update(extra)
                 answer_now(Reply(resp.status, resp.peek(), "application/json", headers))
 
         return send

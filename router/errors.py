@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from router.auth import NotAllowed, Unauthenticated
 from router.http import Reply, json_reply
+from router.limits import LimitsUnavailable, RateLimited, door_headers
 from router.policy import ContextTooLong, NoRoute
 
 Dialect = Literal["ollama", "openai", "native"]
@@ -32,6 +33,10 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
         return 401, "invalid_api_key", str(exc)
     if isinstance(exc, NotAllowed):
         return 403, "permission_denied", str(exc)
+    if isinstance(exc, RateLimited):
+        return 429, "insufficient_quota" if exc.budget else "rate_limit_exceeded", str(exc)
+    if isinstance(exc, LimitsUnavailable):
+        return 503, "limits_unavailable", str(exc)
     if isinstance(exc, BadInput):
         return 400, "invalid_request", str(exc)
     if isinstance(exc, ValidationError):
@@ -54,12 +59,18 @@ _OPENAI = {
     "context_length_exceeded": ("invalid_request_error", "context_length_exceeded", "messages"),
     "invalid_api_key": ("invalid_request_error", "invalid_api_key", None),
     "permission_denied": ("permission_error", "permission_denied", None),
+    "rate_limit_exceeded": ("requests", "rate_limit_exceeded", None),
+    "insufficient_quota": ("insufficient_quota", "insufficient_quota", None),
 }
 
 
 def render_error(exc: Exception, dialect: Dialect) -> Reply:
     status, kind, message = status_of(exc)
     headers = _CHALLENGE if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = dict(door_headers(exc.headers, dialect))
+    elif isinstance(exc, LimitsUnavailable):
+        headers = {"retry-after": "1"}
     if dialect == "ollama":
         return json_reply({"error": message}, status, headers=headers)
     if dialect == "openai":
@@ -67,7 +78,7 @@ def render_error(exc: Exception, dialect: Dialect) -> Reply:
             kind_, code, param = _OPENAI[kind]
             error = {"message": message, "type": kind_, "param": param, "code": code}
             return json_reply({"error": error}, status, headers=headers)
-        return json_reply({"error": {"message": message, "type": kind, "code": status}}, status)
+        return json_reply({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
     title = kind.replace("_", " ").capitalize()
     body = {"type": f"https://llmtune.dev/problems/{kind}", "title": title, "status": status, "detail": message}
     return json_reply(body, status, media_type="application/problem+json", headers=headers)

@@ -14,20 +14,23 @@ from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView, decode_keyed
 from router.table import RouteTable, build_table
-from schemas.apikey import ApiKey
+from schemas.apikey import ApiKey, TenantBudget
 from schemas.status import NodeRegistration, NodeStatus
 
 
 class TableFeed:
     """Three informers feeding one table; ``table`` is always a complete, consistent snapshot. A
-    fourth keeps the API keys (``keys``), which change apart from the table."""
+    fourth and a fifth keep the API keys (``keys``) and tenants' budgets, which change apart from
+    the table."""
 
     def __init__(self, store: ConfigStore, keys: KeySpace, *, idle_timeout_s: float = 30.0) -> None:
         self.config = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
         self.nodes = Informer(store, keys.nodes_prefix(), idle_timeout_s=idle_timeout_s)
         self.status = Informer(store, keys.status_prefix(), idle_timeout_s=idle_timeout_s)
         self.apikeys = Informer(store, keys.apikeys_prefix(), idle_timeout_s=idle_timeout_s)
+        self.tenants = Informer(store, keys.tenants_prefix(), idle_timeout_s=idle_timeout_s)
         self.keys: dict[str, ApiKey] = {}
+        self.tenant_budgets: dict[str, TenantBudget] = {}  # by tenant: read per request, replaced whole
         self._key_listeners: list[Callable[[dict[str, ApiKey]], None]] = []
         self.table = build_table([], {}, {}, revision=0)
         self._view = ConfigView(keys)
@@ -38,6 +41,7 @@ class TableFeed:
         self.nodes.add_handler(self._on_nodes)
         self.status.add_handler(self._on_status)
         self.apikeys.add_handler(self._on_keys)
+        self.tenants.add_handler(self._on_tenants)
 
     @property
     def view(self) -> ConfigView:
@@ -54,6 +58,9 @@ class TableFeed:
         self.keys, _ = decode_keyed(snapshot, ApiKey, self.keys)
         for listener in self._key_listeners:
             listener(self.keys)
+
+    def _on_tenants(self, snapshot: Snapshot) -> None:
+        self.tenant_budgets = decode_keyed(snapshot, TenantBudget, self.tenant_budgets)[0]
 
     def _on_config(self, snapshot: Snapshot) -> None:
         self._view.on_snapshot(snapshot)
@@ -81,7 +88,7 @@ class TableFeed:
 
     @property
     def synced(self) -> bool:
-        return self.config.synced and self.nodes.synced and self.status.synced and self.apikeys.synced
+        return self.config.synced and self.nodes.synced and self.status.synced and self.apikeys.synced and self.tenants.synced
 
     async def run(self) -> None:
-        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run())
+        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run(), self.tenants.run())

@@ -32,6 +32,9 @@ class LoadReporter:
         self._every_s = every_s
         self.keeper = LeaseKeeper(store, ttl_s=ttl_s)
         self.written: RouterLoad | None = None
+        self._store, self._prefix = store, keys.load_prefix()
+        self.routers = 1  # routers with a live report, this one included (for a share of each rate limit)
+        self._counted_at = 0.0
 
     def report(self) -> RouterLoad:
         return RouterLoad(router=self._name, in_flight=self._in_flight(), draining=sorted(self._draining()))
@@ -46,6 +49,16 @@ class LoadReporter:
         self.written = report
         return True
 
+    async def _count_routers(self, every_s: float = 5.0) -> None:
+        """How many routers report (at most every ``every_s``): a router's share of a limit is the
+        limit over this count while the shared counters are away."""
+        now = asyncio.get_running_loop().time()
+        if now - self._counted_at < every_s:
+            return
+        self._counted_at = now
+        listed = await self._store.list(self._prefix)
+        self.routers = max(1, len(listed.items))
+
     async def run(self) -> None:
         """Publish forever; store outages are logged and retried on the next tick."""
         keeper = asyncio.create_task(self.keeper.run())
@@ -53,6 +66,7 @@ class LoadReporter:
             while True:
                 try:
                     await self.publish_once()
+                    await self._count_routers()
                 except StoreError as exc:
                     log.warning("load report not written: %s", exc)
                 await asyncio.sleep(self._every_s)

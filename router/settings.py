@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.settings import KeySettings, StoreSettings
 from router.auth import Mode
+from router.limits import OnRedisDown
 
 
 class RouterGroup(BaseModel):
@@ -21,6 +22,16 @@ class RouterGroup(BaseModel):
         default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="This router's name in the store (its load report); host name and pid when unset.",
     )  # fmt: skip
+    limits_redis_url: str | None = Field(
+        default=None,
+        description="Redis holding API keys' rate-limit and budget counters (shared by all routers); without it each "
+        "router counts alone.",
+    )
+    limits_on_redis_down: OnRedisDown = Field(
+        default="local",
+        description="When that Redis cannot be reached: local (each router enforces limit / routers alive), open (no "
+        "limits) or closed (503 for keys with limits).",
+    )
     outcomes_redis_url: str | None = Field(
         default=None,
         description="Redis whose stream receives an outcome record per request (the monitor reads it); logged when unset.",

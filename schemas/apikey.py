@@ -24,7 +24,7 @@ from schemas.common import INT_MAX, LabelKey, LabelValue, Name, Strict
 
 SECRET_PREFIX = "llmk_"
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/*?\[\]!-]+$")]
-Tenant = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Tenant = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Priority = Literal["high", "normal", "low"]
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -121,6 +121,17 @@ class ApiKeyIssued(ApiKeyPublic):
 
 class ApiKeyList(Strict):
     items: list[ApiKeyPublic]
+
+
+class TenantBudget(Strict):
+    """A tenant's token budgets, shared by all its keys (``/<ns>/v1/tenants/<tenant>``)."""
+
+    tenant: Tenant
+    budgets: KeyBudgets
+
+
+class TenantBudgetList(Strict):
+    items: list[TenantBudget]
 
 
 class RotateRequest(Strict):

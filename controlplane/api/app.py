@@ -19,7 +19,7 @@ from controlplane.api.limits import AuthenticateFirst, BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
 from controlplane.api.routes import apikeys, artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
-from controlplane.services.apikeys import ApiKeyService
+from controlplane.services.apikeys import ApiKeyService, TenantBudgets
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             config=service,
             tokens=TokenService(engine, bootstrap_token=bootstrap, pepper=settings.keys.pepper_bytes()),
             apikeys=ApiKeyService(the_store, keys, pepper=settings.keys.pepper_bytes()),
+            tenant_budgets=TenantBudgets(the_store, keys),
             config_informer=config_informer,
             status_informer=status_informer,
             nodes_informer=nodes_informer,

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.broadcast import Broadcaster
-from controlplane.services.apikeys import ApiKeyService
+from controlplane.services.apikeys import ApiKeyService, TenantBudgets
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
@@ -36,6 +36,7 @@ class Runtime:
     config: ConfigService
     tokens: TokenService
     apikeys: ApiKeyService
+    tenant_budgets: TenantBudgets
     config_informer: Informer
     status_informer: Informer
     nodes_informer: Informer

@@ -21,6 +21,7 @@ from schemas.apikey import (
     ApiKeyIssued,
     ApiKeySpec,
     StoredSecret,
+    TenantBudget,
     internal_secret,
     keyed_hash,
     new_secret,
@@ -117,6 +118,35 @@ class ApiKeyService:
             raise Busy(f"api key '{name}' was rotated or revoked meanwhile; list the keys and retry") from exc
         log.info("api key %s rotated by %s (old secret valid %.0f s more)", name, actor, grace_s)
         return ApiKeyIssued(**rotated.public().model_dump(), secret=secret)
+
+
+class TenantBudgets:
+    """Tenants' token budgets: set (create or replace), list, delete; routers watch them."""
+
+    def __init__(self, store: ConfigStore, keys: KeySpace) -> None:
+        self._store = store
+        self._keys = keys
+
+    async def set(self, budget: TenantBudget, *, actor: str) -> TenantBudget:
+        await self._store.put(self._keys.tenant(budget.tenant), budget.model_dump_json().encode())
+        log.info("budgets of tenant %s set by %s: %s", budget.tenant, actor, budget.budgets.model_dump(exclude_none=True))
+        return budget
+
+    async def list(self) -> list[TenantBudget]:
+        listed = await self._store.list(self._keys.tenants_prefix())
+        out = []
+        for kv in listed.items:
+            try:
+                out.append(TenantBudget.model_validate_json(kv.value))
+            except ValidationError:
+                log.error("ignoring an unreadable tenant budget at %s", kv.key)
+        return sorted(out, key=lambda b: b.tenant)
+
+    async def delete(self, tenant: str, *, actor: str) -> None:
+        if await self._store.get(self._keys.tenant(tenant)) is None:
+            raise NotFound("tenants", tenant)
+        await self._store.delete(self._keys.tenant(tenant))
+        log.info("budgets of tenant %s removed by %s", tenant, actor)
 
 
 def _now() -> datetime:

@@ -75,5 +75,12 @@ class KeySpace:
     def apikey(self, name: str) -> str:
         return f"{self.apikeys_prefix()}{name}"
 
+    def tenants_prefix(self) -> str:
+        """Tenants' token budgets (beside the API keys, for the same reason)."""
+        return f"{self.root}tenants/"
+
+    def tenant(self, name: str) -> str:
+        return f"{self.tenants_prefix()}{name}"
+
     def election(self, role: str) -> str:
         return f"{self.root}election/{role}"

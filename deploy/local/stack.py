@@ -271,6 +271,7 @@ def _router(redis_url: str) -> None:
                 "LLMTUNE_KEYS__PEPPER_FILE": str(PEPPER_FILE)})  # fmt: skip
     env.setdefault("LLMTUNE_ROUTER__AUTH", "required")  # as in production: API keys (.run/router-key is one)
     env.setdefault("LLMTUNE_ROUTER__OUTCOMES_REDIS_URL", redis_url)  # outcome records for the performance monitor
+    env.setdefault("LLMTUNE_ROUTER__LIMITS_REDIS_URL", redis_url)  # API keys' rate limits and budgets
     proc = _start("router", [str(VENV_BIN / "python"), "-m", "router"], env, "router")
     _wait("router", proc, lambda: _http(f"{ROUTER_URL}/readyz")[0] == 200)
     print(f"router         started (pid {proc.pid}) at {ROUTER_URL}")

@@ -1,4 +1,4 @@
-"""The router's API keys (admin only): create, list, show, revoke, rotate."""
+"""The router's API keys (admin only): create, list, show, revoke, rotate; tenants' budgets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ from fastapi import APIRouter, Depends
 
 from controlplane.api.deps import Admin, Runtime, runtime
 from controlplane.services.tokens import Principal
-from schemas.apikey import ApiKeyCreate, ApiKeyIssued, ApiKeyList, ApiKeyPublic, RotateRequest
+from schemas.apikey import (
+    ApiKeyCreate,
+    ApiKeyIssued,
+    ApiKeyList,
+    ApiKeyPublic,
+    KeyBudgets,
+    RotateRequest,
+    Tenant,
+    TenantBudget,
+    TenantBudgetList,
+)
 from schemas.common import Name
 
 router = APIRouter(prefix="/api/v1", tags=["api keys"])
@@ -40,3 +50,21 @@ async def rotate_key(
 ) -> ApiKeyIssued:
     """A new secret (in this answer only); the old one keeps working for ``grace_s``."""
     return await rt.apikeys.rotate(name, grace_s=(request or RotateRequest()).grace_s, actor=who.name)
+
+
+@router.put("/tenants/{tenant}", response_model=TenantBudget)
+async def set_tenant_budget(
+    tenant: Tenant, budgets: KeyBudgets, rt: Runtime = Depends(runtime), who: Principal = Admin
+) -> TenantBudget:
+    """A tenant's token budgets per day and month, shared by all its keys (routers see them at once)."""
+    return await rt.tenant_budgets.set(TenantBudget(tenant=tenant, budgets=budgets), actor=who.name)
+
+
+@router.get("/tenants", response_model=TenantBudgetList)
+async def list_tenant_budgets(rt: Runtime = Depends(runtime), _p: Principal = Admin) -> TenantBudgetList:
+    return TenantBudgetList(items=await rt.tenant_budgets.list())
+
+
+@router.delete("/tenants/{tenant}", status_code=204)
+async def delete_tenant_budget(tenant: Tenant, rt: Runtime = Depends(runtime), who: Principal = Admin) -> None:
+    await rt.tenant_budgets.delete(tenant, actor=who.name)
