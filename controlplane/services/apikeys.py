@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from controlplane.services.errors import AlreadyExists, Busy, NotConfigured, NotFound
 from controlplane.store.base import ConfigStore
@@ -28,6 +29,7 @@ from schemas.apikey import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
 KIND = "apikeys"
 
 
@@ -89,14 +91,7 @@ class ApiKeyService:
         return (await self._read(name))[0]
 
     async def list(self) -> list[ApiKey]:
-        listed = await self._store.list(self._keys.apikeys_prefix())
-        out = []
-        for kv in listed.items:
-            try:
-                out.append(ApiKey.model_validate_json(kv.value))
-            except ValidationError:
-                log.error("ignoring an unreadable API key at %s", kv.key)
-        return sorted(out, key=lambda k: k.name)
+        return sorted(await _readable(self._store, self._keys.apikeys_prefix(), ApiKey), key=lambda k: k.name)
 
     async def revoke(self, name: str, *, actor: str) -> None:
         """Delete the key: every router refuses it once its watch delivers the deletion."""
@@ -133,20 +128,24 @@ class TenantBudgets:
         return budget
 
     async def list(self) -> list[TenantBudget]:
-        listed = await self._store.list(self._keys.tenants_prefix())
-        out = []
-        for kv in listed.items:
-            try:
-                out.append(TenantBudget.model_validate_json(kv.value))
-            except ValidationError:
-                log.error("ignoring an unreadable tenant budget at %s", kv.key)
-        return sorted(out, key=lambda b: b.tenant)
+        return sorted(await _readable(self._store, self._keys.tenants_prefix(), TenantBudget), key=lambda b: b.tenant)
 
     async def delete(self, tenant: str, *, actor: str) -> None:
         if await self._store.get(self._keys.tenant(tenant)) is None:
             raise NotFound("tenants", tenant)
         await self._store.delete(self._keys.tenant(tenant))
         log.info("budgets of tenant %s removed by %s", tenant, actor)
+
+
+async def _readable(store: ConfigStore, prefix: str, cls: type[T]) -> list[T]:
+    """Every object under ``prefix`` that validates; the others are logged and left out."""
+    out = []
+    for kv in (await store.list(prefix)).items:
+        try:
+            out.append(cls.model_validate_json(kv.value))
+        except ValidationError:
+            log.error("ignoring an unreadable %s at %s", cls.__name__, kv.key)
+    return out
 
 
 def _now() -> datetime:
