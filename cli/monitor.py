@@ -1,4 +1,5 @@
-"""llmctl's monitor commands: ``metrics`` (figures over a recent window) and ``feedback``."""
+"""llmctl's monitor commands: ``metrics`` (figures over a recent window), ``usage`` (tokens by key,
+tenant, model or route) and ``feedback``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import Client
+from cli.output import emit
+from schemas.monitor import UsageReport
 
 
 def _ms(figures: dict[str, Any], key: str) -> str:
@@ -18,6 +21,30 @@ def _ms(figures: dict[str, Any], key: str) -> str:
 
 
 def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
+    @app.command()
+    def usage(
+        by: str = typer.Option("tenant", "--by", help="key, tenant, model or route."),
+        window: str | None = typer.Option(None, "--window", "-w", help="90s, 15m, 2h, 1d (default 1d)."),
+        start: str | None = typer.Option(None, "--from", help="ISO 8601 start (instead of --window)."),
+        end: str | None = typer.Option(None, "--to", help="ISO 8601 end (default now)."),
+        output: str | None = typer.Option(None, "-o", "--output", help="json or yaml"),
+    ) -> None:
+        """Requests and prompt/completion tokens per API key, tenant, model or route."""
+
+        def body() -> None:
+            params = {"group_by": by, "window": window, "from": start, "to": end}
+            report = UsageReport.model_validate(client().get("/api/v1/usage", **params))
+            if output:
+                emit(report.model_dump(mode="json"), output)
+                return
+            table = Table(by, "requests", "prompt tokens", "completion tokens", "total", "estimated", title=f"usage by {by}")
+            for r in report.rows:
+                table.add_row(r.group or "(none)", str(r.requests), str(r.prompt_tokens), str(r.completion_tokens),
+                              str(r.total_tokens), str(r.estimated_requests or ""))  # fmt: skip
+            out.print(table)
+
+        run(body)
+
     @app.command()
     def metrics(
         window: str = typer.Option("15m", "--window", "-w", help="90s, 15m, 2h, 1d."),

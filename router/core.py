@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -60,6 +60,11 @@ class Outcome:
     signals: tuple[str, ...] = ()  # router/quality.py
     question: str | None = None  # for the monitor's judge: the request's text and the answer, on a sampled share
     answer: str | None = None
+    api_key: str | None = None  # who: the key's name and the tenant it counted for
+    tenant: str | None = None
+    prompt_tokens: int = 0  # usage: the upstream's counts, else the router's estimate (``estimated``)
+    completion_tokens: int = 0
+    estimated: bool = False
 
 
 class OutcomeSink(Protocol):
@@ -311,11 +316,14 @@ class RouterCore:
         total_ms = self.forwarder.finish(opened, ok=ok, client_gone=gone)
         final = ollama.final_object(tail) if ok and opened.candidate.node is not None else None  # parsed once
         tokens, rate = ollama.speed(final)
-        prompt = ollama.usage(final)[0] if final is not None else None
+        used = _usage(ex, final, tail, ok=ok, whole=whole, events=events)
         if ok and opened.candidate.node is None and decision.request.task is not Task.EMBEDDING:  # embeddings generate none
-            tokens, rate = _endpoint_speed(decision, opened, tail, whole=whole, events=events, total_ms=total_ms)
+            tokens, rate = _endpoint_speed(opened, used, whole=whole, total_ms=total_ms)
         if self.limiter is not None:
-            self.limiter.settle(ex.admission, tokens or 0, prompt or None)
+            self.limiter.settle(ex.admission, used[1], None if used[2] else used[0])
+        tenant = ex.caller.tenant if ex.caller is not None else decision.request.tenant
+        self.metrics.tokens.labels("prompt", tenant or "-", opened.candidate.model.name).inc(used[0])
+        self.metrics.tokens.labels("completion", tenant or "-", opened.candidate.model.name).inc(used[1])
         found = signals(final, whole=whole, wants_json=ex.call.wants_json)
         if rate is not None:
             cand = opened.candidate
@@ -323,11 +331,12 @@ class RouterCore:
         texts = None
         if whole and final is not None and self.judge_sample and random.random() < self.judge_sample:
             texts = (decision.request.text[-4000:], ollama.text(final)[:4000])
-        self._record(ex, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found, texts=texts)
+        self._record(ex, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found, texts=texts, used=used,
+                     tenant=tenant)  # fmt: skip
 
     def _record(self, ex: Exchange, total_ms: float, *, ok: bool, client_gone: bool = False, tokens: int | None = None,
-                rate: float | None = None, found: tuple[str, ...] = (),
-                texts: tuple[str, str] | None = None) -> None:  # fmt: skip
+                rate: float | None = None, found: tuple[str, ...] = (), texts: tuple[str, str] | None = None,
+                used: tuple[int, int, bool] = (0, 0, True), tenant: str | None = None) -> None:  # fmt: skip
         decision, opened = ex.decision, ex.opened
         self.metrics.decision.observe(ex.decision_us / 1e6)
         cand = opened.candidate
@@ -355,7 +364,13 @@ class RouterCore:
                 tokens,
                 rate,
                 found,
-                *(texts or (None, None)),
+                question=texts[0] if texts else None,
+                answer=texts[1] if texts else None,
+                api_key=ex.caller.name if ex.caller is not None else None,
+                tenant=tenant,
+                prompt_tokens=used[0],
+                completion_tokens=used[1],
+                estimated=used[2],
             )
         )
 
@@ -402,16 +417,32 @@ def _early(
     return hook
 
 
+def _usage(
+    ex: Exchange, final: Mapping[str, Any] | None, tail: bytes, *, ok: bool, whole: bool, events: int
+) -> tuple[int, int, bool]:
+    """(prompt, completion) tokens of an answer and whether they are the router's estimate: Ollama's
+    counts, a static endpoint's ``usage`` (or its chunks), else the prompt's estimate and nothing
+    generated (an answer that broke off or was left early)."""
+    estimate = ex.decision.request.prompt_tokens
+    if final is not None and ("prompt_eval_count" in final or "eval_count" in final):
+        prompt, completion = ollama.usage(final)
+        return prompt, completion, False
+    if ok and ex.opened.candidate.node is None:
+        counts = openai_upstream.tokens(tail, whole=whole, events=events, prompt_tokens=estimate)
+        if counts is not None:
+            return counts
+    return estimate, 0, True
+
+
 def _endpoint_speed(
-    decision: Decision, opened: Opened, tail: bytes, *, whole: bool, events: int, total_ms: float
+    opened: Opened, used: tuple[int, int, bool], *, whole: bool, total_ms: float
 ) -> tuple[int | None, float | None]:
     """Generated tokens and tokens per second of a static endpoint's answer: its usage (or its
     chunks) over the time it took to generate (a stream's after its first byte)."""
-    counts = openai_upstream.tokens(tail, whole=whole, events=events, prompt_tokens=decision.request.prompt_tokens)
-    if counts is None or counts[1] <= 0:
+    if used[1] <= 0:
         return None, None
     seconds = total_ms / 1000 - (0.0 if whole else opened.first_byte_s)
-    return counts[1], (counts[1] / seconds if seconds > 0 else None)
+    return used[1], (used[1] / seconds if seconds > 0 else None)
 
 
 def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id: str, decision_us: float) -> dict[str, str]:

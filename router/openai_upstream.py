@@ -52,18 +52,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _done(model: str, finish: str | None, counts: tuple[int, int], started: float) -> dict[str, Any]:
+def _done(model: str, finish: str | None, counts: tuple[int, int, bool], started: float) -> dict[str, Any]:
     return ollama.final(model, length=finish == "length", prompt_tokens=counts[0], completion_tokens=counts[1],
                         total_ns=int((time.perf_counter() - started) * 1e9), created_at=_now())  # fmt: skip
 
 
-def _counts(usage: Any, *, prompt_tokens: int, generated: int) -> tuple[int, int]:
-    """(prompt, completion) tokens: the upstream's ``usage`` where it sent one, else the router's
-    estimate of the prompt and ``generated`` (the chunks or the estimated tokens of the answer)."""
+def _counts(usage: Any, *, prompt_tokens: int, generated: int) -> tuple[int, int, bool]:
+    """(prompt, completion) tokens and whether they are estimated: the upstream's ``usage`` where it
+    sent one, else the router's estimate of the prompt and ``generated`` (the chunks or the
+    estimated tokens of the answer)."""
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         prompt = usage.get("prompt_tokens")
-        return (prompt if isinstance(prompt, int) else prompt_tokens), usage["completion_tokens"]
-    return prompt_tokens, generated
+        return (prompt if isinstance(prompt, int) else prompt_tokens), usage["completion_tokens"], not isinstance(prompt, int)
+    return prompt_tokens, generated, True
 
 
 def answer(path: str, data: Mapping[str, Any], *, model: str, started: float, prompt_tokens: int = 0) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def answer(path: str, data: Mapping[str, Any], *, model: str, started: float, pr
     return out
 
 
-def _whole(data: Mapping[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], str, tuple[int, int]]:
+def _whole(data: Mapping[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], str, tuple[int, int, bool]]:
     """A whole answer's first choice, its text, and its (prompt, completion) tokens."""
     choice = (data.get("choices") or [{}])[0]
     choice = choice if isinstance(choice, dict) else {}
@@ -105,8 +106,9 @@ def _text(choice: Any, *, whole: bool) -> str:
     return text if isinstance(text, str) else ""
 
 
-def tokens(tail: bytes, *, whole: bool, events: int, prompt_tokens: int) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of an answer from a static endpoint, for the router's figures:
+def tokens(tail: bytes, *, whole: bool, events: int, prompt_tokens: int) -> tuple[int, int, bool] | None:
+    """(prompt, completion) tokens of an answer from a static endpoint and whether they are
+    estimated, for the router's figures and usage:
     ``tail`` is the whole answer (``whole``) or the last bytes of its SSE stream, ``events`` the
     ``data:`` events the stream carried. Without ``usage``, a stream's completion tokens are its
     events less the ``[DONE]`` marker and a last chunk that only names the finish reason (servers
@@ -140,7 +142,7 @@ def tokens(tail: bytes, *, whole: bool, events: int, prompt_tokens: int) -> tupl
         if choices and not any(_text(c, whole=False) for c in choices):
             generated -= 1  # the finish chunk (or a role-only one) carries no token
         break
-    return prompt_tokens, max(generated, 0)
+    return prompt_tokens, max(generated, 0), True
 
 
 async def stream(

@@ -103,4 +103,6 @@ def _encode(o: Outcome, key: str) -> bytes:
         "status": o.status, "decision_us": round(o.decision_us, 1), "ttft_ms": round(o.first_byte_ms, 3),
         "total_ms": round(o.total_ms, 3), "attempts": o.attempts, "tokens": o.tokens, "tokens_per_s": o.tokens_per_s,
         "signals": list(o.signals), **({"question": o.question, "answer": o.answer} if o.question is not None else {}),
+        "api_key": o.api_key, "tenant": o.tenant, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+        "estimated": o.estimated,
     })  # fmt: skip

@@ -29,6 +29,11 @@ class OutcomeRecord(BaseModel):
     total_ms: float = Field(ge=0)
     attempts: int = Field(ge=1, le=INT_MAX)
     tokens: int | None = Field(default=None, ge=0, le=INT_MAX, description="Generated tokens (Ollama's eval_count).")
+    api_key: str | None = Field(default=None, max_length=253, description="The name of the API key it came with.")
+    tenant: str | None = Field(default=None, max_length=128, description="The tenant it counted for.")
+    prompt_tokens: int = Field(default=0, ge=0, le=INT_MAX, description="Prompt tokens (the upstream's count).")
+    completion_tokens: int = Field(default=0, ge=0, le=INT_MAX, description="Completion tokens (the upstream's count).")
+    estimated: bool = Field(default=False, description="The counts are the router's estimate: the upstream gave none.")
     tokens_per_s: float | None = Field(default=None, ge=0)
     signals: list[str] = Field(
         default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."
@@ -38,6 +43,25 @@ class OutcomeRecord(BaseModel):
 
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")]
+
+
+UsageGroup = Literal["key", "tenant", "model", "route"]
+
+
+class UsageRow(BaseModel):
+    group: str = Field(description="The key, tenant, model or route ('' for none: anonymous, no route).")
+    requests: Int64
+    prompt_tokens: Int64
+    completion_tokens: Int64
+    total_tokens: Int64
+    estimated_requests: Int64 = Field(description="Requests whose counts are the router's estimate.")
+
+
+class UsageReport(BaseModel):
+    group_by: UsageGroup
+    start: float = Field(description="Unix time the report starts (a bucket's start).")
+    end: float
+    rows: list[UsageRow]
 
 
 class FeedbackIn(BaseModel):

@@ -35,6 +35,7 @@ from controlplane.services.rag import open_rag
 from controlplane.services.recovery import Recovery, RecoveryCollector
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
+from controlplane.services.usage import Usage
 from controlplane.settings import Settings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             tokens=TokenService(engine, bootstrap_token=bootstrap, pepper=settings.keys.pepper_bytes()),
             apikeys=ApiKeyService(the_store, keys, pepper=settings.keys.pepper_bytes()),
             tenant_budgets=TenantBudgets(the_store, keys),
+            usage=Usage(engine),
             config_informer=config_informer,
             status_informer=status_informer,
             nodes_informer=nodes_informer,

@@ -22,6 +22,7 @@ from controlplane.services.rag import RagService
 from controlplane.services.recovery import Recovery
 from controlplane.services.tokens import Principal, Role, TokenService
 from controlplane.services.tuning import TuningService
+from controlplane.services.usage import Usage
 from controlplane.store.base import ConfigStore
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
@@ -37,6 +38,7 @@ class Runtime:
     tokens: TokenService
     apikeys: ApiKeyService
     tenant_budgets: TenantBudgets
+    usage: Usage
     config_informer: Informer
     status_informer: Informer
     nodes_informer: Informer

@@ -104,6 +104,28 @@ class OutcomeBucket(Base):
     signals: Mapped[dict[str, int]] = mapped_column(JSON)  # automatic quality signal -> answers that showed it
 
 
+class UsageBucket(Base):
+    """Tokens and requests per time bucket and API key / tenant / route / model (usage and spend).
+    Empty strings stand for "none" (anonymous requests, no route)."""
+
+    __tablename__ = "usage_buckets"
+    __table_args__ = (
+        UniqueConstraint("bucket", "api_key", "tenant", "route", "model", name="uq_usage_bucket"),
+        Index("ix_usage_bucket_tenant", "tenant", "bucket"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bucket: Mapped[int] = mapped_column(Integer, index=True)
+    api_key: Mapped[str] = mapped_column(String(253))
+    tenant: Mapped[str] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(253))
+    model: Mapped[str] = mapped_column(String(253))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    estimated: Mapped[int] = mapped_column(BigInteger)  # requests whose counts the router estimated
+
+
 class OutcomeSample(Base):
     """One raw outcome, kept for a bounded retention (exact percentiles over short windows)."""
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.services.judge import DEFAULT_RUBRIC, Judge
+from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.keys import KeySpace
@@ -136,6 +137,7 @@ class OutcomeStore:
                     row = OutcomeBucket(bucket=bucket, route=route, model=model, node=node, variant=variant, **_zero())
                     session.add(row)
                 figures.merge_into(row)
+            fold_usage(session, (r for _, r in fresh), bucket_s=self.bucket_s)
             session.add_all(_sample(r) for _, r in fresh)
             last = max((i for i, _ in newer), key=stream_id)
             if offset is None:

@@ -1,12 +1,13 @@
 """The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``,
 ``GET /api/v1/metrics/stream`` (Server-Sent Events), ``GET /api/v1/experiments/{name}/results``,
-``POST .../stop`` and ``POST .../promote``."""
+``POST .../stop`` and ``POST .../promote``, ``GET /api/v1/usage``."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from sse_starlette import EventSourceResponse
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.services.errors import BadRequest
 from controlplane.services.tokens import Principal
-from schemas.monitor import FeedbackIn, FeedbackOut
+from schemas.monitor import FeedbackIn, FeedbackOut, UsageGroup, UsageReport
 
 router = APIRouter(prefix="/api/v1", tags=["monitor"])
 
@@ -42,6 +43,30 @@ async def metrics_summary(
     time-to-first-token percentiles, tokens/s, quality signals, feedback."""
     assert rt.figures is not None
     return await rt.figures.shared(window_s=parse_window(window), model=model)
+
+
+@router.get("/usage", response_model=UsageReport)
+async def usage(
+    group_by: UsageGroup = Query(default="tenant", description="key, tenant, model or route."),
+    window: str | None = Query(default=None, description="How far back from now (90s, 15m, 2h, 1d); 1d by default."),
+    start: datetime | None = Query(default=None, alias="from", description="Start of the range (ISO 8601; instead of window)."),
+    end: datetime | None = Query(default=None, alias="to", description="End of the range (ISO 8601; now by default)."),
+    rt: Runtime = Depends(runtime),
+    _p: Principal = Viewer,
+) -> UsageReport:
+    """Requests and prompt/completion tokens per API key, tenant, model or route over a range (by
+    the minute buckets the monitor folds outcome records into; estimated counts are marked)."""
+    if window is not None and start is not None:
+        raise BadRequest("give window or from, not both")
+    return await rt.usage.report(
+        group_by, window_s=parse_window(window) if window else None, start=_unix(start), end=_unix(end)
+    )
+
+
+def _unix(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def parse_window(text: str) -> float:
