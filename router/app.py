@@ -16,6 +16,7 @@ from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
 from controlplane.store.view_metrics import InvalidObjectsCollector
 from router import ollama_api, openai_api
+from router.admission import AdmissionQueue
 from router.auth import Authenticator, Caller, KeyRing, Mode, Unauthenticated
 from router.call import Door
 from router.core import RouterCore
@@ -61,9 +62,12 @@ class RouterApp:
         if auth != "off":
             self.limiter = Limiter(limits_redis_url, registry=self.registry, routers=lambda: self.load.routers,
                                    tenant_budgets=self._tenant_budgets, on_redis_down=limits_on_redis_down)  # fmt: skip
+        self.queue = AdmissionQueue(registry=self.registry, models_of=self._models_of)
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth,
-                               limiter=self.limiter)  # fmt: skip
+                               limiter=self.limiter, queue=self.queue)  # fmt: skip
+        self.core.live.on_release = self.queue.freed
+        self._node_models: dict[str, tuple[str, ...]] = {}
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
                                  in_flight=self.core.live.in_flight_by_node,
                                  draining=self.feed.draining)  # fmt: skip
@@ -75,8 +79,16 @@ class RouterApp:
         self.server = HttpServer(self.routes(), limits=limits)
         self._feed_task: asyncio.Task[None] | None = None
 
+    def _models_of(self, node: str) -> tuple[str, ...]:
+        return self._node_models.get(node, ())
+
     def _capacity(self, table: RouteTable) -> None:
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
+        held: dict[str, list[str]] = {}
+        for model, entries in table.nodes.items():
+            for entry in entries:
+                held.setdefault(entry.name, []).append(model)
+        self._node_models = {node: tuple(models) for node, models in held.items()}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
 

@@ -19,6 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from router import openai_upstream
+from router.admission import AdmissionQueue, QueueRefused
 from router.auth import Authenticator, Caller, NotAllowed, Unauthenticated
 from router.call import Answer, Call, Door, read_json
 from router.errors import BadInput, Dialect, UpstreamFailed, render_error
@@ -28,15 +29,16 @@ from router.limits import Admission, Limiter, LimitsUnavailable, RateLimited, do
 from router.live import LiveStats
 from router.metrics import RouterMetrics
 from router.overrides import HEADER as OVERRIDDEN
-from router.policy import Candidate, Decision, NoRoute, Request, decide
+from router.policy import AllBusy, Candidate, Decision, NoRoute, Request, decide
 from router.quality import signals
 from router.table import RouteTable
 from router.upstream import MAX_WHOLE_BYTES, Response, UpstreamError
 from schemas import ollama
-from schemas.route import CircuitBreaker, Retries, Task, Timeouts
+from schemas.route import CircuitBreaker, QueueSpec, Retries, Task, Timeouts
 
 log = logging.getLogger(__name__)
-_DEFAULT_LIMITS = (Timeouts(), Retries(), None)  # a request that matched no route (asked for a model by name)
+_DEFAULT_LIMITS = (Timeouts(), Retries(), None)
+_DEFAULT_QUEUE = QueueSpec()  # a request that matched no route (asked for a model by name)
 _SENT = Reply(status=200)  # returned for an answer already written: the server drops it
 
 
@@ -110,8 +112,10 @@ class RouterCore:
         max_answer_bytes: int = MAX_WHOLE_BYTES,
         auth: Authenticator | None = None,
         limiter: Limiter | None = None,
+        queue: AdmissionQueue | None = None,
     ) -> None:
         self._table = table
+        self.queue = queue
         self.auth = auth or Authenticator("off")
         self.limiter = limiter
         self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
@@ -139,7 +143,7 @@ class RouterCore:
             call = door.parse(await read_json(incoming.body), headers)
             if caller is not None and not caller.may_use_model(call.request.model):
                 raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use model '{call.request.model}'")
-            decision, micros = self._decide(call.request)
+            decision, micros = await self._decide_or_wait(call.request, caller)
             if caller is not None and not caller.may_use_route(decision.route):
                 route = f"route '{decision.route}'" if decision.route else "a model outside every route"
                 raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use {route}")
@@ -168,17 +172,44 @@ class RouterCore:
         except (Unauthenticated, NotAllowed) as exc:
             self.metrics.rejected.labels("unauthenticated" if isinstance(exc, Unauthenticated) else "not_allowed").inc()
             return render_error(exc, door.dialect)
-        except (RateLimited, LimitsUnavailable) as exc:
-            self.metrics.rejected.labels("rate_limited" if isinstance(exc, RateLimited) else "limits_unavailable").inc()
+        except (RateLimited, LimitsUnavailable, QueueRefused) as exc:
+            if not isinstance(exc, QueueRefused):
+                self.metrics.rejected.labels("rate_limited" if isinstance(exc, RateLimited) else "limits_unavailable").inc()
             return render_error(exc, door.dialect)
         except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
             return render_error(exc, door.dialect)
+
+    async def _decide_or_wait(self, request: Request, caller: Caller | None) -> tuple[Decision, float]:
+        """The decision; while every node that could serve the request is at its limit, a wait in
+        the admission queue for a slot (by the caller's priority class), then a new decision."""
+        try:
+            return self._decide(request)
+        except AllBusy as busy:
+            if self.queue is None:
+                raise
+            first = busy
+        route = self.table.route(first.route)
+        spec = route.spec.queue if route is not None else _DEFAULT_QUEUE
+        deadline, seq = time.monotonic() + spec.max_wait_ms / 1000, None
+        priority = caller.priority if caller is not None else "normal"
+        while True:
+            try:
+                seq = await self.queue.wait(first.models, priority, deadline=deadline, max_depth=spec.max_depth, seq=seq)
+            except QueueRefused:
+                self.metrics.rejected.labels("queue").inc()
+                raise
+            try:
+                return self._decide(request)
+            except AllBusy as again:  # another request took the slot: back to its place in the queue
+                first = again
 
     def _decide(self, request: Request) -> tuple[Decision, float]:
         """The decision and the microseconds it took (NoRoute propagates)."""
         started = time.perf_counter_ns()
         try:
             decision = decide(self.table, request, self.live)
+        except AllBusy:
+            raise  # counted when the queue refuses it
         except NoRoute as exc:
             self.metrics.rejected.labels("unknown_model" if exc.unknown_model else "no_route").inc()
             raise

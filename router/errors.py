@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from router.admission import QueueRefused
 from router.auth import NotAllowed, Unauthenticated
 from router.http import Reply, json_reply
 from router.limits import LimitsUnavailable, RateLimited, door_headers
@@ -37,6 +38,8 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
         return 429, "insufficient_quota" if exc.budget else "rate_limit_exceeded", str(exc)
     if isinstance(exc, LimitsUnavailable):
         return 503, "limits_unavailable", str(exc)
+    if isinstance(exc, QueueRefused):
+        return 503, "overloaded", f"every node that could serve it is busy: {exc}"
     if isinstance(exc, BadInput):
         return 400, "invalid_request", str(exc)
     if isinstance(exc, ValidationError):
@@ -71,6 +74,8 @@ def render_error(exc: Exception, dialect: Dialect) -> Reply:
         headers = dict(door_headers(exc.headers, dialect))
     elif isinstance(exc, LimitsUnavailable):
         headers = {"retry-after": "1"}
+    elif isinstance(exc, QueueRefused):
+        headers = {"retry-after": str(exc.retry_after_s)}
     if dialect == "ollama":
         return json_reply({"error": message}, status, headers=headers)
     if dialect == "openai":

@@ -49,7 +49,7 @@ class LiveStats:
         self._latency: dict[tuple[str, str], float] = {}
         self._model_latency: dict[str, float] = {}
         self._breakers: dict[tuple[str, str], _Breaker] = {}
-
+        self.on_release: Callable[[str, str], None] | None = None  # (model, node): a slot was freed
     # -- the policy's view -------------------------------------------------------------------
     def in_flight(self, node: str) -> int:
         return self._node_in_flight.get(node, 0)
@@ -67,9 +67,12 @@ class LiveStats:
     def model_load(self, model: str) -> float:
         return self._model_in_flight.get(model, 0) / max(1, self._model_slots.get(model, 1))
 
-    def available(self, model: str, node: str) -> bool:
+    def full(self, node: str) -> bool:
         limit = self._node_limit.get(node)
-        if limit is not None and self.in_flight(node) >= limit:
+        return limit is not None and self.in_flight(node) >= limit
+
+    def available(self, model: str, node: str) -> bool:
+        if self.full(node):
             return False
         state = self.state(model, node)
         if state is BreakerState.HALF_OPEN:  # let a few probes through to see whether it recovered
@@ -104,6 +107,8 @@ class LiveStats:
         """A request ended without telling anything about the node (the client went away)."""
         self._node_in_flight[node] = max(0, self._node_in_flight.get(node, 0) - 1)
         self._model_in_flight[model] = max(0, self._model_in_flight.get(model, 0) - 1)
+        if self.on_release is not None:
+            self.on_release(model, node)
 
     def finished(
         self, model: str, node: str, *, ok: bool, latency_ms: float | None = None, policy: CircuitBreaker | None = None

@@ -53,6 +53,16 @@ class ContextTooLong(NoRoute):
         self.tokens, self.largest = prompt + answer, largest
 
 
+class AllBusy(NoRoute):
+    """Every node that could serve the request is at its in-flight limit: it may wait for a slot of
+    one of ``models`` (the admission queue), by the settings of ``route``."""
+
+    def __init__(self, message: str, reasons: Sequence[str], *, models: Sequence[str], route: str | None) -> None:
+        super().__init__(message, reasons)
+        self.models = tuple(models)
+        self.route = route
+
+
 class Live(Protocol):
     """Figures the balancer keeps up to date (read-only here). Per-model aggregates keep the
     strategies O(1) per model: a model may sit on hundreds of nodes."""
@@ -69,6 +79,10 @@ class Live(Protocol):
 
     def model_load(self, model: str) -> float:
         """In-flight requests of ``model`` per parallel slot of the nodes holding it."""
+        ...
+
+    def full(self, node: str) -> bool:
+        """The node is at its in-flight limit."""
         ...
 
     def available(self, model: str, node: str) -> bool:
@@ -90,6 +104,9 @@ class NoLive:
 
     def model_load(self, model: str) -> float:
         return 0.0
+
+    def full(self, node: str) -> bool:
+        return False
 
     def available(self, model: str, node: str) -> bool:
         return True
@@ -353,11 +370,13 @@ def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live, floor: int =
 def _first(
     names: Sequence[str], req: Request, table: RouteTable, live: Live, route: RouteEntry | None = None,
     variant: str | None = None,
-) -> tuple[Candidate | None, list[str], int | None]:  # fmt: skip
-    """The first (model, node) that can serve ``req``, why the models before it could not, and
-    the largest context among them when the prompt's length was every reason (else None)."""
+) -> tuple[Candidate | None, list[str], int | None, list[str]]:  # fmt: skip
+    """The first (model, node) that can serve ``req``, why the models before it could not, the
+    largest context among them when the prompt's length was every reason (else None), and the
+    models whose nodes were all at their in-flight limit."""
     reasons: list[str] = []
     need, largest, too_long = req.prompt_tokens + req.max_output_tokens, 0, True
+    full: list[str] = []  # models whose nodes are all at their in-flight limit (worth waiting for)
     for name in names:
         model = table.models.get(name)
         if model is None:
@@ -378,7 +397,7 @@ def _first(
             largest = max(largest, window)
             continue
         if model.provider is Provider.OPENAI:
-            return Candidate(model, None), reasons, None
+            return Candidate(model, None), reasons, None, full
         # The best node only, not a ranking of all (that waits until a fallback needs it). Nodes
         # with the model loaded come first in the table; the others each cost a cold load on top,
         # so they are looked at only when every loaded one is at least that slow.
@@ -389,7 +408,7 @@ def _first(
             if cold is not None and (best is None or cold[1] < best[1]):
                 best = cold
         if best is not None:
-            return Candidate(model, best[0]), reasons, None
+            return Candidate(model, best[0]), reasons, None, full
         if held and all(n.default_ctx < floor for n in held):
             window = min(max(n.default_ctx for n in held), model.context_window)
             reasons.append(
@@ -398,9 +417,13 @@ def _first(
             )
             largest = max(largest, window)
             continue
-        reasons.append(f"no healthy node holds {name}")
+        if any(n.default_ctx >= floor and live.full(n.name) for n in held):
+            full.append(name)
+            reasons.append(f"every node of {name} that could serve it is at its in-flight limit")
+        else:
+            reasons.append(f"no healthy node holds {name}")
         too_long = False
-    return None, reasons, (largest if too_long and largest else None)
+    return None, reasons, (largest if too_long and largest else None), full
 
 
 def _cheapest(model: ModelEntry, nodes: Sequence[NodeEntry], live: Live, floor: int = 0) -> tuple[NodeEntry, float] | None:
@@ -442,10 +465,13 @@ def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decisio
             asked = f"model '{req.model}'" if req.model else "this request"
             raise NoRoute(f"no route matches {asked} and no model has that name", unknown_model=True)
         names, variant, strategy, route_name = [direct], None, "direct", None
-    first, reasons, largest = _first(names, req, table, live, route, variant)
+    first, reasons, largest, full = _first(names, req, table, live, route, variant)
     if first is None:
         if largest is not None:
             raise ContextTooLong(req.prompt_tokens, req.max_output_tokens, largest, reasons)
+        if full:
+            raise AllBusy(f"every node that could serve this request is busy (route {route_name or '-'})", reasons,
+                          models=full, route=route_name)  # fmt: skip
         raise NoRoute(f"no model can serve this request (route {route_name or '-'})", reasons)
     return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live)
 

@@ -88,6 +88,16 @@ class CircuitBreaker(Strict):
     half_open_probes: int = Field(default=1, ge=1, le=100)
 
 
+class QueueSpec(Strict):
+    """Requests that find every node of their models at its in-flight limit wait here, by their
+    key's priority class (high, normal, low), first come first served within a class."""
+
+    max_wait_ms: int = Field(default=5_000, ge=0, le=600_000, description="Longest wait for a slot (then 503).")
+    max_depth: int = Field(
+        default=100, ge=0, le=100_000, description="Requests waiting per model at most (then 503); 0: none wait."
+    )
+
+
 class RouteSpec(Strict):
     priority: Int64 = Field(default=0, description="Higher wins when several routes match.")
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -99,6 +109,7 @@ class RouteSpec(Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    queue: QueueSpec = Field(default_factory=QueueSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteSpec:

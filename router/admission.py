@@ -1,0 +1,99 @@
+"""The admission queue: a request whose every candidate node is at its in-flight limit waits for a
+slot instead of failing, in a bounded queue per model, by its key's priority class (high, normal,
+low) and first come first served within a class. A slot freed on a node wakes the first waiter of
+the models that node holds, at once (no polling); the woken request decides again, and goes back
+to its place if another took the slot first. Past the route's ``queue.max_wait_ms`` or
+``max_depth``: QueueRefused (503 with Retry-After). A client that leaves while queued is removed."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+PRIORITY = {"high": 0, "normal": 1, "low": 2}
+
+
+class QueueRefused(Exception):
+    """The queue was full, or the wait ran out (503)."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    seq: int
+    wake: asyncio.Future[None] = field(compare=False)
+    taken: bool = field(default=False, compare=False)  # woken or gone: other models' heaps skip it
+
+
+class AdmissionQueue:
+    def __init__(self, *, registry: CollectorRegistry, models_of: Callable[[str], Sequence[str]] = lambda _n: ()) -> None:
+        """``models_of(node)``: the models a node holds (a freed slot there may serve any of them)."""
+        self._heaps: dict[str, list[_Waiter]] = {}
+        self._depth: dict[tuple[str, str], int] = {}
+        self._seq = itertools.count()
+        self._models_of = models_of
+        self.depth = Gauge("llmtune_router_queue_depth", "Requests waiting for a slot", ["model", "priority"], registry=registry)
+        self.waited = Histogram(
+            "llmtune_router_queue_wait_seconds", "Time requests waited for a slot (admitted or not)", ["model", "priority"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry,
+        )  # fmt: skip
+
+    def waiting(self, model: str) -> int:
+        return sum(n for (m, _), n in self._depth.items() if m == model)
+
+    async def wait(self, models: Sequence[str], priority: str, *, deadline: float, max_depth: int, seq: int | None = None) -> int:
+        """Wait until a slot of one of ``models`` may be free (or QueueRefused); returns the
+        waiter's sequence number, to keep its place when it must wait again."""
+        if max_depth <= 0 or any(self.waiting(m) >= max_depth for m in models):
+            raise QueueRefused(f"{max(max_depth, 0)} requests already wait for {', '.join(models)}; retry shortly")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise QueueRefused("no slot came free in time; retry shortly")
+        seq = next(self._seq) if seq is None else seq
+        waiter = _Waiter(PRIORITY.get(priority, 1), seq, asyncio.get_running_loop().create_future())
+        for model in models:
+            heapq.heappush(self._heaps.setdefault(model, []), waiter)
+            self._count(model, priority, 1)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(left):
+                await waiter.wake
+        except TimeoutError:
+            raise QueueRefused("no slot came free in time; retry shortly") from None
+        finally:
+            woken = waiter.taken
+            waiter.taken = True
+            for model in models:
+                self._count(model, priority, -1)
+                self.waited.labels(model, priority).observe(time.monotonic() - started)
+                heap = self._heaps.get(model)
+                if not woken and heap and waiter in heap:  # timed out or the client left: out of every heap now
+                    heap.remove(waiter)
+                    heapq.heapify(heap)
+        return seq
+
+    def _count(self, model: str, priority: str, delta: int) -> None:
+        key = (model, priority)
+        self._depth[key] = self._depth.get(key, 0) + delta
+        self.depth.labels(model, priority).set(self._depth[key])
+
+    def freed(self, model: str, node: str) -> None:
+        """A slot came free on ``node``: wake the first waiter of ``model``, else of another model the node holds."""
+        for candidate in (model, *self._models_of(node)):
+            heap = self._heaps.get(candidate)
+            while heap:
+                waiter = heapq.heappop(heap)
+                if not waiter.taken and not waiter.wake.done():
+                    waiter.taken = True
+                    waiter.wake.set_result(None)
+                    return
