@@ -28,7 +28,7 @@ async def serve(settings: RouterSettings) -> None:
                          judge_sample=group.judge_sample, max_answer_bytes=group.max_answer_bytes,
                          outcomes_max_age_s=group.outcomes_max_age_s, name=group.name, auth=group.auth,
                          pepper=settings.keys.pepper_bytes(), limits_redis_url=group.limits_redis_url,
-                         limits_on_redis_down=group.limits_on_redis_down)  # fmt: skip
+                         limits_on_redis_down=group.limits_on_redis_down, otlp_endpoint=group.otlp_endpoint)  # fmt: skip
     except (ValueError, OSError) as exc:  # no pepper where keys are on, or one that cannot be read
         raise SystemExit(f"router: {exc}") from None
     port = await app.start(settings.router.host, settings.router.port)

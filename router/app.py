@@ -31,6 +31,7 @@ from router.ollama_api import OllamaDoor
 from router.openai_api import OpenAIDoor
 from router.outcomes import RedisOutcomeSink
 from router.table import RouteTable
+from router.tracing import Spans
 from router.upstream import MAX_WHOLE_BYTES
 from schemas.apikey import ApiKey, KeyBudgets
 
@@ -42,7 +43,8 @@ class RouterApp:
                  outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                  max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
                  name: str | None = None, auth: Mode = "required", pepper: bytes | None = None,
-                 limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local") -> None:  # fmt: skip
+                 limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local",
+                 otlp_endpoint: str | None = None) -> None:  # fmt: skip
         """``auth``: required and optional need ``pepper`` (the API keys' server-side secret);
         ``limits_redis_url``: where keys' rate limits and budgets are counted (see router/limits.py)."""
         if auth != "off" and pepper is None:
@@ -63,9 +65,10 @@ class RouterApp:
             self.limiter = Limiter(limits_redis_url, registry=self.registry, routers=lambda: self.load.routers,
                                    tenant_budgets=self._tenant_budgets, on_redis_down=limits_on_redis_down)  # fmt: skip
         self.queue = AdmissionQueue(registry=self.registry, models_of=self._models_of)
+        self.spans = Spans(otlp_endpoint) if otlp_endpoint else None
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth,
-                               limiter=self.limiter, queue=self.queue)  # fmt: skip
+                               limiter=self.limiter, queue=self.queue, spans=self.spans)  # fmt: skip
         self.core.live.on_release = self.queue.freed
         self._node_models: dict[str, tuple[str, ...]] = {}
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
@@ -161,6 +164,8 @@ class RouterApp:
         await self.core.forwarder.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.close)  # the last batch of spans goes out
         if self.outcomes is not None:
             await self.outcomes.close()
         if self._own_store:
@@ -171,9 +176,10 @@ def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, lim
                outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
                max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
                name: str | None = None, auth: Mode = "required", pepper: bytes | None = None,
-               limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local") -> RouterApp:  # fmt: skip
+               limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local",
+               otlp_endpoint: str | None = None) -> RouterApp:  # fmt: skip
     """The router on the configured store (``store`` overrides it: tests)."""
     return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
                      max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name, auth=auth,
                      pepper=pepper, limits_redis_url=limits_redis_url,
-                     limits_on_redis_down=limits_on_redis_down)  # fmt: skip
+                     limits_on_redis_down=limits_on_redis_down, otlp_endpoint=otlp_endpoint)  # fmt: skip

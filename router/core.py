@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
-from router import openai_upstream
+from router import openai_upstream, tracing
 from router.admission import AdmissionQueue, QueueRefused
 from router.auth import Authenticator, Caller, NotAllowed, Unauthenticated
 from router.call import Answer, Call, Door, read_json
@@ -32,6 +32,7 @@ from router.overrides import HEADER as OVERRIDDEN
 from router.policy import AllBusy, Candidate, Decision, NoRoute, Request, decide
 from router.quality import signals
 from router.table import RouteTable
+from router.tracing import Spans, Trace
 from router.upstream import MAX_WHOLE_BYTES, Response, UpstreamError
 from schemas import ollama
 from schemas.route import CircuitBreaker, QueueSpec, Retries, Task, Timeouts
@@ -67,6 +68,7 @@ class Outcome:
     prompt_tokens: int = 0  # usage: the upstream's counts, else the router's estimate (``estimated``)
     completion_tokens: int = 0
     estimated: bool = False
+    trace_id: str | None = None  # the W3C trace it belongs to
 
 
 class OutcomeSink(Protocol):
@@ -97,6 +99,7 @@ class Exchange:
     opened: Opened
     caller: Caller | None  # the API key it came with (None: authentication off, or anonymous where optional)
     admission: Admission | None  # what it counted against its key's limits (settled when it ends)
+    trace: Trace  # its W3C trace context (and spans, when exported)
 
 
 class RouterCore:
@@ -113,9 +116,11 @@ class RouterCore:
         auth: Authenticator | None = None,
         limiter: Limiter | None = None,
         queue: AdmissionQueue | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self._table = table
         self.queue = queue
+        self.spans = spans
         self.auth = auth or Authenticator("off")
         self.limiter = limiter
         self.judge_sample = judge_sample  # share of whole answers whose texts go with their outcome record
@@ -143,7 +148,8 @@ class RouterCore:
             call = door.parse(await read_json(incoming.body), headers)
             if caller is not None and not caller.may_use_model(call.request.model):
                 raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use model '{call.request.model}'")
-            decision, micros = await self._decide_or_wait(call.request, caller)
+            decided = time.perf_counter()
+            decision, micros, queued = await self._decide_or_wait(call.request, caller)
             if caller is not None and not caller.may_use_route(decision.route):
                 route = f"route '{decision.route}'" if decision.route else "a model outside every route"
                 raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use {route}")
@@ -156,7 +162,8 @@ class RouterCore:
                 admit = self.limiter.admit(caller, request_id, call.request.prompt_tokens)
                 # a key with room left is checked while the request goes upstream; near a limit, before
                 check = asyncio.ensure_future(admit) if self.limiter.roomy(caller) else await admit
-            exchange = await self._open(call, decision, micros, incoming, caller, request_id, check, door.dialect)
+            trace = self._trace(incoming, decision, decided, micros, queued)
+            exchange = await self._open(call, decision, micros, incoming, caller, request_id, check, door.dialect, trace)
             opened = exchange.opened
             headers = route_headers(decision, opened.candidate, len(opened.failed) + 1, exchange.request_id, micros)
             if exchange.admission is not None and exchange.admission.headers:
@@ -179,15 +186,17 @@ class RouterCore:
         except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
             return render_error(exc, door.dialect)
 
-    async def _decide_or_wait(self, request: Request, caller: Caller | None) -> tuple[Decision, float]:
-        """The decision; while every node that could serve the request is at its limit, a wait in
-        the admission queue for a slot (by the caller's priority class), then a new decision."""
+    async def _decide_or_wait(self, request: Request, caller: Caller | None) -> tuple[Decision, float, float]:
+        """The decision, its microseconds and the seconds waited for a slot: while every node that
+        could serve the request is at its limit, a wait in the admission queue (by the caller's
+        priority class), then a new decision."""
         try:
-            return self._decide(request)
+            return (*self._decide(request), 0.0)
         except AllBusy as busy:
             if self.queue is None:
                 raise
             first = busy
+        waited = time.perf_counter()
         route = self.table.route(first.route)
         spec = route.spec.queue if route is not None else _DEFAULT_QUEUE
         deadline, seq = time.monotonic() + spec.max_wait_ms / 1000, None
@@ -199,9 +208,19 @@ class RouterCore:
                 self.metrics.rejected.labels("queue").inc()
                 raise
             try:
-                return self._decide(request)
+                return (*self._decide(request), time.perf_counter() - waited)
             except AllBusy as again:  # another request took the slot: back to its place in the queue
                 first = again
+
+    def _trace(self, incoming: Incoming, decision: Decision, decided: float, micros: float, queued: float) -> Trace:
+        """The request's trace context (and its spans so far, when they are exported)."""
+        if self.spans is None:
+            return tracing.incoming(incoming.headers)
+        trace = self.spans.start(incoming.headers, incoming.received or decided)
+        self.spans.step(trace, "llmtune.router.decide", decided, decided + micros / 1e6, **{"llmtune.route": decision.route})
+        if queued:
+            self.spans.step(trace, "llmtune.router.queue", decided + micros / 1e6, decided + micros / 1e6 + queued)
+        return trace
 
     def _decide(self, request: Request) -> tuple[Decision, float]:
         """The decision and the microseconds it took (NoRoute propagates)."""
@@ -227,7 +246,7 @@ class RouterCore:
 
     async def _open(
         self, call: Call, decision: Decision, micros: float, incoming: Incoming, caller: Caller | None, request_id: str,
-        check: Admission | asyncio.Future[Admission | None] | None, dialect: Dialect,
+        check: Admission | asyncio.Future[Admission | None] | None, dialect: Dialect, trace: Trace,
     ) -> Exchange:  # fmt: skip
         """The first candidate that answered, as an exchange to stream or read whole. ``check``:
         the caller's admission, or its limits check still running (roomy keys): then the answer
@@ -245,9 +264,12 @@ class RouterCore:
                 stream=call.stream,
                 on_answer=early,
                 breaker=breaker,
+                headers=trace.upstream_headers(),
             )
         except (Exception, asyncio.CancelledError) as exc:  # no upstream answered, or the client left first
             self._settle_unanswered(check)
+            if self.spans is not None:
+                self.spans.end(trace, status="error", route=decision.route, error=str(exc)[:500] or type(exc).__name__)
             self.metrics.decision.observe(micros / 1e6)
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", status).inc()
@@ -260,11 +282,13 @@ class RouterCore:
                 self._settle_unanswered(check)
                 opened.close()
                 self.forwarder.finish(opened, ok=False, client_gone=True)
+                if self.spans is not None:
+                    self.spans.end(trace, status="refused", route=decision.route)
                 self.metrics.decision.observe(micros / 1e6)
                 raise
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
-        return Exchange(call, decision, micros, request_id, incoming, opened, caller, admission)  # type: ignore[arg-type]
+        return Exchange(call, decision, micros, request_id, incoming, opened, caller, admission, trace)  # type: ignore[arg-type]
 
     def _settle_unanswered(self, check: Admission | asyncio.Future[Admission | None] | None) -> None:
         """No upstream answered: the admission frees its slot (its prompt stays counted: the work was asked for)."""
@@ -364,6 +388,11 @@ class RouterCore:
             texts = (decision.request.text[-4000:], ollama.text(final)[:4000])
         self._record(ex, total_ms, ok=ok, client_gone=gone, tokens=tokens, rate=rate, found=found, texts=texts, used=used,
                      tenant=tenant)  # fmt: skip
+        if self.spans is not None:
+            cand = opened.candidate
+            self.spans.answered(ex.trace, model=cand.model.name, node=cand.node_name, failed=opened.failed,
+                                first_byte=opened.started + opened.first_byte_s)  # fmt: skip
+            self.spans.end(ex.trace, status="ok" if ok else "cancelled" if gone else "error", route=decision.route)
 
     def _record(self, ex: Exchange, total_ms: float, *, ok: bool, client_gone: bool = False, tokens: int | None = None,
                 rate: float | None = None, found: tuple[str, ...] = (), texts: tuple[str, str] | None = None,
@@ -402,6 +431,7 @@ class RouterCore:
                 prompt_tokens=used[0],
                 completion_tokens=used[1],
                 estimated=used[2],
+                trace_id=ex.trace.trace_id,
             )
         )
 

@@ -80,10 +80,12 @@ class Forwarder:
         stream: bool,
         on_answer: Callable[[Candidate, int], Callable[[Response], None] | None] | None = None,
         breaker: CircuitBreaker | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Opened:
         """The first candidate that answers; UpstreamFailed when none did within the limits.
         ``upstream(candidate)``: the path and body it is sent; ``on_answer(candidate, attempt)``
-        may give a hook called with a whole answer as it arrives (see ``Response.on_complete``)."""
+        may give a hook called with a whole answer as it arrives (see ``Response.on_complete``);
+        ``headers``: sent with every attempt (the trace context)."""
         deadline, first_sent = time.monotonic() + timeouts.total_ms / 1000, time.perf_counter()
         failed: list[str] = []
         last_timeout = False
@@ -100,7 +102,8 @@ class Forwarder:
             try:
                 hook = on_answer(cand, attempt) if on_answer is not None else None
                 path, body = upstream(cand)
-                response, first, started = await self._try(cand, path, body, timeouts, deadline, stream=stream, on_complete=hook)
+                response, first, started = await self._try(cand, path, body, timeouts, deadline, stream=stream, on_complete=hook,
+                                                           headers=headers)  # fmt: skip
             except _AttemptFailed as exc:
                 self.live.finished(cand.model.name, node, ok=False, policy=breaker)
                 failed.append(f"{node}/{cand.model.name}: {exc}")
@@ -124,6 +127,7 @@ class Forwarder:
         *,
         stream: bool,
         on_complete: Callable[[Response], None] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[Response, bytes, float]:
         """The response and its first bytes, and when it was tried."""
         origin = _origin(cand.node.url if cand.node else cand.model.endpoint or "")
@@ -140,6 +144,7 @@ class Forwarder:
                     connect_timeout_s=timeouts.connect_ms / 1000,
                     whole=not stream,
                     on_complete=on_complete,
+                    headers=headers,
                 )
                 if retryable(response.status):
                     text = (await response.read())[:300].decode(errors="replace")

@@ -104,5 +104,5 @@ def _encode(o: Outcome, key: str) -> bytes:
         "total_ms": round(o.total_ms, 3), "attempts": o.attempts, "tokens": o.tokens, "tokens_per_s": o.tokens_per_s,
         "signals": list(o.signals), **({"question": o.question, "answer": o.answer} if o.question is not None else {}),
         "api_key": o.api_key, "tenant": o.tenant, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
-        "estimated": o.estimated,
+        "estimated": o.estimated, "trace_id": o.trace_id,
     })  # fmt: skip

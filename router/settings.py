@@ -32,6 +32,11 @@ class RouterGroup(BaseModel):
         description="When that Redis cannot be reached: local (each router enforces limit / routers alive), open (no "
         "limits) or closed (503 for keys with limits).",
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OpenTelemetry collector's OTLP/gRPC address (http://collector:4317): the router exports spans there; "
+        "off when unset (the W3C trace context is propagated either way).",
+    )
     outcomes_redis_url: str | None = Field(
         default=None,
         description="Redis whose stream receives an outcome record per request (the monitor reads it); logged when unset.",

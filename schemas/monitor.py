@@ -34,6 +34,7 @@ class OutcomeRecord(BaseModel):
     prompt_tokens: int = Field(default=0, ge=0, le=INT_MAX, description="Prompt tokens (the upstream's count).")
     completion_tokens: int = Field(default=0, ge=0, le=INT_MAX, description="Completion tokens (the upstream's count).")
     estimated: bool = Field(default=False, description="The counts are the router's estimate: the upstream gave none.")
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$", description="The W3C trace it belongs to.")
     tokens_per_s: float | None = Field(default=None, ge=0)
     signals: list[str] = Field(
         default_factory=list, description="Automatic quality signals: empty, truncated, refusal, invalid_json."

@@ -82,6 +82,8 @@ class SimApp:
                 return _error(400, "invalid character in request body")
             model = str(body.get("model") or body.get("name") or "")
             self.engine.calls.append((request.method, path, model))
+            if "traceparent" in request.headers:  # the W3C trace context a caller propagated (tests read it)
+                self.engine.traces.append((path, request.headers["traceparent"], request.headers.get("tracestate", "")))
             fault = self.engine.take_fault(path)
             if fault is not None:
                 await asyncio.sleep(fault.stall_s)

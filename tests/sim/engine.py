@@ -177,6 +177,7 @@ class Engine:
         self.faults: list[Fault] = []
         # (method, path, model) of recent API requests, for tests (bounded: the demo runs for days)
         self.calls: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=10_000)
+        self.traces: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=1_000)  # (path, traceparent, tracestate)
         self.last_options: dict[str, Any] = {}  # options of the last generate/chat, merged (for tests)
         self.running = 0
         self.waiting = 0
