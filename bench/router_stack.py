@@ -40,7 +40,7 @@ class Stack:
     recording: str | None = None  # a second router that writes outcome records to Redis (bench/monitor.py)
     baseline: str | None = None  # the router of another commit (``--baseline REF``), on the same node
     baseline_ref: str = ""
-    keyed: str | None = None  # a router that requires API keys, with limits counted in Redis (the others: off)
+    keyed: str | None = None  # a router requiring API keys, limits counted and outcome records written to Redis
     key: str = ""  # an API key for it, with every kind of limit (none reached)
     api: str = ""  # the control plane
 
@@ -119,6 +119,7 @@ def running(
         keyed_env = {**os.environ, **store, **keys_env, "LLMTUNE_ROUTER__PORT": str(keyed_port)}
         keyed_env["LLMTUNE_ROUTER__AUTH"] = "required"
         keyed_env["LLMTUNE_ROUTER__LIMITS_REDIS_URL"] = limits_redis.url
+        keyed_env["LLMTUNE_ROUTER__OUTCOMES_REDIS_URL"] = limits_redis.url  # usage: an outcome record per request
         keyed_proc = spawn("router-keyed", [sys.executable, "-m", "router"], keyed_env)
         keyed = f"http://127.0.0.1:{keyed_port}"
         baseline = None
@@ -175,18 +176,24 @@ def running(
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 
 
+LITELLM_KEY = "sk-bench-" + secrets.token_hex(16)  # LiteLLM's master key: its proxy then checks every request's key
+
+
 def _start_litellm(spawn, sim_url: str, logs: Path) -> str:  # type: ignore[no-untyped-def]
+    """LiteLLM's proxy with its master key set, so it authenticates each request as our keyed
+    router does. Its virtual keys (per-key budgets and limits) need its Prisma database client,
+    whose query engine is downloaded at first use from binaries.prisma.sh: not possible on a
+    machine that reaches package registries only, so the master key is the closest comparison."""
     binary = ensure_litellm()
     config = logs / "litellm.yaml"
     config.write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n"
         f"      model: ollama_chat/llama3.2:1b\n      api_base: {sim_url}\n"
         "litellm_settings:\n  telemetry: false\n"
+        "general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n"
     )
     port = free_port()
-    # No key: our router has no auth on its data path either, so neither pays for it here.
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}  # fmt: skip
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY}
     proc = spawn("litellm", [str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"], env)
     url = f"http://127.0.0.1:{port}"
     _wait(f"{url}/health/liveliness", "LiteLLM", timeout_s=120, proc=proc)
