@@ -104,8 +104,13 @@ async def test_a_key_uses_only_its_models_routes_and_tenants(fleet: tuple[Fleet,
         await openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=only_chat).chat.completions.create(
             model="coder", messages=HELLO  # type: ignore[arg-type]
         )
+    with pytest.raises(ollama.ResponseError) as denied:
+        await ollama.AsyncClient(host=url, headers={"Authorization": f"Bearer {only_chat}"}).chat(model="coder", messages=HELLO)
+    assert denied.value.status_code == 403 and "may not use model 'coder'" in str(denied.value)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {only_chat}"}) as c:
         assert [m["id"] for m in (await c.get("/v1/models")).json()["data"]] == []  # 'chat' is an alias, not a Model
+        native = await c.post("/api/v1/route", json={"model": "coder", "prompt": "hi"})
+        assert native.status_code == 403 and native.json()["title"] == "Permission denied"
 
     route_only = await create(f, "route-only", tenant="team-a", routes=["chat"])
     assert await status(url, route_only) == 200
