@@ -12,7 +12,7 @@ import signal
 
 import uvloop
 
-from router.app import create_app
+from router.app import RouterApp
 from router.http import Limits
 from router.settings import RouterSettings
 
@@ -24,7 +24,7 @@ async def serve(settings: RouterSettings) -> None:
     limits = Limits(max_body=group.max_body_bytes, max_buffered_bytes=max(group.max_buffered_bytes, group.max_body_bytes),
                     max_connections=group.max_connections)  # fmt: skip
     try:
-        app = create_app(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url,
+        app = RouterApp(settings.store, limits=limits, outcomes_redis_url=group.outcomes_redis_url,
                          judge_sample=group.judge_sample, max_answer_bytes=group.max_answer_bytes,
                          outcomes_max_age_s=group.outcomes_max_age_s, name=group.name, auth=group.auth,
                          pepper=settings.keys.pepper_bytes(), limits_redis_url=group.limits_redis_url,

@@ -64,13 +64,12 @@ class RouterApp:
         if auth != "off":
             self.limiter = Limiter(limits_redis_url, registry=self.registry, routers=lambda: self.load.routers,
                                    tenant_budgets=self._tenant_budgets, on_redis_down=limits_on_redis_down)  # fmt: skip
-        self.queue = AdmissionQueue(registry=self.registry, models_of=self._models_of)
+        self.queue = AdmissionQueue(registry=self.registry, models_of=lambda node: self.feed.table.held.get(node, ()))
         self.spans = Spans(otlp_endpoint) if otlp_endpoint else None
         self.core = RouterCore(lambda: self.feed.table, metrics=RouterMetrics(self.registry), sink=self.outcomes,
                                judge_sample=judge_sample, max_answer_bytes=max_answer_bytes, auth=self.auth,
                                limiter=self.limiter, queue=self.queue, spans=self.spans)  # fmt: skip
         self.core.live.on_release = self.queue.freed
-        self._node_models: dict[str, tuple[str, ...]] = {}
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
                                  in_flight=self.core.live.in_flight_by_node,
                                  draining=self.feed.draining)  # fmt: skip
@@ -82,16 +81,8 @@ class RouterApp:
         self.server = HttpServer(self.routes(), limits=limits)
         self._feed_task: asyncio.Task[None] | None = None
 
-    def _models_of(self, node: str) -> tuple[str, ...]:
-        return self._node_models.get(node, ())
-
     def _capacity(self, table: RouteTable) -> None:
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
-        held: dict[str, list[str]] = {}
-        for model, entries in table.nodes.items():
-            for entry in entries:
-                held.setdefault(entry.name, []).append(model)
-        self._node_models = {node: tuple(models) for node, models in held.items()}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
 
@@ -170,16 +161,3 @@ class RouterApp:
             await self.outcomes.close()
         if self._own_store:
             await self.store.close()
-
-
-def create_app(settings: StoreSettings, *, store: ConfigStore | None = None, limits: Limits | None = None,
-               outcomes_redis_url: str | None = None, judge_sample: float = 0.0,
-               max_answer_bytes: int = MAX_WHOLE_BYTES, outcomes_max_age_s: float = 900,
-               name: str | None = None, auth: Mode = "required", pepper: bytes | None = None,
-               limits_redis_url: str | None = None, limits_on_redis_down: OnRedisDown = "local",
-               otlp_endpoint: str | None = None) -> RouterApp:  # fmt: skip
-    """The router on the configured store (``store`` overrides it: tests)."""
-    return RouterApp(settings, store=store, limits=limits, outcomes_redis_url=outcomes_redis_url, judge_sample=judge_sample,
-                     max_answer_bytes=max_answer_bytes, outcomes_max_age_s=outcomes_max_age_s, name=name, auth=auth,
-                     pepper=pepper, limits_redis_url=limits_redis_url,
-                     limits_on_redis_down=limits_on_redis_down, otlp_endpoint=otlp_endpoint)  # fmt: skip

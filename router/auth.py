@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.apikey import SECRET_PREFIX, ApiKey, KeyBudgets, KeyLimits, Priority, keyed_hash
+from schemas.apikey import SECRET_PREFIX, ApiKey, KeyBudgets, KeyLimits, Priority, keyed_hash, prefix_of
 
 Mode = Literal["required", "optional", "off"]
 #: Headers a key may come in: ``Authorization: Bearer`` (OpenAI and Ollama clients), ``x-api-key``
@@ -84,9 +84,6 @@ class KeyRing:
             if key.previous is not None and key.previous.valid_until is not None:
                 self._by_hash[key.previous.hash] = (caller, key.previous.valid_until.timestamp())
 
-    def __len__(self) -> int:
-        return len(self._by_hash)
-
     def check(self, secret: str) -> Caller:
         """The key ``secret`` belongs to; Unauthenticated when none does (or it expired)."""
         if self._pepper is None or len(secret) > MAX_SECRET or not secret.startswith(SECRET_PREFIX):
@@ -94,7 +91,7 @@ class KeyRing:
         digest = keyed_hash(self._pepper, secret)
         found = self._by_hash.get(digest)
         if found is None:
-            raise Unauthenticated(f"API key {secret[:13]}… is unknown or revoked")
+            raise Unauthenticated(f"API key {prefix_of(secret)}… is unknown or revoked")
         caller, until = found
         now = time.time()
         if until is not None and now >= until:

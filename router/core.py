@@ -38,8 +38,13 @@ from schemas import ollama
 from schemas.route import CircuitBreaker, QueueSpec, Retries, Task, Timeouts
 
 log = logging.getLogger(__name__)
+# what a request that matched no route (it asked for a model by name) runs with
 _DEFAULT_LIMITS = (Timeouts(), Retries(), None)
-_DEFAULT_QUEUE = QueueSpec()  # a request that matched no route (asked for a model by name)
+_DEFAULT_QUEUE = QueueSpec()
+#: Refusals before any upstream, by the reason label of llmtune_router_rejected_total.
+_REFUSED: dict[type[Exception], str] = {Unauthenticated: "unauthenticated", NotAllowed: "not_allowed",
+                                        RateLimited: "rate_limited", LimitsUnavailable: "limits_unavailable",
+                                        QueueRefused: "queue"}  # fmt: skip
 _SENT = Reply(status=200)  # returned for an answer already written: the server drops it
 
 
@@ -142,10 +147,10 @@ class RouterCore:
         (router/errors.py)."""
         try:
             caller = self.auth.authenticate(incoming.headers)  # before any work for the request
-            headers = incoming.headers
+            hints = incoming.headers
             if caller is not None:  # the tenant is the key's (or one it may act for), never a bare header's
-                headers = {**headers, "x-tenant": caller.tenant_for(headers.get("x-tenant"))}
-            call = door.parse(await read_json(incoming.body), headers)
+                hints = {**hints, "x-tenant": caller.tenant_for(hints.get("x-tenant"))}
+            call = door.parse(await read_json(incoming.body), hints)
             if caller is not None and not caller.may_use_model(call.request.model):
                 raise NotAllowed(f"key {caller.prefix} ('{caller.name}') may not use model '{call.request.model}'")
             decided = time.perf_counter()
@@ -176,12 +181,8 @@ class RouterCore:
             if incoming.answered:  # already sent from the upstream's parser callback (Call.early)
                 return _SENT
             return call.render(Answer(decision, cand, micros, status, headers, opened.started, body=data))
-        except (Unauthenticated, NotAllowed) as exc:
-            self.metrics.rejected.labels("unauthenticated" if isinstance(exc, Unauthenticated) else "not_allowed").inc()
-            return render_error(exc, door.dialect)
-        except (RateLimited, LimitsUnavailable, QueueRefused) as exc:
-            if not isinstance(exc, QueueRefused):
-                self.metrics.rejected.labels("rate_limited" if isinstance(exc, RateLimited) else "limits_unavailable").inc()
+        except (Unauthenticated, NotAllowed, RateLimited, LimitsUnavailable, QueueRefused) as exc:
+            self.metrics.rejected.labels(_REFUSED[type(exc)]).inc()
             return render_error(exc, door.dialect)
         except (BadInput, ValidationError, NoRoute, UpstreamFailed) as exc:
             return render_error(exc, door.dialect)
@@ -202,11 +203,7 @@ class RouterCore:
         deadline, seq = time.monotonic() + spec.max_wait_ms / 1000, None
         priority = caller.priority if caller is not None else "normal"
         while True:
-            try:
-                seq = await self.queue.wait(first.models, priority, deadline=deadline, max_depth=spec.max_depth, seq=seq)
-            except QueueRefused:
-                self.metrics.rejected.labels("queue").inc()
-                raise
+            seq = await self.queue.wait(first.models, priority, deadline=deadline, max_depth=spec.max_depth, seq=seq)
             try:
                 return (*self._decide(request), time.perf_counter() - waited)
             except AllBusy as again:  # another request took the slot: back to its place in the queue
@@ -217,9 +214,10 @@ class RouterCore:
         if self.spans is None:
             return tracing.incoming(incoming.headers)
         trace = self.spans.start(incoming.headers, incoming.received or decided)
-        self.spans.step(trace, "llmtune.router.decide", decided, decided + micros / 1e6, **{"llmtune.route": decision.route})
+        chosen = decided + micros / 1e6
+        self.spans.step(trace, "llmtune.router.decide", decided, chosen, {"llmtune.route": decision.route})
         if queued:
-            self.spans.step(trace, "llmtune.router.queue", decided + micros / 1e6, decided + micros / 1e6 + queued)
+            self.spans.step(trace, "llmtune.router.queue", chosen, chosen + queued)
         return trace
 
     def _decide(self, request: Request) -> tuple[Decision, float]:
@@ -228,7 +226,7 @@ class RouterCore:
         try:
             decision = decide(self.table, request, self.live)
         except AllBusy:
-            raise  # counted when the queue refuses it
+            raise  # counted if the queue refuses it
         except NoRoute as exc:
             self.metrics.rejected.labels("unknown_model" if exc.unknown_model else "no_route").inc()
             raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -36,8 +37,11 @@ ROOMY = 200  # thousandths of a limit left at the last check that let the next o
 IN_FLIGHT_TTL_MS = 15 * 60 * 1000  # a request slot no settle released (its router died) frees itself after this
 _PREFIX = "llmtune:limits"
 _DAY_TTL_S, _MONTH_TTL_S = 2 * 86_400, 32 * 86_400
-_WHAT = {1: "requests per minute", 2: "tokens per minute", 3: "concurrent requests", 4: "tokens per day",
-         5: "tokens per month", 6: "the tenant's tokens per day", 7: "the tenant's tokens per month"}  # fmt: skip
+#: The script's refusal codes: what the message names, and the metric label.
+_WHAT = {1: ("requests per minute", "requests_per_minute"), 2: ("tokens per minute", "tokens_per_minute"),
+         3: ("concurrent requests", "concurrent"), 4: ("tokens per day", "tokens_per_day"),
+         5: ("tokens per month", "tokens_per_month"), 6: ("the tenant's tokens per day", "tenant_tokens_per_day"),
+         7: ("the tenant's tokens per month", "tenant_tokens_per_month")}  # fmt: skip
 
 # KEYS: 1 requests this minute, 2 tokens this minute, 3 requests in flight (zset), 4 key today,
 #       5 key this month, 6 tenant today, 7 tenant this month
@@ -116,13 +120,19 @@ class Admission:
 
 def _windows(now: float) -> tuple[int, str, str, int, int, int]:
     """The minute, the UTC day and month, and the seconds until each ends."""
-    moment = datetime.fromtimestamp(now, UTC)
     minute = int(now // 60)
-    day_end = (int(now // 86_400) + 1) * 86_400
+    day, month, day_end, month_end = _calendar(minute)
+    return minute, day, month, 60 - int(now % 60), int(day_end - now) + 1, int(month_end - now) + 1
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar(minute: int) -> tuple[str, str, float, float]:
+    """The UTC day and month a minute falls in, and when each ends: worked out once a minute, not
+    per request."""
+    moment = datetime.fromtimestamp(minute * 60, UTC)
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    month_end = datetime(year, month, 1, tzinfo=UTC).timestamp()
-    reset = 60 - int(now % 60)
-    return minute, moment.strftime("%Y%m%d"), moment.strftime("%Y%m"), reset, int(day_end - now) + 1, int(month_end - now) + 1
+    day_end = (minute * 60 // 86_400 + 1) * 86_400
+    return moment.strftime("%Y%m%d"), moment.strftime("%Y%m"), day_end, datetime(year, month, 1, tzinfo=UTC).timestamp()
 
 
 def ratelimit_headers(caller: Caller, requests: int, tokens: int, reset_s: int) -> dict[str, str]:
@@ -205,11 +215,12 @@ class Limiter:
         self._pending: list[tuple[Admission, int]] = []
         self._every = settle_every_s
         self._away_until = 0.0  # after a failure Redis is tried again at most once a second
-        self.is_local = False
+        self.is_local = self._redis is None  # without a shared Redis, each router counts its share alone
         self._room: dict[str, tuple[float, int]] = {}  # key name -> (when, room left in thousandths) at its last check
         self._task: asyncio.Task[None] | None = None
-        self.local = Gauge("llmtune_router_limits_local", "1 while Redis is away and limits are this router's share",
+        self.local = Gauge("llmtune_router_limits_local", "1 while limits are this router's share (Redis away or unset)",
                            registry=registry)  # fmt: skip
+        self.local.set(int(self.is_local))
         self.refused = Counter("llmtune_router_limited", "Requests refused by a key's limit or budget", ["limit"],
                                registry=registry)  # fmt: skip
         Gauge("llmtune_router_limits_routers", "Routers reporting load: each enforces limit / this while Redis is away",
@@ -231,9 +242,8 @@ class Limiter:
         return self._redis is not None and last is not None and last[1] >= ROOMY and self._clock() - last[0] < 1.0
 
     async def admit(self, caller: Caller, request_id: str, prompt_tokens: int) -> Admission | None:
-        """Count the request; RateLimited when a limit is reached. None: the key has no limits."""
-        if not self.applies(caller):
-            return None
+        """Count the request of a key that has limits (``applies``); RateLimited when one is
+        reached. None: Redis is away and the setting is ``open``."""
         now = self._clock()
         if self._redis is not None and now >= self._away_until:
             try:
@@ -286,8 +296,8 @@ class Limiter:
         return Admission(caller, request_id, prompt, counted, keys[2] if limits.concurrent else None, headers)
 
     def _refuse(self, caller: Caller, refused: int, retry_after_s: int, headers: Mapping[str, str]) -> None:
-        what = _WHAT[refused]
-        self.refused.labels(what.replace("the tenant's ", "tenant ").replace(" ", "_")).inc()
+        what, label = _WHAT[refused]
+        self.refused.labels(label).inc()
         budget = refused >= 4
         whose = f"tenant '{caller.tenant}'" if refused >= 6 else f"key {caller.prefix} ('{caller.name}')"
         raise RateLimited(

@@ -137,6 +137,7 @@ class RouteTable:
     by_tenant: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     open_routes: tuple[int, ...] = ()
     by_name: Mapping[str, RouteEntry] = field(default_factory=dict)
+    held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # node name -> models it holds
 
     def route(self, name: str | None) -> RouteEntry | None:
         """The route called ``name`` (None for a request no route matched)."""
@@ -215,7 +216,10 @@ def build_table(
             if model is not None:
                 holders.setdefault(model, []).append(node)
     warm: dict[str, int] = {}
+    on_node: dict[str, list[str]] = {}
     for name, held in holders.items():
+        for node in held:
+            on_node.setdefault(node.name, []).append(name)
         tag = models[name].tag
         held.sort(key=lambda n: tag not in n.loaded)  # stable: by name within each group
         warm[name] = sum(tag in n.loaded for n in held)
@@ -247,4 +251,5 @@ def build_table(
         by_tenant=MappingProxyType({k: tuple(v) for k, v in by_tenant.items()}),
         open_routes=tuple(open_routes),
         by_name=MappingProxyType({r.name: r for r in entries}),
+        held=MappingProxyType({k: tuple(v) for k, v in on_node.items()}),
     )

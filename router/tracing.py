@@ -78,11 +78,11 @@ class Spans:
         return Trace(f"{context.trace_id:032x}", f"{context.span_id:016x}", f"{int(context.trace_flags):02x}",
                      state[:512] if state else None, (request, upstream))  # fmt: skip
 
-    def step(self, trace: Trace, name: str, started: float, ended: float, **attributes: Any) -> None:
+    def step(self, trace: Trace, name: str, started: float, ended: float, attributes: Mapping[str, Any] | None = None) -> None:
         """A finished step of the request (the decision, a wait in the queue), as a child span."""
         request, _ = trace.spans
         span = self._tracer.start_span(name, context=self._in_context(request), start_time=_ns(started))
-        span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+        span.set_attributes({k: v for k, v in (attributes or {}).items() if v is not None})
         span.end(end_time=_ns(ended))
 
     def answered(self, trace: Trace, *, model: str, node: str, failed: tuple[str, ...], first_byte: float) -> None:

@@ -138,10 +138,17 @@ class RotateRequest(Strict):
     grace_s: float = Field(default=3600, ge=0, le=30 * 86_400, description="How long the old secret keeps working.")
 
 
-def new_secret() -> tuple[str, str]:
-    """A new secret and its visible prefix."""
+def new_secret(prefix: str = SECRET_PREFIX) -> tuple[str, str]:
+    """A new secret ``<prefix><8 hex>_<43 url-safe characters>`` and its visible start (API keys
+    with ``llmk_``, control-plane tokens with ``llmt_``)."""
     ident = secrets.token_hex(4)
-    return f"{SECRET_PREFIX}{ident}_{secrets.token_urlsafe(32)}", f"{SECRET_PREFIX}{ident}"
+    return f"{prefix}{ident}_{secrets.token_urlsafe(32)}", f"{prefix}{ident}"
+
+
+def prefix_of(secret: str) -> str:
+    """The visible start of a secret of that shape (what listings and logs name it by)."""
+    head, _, rest = secret.partition("_")
+    return f"{head}_{rest.partition('_')[0]}"
 
 
 INTERNAL_KEY = "llmtune-internal"
@@ -157,5 +164,6 @@ def internal_secret(pepper: bytes) -> tuple[str, str]:
 
 
 def keyed_hash(pepper: bytes, secret: str) -> str:
-    """What the store keeps of a secret: HMAC-SHA256 under the server-side pepper, hex."""
+    """What is kept of a secret (API keys in the store, tokens in the database): HMAC-SHA256 under
+    the server-side pepper, hex."""
     return hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()

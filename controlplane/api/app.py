@@ -19,7 +19,7 @@ from controlplane.api.limits import AuthenticateFirst, BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
 from controlplane.api.routes import apikeys, artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
 from controlplane.db.engine import make_engine, migrate
-from controlplane.services.apikeys import ApiKeyService, TenantBudgets
+from controlplane.services.apikeys import ApiKeyService, TenantBudgets, internal_headers
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
@@ -43,15 +43,8 @@ from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView
 from controlplane.store.view_metrics import InvalidObjectsCollector
-from schemas.apikey import internal_secret
 
 log = logging.getLogger(__name__)
-
-
-def internal_headers(settings: Settings) -> dict[str, str]:
-    """What the control plane's requests to the router carry: its own API key, when keys are on."""
-    pepper = settings.keys.pepper_bytes()
-    return {"Authorization": f"Bearer {internal_secret(pepper)[0]}"} if pepper else {}
 
 
 def create_app(settings: Settings | None = None, *, store: ConfigStore | None = None) -> FastAPI:
@@ -98,7 +91,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
 
             await asyncio.to_thread(ping)
 
-        router_headers = internal_headers(settings)  # the control plane's own key, for RAG and the judge
+        pepper = settings.keys.pepper_bytes()  # read once: tokens, API keys and the control plane's own key
+        router_headers = internal_headers(pepper)  # what its requests to the router carry (RAG, the judge)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=router_headers)
         rag_service, close_rag = open_rag(settings.rag, view, http)
         queue = ArqQueue(settings.finetune.redis_url, settings.finetune.queue) if settings.finetune.redis_url else None
@@ -108,8 +102,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             store=the_store,
             keys=keys,
             config=service,
-            tokens=TokenService(engine, bootstrap_token=bootstrap, pepper=settings.keys.pepper_bytes()),
-            apikeys=ApiKeyService(the_store, keys, pepper=settings.keys.pepper_bytes()),
+            tokens=TokenService(engine, bootstrap_token=bootstrap, pepper=pepper),
+            apikeys=ApiKeyService(the_store, keys, pepper=pepper),
             tenant_budgets=TenantBudgets(the_store, keys),
             usage=Usage(engine),
             config_informer=config_informer,

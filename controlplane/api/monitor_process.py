@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from controlplane.api.app import internal_headers
 from controlplane.api.metrics import install_informer_metrics
 from controlplane.db.engine import make_engine, migrate
+from controlplane.services.apikeys import internal_headers
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
@@ -83,7 +83,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     monitor = start_monitor(settings.monitor, engine, store, keys, tick=control.tick, registry=registry,
-                            router_headers=internal_headers(settings))  # fmt: skip
+                            router_headers=internal_headers(settings.keys.pepper_bytes()))  # fmt: skip
     tasks = [
         asyncio.create_task(informer.run()),
         asyncio.create_task(monitor),

@@ -33,6 +33,11 @@ T = TypeVar("T", bound=BaseModel)
 KIND = "apikeys"
 
 
+def internal_headers(pepper: bytes | None) -> dict[str, str]:
+    """What the control plane's own requests to the router carry: its key, when keys are on."""
+    return {"Authorization": f"Bearer {internal_secret(pepper)[0]}"} if pepper else {}
+
+
 class ApiKeyService:
     def __init__(self, store: ConfigStore, keys: KeySpace, *, pepper: bytes | None) -> None:
         self._store = store

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.models import ApiToken
 from controlplane.services.errors import BadRequest, HistoryUnavailable, NotFound, Unauthorized
+from schemas.apikey import keyed_hash, new_secret
 from schemas.token import TOKEN_PREFIX, TokenIssued, TokenPublic
 
 TOUCH_EVERY_S = 60.0
@@ -52,12 +52,6 @@ class Principal:
 def hash_token(token: str) -> str:
     """The unkeyed hash: the bootstrap token's, tokens made before the pepper, none configured."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> tuple[str, str]:
-    """A new token and its visible prefix."""
-    ident = secrets.token_hex(4)
-    return f"{TOKEN_PREFIX}{ident}_{secrets.token_urlsafe(32)}", f"{TOKEN_PREFIX}{ident}"
 
 
 def public(row: ApiToken) -> TokenPublic:
@@ -88,7 +82,7 @@ class TokenService:
 
     def _hash(self, token: str) -> str:
         """What a new token is stored as."""
-        return hmac.new(self._pepper, token.encode(), hashlib.sha256).hexdigest() if self._pepper else hash_token(token)
+        return keyed_hash(self._pepper, token) if self._pepper else hash_token(token)
 
     def _digests(self, token: str) -> list[str]:
         """Every hash a stored token may have: keyed, and unkeyed (made before the pepper)."""
@@ -126,7 +120,7 @@ class TokenService:
         return principal
 
     def _create(self, name: str, role: Role, created_by: str, expires_in_s: float | None) -> TokenIssued:
-        token, prefix = new_token()
+        token, prefix = new_secret(TOKEN_PREFIX)
         now = datetime.now(UTC)
         with Session(self._engine) as s, s.begin():
             row = ApiToken(
@@ -153,7 +147,7 @@ class TokenService:
         return result
 
     def _rotate(self, token_id: int, grace_s: float) -> TokenIssued | None:
-        token, prefix = new_token()
+        token, prefix = new_secret(TOKEN_PREFIX)
         now = datetime.now(UTC)
         with Session(self._engine) as s, s.begin():
             row = s.get(ApiToken, token_id, with_for_update=True)

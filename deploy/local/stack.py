@@ -281,9 +281,9 @@ def _router_key() -> None:
     """The development key in ``.run/router-key`` (0600): kept while the control plane still holds
     it, else created (or rotated, when a key of that name has another secret)."""
     if ROUTER_KEY_FILE.exists():
-        prefix = ROUTER_KEY_FILE.read_text().strip()[:13]  # llmk_ and the 8-character id
+        secret = ROUTER_KEY_FILE.read_text().strip()
         code, known = _http(f"{API_URL}/api/v1/keys/{DEV_KEY}", token=_admin_token())
-        if code == 200 and known.get("prefix") == prefix:
+        if code == 200 and secret.startswith(f"{known.get('prefix')}_"):  # the key the store holds is this one
             return
     body = {"name": DEV_KEY, "tenant": "local", "labels": {"llmtune.dev/purpose": "development"}}
     code, answer = _http(f"{API_URL}/api/v1/keys", token=_admin_token(), body=body)

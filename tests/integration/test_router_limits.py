@@ -105,6 +105,9 @@ async def test_requests_per_minute_hold_exactly_across_two_routers(stack: tuple[
     assert codes.count(200) == 9 and codes.count(429) == 14, codes
     refused = next(a for a in answers if a.status_code == 429)
     assert 1 <= int(refused.headers["retry-after"]) <= 60 and refused.headers["x-ratelimit-remaining"] == "0"
+    left = 60 - time.time() % 60  # the minute's window ends then: Retry-After points there, as does the reset header
+    assert abs(int(refused.headers["retry-after"]) - left) <= 2
+    assert refused.headers["x-ratelimit-reset"] == refused.headers["retry-after"]
     assert "requests per minute" in refused.json()["error"]
     ok = next(a for a in answers if a.status_code == 200)
     assert ok.headers["x-ratelimit-limit-requests"] == "10"
