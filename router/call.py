@@ -13,11 +13,13 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ConfigDict, ValidationError
 
+from router.auth import Caller
 from router.classify import Classifier, classify, estimate_tokens
 from router.errors import BadInput, Dialect
 from router.http import Reply
 from router.overrides import ClientView
 from router.policy import Candidate, Decision, Request
+from router.table import ModelEntry, RouteTable
 from schemas.model import Capability, OllamaOptions
 from schemas.route import Task
 
@@ -89,6 +91,15 @@ async def read_json(raw: bytes | bytearray) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput("the body must be a JSON object")
     return body
+
+
+def listed(table: RouteTable, caller: Caller | None) -> list[ModelEntry]:
+    """The models a caller may ask for by name, sorted: served by a node or an endpoint and, with a
+    key, allowed to it. Every listing (``/api/tags``, ``/v1/models``) shows exactly these."""
+    return [
+        m for m in sorted(table.models.values(), key=lambda m: m.name)
+        if (table.nodes.get(m.name) or m.endpoint) and (caller is None or caller.may_use_model(m.name))
+    ]  # fmt: skip
 
 
 def embed_text(body: Mapping[str, Any]) -> str:

@@ -487,7 +487,7 @@ def _usage(
         prompt, completion = ollama.usage(final)
         return prompt, completion, False
     if ok and ex.opened.candidate.node is None:
-        counts = openai_upstream.tokens(tail, whole=whole, events=events, prompt_tokens=estimate)
+        counts = openai_upstream.tokens(tail, whole=whole, events=events, prompt_tokens=estimate, head=ex.opened.first[:1024])
         if counts is not None:
             return counts
     return estimate, 0, True

@@ -17,7 +17,11 @@ Dialect = Literal["ollama", "openai", "native"]
 
 
 class BadInput(Exception):
-    """The request body is not what the front door accepts."""
+    """The request body is not what the front door accepts; ``param``: the field at fault, when one is."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UpstreamFailed(Exception):
@@ -82,6 +86,9 @@ def render_error(exc: Exception, dialect: Dialect) -> Reply:
         if kind in _OPENAI:
             kind_, code, param = _OPENAI[kind]
             error = {"message": message, "type": kind_, "param": param, "code": code}
+            return json_reply({"error": error}, status, headers=headers)
+        if isinstance(exc, BadInput):  # as OpenAI words it, naming the field its SDKs show
+            error = {"message": message, "type": "invalid_request_error", "param": exc.param, "code": None}
             return json_reply({"error": error}, status, headers=headers)
         return json_reply({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
     title = kind.replace("_", " ").capitalize()

@@ -13,7 +13,7 @@ import orjson
 
 from router import openai_upstream
 from router.auth import Caller
-from router.call import Answer, Call, embed_text, facts
+from router.call import Answer, Call, embed_text, facts, listed
 from router.errors import BadInput, Dialect
 from router.http import Reply, json_reply
 from router.overrides import governed_fields, without
@@ -86,7 +86,8 @@ def upstream(path: str, body: dict[str, Any]) -> Callable[[Decision, Candidate],
             if isinstance(sent.get("messages"), list):
                 sent["messages"] = without(sent["messages"], let)
         if cand.node is None:
-            return openai_upstream.PATHS[path], openai_upstream.request(path, sent, model=cand.model.tag, options=options)
+            sent_on = openai_upstream.request(path, sent, model=cand.model.tag, options=options, name=cand.model.name)
+            return openai_upstream.PATHS[path], sent_on
         out = dict(sent)
         out["model"] = cand.model.tag
         out["options"] = options
@@ -126,8 +127,7 @@ def tags(table: RouteTable, caller: Caller | None = None) -> Reply:
     models = [
         {"name": m.name, "model": m.name, "modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": "",
          "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
-        for m in sorted(table.models.values(), key=lambda m: m.name)
-        if (table.nodes.get(m.name) or m.endpoint) and (caller is None or caller.may_use_model(m.name))
+        for m in listed(table, caller)
     ]  # fmt: skip
     return json_reply({"models": models})
 

@@ -30,7 +30,7 @@ def signals(final: dict[str, Any] | None, *, whole: bool, wants_json: bool = Fal
         out.append("truncated")
     if whole:
         text = ollama.text(final)
-        if not text.strip():
+        if not text.strip() and not ollama.tool_calls(final):  # a tool call is an answer without text
             out.append("empty")
         elif REFUSALS.match(text):
             out.append("refusal")

@@ -28,8 +28,11 @@ from tests.sim.engine import (
     SimModel,
     answer_words,
     embed_vector,
+    example_of,
     json_answer,
     keep_alive_seconds,
+    split_text,
+    tool_calls,
 )
 from tests.sim.openai_compat import OpenAICompat
 
@@ -205,17 +208,25 @@ class SimApp:
         return await self._infer(body, prompt=str(body.get("prompt") or ""), chat=False)
 
     async def chat(self, body: dict[str, Any]) -> Response:
-        messages = body.get("messages") or []
-        prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-        return await self._infer(body, prompt=prompt, chat=True, empty=not messages)
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        prompt = " ".join(str(m.get("content") or "") for m in messages)
+        last = messages[-1] if messages else {}
+        # after a tool's result the model answers from it; before, given tools, it calls the first one
+        wanted = isinstance(body.get("tools"), list) and last.get("role") != "tool"
+        calls = tool_calls(body["tools"], str(last.get("content") or "")) if wanted else []
+        said = str(last.get("content") or "") if last.get("role") == "tool" else prompt
+        return await self._infer(body, prompt=prompt, chat=True, empty=not body.get("messages"), said=said, calls=calls)
 
-    async def _infer(self, body: dict[str, Any], *, prompt: str, chat: bool, empty: bool | None = None) -> Response:
+    async def _infer(
+        self, body: dict[str, Any], *, prompt: str, chat: bool, empty: bool | None = None, said: str | None = None,
+        calls: list[dict[str, Any]] | None = None,
+    ) -> Response:  # fmt: skip
         eng, started = self.engine, time.perf_counter_ns()
         model = eng.get(str(body.get("model") or ""))
         if model.embedding:
             raise OllamaError(400, f'"{model.name}" does not support {"chat" if chat else "generate"}')
         options = eng.effective_options(model, body.get("options"))
-        eng.last_options = options
+        eng.last_options, eng.last_request = options, {k: v for k, v in body.items() if k != "_fault"}
         keep_alive = body.get("keep_alive")
         if prompt == "" if empty is None else empty:
             return JSONResponse(await self._load_only(model, options, keep_alive, chat=chat))
@@ -227,34 +238,46 @@ class SimApp:
             raise
         limit = int(options.get("num_predict", -1))
         count = NATURAL_TOKENS if limit < 0 else min(limit, NATURAL_TOKENS)
-        words = answer_words(model.name, prompt, count)
-        if body.get("format"):  # Ollama's structured output: the answer is one JSON object
-            words = [json_answer(" ".join(words), prompt)]
+        words = answer_words(model.name, prompt if said is None else said, count)
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]  # streamed pieces join into the whole answer
+        cut, fmt = pieces, body.get("format")  # only plain text is cut short by num_predict
+        if calls:  # tool calls: no text, the calls in one piece (as Ollama's tool parser sends them)
+            pieces, count = [], max(1, len(orjson.dumps([c["function"]["arguments"] for c in calls])) // 4)
+        elif isinstance(fmt, dict):  # structured output: an object that validates against the schema
+            pieces = split_text(orjson.dumps(example_of(fmt)).decode(), 4)
+            count = len(pieces)
+        elif fmt:  # format "json": one JSON object
+            pieces = [json_answer(" ".join(words), prompt)]
         prompt_tokens = len(prompt.split()) + len(model.system.split()) + 1
 
         fault: Fault | None = body.get("_fault")
 
         async def lines() -> AsyncIterator[dict[str, Any]]:
             try:
-                for i, word in enumerate(words):
+                for i, piece in enumerate(pieces):
                     if fault is not None and fault.drop_after == i:
                         raise NodeDied("simulated node death mid-answer")  # the server drops the connection
                     if fault is not None and fault.pause_after == i:
                         await asyncio.sleep(fault.pause_s)
                     await asyncio.sleep(eng.settings.token_s)
-                    yield _piece(model.name, word + " ", chat=chat)
+                    yield _piece(model.name, piece, chat=chat)
+                if calls and body.get("stream", True):
+                    await asyncio.sleep(eng.settings.token_s * count)
+                    message = {"role": "assistant", "content": "", "tool_calls": calls}
+                    yield _piece(model.name, "", chat=chat) | {"message": message}
             finally:
                 eng.release()
             total = time.perf_counter_ns() - started
             final = _piece(model.name, "", chat=chat) | {
-                "done": True, "done_reason": "length" if count == limit else "stop",
+                "done": True, "done_reason": "length" if count == limit and pieces == cut else "stop",
                 "total_duration": total, "load_duration": load_ns, "prompt_eval_count": prompt_tokens,
                 "prompt_eval_duration": 1_000_000, "eval_count": count, "eval_duration": max(total - load_ns, 1),
             }  # fmt: skip
             if not body.get("stream", True):
-                final[("message" if chat else "response")] = (
-                    {"role": "assistant", "content": " ".join(words)} if chat else " ".join(words)
-                )
+                text = "".join(pieces)
+                final[("message" if chat else "response")] = {"role": "assistant", "content": text} if chat else text
+                if calls:
+                    final["message"]["tool_calls"] = calls
             yield final
 
         return await self._stream(body, lines())
@@ -319,8 +342,10 @@ class SimApp:
             "/api/chat": (self.chat, ["POST"]), "/api/embed": (self.embed, ["POST"]),
             "/api/embeddings": (self.embeddings, ["POST"]), "/sim/state": (self.sim_state, ["GET"]),
         }  # fmt: skip
-        compat = OpenAICompat(chat=self.chat, generate=self.generate, embed=self.embed, models=lambda: sorted(self.engine.models),
-                              stream_usage=lambda: self.engine.settings.openai_stream_usage)  # fmt: skip
+        compat = OpenAICompat(
+            chat=self.chat, generate=self.generate, embed=self.embed, models=lambda: sorted(self.engine.models),
+            stream_usage=lambda: self.engine.settings.openai_stream_usage, seen=self.engine.openai_requests,
+        )  # fmt: skip
         api |= {
             "/v1/chat/completions": (lambda b: compat.completions(b, chat=True), ["POST"]),
             "/v1/completions": (lambda b: compat.completions(b, chat=False), ["POST"]),

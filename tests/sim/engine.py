@@ -178,6 +178,8 @@ class Engine:
         # (method, path, model) of recent API requests, for tests (bounded: the demo runs for days)
         self.calls: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=10_000)
         self.traces: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=1_000)  # (path, traceparent, tracestate)
+        self.openai_requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)  # bodies its /v1 API got
+        self.last_request: dict[str, Any] = {}  # the body of the last generate/chat (for tests)
         self.last_options: dict[str, Any] = {}  # options of the last generate/chat, merged (for tests)
         self.running = 0
         self.waiting = 0
@@ -332,3 +334,70 @@ def answer_words(model: str, prompt: str, count: int) -> list[str]:
     words = re.findall(r"\S+", prompt) or ["ok"]
     base = [f"[{model.split(':')[0]}]", *words]
     return [base[i % len(base)] for i in range(count)]
+
+
+_STRING_FORMATS = {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01", "time": "00:00:00Z", "email": "user@example.com",
+                   "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000"}  # fmt: skip
+
+
+def example_of(schema: Any, *, root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A deterministic value that validates against the JSON schema ``schema`` (the subset models
+    are given: types, properties, items, enum, const, anyOf/oneOf/allOf, ``$ref`` into ``$defs``,
+    bounds and lengths): what the simulator answers for a ``format`` schema or a tool's arguments."""
+    if not isinstance(schema, Mapping) or depth > 16:
+        return None
+    root = root if root is not None else schema
+    if isinstance(ref := schema.get("$ref"), str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, Mapping) else None
+        return example_of(target, root=root, depth=depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example_of(schema[key][0], root=root, depth=depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: example_of(sub, root=root, depth=depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        count = max(int(schema.get("minItems") or 0), 1 if schema.get("items") else 0)
+        return [example_of(schema.get("items"), root=root, depth=depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0) + (1 if "exclusiveMinimum" in schema else 0))
+        value = max(low, 1) if "maximum" not in schema else min(max(low, 1), schema["maximum"])
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text = _STRING_FORMATS.get(str(schema.get("format")), "sample")
+    text = text.ljust(int(schema.get("minLength") or 0), "x")
+    return text[: int(schema["maxLength"])] if "maxLength" in schema else text
+
+
+def tool_calls(tools: list[Any], prompt: str) -> list[dict[str, Any]]:
+    """The calls the simulated model makes when given ``tools``: the first function, and every other
+    one the prompt names (parallel calls), with arguments built from its parameters' schema
+    (Ollama's shape: ``arguments`` an object, ``index`` its place in the answer)."""
+    named = [t["function"] for t in tools if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)]
+    named = [fn for fn in named if isinstance(fn.get("name"), str)]
+    chosen = [fn for i, fn in enumerate(named) if i == 0 or fn["name"] in prompt]
+    out = []
+    for index, fn in enumerate(chosen):
+        args = example_of(fn.get("parameters") or {"type": "object"})
+        out.append({"function": {"index": index, "name": fn["name"], "arguments": args if isinstance(args, dict) else {}}})
+    return out
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """``text`` in up to ``parts`` pieces (a JSON answer streamed as a model would, token by token)."""
+    size = max(1, -(-len(text) // parts))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

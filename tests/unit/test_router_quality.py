@@ -29,6 +29,9 @@ def test_whole_answers() -> None:
     assert signals(chat("city: Paris"), whole=True, wants_json=False) == ()
     generated = orjson.dumps({"model": "m", "response": "", "done": True, "done_reason": "stop"})
     assert signals(generated, whole=True) == ("empty",)
+    call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    asked = orjson.dumps({"model": "m", "message": call, "done": True, "done_reason": "stop"})
+    assert signals(asked, whole=True, wants_json=True) == ()  # a tool call is an answer, though it has no text
 
 
 def test_streams_show_only_truncation_and_garbage_shows_nothing() -> None:
