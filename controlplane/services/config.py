@@ -40,8 +40,9 @@ from controlplane.services.errors import (
 from controlplane.services.history import LEGACY, Change, History, Record
 from controlplane.store import epoch as epochs
 from controlplane.store.base import Check, ConfigStore, Delete, Op, Put
-from controlplane.store.errors import Conflict
+from controlplane.store.errors import Conflict, LeadershipLost
 from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Fence
 from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, addressable, decode_at
 from schemas.common import ConfigObject
 from schemas.model import Model
@@ -295,10 +296,12 @@ class ConfigService:
         dry_run: bool = False,
         restoring: epochs.Epoch | None = None,
         force: bool = False,
+        fence: Fence | None = None,
     ) -> ApplyResult:
         """Create/update ``objects`` and delete ``deletes`` as one revision. A change set that
         deletes several objects and every one there is, or more than ``max_delete_share`` of them,
-        needs ``force``.
+        needs ``force``. ``fence``: a leader's fencing token; the change commits only while it
+        leads (LeadershipLost otherwise, and nothing is written).
 
         ``expected`` maps objects to the revision the caller last saw (0: must not exist).
         Validation runs against the state as of the config head H, and the commit moves the head
@@ -317,7 +320,7 @@ class ConfigService:
                 with round_:
                     return await self._apply_once(
                         objects, deletes, expected or {}, actor=actor, message=message, dry_run=dry_run, restoring=restoring,
-                        force=force,
+                        force=force, fence=fence,
                     )  # fmt: skip
         except _StaleState as exc:
             raise Busy(f"the configuration changed under this write {self.ATTEMPTS} times in a row; retry it") from exc
@@ -334,6 +337,7 @@ class ConfigService:
         dry_run: bool,
         restoring: epochs.Epoch | None = None,
         force: bool = False,
+        fence: Fence | None = None,
     ) -> ApplyResult:
         epoch = await self.epoch()
         if restoring is None and epoch is not None and epoch.state == "behind":
@@ -384,6 +388,8 @@ class ConfigService:
             ops.append(Put(self._keys.epoch(), restoring.with_state("ok").encode(), expected_revision=restoring.revision))
         else:  # the epoch the audit row names is the one the commit lands in
             ops.append(Check(self._keys.epoch(), epoch.revision if epoch is not None else 0))
+        if fence is not None:  # first: a leader that lost its place is told so, not sent to retry
+            ops.insert(0, fence.check())
         guards = sum(op.expected_revision is not None for op in ops)
         if max(guards, len(changes)) > self._max_txn_ops:
             raise TooLarge(
@@ -392,7 +398,7 @@ class ConfigService:
             )
         pinned = {self._keys.config(*k) for k in expected}
         epoch_id = restoring.id if restoring is not None else epoch.id if epoch is not None else LEGACY
-        revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned, epoch=epoch_id)
+        revision = await self._commit(ops, changes, actor=actor, message=message, pinned=pinned, epoch=epoch_id, fence=fence)
         return ApplyResult(revision, changes, False, plan.unchanged)
 
     async def epoch(self) -> epochs.Epoch | None:
@@ -434,8 +440,9 @@ class ConfigService:
         return ops
 
     async def _commit(
-        self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str, pinned: set[str], epoch: str = LEGACY
-    ) -> int:
+        self, ops: Sequence[Op], changes: Sequence[Change], *, actor: str, message: str, pinned: set[str], epoch: str = LEGACY,
+        fence: Fence | None = None,
+    ) -> int:  # fmt: skip
         """``pinned``: keys whose expected revision came from the caller (a conflict there is final)."""
         change_id = str(uuid.uuid4())
         await self._history.record_pending(change_id, actor=actor, message=message, changes=changes, epoch=epoch)
@@ -443,6 +450,8 @@ class ConfigService:
             revision = await self._store.commit(ops)
         except Conflict as exc:
             await self._history.discard(change_id)
+            if fence is not None and exc.key == fence.key:
+                raise LeadershipLost(f"{actor}: no longer the leader ({fence.key} moved); nothing was written") from exc
             if exc.key in pinned:
                 kind, name = self._keys.parse_config(exc.key)
                 raise StaleRevision(kind, name, expected=exc.expected, actual=exc.actual) from exc

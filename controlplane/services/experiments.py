@@ -21,6 +21,7 @@ from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, NotFound, StaleRevision
 from controlplane.services.figures import percentile
 from controlplane.services.stats import Summary, TestResult, probability_best, rate_interval, two_proportions, verdict, welch
+from controlplane.store.leases import Fence
 from controlplane.store.view import ConfigView
 from schemas.experiment import Experiment, ExperimentState, Metric
 from schemas.route import Route, RouteTarget
@@ -149,19 +150,22 @@ class ExperimentControl:
     def __init__(self, config: ConfigService, results: ExperimentResults) -> None:
         self._config, self._results = config, results
 
-    async def _write(self, objects: list[Experiment | Route], *, actor: str, message: str) -> int:
+    async def _write(
+        self, objects: list[Experiment | Route], *, actor: str, message: str, fence: Fence | None = None
+    ) -> int:  # fmt: skip
         """One revision, on the condition that none of ``objects`` changed since this view read
         them: a write made from a stale view (the leader's own stop a moment ago, an operator's
-        promote) fails with StaleRevision instead of overwriting it."""
+        promote) fails with StaleRevision instead of overwriting it; with a leader's ``fence``,
+        only while it leads (LeadershipLost)."""
         expected = {(o.plural, o.name): o.metadata.revision or 0 for o in objects}
-        return (await self._config.apply(objects, expected=expected, actor=actor, message=message)).revision
+        return (await self._config.apply(objects, expected=expected, actor=actor, message=message, fence=fence)).revision
 
-    async def stop(self, name: str, *, actor: str, why: str = "") -> int:
+    async def stop(self, name: str, *, actor: str, why: str = "", fence: Fence | None = None) -> int:
         exp = self._results.experiment(name)
         if exp.spec.state is not ExperimentState.RUNNING:
             raise BadRequest(f"experiment '{name}' is {exp.spec.state.value}, not running")
         stopped = exp.model_copy(update={"spec": exp.spec.model_copy(update={"state": ExperimentState.STOPPED})})
-        return await self._write([stopped], actor=actor, message=why or f"stop experiment {name}")
+        return await self._write([stopped], actor=actor, message=why or f"stop experiment {name}", fence=fence)
 
     async def promote(self, name: str, variant: str, *, actor: str) -> int:
         """The variant's model (and options) become the route's only target, the route leaves the
@@ -180,7 +184,9 @@ class ExperimentControl:
     async def _reports(self) -> list[tuple[Experiment, dict[str, Any]]]:
         return [(exp, await asyncio.to_thread(self._results.results, exp.name)) for exp in self._results.running()]
 
-    async def enforce_guardrails(self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None) -> list[str]:
+    async def enforce_guardrails(
+        self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None, *, fence: Fence | None = None
+    ) -> list[str]:  # fmt: skip
         """Stop every running experiment with a variant past a guardrail; what was stopped, and why."""
         stopped = []
         for exp, report in reports if reports is not None else await self._reports():
@@ -188,11 +194,13 @@ class ExperimentControl:
             if breaches:
                 why = f"guardrail: {'; '.join(breaches)}"
                 with contextlib.suppress(BadRequest, StaleRevision):  # stopped or changed meanwhile by someone else
-                    await self.stop(exp.name, actor="monitor", why=why)
+                    await self.stop(exp.name, actor="monitor", why=why, fence=fence)
                     stopped.append(f"{exp.name} ({why})")
         return stopped
 
-    async def rebalance(self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None) -> list[str]:
+    async def rebalance(
+        self, reports: list[tuple[Experiment, dict[str, Any]]] | None = None, *, fence: Fence | None = None
+    ) -> list[str]:  # fmt: skip
         """Bandit mode (Thompson sampling): each running experiment with ``bandit.enabled`` gets
         weights in proportion to each variant's probability of having the best success rate,
         never below ``bandit.min_weight``; written only when a share moves by 5 points or more,
@@ -210,16 +218,17 @@ class ExperimentControl:
             updated = exp.model_copy(update={"spec": exp.spec.model_copy(update={"variants": variants})})
             why = "bandit: " + ", ".join(f"{v.name} {s:.0%}" for s, v in zip(shares, variants, strict=True))
             with contextlib.suppress(StaleRevision):  # changed meanwhile (stopped, promoted): next tick sees it
-                await self._write([updated], actor="monitor", message=why)
+                await self._write([updated], actor="monitor", message=why, fence=fence)
                 moved.append(f"{exp.name} ({why})")
         return moved
 
-    async def tick(self) -> None:
+    async def tick(self, fence: Fence | None = None) -> None:
         """What the monitor's leader runs every few seconds: each running experiment's results are
-        computed once, for the guardrails first, then for the bandit (which skips what they stopped)."""
+        computed once, for the guardrails first, then for the bandit (which skips what they stopped);
+        every write carries the leader's ``fence``."""
         reports = await self._reports()
-        stopped = {entry.split(" ", 1)[0] for entry in await self.enforce_guardrails(reports)}
-        await self.rebalance([(exp, report) for exp, report in reports if exp.name not in stopped])
+        stopped = {entry.split(" ", 1)[0] for entry in await self.enforce_guardrails(reports, fence=fence)}
+        await self.rebalance([(exp, report) for exp, report in reports if exp.name not in stopped], fence=fence)
 
 
 def bandit_shares(best: list[float], floor: float) -> list[float]:

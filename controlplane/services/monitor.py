@@ -34,8 +34,9 @@ from controlplane.services.judge import DEFAULT_RUBRIC, Judge
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
 from controlplane.store.base import ConfigStore
+from controlplane.store.errors import LeadershipLost
 from controlplane.store.keys import KeySpace
-from controlplane.store.leases import Election
+from controlplane.store.leases import Election, Fence
 from schemas.monitor import MONITOR_GROUP, OUTCOME_STREAM, OutcomeRecord
 
 log = logging.getLogger(__name__)
@@ -297,13 +298,14 @@ def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
 
 async def lead_and_consume(
     consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0,
-    tick: Callable[[], Awaitable[object]] | None = None, tick_s: float = 30.0, trimmer: StreamTrimmer | None = None,
-    trim_s: float = 5.0,
+    tick: Callable[[Fence | None], Awaitable[object]] | None = None, tick_s: float = 30.0,
+    trimmer: StreamTrimmer | None = None, trim_s: float = 5.0,
 ) -> None:  # fmt: skip
     """Forever: become the leader (when an election is given: one monitor per fleet), then fold
     batches in while leading; prune old samples now and then, and run ``tick`` (the experiment
-    guardrails) every ``tick_s``. A Redis or database failure is logged and retried; leadership
-    is checked every ``check_s``."""
+    guardrails) every ``tick_s`` with the leader's fencing token, so its writes fail once another
+    leads. A Redis or database failure is logged and retried; leadership is checked every
+    ``check_s``, and a leader that could not renew its lease in time stops acting."""
     keeper: asyncio.Task[None] | None = None
     while True:
         try:
@@ -321,7 +323,7 @@ async def lead_and_consume(
                     await trimmer.trim()
                 if tick is not None and now - ticked > tick_s:
                     ticked = now
-                    await tick()
+                    await tick(election.fence() if election is not None else None)
                 if now - pruned > 60:
                     await asyncio.to_thread(store.prune, keep_s=keep_s)
                     pruned = now
@@ -337,6 +339,8 @@ async def lead_and_consume(
                 with contextlib.suppress(Exception):
                     await election.resign()
             raise
+        except LeadershipLost as exc:
+            log.warning("outcome monitor: %s; campaigning again", exc)
         except Exception:
             log.exception("outcome monitor failed; retrying in 1 s")
             await asyncio.sleep(1)
@@ -348,7 +352,7 @@ async def start_monitor(
     store: ConfigStore,
     keys: KeySpace,
     *,
-    tick: Callable[[], Awaitable[object]] | None = None,
+    tick: Callable[[Fence | None], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
     router_headers: Mapping[str, str] | None = None,
 ) -> None:

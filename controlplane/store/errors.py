@@ -35,3 +35,8 @@ class Compacted(StoreError):
 
 class LeaseLost(StoreError):
     """A lease expired or was revoked; keys bound to it are gone."""
+
+
+class LeadershipLost(StoreError):
+    """A leader's write was refused by its fencing token (another candidate leads now), or the
+    leader could not renew its lease within its deadline and stopped acting; nothing was written."""

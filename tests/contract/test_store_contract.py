@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controlplane.store.base import Check, ConfigStore, Delete, EventType, Put, WatchBatch
-from controlplane.store.errors import Compacted, Conflict, LeaseLost
+from controlplane.store.errors import Compacted, Conflict, LeadershipLost, LeaseLost
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election, LeaseKeeper
 from tests.conftest import open_backend
@@ -170,3 +170,47 @@ async def test_election_one_leader_and_handover(store: ConfigStore, keys: KeySpa
         await waiting
     assert await b.is_leader() and not await a.is_leader()
     await b.resign()
+
+
+async def test_a_replaced_leader_cannot_write(store: ConfigStore, keys: KeySpace) -> None:
+    """Fencing: a leader that paused past its lease (here: its lease revoked, as expiry would) and
+    was replaced has every write refused, though it still believes it leads; the new one writes."""
+    key, target = keys.election("autoscaler"), keys.placement("node-0")
+    old = Election(store, key, "old", ttl_s=5)
+    assert await old.campaign_once()
+    await old.commit([Put(target, b"by old")])
+    await store.revoke_lease(old.keeper.lease_id)  # it paused: its lease ran out
+    new = Election(store, key, "new", ttl_s=5)
+    assert await new.campaign_once()
+    with pytest.raises(LeadershipLost):
+        await old.commit([Put(target, b"stale")])
+    await new.commit([Put(target, b"by new")])
+    kv = await store.get(target)
+    assert kv is not None and kv.value == b"by new"
+    with pytest.raises(LeadershipLost):  # it knows now, and does not try again
+        old.fence()
+    await new.resign()
+
+
+async def test_a_candidate_whose_lease_ran_out_while_waiting_still_campaigns(store: ConfigStore, keys: KeySpace) -> None:
+    waiting = Election(store, keys.election("monitor"), "w", ttl_s=5)
+    await waiting.keeper.ensure()
+    await store.revoke_lease(waiting.keeper.lease_id)  # expired while another led
+    assert await waiting.campaign_once() and await waiting.is_leader()
+    await waiting.resign()
+
+
+async def test_a_leader_that_cannot_renew_in_time_stops_acting(store: ConfigStore, keys: KeySpace) -> None:
+    now = [0.0]
+    leader = Election(store, keys.election("monitor"), "a", ttl_s=9, clock=lambda: now[0])
+    assert await leader.campaign_once() and leader.deadline_s == 6
+    assert leader.fence().key == keys.election("monitor")
+    now[0] = 5.9
+    await leader.keeper.refresh_once()  # renewed at 5.9: good until 11.9
+    now[0] = 11.0
+    leader.fence()
+    now[0] = 12.0  # no renewal for more than its deadline (the store was away, or it was paused)
+    with pytest.raises(LeadershipLost, match="within 6 s"):
+        await leader.commit([Put(keys.placement("n"), b"x")])
+    assert await store.get(keys.placement("n")) is None
+    await leader.resign()

@@ -14,9 +14,10 @@ from controlplane.services.config import ConfigService
 from controlplane.services.errors import HistoryUnavailable, Invalid, NotFound, StaleRevision
 from controlplane.services.history import Change, History
 from controlplane.store.base import ConfigStore, Op
-from controlplane.store.errors import StoreUnavailable
+from controlplane.store.errors import LeadershipLost, StoreUnavailable
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
 from schemas.registry import parse_object
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, rag_doc, route_doc
@@ -240,3 +241,24 @@ async def test_concurrent_if_match_writers_one_wins(viewed: ConfigService) -> No
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, StaleRevision) for r in results if isinstance(r, BaseException))
+
+
+async def test_a_fenced_write_lands_only_while_its_leader_leads(
+    service: ConfigService, etcd_store: EtcdStore, engine: Engine, keys: KeySpace
+) -> None:
+    """The monitor's and the autoscaler's writes carry their leader's fencing token: once another
+    candidate leads, a write from the old leader is refused whole, and the audit log keeps no row."""
+    old = Election(etcd_store, keys.election("monitor"), "old", ttl_s=5)
+    assert await old.campaign_once()
+    await service.apply(objs(model_doc("m1")), actor="monitor", fence=old.fence())
+    fence = old.fence()
+    await etcd_store.revoke_lease(old.keeper.lease_id)  # paused past its lease, then replaced
+    new = Election(etcd_store, keys.election("monitor"), "new", ttl_s=5)
+    assert await new.campaign_once()
+    before = len(rows(engine))
+    with pytest.raises(LeadershipLost, match="no longer the leader"):
+        await service.apply(objs(model_doc("m2")), actor="monitor", fence=fence)
+    assert len(rows(engine)) == before and await etcd_store.get(keys.config("models", "m2")) is None
+    await service.apply(objs(model_doc("m2")), actor="monitor", fence=new.fence())
+    assert await etcd_store.get(keys.config("models", "m2")) is not None
+    await new.resign()
