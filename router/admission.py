@@ -33,6 +33,17 @@ class _Waiter:
     seq: int
     wake: asyncio.Future[None] = field(compare=False)
     taken: bool = field(default=False, compare=False)  # woken or gone: other models' heaps skip it
+    since: float = field(default=0.0, compare=False)  # monotonic time it started waiting
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One model's queue since the last reading: waiting now, the longest wait (ended or still
+    going), and the requests refused for want of a slot (queue full or wait ran out)."""
+
+    waiting: int
+    longest_wait_s: float
+    refused: int
 
 
 class AdmissionQueue:
@@ -42,6 +53,8 @@ class AdmissionQueue:
         self._depth: dict[tuple[str, str], int] = {}
         self._seq = itertools.count()
         self._models_of = models_of
+        self._longest: dict[str, float] = {}  # per model, the longest wait ended since the last reading
+        self._refused: dict[str, int] = {}  # per model, since the start
         self.depth = Gauge("llmtune_router_queue_depth", "Requests waiting for a slot", ["model", "priority"], registry=registry)
         self.waited = Histogram(
             "llmtune_router_queue_wait_seconds", "Time requests waited for a slot (admitted or not)", ["model", "priority"],
@@ -55,32 +68,53 @@ class AdmissionQueue:
         """Wait until a slot of one of ``models`` may be free (or QueueRefused); returns the
         waiter's sequence number, to keep its place when it must wait again."""
         if max_depth <= 0 or any(self.waiting(m) >= max_depth for m in models):
+            self._refuse(models)
             raise QueueRefused(f"{max(max_depth, 0)} requests already wait for {', '.join(models)}; retry shortly")
         left = deadline - time.monotonic()
         if left <= 0:
+            self._refuse(models)
             raise QueueRefused("no slot came free in time; retry shortly")
         seq = next(self._seq) if seq is None else seq
-        waiter = _Waiter(PRIORITY.get(priority, 1), seq, asyncio.get_running_loop().create_future())
+        started = time.monotonic()
+        waiter = _Waiter(PRIORITY.get(priority, 1), seq, asyncio.get_running_loop().create_future(), since=started)
         for model in models:
             heapq.heappush(self._heaps.setdefault(model, []), waiter)
             self._count(model, priority, 1)
-        started = time.monotonic()
         try:
             async with asyncio.timeout(left):
                 await waiter.wake
         except TimeoutError:
+            self._refuse(models)
             raise QueueRefused("no slot came free in time; retry shortly") from None
         finally:
             woken = waiter.taken
             waiter.taken = True
+            waited = time.monotonic() - started
             for model in models:
                 self._count(model, priority, -1)
-                self.waited.labels(model, priority).observe(time.monotonic() - started)
+                self.waited.labels(model, priority).observe(waited)
+                self._longest[model] = max(self._longest.get(model, 0.0), waited)
                 heap = self._heaps.get(model)
                 if not woken and heap and waiter in heap:  # timed out or the client left: out of every heap now
                     heap.remove(waiter)
                     heapq.heapify(heap)
         return seq
+
+    def _refuse(self, models: Sequence[str]) -> None:
+        for model in models:
+            self._refused[model] = self._refused.get(model, 0) + 1
+
+    def figures(self) -> dict[str, QueueFigures]:
+        """Per model with anything to say: its queue now, the longest wait since the last call
+        (waits still going count), and its refusals since the start (a reader takes differences)."""
+        now, out = time.monotonic(), {}
+        for model in {*self._heaps, *self._longest, *self._refused}:
+            live = [now - w.since for w in self._heaps.get(model, ()) if not w.taken]
+            longest = max([self._longest.get(model, 0.0), *live])
+            if live or longest or self._refused.get(model):
+                out[model] = QueueFigures(len(live), round(longest, 3), self._refused.get(model, 0))
+        self._longest.clear()
+        return out
 
     def _count(self, model: str, priority: str, delta: int) -> None:
         key = (model, priority)

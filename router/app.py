@@ -71,8 +71,9 @@ class RouterApp:
                                limiter=self.limiter, queue=self.queue, spans=self.spans)  # fmt: skip
         self.core.live.on_release = self.queue.freed
         self.load = LoadReporter(self.store, keys, name or f"{socket.gethostname()}-{os.getpid()}",
-                                 in_flight=self.core.live.in_flight_by_node,
-                                 draining=self.feed.draining)  # fmt: skip
+                                 in_flight=self.core.live.in_flight_by_node, draining=self.feed.draining,
+                                 by_model=self.core.live.in_flight_by_model, generated=self.core.live.generated_by_model,
+                                 queue=self.queue.figures)  # fmt: skip
         self._load_task: asyncio.Task[None] | None = None
         self.registry.register(BreakerStates(self.core.live))
         self.registry.register(InvalidObjectsCollector(self.feed.view))

@@ -377,6 +377,7 @@ class RouterCore:
         tenant = ex.caller.tenant if ex.caller is not None else decision.request.tenant
         self.metrics.tokens.labels("prompt", tenant or "-", opened.candidate.model.name).inc(used[0])
         self.metrics.tokens.labels("completion", tenant or "-", opened.candidate.model.name).inc(used[1])
+        self.live.generated(opened.candidate.model.name, opened.candidate.node_name, used[1])
         found = signals(final, whole=whole, wants_json=ex.call.wants_json)
         if rate is not None:
             cand = opened.candidate

@@ -44,6 +44,8 @@ class LiveStats:
         self._clock = clock
         self._node_in_flight: dict[str, int] = {}
         self._model_in_flight: dict[str, int] = {}
+        self._pair_in_flight: dict[tuple[str, str], int] = {}  # (model, node)
+        self._generated: dict[tuple[str, str], int] = {}  # tokens generated per (model, node), since the start
         self._model_slots: dict[str, int] = {}  # parallel slots of the nodes holding a model (from the table)
         self._node_limit: dict[str, int] = {}
         self._latency: dict[tuple[str, str], float] = {}
@@ -57,6 +59,18 @@ class LiveStats:
     def in_flight_by_node(self) -> dict[str, int]:
         """Requests in flight on each node that has any (the router's load report)."""
         return {node: n for node, n in self._node_in_flight.items() if n > 0}
+
+    def in_flight_by_model(self) -> dict[str, dict[str, int]]:
+        """Requests in flight per model and node (those with any): the autoscaler's signal."""
+        out: dict[str, dict[str, int]] = {}
+        for (model, node), n in self._pair_in_flight.items():
+            if n > 0:
+                out.setdefault(model, {})[node] = n
+        return out
+
+    def generated_by_model(self) -> dict[tuple[str, str], int]:
+        """Tokens generated per (model, node) since the start (a reader takes rates from differences)."""
+        return dict(self._generated)
 
     def latency_ms(self, model: str, node: str) -> float | None:
         return self._latency.get((model, node))
@@ -99,6 +113,7 @@ class LiveStats:
     def started(self, model: str, node: str) -> None:
         self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
         self._model_in_flight[model] = self._model_in_flight.get(model, 0) + 1
+        self._pair_in_flight[(model, node)] = self._pair_in_flight.get((model, node), 0) + 1
         b = self._breakers.get((model, node))
         if b is not None and self.state(model, node) is BreakerState.HALF_OPEN:
             b.probes += 1
@@ -107,6 +122,7 @@ class LiveStats:
         """A request ended without telling anything about the node (the client went away)."""
         self._node_in_flight[node] = max(0, self._node_in_flight.get(node, 0) - 1)
         self._model_in_flight[model] = max(0, self._model_in_flight.get(model, 0) - 1)
+        self._pair_in_flight[(model, node)] = max(0, self._pair_in_flight.get((model, node), 0) - 1)
         if self.on_release is not None:
             self.on_release(model, node)
 
@@ -127,6 +143,11 @@ class LiveStats:
         b.policy = policy or b.policy
         if half_open or b.failures >= (b.policy or self.breaker).consecutive_failures:
             b.opened_at, b.probes = self._clock(), 0  # (re)open: a failed probe waits a full period again
+
+    def generated(self, model: str, node: str, tokens: int) -> None:
+        """Tokens an answer of ``model`` on ``node`` generated."""
+        if tokens > 0:
+            self._generated[(model, node)] = self._generated.get((model, node), 0) + tokens
 
     def _observe(self, model: str, node: str, ms: float) -> None:
         a = self._alpha

@@ -166,6 +166,15 @@ class Placement(Strict):
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
     preload: bool = Field(default=True, description="Load into memory ahead of traffic (keep_alive warm-up).")
+    autoscale: bool = Field(
+        default=False,
+        description="The autoscaler chooses how many matching nodes hold it (min_replicas to max_replicas) by load; "
+        "without it, every matching node holds it.",
+    )
+    memory_bytes: int | None = Field(
+        default=None, ge=0, le=INT_MAX,
+        description="Memory to book for it before any node has loaded it (after that, the size Ollama reports).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _bounds(self) -> Placement:

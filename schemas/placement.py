@@ -1,14 +1,20 @@
-"""Which nodes should hold a model: pure functions over models, node pools and node labels.
+"""Which nodes should hold a model: pure functions over models, node pools and node labels, and
+the autoscaler's records.
 
-Until the autoscaler writes per-node placements, every live node that matches a model's node
-selector (and its node pool's selector) holds the model; ``min/max_replicas`` are the
-autoscaler's to enforce.
+A model without ``placement.autoscale`` is held by every live node that matches its node
+selector (and its node pool's selector). One with it is held where the autoscaler places it
+(``/<ns>/v1/placement/<node>``, between ``min_replicas`` and ``max_replicas``), among those nodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
+from pydantic import Field
+
+from schemas.common import Name, Strict
 from schemas.model import Model, Provider
 from schemas.nodepool import NodePool, ServerSettings
 
@@ -46,3 +52,27 @@ def server_settings(labels: Mapping[str, str], pools: Iterable[NodePool]) -> Ser
 def prunes(labels: Mapping[str, str], pools: Iterable[NodePool]) -> bool:
     """True when a pool of the node says to delete models that no configuration places there."""
     return any(p.spec.prune for p in pools_of(labels, pools))
+
+
+class NodePlacement(Strict):
+    """``/<ns>/v1/placement/<node>``: the autoscaled models a node should hold (written by the
+    autoscaler's leader, fenced); models without autoscaling are not listed."""
+
+    node: Name
+    models: list[Name] = Field(default_factory=list, max_length=1000)
+    updated_at: datetime | None = None
+
+
+class ScalingRecord(Strict):
+    """``/<ns>/v1/scaling/<model>``: the autoscaler's last decision for a model and the formula's
+    windows, so a new leader carries on where the last one was."""
+
+    model: Name
+    desired: int = Field(ge=0)
+    ready: int = Field(ge=0)
+    placed: int = Field(default=0, ge=0)
+    reason: str = Field(default="", max_length=2000)
+    panic: bool = False
+    short: str = Field(default="", max_length=500, description="Why fewer replicas are placed than wanted.")
+    windows: dict[str, Any] = Field(default_factory=dict)
+    updated_at: datetime | None = None

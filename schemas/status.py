@@ -86,12 +86,24 @@ class NodeStatus(Strict):
     updated_at: datetime | None = None
 
 
+class ModelLoad(Strict):
+    """One model's load as one router sees it: the autoscaler's signal."""
+
+    in_flight: dict[str, int] = Field(default_factory=dict, description="Requests in flight per node (nodes with none left out).")
+    queued: int = Field(default=0, ge=0, description="Requests waiting in the admission queue for a slot.")
+    longest_wait_s: float = Field(default=0, ge=0, description="The longest wait for a slot since the last report.")
+    refused: int = Field(default=0, ge=0, description="Requests refused for want of a slot (503) since the router started.")
+    tokens_per_s: dict[str, float] = Field(default_factory=dict, description="Tokens generated per second per node.")
+
+
 class RouterLoad(Strict):
     """A router's report under its own lease (``/<ns>/v1/load/<router>``): its requests in flight
-    per node, and the nodes it sees draining. An agent draining its node waits until every live
-    router has seen the drain and has nothing in flight there."""
+    per node, the nodes it sees draining, and each model's load. An agent draining its node waits
+    until every live router has seen the drain and has nothing in flight there; the autoscaler
+    reads ``models`` (a report older than a few refreshes is unknown, never a reason to scale down)."""
 
     router: str = Field(min_length=1, max_length=253)
     in_flight: dict[str, int] = Field(default_factory=dict, description="Requests in flight per node (nodes with none left out).")
     draining: list[str] = Field(default_factory=list, description="Nodes whose status says draining, as this router sees it.")
+    models: dict[str, ModelLoad] = Field(default_factory=dict, description="Per model with any load, its figures.")
     updated_at: datetime | None = None

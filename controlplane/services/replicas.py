@@ -13,8 +13,12 @@ load that is unknown (routers' reports stale) is never a reason to scale down.""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
+
+from schemas.status import RouterLoad
 
 MAX_POINTS = 2_000  # a bound on each window's length, whatever the tick
 
@@ -165,3 +169,19 @@ def _mean(points: tuple[tuple[float, float], ...], *, since: float, default: flo
 def _trim(points: tuple[Any, ...], *, since: float) -> tuple[Any, ...]:
     kept = tuple(p for p in points if p[0] >= since)
     return kept[-MAX_POINTS:]
+
+
+def observed_load(reports: Iterable[RouterLoad], *, now: datetime, stale_after_s: float) -> dict[str, float] | None:
+    """Requests in flight and queued per model, summed over the routers' reports; None (unknown)
+    when there is no report or any live router's report is older than ``stale_after_s``: a part
+    of the load would be missing, and a sum that is too low must never scale a model down."""
+    out: dict[str, float] = {}
+    reports = list(reports)
+    if not reports:
+        return None
+    for report in reports:
+        if report.updated_at is None or (now - report.updated_at).total_seconds() > stale_after_s:
+            return None
+        for model, load in report.models.items():
+            out[model] = out.get(model, 0.0) + sum(load.in_flight.values()) + load.queued
+    return out

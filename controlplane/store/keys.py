@@ -45,8 +45,19 @@ class KeySpace:
         """The store's identity: created once per history; a wiped or restored store gets a new one."""
         return f"{self.root}meta/epoch"
 
+    def placement_prefix(self) -> str:
+        return f"{self.root}placement/"
+
     def placement(self, node: str) -> str:
-        return f"{self.root}placement/{node}"
+        """The autoscaled models a node should hold (the autoscaler's leader writes it)."""
+        return f"{self.placement_prefix()}{node}"
+
+    def scaling_prefix(self) -> str:
+        return f"{self.root}scaling/"
+
+    def scaling(self, model: str) -> str:
+        """The autoscaler's last decision and windows for a model."""
+        return f"{self.scaling_prefix()}{model}"
 
     def nodes_prefix(self) -> str:
         return f"{self.root}nodes/"

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from controlplane.store.keys import KeySpace
+from schemas.status import RouterLoad
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, route_doc
@@ -100,3 +101,41 @@ async def test_max_wait_max_depth_and_a_client_that_leaves(fleet: tuple[Fleet, s
     patient = asyncio.create_task(ask(url, secrets["low"], "long", 1))
     assert (await holder).status_code == 200
     assert (await patient).status_code == 200
+
+
+async def test_the_load_report_carries_each_models_signals(fleet: tuple[Fleet, str, dict[str, str]]) -> None:
+    """What the autoscaler reads, under the router's lease: in flight per node, the queue, its
+    longest wait, the 503s for want of a slot, tokens per second; refreshed while nothing changes."""
+    f, url, secrets = fleet
+    key = f.keys.load(f.router.load._name)
+
+    async def report() -> RouterLoad:
+        kv = await f.router.store.get(key)
+        assert kv is not None
+        return RouterLoad.model_validate_json(kv.value)
+
+    holder = asyncio.create_task(ask(url, secrets["normal"], "long", 12))  # the only slot, ~1.2 s
+    await f.until(lambda: sum(f.router.core.live.in_flight_by_node().values()) == 1, timeout_s=5)
+    waiter = asyncio.create_task(ask(url, secrets["normal"], "long", 2))
+    await f.until(lambda: f.router.queue.waiting("m") == 1, timeout_s=5)
+    refused = await ask(url, secrets["normal"], "short", 2)  # the short route's queue holds one: full
+    assert refused.status_code == 503
+
+    async def busy() -> bool:
+        m = (await report()).models.get("m")
+        return m is not None and m.in_flight == {"node-0": 1} and m.queued == 1 and m.refused == 1
+
+    await f.eventually(busy, timeout_s=5)
+    await asyncio.gather(holder, waiter)
+
+    async def after() -> bool:
+        m = (await report()).models.get("m")
+        return m is not None and not m.in_flight and not m.queued and m.longest_wait_s > 0.5
+        # the waiter's wait (about the holder's answer) is in the report after it
+
+    await f.eventually(after, timeout_s=5)
+    produced = (await report()).models["m"]
+    assert produced.refused == 1
+    first = (await report()).updated_at
+    await asyncio.sleep(f.router.load._refresh_s + 1.2)  # nothing changed: written again all the same
+    assert (await report()).updated_at != first

@@ -5,12 +5,14 @@ noisy oscillating load (no scale-down within the delay after a scale-up; few act
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.services.replicas import Policy, Windows, recommend
+from controlplane.services.replicas import Policy, Windows, observed_load, recommend
+from schemas.status import ModelLoad, RouterLoad
 
 P = Policy(per_replica=4, min_replicas=0, max_replicas=10)
 
@@ -126,3 +128,13 @@ def test_oscillating_load_never_goes_down_within_the_delay_after_going_up(period
         if kind == "down":
             assert not any(t - P.scale_down_delay_s < u < t for u in ups), actions
     assert len(actions) <= 2 + 600 / P.scale_down_delay_s * 4, actions  # a few steps per delay, not one per swing
+
+
+def test_the_load_is_the_routers_sum_or_unknown_when_one_is_stale() -> None:
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    a = RouterLoad(router="a", models={"m": ModelLoad(in_flight={"n1": 2, "n2": 1}, queued=3)}, updated_at=now)
+    b = RouterLoad(router="b", models={"m": ModelLoad(in_flight={"n1": 1}), "e": ModelLoad(queued=1)}, updated_at=now)
+    assert observed_load([a, b], now=now, stale_after_s=10) == {"m": 7.0, "e": 1.0}
+    old = b.model_copy(update={"updated_at": now - timedelta(seconds=11)})
+    assert observed_load([a, old], now=now, stale_after_s=10) is None
+    assert observed_load([], now=now, stale_after_s=10) is None  # no router reports: unknown, not "no load"

@@ -1,0 +1,223 @@
+"""The autoscaler: every few seconds, for each Model with ``placement.autoscale``, the replicas it
+wants (controlplane/services/replicas.py, from the routers' load reports) and the nodes that hold
+them (controlplane/services/packing.py), written as ``/<ns>/v1/placement/<node>`` with each
+model's record and windows (``/<ns>/v1/scaling/<model>``) in fenced transactions: only the leader
+(election ``autoscaler``) writes, and a leader that lost its place writes nothing.
+
+``decide`` is the pure part (the clock passed in); ``Autoscaler.tick`` reads the store, decides
+and writes once; ``Autoscaler.run`` only campaigns and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from controlplane.services.packing import NodeRoom, place
+from controlplane.services.replicas import Policy, Windows, observed_load, recommend
+from controlplane.store.base import ConfigStore, Put
+from controlplane.store.errors import LeadershipLost, StoreError
+from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
+from controlplane.store.view import ConfigView
+from schemas.model import Model, Provider
+from schemas.nodepool import NodePool
+from schemas.placement import NodePlacement, ScalingRecord, placed_on
+from schemas.status import LoadedModel, NodeRegistration, NodeStatus, RouterLoad
+
+log = logging.getLogger(__name__)
+DEFAULT_SLOTS = 4
+RESERVE = 0.10  # of a node's memory, never booked
+STALE_S = 10.0  # a router report older than this makes the load unknown
+UNBOUNDED = 1 << 62  # the memory of a node that reports none
+MAX_OPS = 100  # per transaction (etcd allows 128 by default)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What one tick reads."""
+
+    models: Sequence[Model]
+    pools: Mapping[str, NodePool]
+    registrations: Mapping[str, NodeRegistration]
+    statuses: Mapping[str, NodeStatus]
+    reports: Sequence[RouterLoad]
+    records: Mapping[str, ScalingRecord]
+    placements: Mapping[str, NodePlacement]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    placements: dict[str, NodePlacement]  # every registered node's autoscaled models
+    records: dict[str, ScalingRecord]
+
+
+def _tag(model: Model) -> str:
+    tag = model.spec.ollama_tag
+    return tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
+
+
+def decide(fleet: Fleet, *, now: float) -> Decision:
+    """Replicas and placement for every autoscaled model at ``now`` (wall-clock seconds)."""
+    wall = datetime.fromtimestamp(now, UTC)
+    auto = [m for m in fleet.models if m.spec.provider is Provider.OLLAMA and m.spec.placement.autoscale]
+    fixed = [m for m in fleet.models if m.spec.provider is Provider.OLLAMA and not m.spec.placement.autoscale]
+    names = {m.name for m in auto}
+    sizes = _observed_sizes(fleet.statuses)
+    eligible = {m.name: frozenset(n for n, r in fleet.registrations.items() if placed_on(m, r.labels, fleet.pools)) for m in auto}
+    claims = {m.name: _claim(m, sizes, fleet.registrations, eligible[m.name]) for m in auto}
+    in_flight = _in_flight_by_node(fleet.reports)
+    rooms, ready = [], dict.fromkeys(names, 0)
+    for name, reg in sorted(fleet.registrations.items()):
+        status = fleet.statuses.get(name)
+        loaded = {lm.name: lm for lm in status.loaded_models} if status else {}
+        placed = fleet.placements.get(name)
+        held = (set(placed.models) if placed else {m.name for m in auto if _tag(m) in loaded}) & names  # adopt what runs
+        for model in auto:
+            if model.name in held and _tag(model) in loaded:
+                ready[model.name] += 1
+        others = [m for m in fixed if placed_on(m, reg.labels, fleet.pools)]
+        total = reg.capacity.gpu_memory_bytes or reg.capacity.memory_bytes
+        memory = int(total * (1 - RESERVE)) - sum(sizes.get(_tag(m), 0) for m in others) if total else UNBOUNDED
+        rooms.append(NodeRoom(
+            name, max(memory, 0), max_loaded=max(reg.capacity.max_loaded_models - len(others), 0), held=frozenset(held),
+            on_disk=frozenset(m.name for m in auto if status and _tag(m) in status.available_models),
+            offloaded=frozenset(m.name for m in auto if _tag(m) in loaded and _partly_on_cpu(loaded[_tag(m)])),
+            in_flight=in_flight.get(name, 0), loading=any(_tag(m) not in loaded for m in auto if m.name in held),
+            healthy=status is not None and status.ollama_reachable and not status.draining,
+        ))  # fmt: skip
+    load = observed_load(fleet.reports, now=wall, stale_after_s=STALE_S)
+    wanted, recs = {}, {}
+    for model in auto:
+        spec = model.spec.placement
+        slots = [fleet.registrations[n].capacity.max_parallel for n in eligible[model.name]]
+        policy = Policy(per_replica=sum(slots) / len(slots) if slots else DEFAULT_SLOTS, min_replicas=spec.min_replicas,
+                        max_replicas=spec.max_replicas)  # fmt: skip
+        record = fleet.records.get(model.name)
+        windows = Windows.from_json(record.windows) if record else Windows()
+        seen = None if load is None else load.get(model.name, 0.0)
+        rec = recommend(policy, windows, now=now, load=seen, ready=ready[model.name])
+        wanted[model.name] = rec.desired
+        recs[model.name] = (rec, record)
+    plan = place(wanted, claims, rooms, eligible=eligible)
+    records = {}
+    for model in auto:
+        rec, before = recs[model.name]
+        count = plan.replicas(model.name)
+        if before is None or before.desired != rec.desired:
+            log.info("autoscaler: %s wants %d replica(s) (was %s): %s", model.name, rec.desired,
+                     before.desired if before else "-", rec.reason)  # fmt: skip
+        records[model.name] = ScalingRecord(
+            model=model.name, desired=rec.desired, ready=ready[model.name], placed=count, reason=rec.reason[:2000],
+            panic=rec.panic, short=plan.short.get(model.name, "")[:500], windows=rec.windows.to_json(), updated_at=wall,
+        )  # fmt: skip
+    placements = {
+        node: NodePlacement(node=node, models=sorted(models), updated_at=wall) for node, models in plan.placement.items()
+    }
+    return Decision(placements, records)
+
+
+def _partly_on_cpu(loaded: LoadedModel) -> bool:
+    return loaded.size_vram_bytes < loaded.size_bytes
+
+
+def _observed_sizes(statuses: Mapping[str, NodeStatus]) -> dict[str, int]:
+    """The largest size Ollama reported for each tag loaded anywhere."""
+    out: dict[str, int] = {}
+    for status in statuses.values():
+        for lm in status.loaded_models:
+            out[lm.name] = max(out.get(lm.name, 0), lm.size_bytes)
+    return out
+
+
+def _claim(model: Model, sizes: Mapping[str, int], regs: Mapping[str, NodeRegistration], nodes: frozenset[str]) -> int:
+    """Bytes to book: what Ollama reported once it loaded, else the Model's ``memory_bytes``, else
+    a fair share of the smallest matching node (its memory over its runners)."""
+    if sizes.get(_tag(model)):
+        return sizes[_tag(model)]
+    if model.spec.placement.memory_bytes is not None:
+        return model.spec.placement.memory_bytes
+    shares = [
+        (r.capacity.gpu_memory_bytes or r.capacity.memory_bytes) // max(r.capacity.max_loaded_models, 1)
+        for n in nodes if (r := regs[n]).capacity.gpu_memory_bytes or r.capacity.memory_bytes
+    ]  # fmt: skip
+    return min(shares) if shares else 0
+
+
+def _in_flight_by_node(reports: Sequence[RouterLoad]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for report in reports:
+        for node, n in report.in_flight.items():
+            out[node] = out.get(node, 0) + n
+    return out
+
+
+class Autoscaler:
+    """The loop around ``decide``, over the control plane's informed views."""
+
+    def __init__(
+        self, store: ConfigStore, keys: KeySpace, *, view: ConfigView, registrations: Mapping[str, NodeRegistration],
+        statuses: Mapping[str, NodeStatus], every_s: float = 3.0,
+    ) -> None:  # fmt: skip
+        """``registrations`` and ``statuses``: live mappings the control plane's informers keep (read each tick)."""
+        self._store, self._keys, self._view = store, keys, view
+        self._registrations, self._statuses = registrations, statuses
+        self.every_s = every_s
+        self.last: Decision | None = None
+
+    async def read(self) -> Fleet:
+        state = self._view.state
+        models = [s.obj for s in state.values() if isinstance(s.obj, Model)]
+        pools = {s.obj.name: s.obj for s in state.values() if isinstance(s.obj, NodePool)}
+        loads, records, placements = await asyncio.gather(
+            self._store.list(self._keys.load_prefix()), self._store.list(self._keys.scaling_prefix()),
+            self._store.list(self._keys.placement_prefix()),
+        )  # fmt: skip
+        return Fleet(
+            models=models, pools=pools, registrations=dict(self._registrations), statuses=dict(self._statuses),
+            reports=[RouterLoad.model_validate_json(kv.value) for kv in loads.items],
+            records={r.model: r for kv in records.items if (r := ScalingRecord.model_validate_json(kv.value))},
+            placements={p.node: p for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))},
+        )  # fmt: skip
+
+    async def tick(self, election: Election, *, now: float | None = None) -> Decision:
+        """Read, decide, and write what changed (placements) and every record, fenced."""
+        fleet = await self.read()
+        decision = decide(fleet, now=time.time() if now is None else now)
+        ops = [
+            Put(self._keys.placement(node), placed.model_dump_json().encode())
+            for node, placed in decision.placements.items()
+            if (before := fleet.placements.get(node)) is None or before.models != placed.models
+        ]
+        ops += [Put(self._keys.scaling(name), record.model_dump_json().encode()) for name, record in decision.records.items()]
+        for start in range(0, len(ops), MAX_OPS):
+            await election.commit(ops[start : start + MAX_OPS])
+        self.last = decision
+        return decision
+
+    async def run(self, election: Election) -> None:
+        """Forever: lead, then tick every ``every_s`` while leading; losing the lead means campaigning again."""
+        keeper: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    await election.campaign()
+                    keeper = keeper or asyncio.create_task(election.keeper.run())
+                    log.info("autoscaler: leading as %s", election.candidate)
+                    while True:
+                        await self.tick(election)
+                        await asyncio.sleep(self.every_s)
+                except LeadershipLost as exc:
+                    log.warning("autoscaler: %s; campaigning again", exc)
+                except (StoreError, ValueError) as exc:
+                    log.warning("autoscaler: %s; retrying in %g s", exc, self.every_s)
+                    await asyncio.sleep(self.every_s)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+            with contextlib.suppress(Exception):
+                await election.resign()

@@ -1,0 +1,113 @@
+"""The autoscaler's tick (controlplane/services/autoscaler.py): from the routers' load reports and
+the nodes' status to replicas and placements, fenced writes, windows carried by the store."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from controlplane.services.autoscaler import Autoscaler, Fleet, decide
+from controlplane.store.errors import LeadershipLost
+from controlplane.store.informer import Informer
+from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
+from controlplane.store.memory import MemoryStore
+from controlplane.store.view import ConfigView
+from schemas.model import Model
+from schemas.placement import NodePlacement, ScalingRecord
+from schemas.status import Capacity, LoadedModel, ModelLoad, NodeRegistration, NodeStatus, RouterLoad
+from tests.helpers import model_doc
+
+GB = 1_000_000_000
+T0 = 1_800_000_000.0
+AUTO = Model.model_validate(
+    model_doc("m", tag="llama3.2:1b", placement={"autoscale": True, "min_replicas": 0, "max_replicas": 3})
+)
+FIXED = Model.model_validate(model_doc("fixed", tag="qwen:7b"))
+REGS = {
+    f"n{i}": NodeRegistration(name=f"n{i}", ollama_url="http://127.0.0.1:1",
+                              capacity=Capacity(memory_bytes=16 * GB, max_loaded_models=3, max_parallel=4))
+    for i in range(3)
+}  # fmt: skip
+
+
+def status(node: str, *loaded: str) -> NodeStatus:
+    return NodeStatus(
+        node=node,
+        ollama_reachable=True,
+        loaded_models=[LoadedModel(name=t, size_bytes=2 * GB, size_vram_bytes=2 * GB) for t in loaded],
+    )
+
+
+def report(at: float, queued: int) -> RouterLoad:
+    return RouterLoad(router="r", models={"m": ModelLoad(queued=queued)}, updated_at=datetime.fromtimestamp(at, UTC))
+
+
+def fleet(
+    at: float, queued: int, *, placed: dict[str, list[str]], loaded: dict[str, list[str]], records: dict[str, ScalingRecord]
+) -> Fleet:
+    return Fleet(
+        models=[AUTO, FIXED], pools={}, registrations=REGS,
+        statuses={n: status(n, *loaded.get(n, [])) for n in REGS}, reports=[report(at, queued)], records=records,
+        placements={n: NodePlacement(node=n, models=m) for n, m in placed.items()},
+    )  # fmt: skip
+
+
+def test_a_load_step_is_met_at_most_twice_as_many_a_tick_and_one_load_per_node() -> None:
+    placed: dict[str, list[str]] = {}
+    records: dict[str, ScalingRecord] = {}
+    counts = []
+    for tick in range(6):
+        now = T0 + 3 * tick
+        # what was placed in the last tick is loaded by now
+        loaded = {n: ["llama3.2:1b"] for n, models in placed.items() if "m" in models}
+        decision = decide(fleet(now, 12, placed=placed, loaded=loaded, records=records), now=now)
+        placed = {n: p.models for n, p in decision.placements.items()}
+        records = decision.records
+        counts.append((records["m"].ready, records["m"].desired, records["m"].placed))
+    assert counts[0] == (0, 1, 1) and counts[1] == (1, 2, 2) and counts[2][1:] == (3, 3)  # 12 in flight / 4 per replica
+    assert all(d <= 3 for _, d, _ in counts) and records["m"].panic
+    assert sum("m" in models for models in placed.values()) == 3  # spread over the three nodes, one each
+    assert "fixed" not in str(placed)  # models without autoscale are not the autoscaler's
+
+
+def test_stale_reports_hold_and_records_carry_the_windows() -> None:
+    placed = {"n0": ["m"], "n1": ["m"]}
+    loaded = {"n0": ["llama3.2:1b"], "n1": ["llama3.2:1b"]}
+    records: dict[str, ScalingRecord] = {}
+    for tick in range(100):  # five minutes of no load: down one replica
+        now = T0 + 3 * tick
+        decision = decide(fleet(now, 0, placed=placed, loaded=loaded, records=records), now=now)
+        records = decision.records
+    assert records["m"].desired == 1
+    stale = fleet(T0 + 400, 0, placed=placed, loaded=loaded, records={})
+    stale = replace(stale, reports=[report(T0 + 300, 0)])
+    held = decide(stale, now=T0 + 400)
+    assert held.records["m"].desired == 2 and "no load known" in held.records["m"].reason
+
+
+async def test_the_tick_writes_fenced_and_a_replaced_leader_writes_nothing() -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    view = ConfigView(keys)
+    await store.put(keys.config("models", "m"), AUTO.model_dump_json(by_alias=True).encode())
+    informer = Informer(store, keys.config_prefix())
+    informer.add_handler(view.on_snapshot)
+    await informer.sync_once(max_batches=0)  # the list alone: the view has the models
+    await store.put(keys.load("r"), report(T0, 8).model_dump_json().encode())
+    statuses = {n: status(n) for n in REGS}
+    scaler = Autoscaler(store, keys, view=view, registrations=REGS, statuses=statuses)
+    leader = Election(store, keys.election("autoscaler"), "a", ttl_s=5)
+    assert await leader.campaign_once()
+    decision = await scaler.tick(leader, now=T0 + 1)
+    written = [n for n in REGS if await store.get(keys.placement(n))]
+    assert decision.records["m"].desired == 1 and len(written) == 3
+    assert ScalingRecord.model_validate_json((await store.get(keys.scaling("m"))).value).desired == 1  # type: ignore[union-attr]
+    await store.revoke_lease(leader.keeper.lease_id)
+    other = Election(store, keys.election("autoscaler"), "b", ttl_s=5)
+    assert await other.campaign_once()
+    before = await store.current_revision()
+    with pytest.raises(LeadershipLost):
+        await scaler.tick(leader, now=T0 + 4)
+    assert await store.current_revision() == before
