@@ -82,6 +82,17 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
                         yes[n["applied"]], text,
                     )  # fmt: skip
             out.print(table if data["models"] else "no models configured")
+            scaled = [m for m in data["models"] if "autoscale" in m]
+            if scaled:
+                auto = Table(title="autoscaled models")
+                for col in ("MODEL", "DESIRED", "PLACED", "READY", "PANIC", "WHY"):
+                    auto.add_column(col)
+                for m in scaled:
+                    rec = m["autoscale"] or {}
+                    why = rec.get("reason", "not decided yet") + (f" (short: {rec['short']})" if rec.get("short") else "")
+                    auto.add_row(m["model"], str(rec.get("desired", "-")), str(rec.get("placed", "-")),
+                                 str(rec.get("ready", "-")), "yes" if rec.get("panic") else "", why)  # fmt: skip
+                out.print(auto)
 
         run(body)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -150,6 +150,28 @@ class FineTuneSettings(BaseModel):
     max_concurrent: int = Field(default=1, ge=1, le=64, description="Jobs one worker runs at once.")
 
 
+class AutoscalerSettings(BaseModel):
+    """The autoscaler (one leader among the control planes) sizes Models with ``placement.autoscale``."""
+
+    enabled: bool = Field(default=True, description="Run the autoscaler's loop (it acts only on Models with autoscale).")
+    every_s: float = Field(default=3.0, ge=0.1, le=60, description="How often it decides (2 to 5 s suits most fleets).")
+    stable_window_s: float = Field(default=60.0, gt=0, le=3600, description="The window the load is averaged over.")
+    panic_window_s: float = Field(default=6.0, gt=0, le=600, description="The short window that detects bursts.")
+    scale_down_delay_s: float = Field(
+        default=180.0, gt=0, le=3600,
+        description="Scaling down follows the largest recommendation over this window (at least the stable window).",
+    )  # fmt: skip
+    stale_after_s: float = Field(
+        default=10.0, gt=0, le=300, description="A router report older than this makes the load unknown (never a scale-down)."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> AutoscalerSettings:
+        if not self.panic_window_s <= self.stable_window_s <= self.scale_down_delay_s:
+            raise ValueError("the windows must grow: panic_window_s <= stable_window_s <= scale_down_delay_s")
+        return self
+
+
 class Settings(BaseSettings):
     """Every control-plane setting; read once at start-up."""
 
@@ -163,3 +185,4 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     finetune: FineTuneSettings = Field(default_factory=FineTuneSettings)
+    autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)

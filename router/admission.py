@@ -121,6 +121,16 @@ class AdmissionQueue:
         self._depth[key] = self._depth.get(key, 0) + delta
         self.depth.labels(model, priority).set(self._depth[key])
 
+    def wake(self, model: str, count: int) -> None:
+        """Up to ``count`` waiters of ``model`` may find a slot now (its first replica came up)."""
+        heap = self._heaps.get(model)
+        while heap and count > 0:
+            waiter = heapq.heappop(heap)
+            if not waiter.taken and not waiter.wake.done():
+                waiter.taken = True
+                waiter.wake.set_result(None)
+                count -= 1
+
     def freed(self, model: str, node: str) -> None:
         """A slot came free on ``node``: wake the first waiter of ``model``, else of another model the node holds."""
         for candidate in (model, *self._models_of(node)):

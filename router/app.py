@@ -86,6 +86,9 @@ class RouterApp:
         nodes = {n.name: n for ns in table.nodes.values() for n in ns}
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
+        for model, count in slots.items():  # requests that waited for a model's first replica may go now
+            if self.queue.waiting(model):
+                self.queue.wake(model, count)
 
     def _tenant_budgets(self, tenant: str) -> KeyBudgets | None:
         found = self.feed.tenant_budgets.get(tenant)

@@ -1,5 +1,6 @@
-"""Keeps the router's table current: the one informer on configuration, node registrations and
-node status; a new immutable table is built when any of them moves (never per request).
+"""Keeps the router's table current: informers on configuration, node registrations, node status
+and the autoscaler's placements; a new immutable table is built when any of them moves (never
+per request).
 
 Requests hold the table they started with; a rebuild only swaps the reference.
 """
@@ -15,13 +16,14 @@ from controlplane.store.keys import KeySpace
 from controlplane.store.view import ConfigView, decode_keyed
 from router.table import RouteTable, build_table
 from schemas.apikey import ApiKey, TenantBudget
+from schemas.placement import NodePlacement
 from schemas.status import NodeRegistration, NodeStatus
 
 
 class TableFeed:
-    """Three informers feeding one table; ``table`` is always a complete, consistent snapshot. A
-    fourth and a fifth keep the API keys (``keys``) and tenants' budgets, which change apart from
-    the table."""
+    """Four informers feeding one table (configuration, registrations, status, the autoscaler's
+    placements); ``table`` is always a complete, consistent snapshot. Two more keep the API keys
+    (``keys``) and tenants' budgets, which change apart from the table."""
 
     def __init__(self, store: ConfigStore, keys: KeySpace, *, idle_timeout_s: float = 30.0) -> None:
         self.config = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
@@ -29,6 +31,7 @@ class TableFeed:
         self.status = Informer(store, keys.status_prefix(), idle_timeout_s=idle_timeout_s)
         self.apikeys = Informer(store, keys.apikeys_prefix(), idle_timeout_s=idle_timeout_s)
         self.tenants = Informer(store, keys.tenants_prefix(), idle_timeout_s=idle_timeout_s)
+        self.placement = Informer(store, keys.placement_prefix(), idle_timeout_s=idle_timeout_s)
         self.keys: dict[str, ApiKey] = {}
         self.tenant_budgets: dict[str, TenantBudget] = {}  # by tenant: read per request, replaced whole
         self._key_listeners: list[Callable[[dict[str, ApiKey]], None]] = []
@@ -36,12 +39,14 @@ class TableFeed:
         self._view = ConfigView(keys)
         self._registrations: dict[str, NodeRegistration] = {}
         self._statuses: dict[str, NodeStatus] = {}
+        self._placements: dict[str, NodePlacement] = {}
         self._listeners: list[Callable[[RouteTable], None]] = []
         self.config.add_handler(self._on_config)
         self.nodes.add_handler(self._on_nodes)
         self.status.add_handler(self._on_status)
         self.apikeys.add_handler(self._on_keys)
         self.tenants.add_handler(self._on_tenants)
+        self.placement.add_handler(self._on_placement)
 
     @property
     def view(self) -> ConfigView:
@@ -74,11 +79,18 @@ class TableFeed:
         self._statuses, _ = decode_keyed(snapshot, NodeStatus, self._statuses)
         self._rebuild()
 
+    def _on_placement(self, snapshot: Snapshot) -> None:
+        self._placements, _ = decode_keyed(snapshot, NodePlacement, self._placements)
+        self._rebuild()
+
     def _rebuild(self) -> None:
-        revision = max(self.config.snapshot.revision, self.nodes.snapshot.revision, self.status.snapshot.revision)
+        revision = max(self.config.snapshot.revision, self.nodes.snapshot.revision, self.status.snapshot.revision,
+                       self.placement.snapshot.revision)  # fmt: skip
+        placed = {node: frozenset(p.models) for node, p in self._placements.items()}
         self.table = build_table(
-            [stored.obj for stored in self._view.state.values()], self._registrations, self._statuses, revision=revision
-        )
+            [stored.obj for stored in self._view.state.values()], self._registrations, self._statuses, revision=revision,
+            placements=placed,
+        )  # fmt: skip
         for listener in self._listeners:
             listener(self.table)
 
@@ -88,7 +100,9 @@ class TableFeed:
 
     @property
     def synced(self) -> bool:
-        return self.config.synced and self.nodes.synced and self.status.synced and self.apikeys.synced and self.tenants.synced
+        informers = (self.config, self.nodes, self.status, self.apikeys, self.tenants, self.placement)
+        return all(i.synced for i in informers)
 
     async def run(self) -> None:
-        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run(), self.tenants.run())
+        await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run(), self.tenants.run(),
+                             self.placement.run())  # fmt: skip

@@ -420,6 +420,9 @@ def _first(
         if any(n.default_ctx >= floor and live.full(n.name) for n in held):
             full.append(name)
             reasons.append(f"every node of {name} that could serve it is at its in-flight limit")
+        elif not held and model.autoscaled:  # scale from zero: it waits in the queue, which the autoscaler reads
+            full.append(name)
+            reasons.append(f"{name} has no replica yet: the autoscaler places one for the requests waiting")
         else:
             reasons.append(f"no healthy node holds {name}")
         too_long = False

@@ -40,6 +40,7 @@ class ModelEntry:
     keep_alive: str | int
     revision: int
     client: ClientRules = DEFAULT_RULES  # what requests may set (router/overrides.py)
+    autoscaled: bool = False  # served only by the nodes the autoscaler placed it on
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ def _model_entry(model: Model) -> ModelEntry:
         keep_alive=spec.keep_alive,
         revision=model.metadata.revision or 0,
         client=ClientRules.of(spec),
+        autoscaled=spec.placement.autoscale,
     )
 
 
@@ -182,8 +184,11 @@ def build_table(
     statuses: Mapping[str, NodeStatus],
     *,
     revision: int,
+    placements: Mapping[str, frozenset[str]] | None = None,
 ) -> RouteTable:
-    """The table for one configuration and fleet state. Nodes without live status are left out."""
+    """The table for one configuration and fleet state. Nodes without live status are left out;
+    an autoscaled model is held only where ``placements`` (node -> models) put it."""
+    placements = placements or {}
     models: dict[str, ModelEntry] = {}
     routes: list[Route] = []
     experiments: dict[str, Experiment] = {}
@@ -213,7 +218,7 @@ def build_table(
         node = NodeEntry(name, str(reg.ollama_url).rstrip("/"), loaded, parallel, limit, node_context(status, reg))
         for tag in status.available_models:
             model = by_tag.get(tag_of(tag))
-            if model is not None:
+            if model is not None and (not models[model].autoscaled or model in placements.get(name, ())):
                 holders.setdefault(model, []).append(node)
     warm: dict[str, int] = {}
     on_node: dict[str, list[str]] = {}

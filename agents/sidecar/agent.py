@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from agents.sidecar.artifacts import ArtifactFetcher
 from agents.sidecar.desired import Desired, DesiredState
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
+from agents.sidecar.placed import Placed
 from agents.sidecar.reconcile import Reconciler
 from agents.sidecar.restart import Restarts
 from agents.sidecar.settings import AgentGroup
@@ -68,6 +69,8 @@ class Agent:
         self.informer = Informer(store, keys.config_prefix(), idle_timeout_s=idle_timeout_s, epoch_key=keys.epoch())
         self.informer.add_handler(self._on_snapshot)
         self.desired = DesiredState(keys)
+        self.placed = Placed(store, keys, settings.node, drain_s=settings.drain_s, idle_timeout_s=idle_timeout_s)
+        self.placed.listeners.append(self._wake_up)
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
         self.restarts = Restarts(store, keys, settings.node, drain_s=settings.drain_s, ttl_s=settings.lease_ttl_s,
                                  idle_timeout_s=idle_timeout_s) if self.process else None  # fmt: skip
@@ -96,8 +99,11 @@ class Agent:
         self.desired.on_snapshot(snapshot)
         self._wake.set()
 
+    def _wake_up(self) -> None:
+        self._wake.set()
+
     def wanted(self) -> Desired:
-        return self.desired.for_node(self.settings.labels, self.informer.snapshot.revision)
+        return self.desired.for_node(self.settings.labels, self.informer.snapshot.revision, self.placed.models)
 
     # -- one reconcile step ------------------------------------------------------------------
     async def step(self) -> bool:
@@ -113,6 +119,9 @@ class Agent:
 
     async def _step(self, desired: Desired, started: float) -> bool:
         await self._apply_server_settings(desired.server, desired.server_pools)
+        leaving = [name for tag, name in desired.unplaced.items() if self.observed is not None and tag in self.observed.loaded]
+        if leaving:  # the autoscaler took these away: the routers stop sending them here, their requests end, then unload
+            await self.placed.drain(leaving)
         # The probe's observation is reused while it is recent and nothing changed the node since,
         # so a configuration change that needs no work on the node costs no call to Ollama.
         recent = self._fresh_at is not None and started - self._fresh_at < self.settings.probe_interval_s * 1.5
@@ -317,11 +326,13 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled; on the way out stop a supervised Ollama and revoke the lease."""
         await self._start()
-        tasks = [asyncio.create_task(self.informer.run()), asyncio.create_task(self.keeper.run())]
+        tasks = [asyncio.create_task(self.informer.run()), asyncio.create_task(self.keeper.run()),
+                 asyncio.create_task(self.placed.run())]  # fmt: skip
         if self.restarts is not None:  # routers' load reports, read while draining for a restart
             tasks.append(asyncio.create_task(self.restarts.loads.run()))
         try:
             await self.informer.wait_synced()
+            await self.placed.placement.wait_synced()
             tasks += [asyncio.create_task(self._reconcile_loop()), asyncio.create_task(self._probe_loop())]
             await asyncio.gather(*tasks)
         finally:

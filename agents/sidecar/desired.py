@@ -75,6 +75,7 @@ class Desired:
     server: ServerSettings = field(default_factory=ServerSettings)
     prune: bool = False
     server_pools: tuple[str, ...] = ()  # the node's pools that set start-time settings: one restart at a time in each
+    unplaced: Mapping[str, str] = field(default_factory=dict)  # autoscaled models this node may run but is not given: tag -> name
 
 
 def desired_model(model: Model) -> DesiredModel:
@@ -121,12 +122,18 @@ class DesiredState:
             cached = self._derived[model.name] = (revision, desired_model(model))
         return cached[1]
 
-    def for_node(self, labels: Mapping[str, str], revision: int) -> Desired:
+    def for_node(self, labels: Mapping[str, str], revision: int, placed: frozenset[str] = frozenset()) -> Desired:
+        """``placed``: the autoscaled models (by Model name) the autoscaler placed on this node."""
         state = self.view.state
         models = [(s.obj, self._desired(s.obj, s.revision)) for _, s in sorted(state.items()) if isinstance(s.obj, Model)]
         pools = {s.obj.name: s.obj for s in state.values() if isinstance(s.obj, NodePool)}
         wanted: dict[str, DesiredModel] = {}
+        unplaced: dict[str, str] = {}
         for model, d in models:
+            if model.spec.placement.autoscale and model.name not in placed:
+                if placed_on(model, labels, pools):
+                    unplaced[d.name] = model.name
+                continue
             if placed_on(model, labels, pools):
                 if d.name in wanted:
                     log.error("models %s and %s both serve %s; using %s", wanted[d.name].config_name, model.name, d.name,
@@ -135,4 +142,5 @@ class DesiredState:
                 wanted[d.name] = d
         pool_list = list(pools.values())
         restarting = tuple(p.name for p in pools_of(labels, pool_list) if p.spec.server.environment())
-        return Desired(revision, wanted, server_settings(labels, pool_list), prunes(labels, pool_list), restarting)
+        return Desired(revision, wanted, server_settings(labels, pool_list), prunes(labels, pool_list), restarting,
+                       {t: n for t, n in unplaced.items() if t not in wanted})  # fmt: skip

@@ -51,7 +51,8 @@ class AgentGroup(BaseModel):
     )
     drain_s: float = Field(
         default=30.0, ge=0,
-        description="Longest wait for the requests in flight to end when a supervised Ollama is drained for a restart.",
+        description="Longest wait for the requests in flight to end: before a supervised Ollama restarts, and before a model "
+        "the autoscaler took away is unloaded.",
     )  # fmt: skip
     ollama_environment: Annotated[dict[str, str] | None, NoDecode] = Field(
         default=None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,6 +23,7 @@ from controlplane.api.routes import apikeys, artifacts, config, finetune, fleet,
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.apikeys import ApiKeyService, TenantBudgets, internal_headers
 from controlplane.services.artifacts import ArtifactStore
+from controlplane.services.autoscaler import Autoscaler, Timing
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
@@ -36,15 +39,26 @@ from controlplane.services.recovery import Recovery, RecoveryCollector
 from controlplane.services.tokens import TokenService
 from controlplane.services.tuning import TuningService
 from controlplane.services.usage import Usage
-from controlplane.settings import Settings
+from controlplane.settings import AutoscalerSettings, Settings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
 from controlplane.store.view import ConfigView
 from controlplane.store.view_metrics import InvalidObjectsCollector
 
 log = logging.getLogger(__name__)
+
+
+async def _autoscale(
+    settings: AutoscalerSettings, store: ConfigStore, keys: KeySpace, view: ConfigView, fleet: FleetView
+) -> None:  # fmt: skip
+    """The autoscaler's loop: one leader among the control planes (election ``autoscaler``)."""
+    timing = Timing(stable_window_s=settings.stable_window_s, panic_window_s=settings.panic_window_s,
+                    scale_down_delay_s=settings.scale_down_delay_s, stale_after_s=settings.stale_after_s)  # fmt: skip
+    scaler = Autoscaler(store, keys, view=view, fleet=fleet, every_s=settings.every_s, timing=timing)
+    await scaler.run(Election(store, keys.election("autoscaler"), f"{socket.gethostname()}-{os.getpid()}"))
 
 
 def create_app(settings: Settings | None = None, *, store: ConfigStore | None = None) -> FastAPI:
@@ -79,6 +93,11 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         fleet_view = FleetView()
         status_informer.add_handler(fleet_view.on_status)
         nodes_informer.add_handler(fleet_view.on_nodes)
+        # the autoscaler's records and placements (shown in the models' status, followed by its leader)
+        scaling_informer = Informer(the_store, keys.scaling_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
+        placement_informer = Informer(the_store, keys.placement_prefix(), idle_timeout_s=settings.store.idle_timeout_s)
+        scaling_informer.add_handler(fleet_view.on_scaling)
+        placement_informer.add_handler(fleet_view.on_placement)
         install_informer_metrics(registry, {"config": config_informer, "status": status_informer, "nodes": nodes_informer})
         registry.register(FleetCollector(view, fleet_view))
         registry.register(InvalidObjectsCollector(view))
@@ -135,6 +154,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             asyncio.create_task(config_informer.run()),
             asyncio.create_task(status_informer.run()),
             asyncio.create_task(nodes_informer.run()),
+            asyncio.create_task(scaling_informer.run()),
+            asyncio.create_task(placement_informer.run()),
             asyncio.create_task(every(60, repair, name="pending-audit repair")),
             asyncio.create_task(every(settings.store.recovery_check_s, recovery.check, name="store recovery check")),
             asyncio.create_task(every(60, rt.apikeys.ensure_internal, name="the control plane's own API key")),
@@ -142,6 +163,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         if rt.finetune is not None:  # re-queue lost runs, register finished ones
             assert settings.finetune.redis_url is not None
             tasks.append(asyncio.create_task(rt.finetune.run(settings.finetune.redis_url)))
+        if settings.autoscaler.enabled:
+            tasks.append(asyncio.create_task(_autoscale(settings.autoscaler, the_store, keys, view, fleet_view)))
         if settings.monitor.redis_url:
             monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick, registry=registry,
                                     router_headers=router_headers)  # fmt: skip

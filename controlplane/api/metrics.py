@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controlplane.services.fleet import FleetView, node_summary
 from controlplane.store.informer import Informer
 from controlplane.store.view import ConfigView
+from schemas.model import Model
 
 
 class MetricsMiddleware:
@@ -105,4 +106,17 @@ class FleetCollector(Collector):
             behind.add_metric([name], 1 if applied is None or applied < head else 0)
         newest = GaugeMetricFamily("llmtune_config_revision", "Revision of the newest configuration object.")
         newest.add_metric([], head)
-        return [health, behind, newest]
+        replicas = GaugeMetricFamily(
+            "llmtune_model_replicas", "An autoscaled model's replicas: desired, placed and ready.", labels=["model", "kind"]
+        )
+        bounds = GaugeMetricFamily("llmtune_model_max_replicas", "An autoscaled model's max_replicas.", labels=["model"])
+        panic = GaugeMetricFamily("llmtune_model_scaling_panic", "1 while the autoscaler is in panic for the model.",
+                                  labels=["model"])  # fmt: skip
+        for name, record in sorted(self._fleet.scaling.items()):
+            for kind in ("desired", "placed", "ready"):
+                replicas.add_metric([name, kind], getattr(record, kind))
+            stored = self._view.state.get(("models", name))
+            if stored is not None and isinstance(stored.obj, Model):
+                bounds.add_metric([name], stored.obj.spec.placement.max_replicas)
+            panic.add_metric([name], 1 if record.panic else 0)
+        return [health, behind, newest, replicas, bounds, panic]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from controlplane.services.packing import NodeRoom, place
 from controlplane.services.replicas import Policy, Windows, observed_load, recommend
@@ -51,6 +52,16 @@ class Fleet:
 
 
 @dataclass(frozen=True, slots=True)
+class Timing:
+    """The formula's windows and how old a router report may be (the autoscaler settings)."""
+
+    stable_window_s: float = 60.0
+    panic_window_s: float = 6.0
+    scale_down_delay_s: float = 180.0
+    stale_after_s: float = STALE_S
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     placements: dict[str, NodePlacement]  # every registered node's autoscaled models
     records: dict[str, ScalingRecord]
@@ -61,7 +72,7 @@ def _tag(model: Model) -> str:
     return tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
 
 
-def decide(fleet: Fleet, *, now: float) -> Decision:
+def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
     """Replicas and placement for every autoscaled model at ``now`` (wall-clock seconds)."""
     wall = datetime.fromtimestamp(now, UTC)
     auto = [m for m in fleet.models if m.spec.provider is Provider.OLLAMA and m.spec.placement.autoscale]
@@ -90,13 +101,14 @@ def decide(fleet: Fleet, *, now: float) -> Decision:
             in_flight=in_flight.get(name, 0), loading=any(_tag(m) not in loaded for m in auto if m.name in held),
             healthy=status is not None and status.ollama_reachable and not status.draining,
         ))  # fmt: skip
-    load = observed_load(fleet.reports, now=wall, stale_after_s=STALE_S)
+    load = observed_load(fleet.reports, now=wall, stale_after_s=timing.stale_after_s)
     wanted, recs = {}, {}
     for model in auto:
         spec = model.spec.placement
         slots = [fleet.registrations[n].capacity.max_parallel for n in eligible[model.name]]
         policy = Policy(per_replica=sum(slots) / len(slots) if slots else DEFAULT_SLOTS, min_replicas=spec.min_replicas,
-                        max_replicas=spec.max_replicas)  # fmt: skip
+                        max_replicas=spec.max_replicas, stable_window_s=timing.stable_window_s,
+                        panic_window_s=timing.panic_window_s, scale_down_delay_s=timing.scale_down_delay_s)  # fmt: skip
         record = fleet.records.get(model.name)
         windows = Windows.from_json(record.windows) if record else Windows()
         seen = None if load is None else load.get(model.name, 0.0)
@@ -156,17 +168,23 @@ def _in_flight_by_node(reports: Sequence[RouterLoad]) -> dict[str, int]:
     return out
 
 
+class Nodes(Protocol):
+    """Where the nodes' registrations and statuses are kept current (the control plane's FleetView)."""
+
+    registrations: dict[str, NodeRegistration]
+    statuses: dict[str, NodeStatus]
+
+
 class Autoscaler:
     """The loop around ``decide``, over the control plane's informed views."""
 
     def __init__(
-        self, store: ConfigStore, keys: KeySpace, *, view: ConfigView, registrations: Mapping[str, NodeRegistration],
-        statuses: Mapping[str, NodeStatus], every_s: float = 3.0,
+        self, store: ConfigStore, keys: KeySpace, *, view: ConfigView, fleet: Nodes, every_s: float = 3.0,
+        timing: Timing = Timing(),
     ) -> None:  # fmt: skip
-        """``registrations`` and ``statuses``: live mappings the control plane's informers keep (read each tick)."""
-        self._store, self._keys, self._view = store, keys, view
-        self._registrations, self._statuses = registrations, statuses
-        self.every_s = every_s
+        """``fleet``: the registrations and statuses the control plane's informers keep (read each tick)."""
+        self._store, self._keys, self._view, self._fleet = store, keys, view, fleet
+        self.every_s, self.timing = every_s, timing
         self.last: Decision | None = None
 
     async def read(self) -> Fleet:
@@ -178,7 +196,7 @@ class Autoscaler:
             self._store.list(self._keys.placement_prefix()),
         )  # fmt: skip
         return Fleet(
-            models=models, pools=pools, registrations=dict(self._registrations), statuses=dict(self._statuses),
+            models=models, pools=pools, registrations=dict(self._fleet.registrations), statuses=dict(self._fleet.statuses),
             reports=[RouterLoad.model_validate_json(kv.value) for kv in loads.items],
             records={r.model: r for kv in records.items if (r := ScalingRecord.model_validate_json(kv.value))},
             placements={p.node: p for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))},
@@ -187,7 +205,7 @@ class Autoscaler:
     async def tick(self, election: Election, *, now: float | None = None) -> Decision:
         """Read, decide, and write what changed (placements) and every record, fenced."""
         fleet = await self.read()
-        decision = decide(fleet, now=time.time() if now is None else now)
+        decision = decide(fleet, now=time.time() if now is None else now, timing=self.timing)
         ops = [
             Put(self._keys.placement(node), placed.model_dump_json().encode())
             for node, placed in decision.placements.items()

@@ -13,7 +13,7 @@ from controlplane.store.informer import Snapshot
 from controlplane.store.view import ConfigView, decode_keyed
 from schemas.model import Model
 from schemas.nodepool import NodePool
-from schemas.placement import placed_on
+from schemas.placement import NodePlacement, ScalingRecord, placed_on
 from schemas.status import ConditionType, ModelCondition, NodeRegistration, NodeStatus
 
 
@@ -23,12 +23,21 @@ class FleetView:
     def __init__(self) -> None:
         self.registrations: dict[str, NodeRegistration] = {}
         self.statuses: dict[str, NodeStatus] = {}
+        self.scaling: dict[str, ScalingRecord] = {}  # the autoscaler's last decision per model
+        self.placements: dict[str, NodePlacement] = {}  # the autoscaled models each node is given
         #: Bumped whenever a node's status changes, so waiters look again only at nodes that moved.
         self.status_versions: dict[str, int] = {}
         self._changed = asyncio.Event()
 
     def on_nodes(self, snapshot: Snapshot) -> None:
         self.registrations, _ = decode_keyed(snapshot, NodeRegistration, self.registrations)
+        self._notify()
+
+    def on_scaling(self, snapshot: Snapshot) -> None:
+        self.scaling, _ = decode_keyed(snapshot, ScalingRecord, self.scaling)
+
+    def on_placement(self, snapshot: Snapshot) -> None:
+        self.placements, _ = decode_keyed(snapshot, NodePlacement, self.placements)
         self._notify()
 
     def on_status(self, snapshot: Snapshot) -> None:
@@ -53,7 +62,10 @@ class FleetView:
         return True
 
     def nodes_for(self, model: Model, pools: Mapping[str, NodePool]) -> list[str]:
-        """Registered nodes that should hold ``model``."""
+        """Registered nodes that should hold ``model`` (an autoscaled one: where the autoscaler placed it)."""
+        if model.spec.placement.autoscale:
+            given = {n for n, p in self.placements.items() if model.name in p.models}
+            return sorted(n for n, r in self.registrations.items() if n in given and placed_on(model, r.labels, pools))
         return sorted(n for n, r in self.registrations.items() if placed_on(model, r.labels, pools))
 
 
@@ -146,8 +158,13 @@ def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = Non
                 "condition": cond.model_dump(mode="json", exclude_none=True) if cond else None,
             })  # fmt: skip
         ready = sum(1 for n in nodes if n["ready"] and n["applied"])
-        models.append({"model": name, "ollama_tag": full, "revision": stored.revision, "nodes": nodes,
-                       "ready_nodes": ready, "desired_nodes": len(nodes)})  # fmt: skip
+        entry = {"model": name, "ollama_tag": full, "revision": stored.revision, "nodes": nodes,
+                 "ready_nodes": ready, "desired_nodes": len(nodes)}  # fmt: skip
+        if stored.obj.spec.placement.autoscale:
+            record = fleet.scaling.get(name)
+            entry["desired_nodes"] = record.desired if record else stored.obj.spec.placement.min_replicas
+            entry["autoscale"] = record.model_dump(mode="json", exclude={"windows", "model"}) if record else None
+        models.append(entry)
     names = sorted(set(fleet.registrations) | set(fleet.statuses))
     return {
         "revision": view.revision,

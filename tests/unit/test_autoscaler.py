@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -97,7 +98,7 @@ async def test_the_tick_writes_fenced_and_a_replaced_leader_writes_nothing() -> 
     await informer.sync_once(max_batches=0)  # the list alone: the view has the models
     await store.put(keys.load("r"), report(T0, 8).model_dump_json().encode())
     statuses = {n: status(n) for n in REGS}
-    scaler = Autoscaler(store, keys, view=view, registrations=REGS, statuses=statuses)
+    scaler = Autoscaler(store, keys, view=view, fleet=SimpleNamespace(registrations=REGS, statuses=statuses))
     leader = Election(store, keys.election("autoscaler"), "a", ttl_s=5)
     assert await leader.campaign_once()
     decision = await scaler.tick(leader, now=T0 + 1)
