@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/metrics_stream.py
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/autoscale.py
 
 # The container image's expected size, from the Dockerfile's own install into a fresh venv (no Docker needed).
 image-size:

@@ -136,7 +136,8 @@ def summarize(
         t += seconds
     step_at = bounds["step"][0]
     needed = math.ceil(20 / SLOTS)
-    enough = next((at - step_at for at, n in replicas if at >= step_at and n >= needed), None)
+    at_step = next((n for at, n in reversed(replicas) if at <= step_at), 0)
+    enough = 0.0 if at_step >= needed else next((at - step_at for at, n in replicas if at >= step_at and n >= needed), None)
     down = bounds["down"]
     swings = [b for name, b in bounds.items() if name.startswith("swing")]
     swing_from, swing_to = swings[0][0], swings[-1][1]

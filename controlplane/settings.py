@@ -164,6 +164,9 @@ class AutoscalerSettings(BaseModel):
     stale_after_s: float = Field(
         default=10.0, gt=0, le=300, description="A router report older than this makes the load unknown (never a scale-down)."
     )
+    node_grace_s: float = Field(
+        default=30.0, ge=0, le=3600, description="A node down this long has its replicas placed elsewhere (one node a tick)."
+    )
 
     @model_validator(mode="after")
     def _windows(self) -> AutoscalerSettings:

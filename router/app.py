@@ -75,6 +75,7 @@ class RouterApp:
                                  by_model=self.core.live.in_flight_by_model, generated=self.core.live.generated_by_model,
                                  queue=self.queue.figures)  # fmt: skip
         self._load_task: asyncio.Task[None] | None = None
+        self._served: set[str] = set()  # models with a node in the last table
         self.registry.register(BreakerStates(self.core.live))
         self.registry.register(InvalidObjectsCollector(self.feed.view))
         self.feed.add_listener(self._capacity)
@@ -87,8 +88,9 @@ class RouterApp:
         slots = {m: sum(n.max_parallel for n in ns) for m, ns in table.nodes.items()}
         self.core.live.set_capacity({name: n.limit for name, n in nodes.items()}, slots)
         for model, count in slots.items():  # requests that waited for a model's first replica may go now
-            if self.queue.waiting(model):
+            if model not in self._served and self.queue.waiting(model):
                 self.queue.wake(model, count)
+        self._served = set(slots)
 
     def _tenant_budgets(self, tenant: str) -> KeyBudgets | None:
         found = self.feed.tenant_budgets.get(tenant)

@@ -332,7 +332,11 @@ class Agent:
             tasks.append(asyncio.create_task(self.restarts.loads.run()))
         try:
             await self.informer.wait_synced()
-            await self.placed.placement.wait_synced()
+            try:  # an agent whose etcd user may not read its placement still serves the models every node holds
+                await self.placed.placement.wait_synced(timeout_s=10)
+            except TimeoutError:
+                log.warning("node %s: its placement (%s) is not readable yet; autoscaled models wait for it",
+                            self.settings.node, self.keys.placement(self.settings.node))  # fmt: skip
             tasks += [asyncio.create_task(self._reconcile_loop()), asyncio.create_task(self._probe_loop())]
             await asyncio.gather(*tasks)
         finally:

@@ -56,7 +56,8 @@ async def _autoscale(
 ) -> None:  # fmt: skip
     """The autoscaler's loop: one leader among the control planes (election ``autoscaler``)."""
     timing = Timing(stable_window_s=settings.stable_window_s, panic_window_s=settings.panic_window_s,
-                    scale_down_delay_s=settings.scale_down_delay_s, stale_after_s=settings.stale_after_s)  # fmt: skip
+                    scale_down_delay_s=settings.scale_down_delay_s, stale_after_s=settings.stale_after_s,
+                    node_grace_s=settings.node_grace_s)  # fmt: skip
     scaler = Autoscaler(store, keys, view=view, fleet=fleet, every_s=settings.every_s, timing=timing)
     await scaler.run(Election(store, keys.election("autoscaler"), f"{socket.gethostname()}-{os.getpid()}"))
 

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from controlplane.services.packing import NodeRoom, place
 from controlplane.services.replicas import Policy, Windows, observed_load, recommend
-from controlplane.store.base import ConfigStore, Put
+from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import LeadershipLost, StoreError
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election
@@ -49,6 +49,7 @@ class Fleet:
     reports: Sequence[RouterLoad]
     records: Mapping[str, ScalingRecord]
     placements: Mapping[str, NodePlacement]
+    down_since: Mapping[str, float] = field(default_factory=dict)  # node -> when it was first seen down (wall clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class Timing:
     panic_window_s: float = 6.0
     scale_down_delay_s: float = 180.0
     stale_after_s: float = STALE_S
+    node_grace_s: float = 30.0  # a node down this long loses its replicas (a flap keeps them)
+    evictions_per_tick: int = 1  # nodes whose replicas move elsewhere in one tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
     eligible = {m.name: frozenset(n for n, r in fleet.registrations.items() if placed_on(m, r.labels, fleet.pools)) for m in auto}
     claims = {m.name: _claim(m, sizes, fleet.registrations, eligible[m.name]) for m in auto}
     in_flight = _in_flight_by_node(fleet.reports)
+    evict = _evictions(fleet, now=now, timing=timing)
     rooms, ready = [], dict.fromkeys(names, 0)
     for name, reg in sorted(fleet.registrations.items()):
         status = fleet.statuses.get(name)
@@ -98,9 +102,14 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
             name, max(memory, 0), max_loaded=max(reg.capacity.max_loaded_models - len(others), 0), held=frozenset(held),
             on_disk=frozenset(m.name for m in auto if status and _tag(m) in status.available_models),
             offloaded=frozenset(m.name for m in auto if _tag(m) in loaded and _partly_on_cpu(loaded[_tag(m)])),
-            in_flight=in_flight.get(name, 0), loading=any(_tag(m) not in loaded for m in auto if m.name in held),
-            healthy=status is not None and status.ollama_reachable and not status.draining,
+            in_flight=in_flight.get(name, 0),
+            # a node down within its grace keeps its replicas but takes no new one (as if loading)
+            loading=name in fleet.down_since or any(_tag(m) not in loaded for m in auto if m.name in held),
+            healthy=name not in evict,
         ))  # fmt: skip
+    for name, gone in sorted(fleet.placements.items()):  # its agent is gone (registration expired): down, with a grace
+        if name not in fleet.registrations and set(gone.models) & names:
+            rooms.append(NodeRoom(name, 0, held=frozenset(gone.models) & names, loading=True, healthy=name not in evict))
     load = observed_load(fleet.reports, now=wall, stale_after_s=timing.stale_after_s)
     wanted, recs = {}, {}
     for model in auto:
@@ -131,6 +140,18 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         node: NodePlacement(node=node, models=sorted(models), updated_at=wall) for node, models in plan.placement.items()
     }
     return Decision(placements, records)
+
+
+def down(status: NodeStatus | None) -> bool:
+    """A node that cannot serve: no live status, Ollama unreachable, or draining."""
+    return status is None or not status.ollama_reachable or status.draining
+
+
+def _evictions(fleet: Fleet, *, now: float, timing: Timing) -> set[str]:
+    """The nodes whose replicas go elsewhere now: down past their grace, a few per tick (a fleet
+    that loses many nodes at once is more likely a partition than dead nodes)."""
+    due = sorted(n for n, since in fleet.down_since.items() if now - since >= timing.node_grace_s)
+    return set(due[: timing.evictions_per_tick])
 
 
 def _partly_on_cpu(loaded: LoadedModel) -> bool:
@@ -186,8 +207,9 @@ class Autoscaler:
         self._store, self._keys, self._view, self._fleet = store, keys, view, fleet
         self.every_s, self.timing = every_s, timing
         self.last: Decision | None = None
+        self.down_since: dict[str, float] = {}  # kept in memory: a new leader gives every down node a fresh grace
 
-    async def read(self) -> Fleet:
+    async def read(self, *, now: float) -> Fleet:
         state = self._view.state
         models = [s.obj for s in state.values() if isinstance(s.obj, Model)]
         pools = {s.obj.name: s.obj for s in state.values() if isinstance(s.obj, NodePool)}
@@ -195,8 +217,12 @@ class Autoscaler:
             self._store.list(self._keys.load_prefix()), self._store.list(self._keys.scaling_prefix()),
             self._store.list(self._keys.placement_prefix()),
         )  # fmt: skip
+        statuses = dict(self._fleet.statuses)
+        registrations = dict(self._fleet.registrations)
+        nodes = set(registrations) | {p.node for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))}
+        self.down_since = {n: self.down_since.get(n, now) for n in nodes if down(statuses.get(n))}
         return Fleet(
-            models=models, pools=pools, registrations=dict(self._fleet.registrations), statuses=dict(self._fleet.statuses),
+            models=models, pools=pools, registrations=registrations, statuses=statuses, down_since=dict(self.down_since),
             reports=[RouterLoad.model_validate_json(kv.value) for kv in loads.items],
             records={r.model: r for kv in records.items if (r := ScalingRecord.model_validate_json(kv.value))},
             placements={p.node: p for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))},
@@ -204,13 +230,20 @@ class Autoscaler:
 
     async def tick(self, election: Election, *, now: float | None = None) -> Decision:
         """Read, decide, and write what changed (placements) and every record, fenced."""
-        fleet = await self.read()
-        decision = decide(fleet, now=time.time() if now is None else now, timing=self.timing)
-        ops = [
+        now = time.time() if now is None else now
+        fleet = await self.read(now=now)
+        decision = decide(fleet, now=now, timing=self.timing)
+        ops: list[Op] = [
             Put(self._keys.placement(node), placed.model_dump_json().encode())
             for node, placed in decision.placements.items()
-            if (before := fleet.placements.get(node)) is None or before.models != placed.models
+            if ((before := fleet.placements.get(node)) is None or before.models != placed.models)
+            and (placed.models or node in fleet.registrations)
         ]
+        ops += [  # a node gone for good, whose replicas went elsewhere: nothing left to tell it
+            Delete(self._keys.placement(node)) for node, before in fleet.placements.items()
+            if node not in fleet.registrations
+            and (node not in decision.placements or not decision.placements[node].models)
+        ]  # fmt: skip
         ops += [Put(self._keys.scaling(name), record.model_dump_json().encode()) for name, record in decision.records.items()]
         for start in range(0, len(ops), MAX_OPS):
             await election.commit(ops[start : start + MAX_OPS])

@@ -112,3 +112,17 @@ async def test_the_tick_writes_fenced_and_a_replaced_leader_writes_nothing() -> 
     with pytest.raises(LeadershipLost):
         await scaler.tick(leader, now=T0 + 4)
     assert await store.current_revision() == before
+
+
+def test_a_down_node_keeps_its_replica_through_its_grace_then_it_moves_one_node_a_tick() -> None:
+    loaded = {"n0": ["llama3.2:1b"], "n1": ["llama3.2:1b"]}
+    base = fleet(T0, 8, placed={"n0": ["m"], "n1": ["m"], "n2": []}, loaded=loaded, records={})
+    statuses = {n: s for n, s in base.statuses.items() if n != "n0"}  # n0's agent stopped reporting
+    flap = replace(base, statuses=statuses, down_since={"n0": T0 - 10})
+    kept = decide(flap, now=T0)
+    assert "m" in kept.placements["n0"].models and "m" not in kept.placements["n2"].models  # within its grace
+    gone = decide(replace(flap, down_since={"n0": T0 - 31}), now=T0)
+    assert "n0" not in gone.placements and "m" in gone.placements["n2"].models  # past it: elsewhere
+    both = replace(flap, statuses={"n2": base.statuses["n2"]}, down_since={"n0": T0 - 40, "n1": T0 - 40})
+    one = decide(both, now=T0)
+    assert "n0" not in one.placements and "m" in one.placements["n1"].models  # one node's replicas move per tick
