@@ -95,7 +95,9 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         for model in auto:
             if model.name in held and _tag(model) in loaded:
                 ready[model.name] += 1
-        others = [m for m in fixed if placed_on(m, reg.labels, fleet.pools)]
+        # the runners and memory the node's other models take now (Ollama evicts idle ones when it needs room:
+        # a model every node may hold counts only while it is loaded)
+        others = [m for m in fixed if placed_on(m, reg.labels, fleet.pools) and _tag(m) in loaded]
         total = reg.capacity.gpu_memory_bytes or reg.capacity.memory_bytes
         memory = int(total * (1 - RESERVE)) - sum(sizes.get(_tag(m), 0) for m in others) if total else UNBOUNDED
         rooms.append(NodeRoom(
@@ -175,7 +177,7 @@ def _claim(model: Model, sizes: Mapping[str, int], regs: Mapping[str, NodeRegist
     if model.spec.placement.memory_bytes is not None:
         return model.spec.placement.memory_bytes
     shares = [
-        (r.capacity.gpu_memory_bytes or r.capacity.memory_bytes) // max(r.capacity.max_loaded_models, 1)
+        int((r.capacity.gpu_memory_bytes or r.capacity.memory_bytes) * (1 - RESERVE)) // max(r.capacity.max_loaded_models, 1)
         for n in nodes if (r := regs[n]).capacity.gpu_memory_bytes or r.capacity.memory_bytes
     ]  # fmt: skip
     return min(shares) if shares else 0

@@ -126,3 +126,12 @@ def test_a_down_node_keeps_its_replica_through_its_grace_then_it_moves_one_node_
     both = replace(flap, statuses={"n2": base.statuses["n2"]}, down_since={"n0": T0 - 40, "n1": T0 - 40})
     one = decide(both, now=T0)
     assert "n0" not in one.placements and "m" in one.placements["n1"].models  # one node's replicas move per tick
+
+
+def test_models_every_node_holds_take_room_only_while_loaded() -> None:
+    regs = {n: r.model_copy(update={"capacity": Capacity(memory_bytes=16 * GB, max_loaded_models=1, max_parallel=4)})
+            for n, r in REGS.items()}  # fmt: skip
+    idle = replace(fleet(T0, 4, placed={}, loaded={}, records={}), registrations=regs)
+    assert sum("m" in p.models for p in decide(idle, now=T0).placements.values()) == 1  # "fixed" is on disk, not loaded
+    busy = replace(idle, statuses={n: status(n, "qwen:7b") for n in regs})
+    assert "every matching node runs as many models" in decide(busy, now=T0).records["m"].short
