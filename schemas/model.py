@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
+from pydantic import AnyHttpUrl, Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer, model_validator
 
 from schemas.common import INT_MAX, ConfigObject, Int64, LabelKey, LabelValue, Strict
 
@@ -175,6 +175,15 @@ class Placement(Strict):
         default=None, ge=0, le=INT_MAX,
         description="Memory to book for it before any node has loaded it (after that, the size Ollama reports).",
     )  # fmt: skip
+
+    @model_serializer(mode="wrap")
+    def _without_off_autoscale(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``autoscale`` is written only when on: a Model that does not use it reads the same to
+        routers and agents that predate it (a rolling upgrade, a benchmark's baseline)."""
+        data: dict[str, Any] = handler(self)
+        if not self.autoscale:
+            data.pop("autoscale", None)
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> Placement:
