@@ -23,12 +23,23 @@ GRACE_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
+def _find_prctl() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    return None
+
+
+# Looked up here, in the parent: a preexec_fn runs between fork and exec, where loading a library
+# (dlopen takes the loader's lock, which another thread of a busy parent may hold at fork) can hang
+# the child forever: seen as a test run stuck in Popen._execute_child.
+_PRCTL = _find_prctl()
+
+
 def die_with_parent() -> None:
     """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends. Start such
     children from the main thread (a worker thread that ends would take them with it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
