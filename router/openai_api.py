@@ -27,10 +27,8 @@ from schemas import openai as wire
 from schemas.model import Capability
 from schemas.route import Task
 
-#: OpenAI sampling fields and the Ollama option each becomes.
-OPTION_OF = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
-             "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-             "max_tokens": "num_predict"}  # fmt: skip
+#: OpenAI sampling fields and the Ollama option each becomes (``max_completion_tokens``: see ``_options``).
+OPTION_OF = {field: option for option, field in translate.OPENAI_FIELD.items()}
 KINDS = {
     "/v1/chat/completions": ("/api/chat", "chat.completion"),
     "/v1/completions": ("/api/generate", "text_completion"),

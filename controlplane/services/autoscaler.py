@@ -221,13 +221,15 @@ class Autoscaler:
         )  # fmt: skip
         statuses = dict(self._fleet.statuses)
         registrations = dict(self._fleet.registrations)
-        nodes = set(registrations) | {p.node for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))}
-        self.down_since = {n: self.down_since.get(n, now) for n in nodes if down(statuses.get(n))}
+        placed = [NodePlacement.model_validate_json(kv.value) for kv in placements.items]
+        self.down_since = {
+            n: self.down_since.get(n, now) for n in {*registrations, *(p.node for p in placed)} if down(statuses.get(n))
+        }
+        kept = [ScalingRecord.model_validate_json(kv.value) for kv in records.items]
         return Fleet(
             models=models, pools=pools, registrations=registrations, statuses=statuses, down_since=dict(self.down_since),
             reports=[RouterLoad.model_validate_json(kv.value) for kv in loads.items],
-            records={r.model: r for kv in records.items if (r := ScalingRecord.model_validate_json(kv.value))},
-            placements={p.node: p for kv in placements.items if (p := NodePlacement.model_validate_json(kv.value))},
+            records={r.model: r for r in kept}, placements={p.node: p for p in placed},
         )  # fmt: skip
 
     async def tick(self, election: Election, *, now: float | None = None) -> Decision:
