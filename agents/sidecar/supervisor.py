@@ -4,15 +4,13 @@ stop it, start it again with the new environment, and wait until it answers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import os
-import signal
 from collections.abc import Mapping, Sequence
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
+from agents.children import dying_with_parent
 from agents.sidecar.node import OllamaFailed, OllamaNode, OllamaUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,13 +41,6 @@ def ollama_environment(inherited: Mapping[str, str], settings: Mapping[str, str]
     return env
 
 
-def _die_with_agent() -> None:
-    """In the child before exec: SIGKILL when the agent dies, so that an agent killed outright
-    (OOM, SIGKILL) leaves no Ollama holding the node's memory with nobody managing it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-
-
 class OllamaProcess:
     def __init__(self, command: Sequence[str], node: OllamaNode, *, start_timeout_s: float = 60.0) -> None:
         self._command = list(command)
@@ -65,9 +56,8 @@ class OllamaProcess:
     async def start(self, environment: Mapping[str, str]) -> None:
         """Start Ollama with ``environment`` (OLLAMA_* settings) and wait until it answers."""
         env = ollama_environment(os.environ, environment)
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._command, env=env, start_new_session=True, preexec_fn=_die_with_agent
-        )
+        # dies with the agent: an agent killed outright (OOM, SIGKILL) leaves no Ollama holding the node's memory
+        self._proc = await asyncio.create_subprocess_exec(*dying_with_parent(self._command), env=env, start_new_session=True)
         self.environment = dict(environment)
         log.info("started Ollama (pid %d) with %s", self._proc.pid, environment or "defaults")
         await self._ready()

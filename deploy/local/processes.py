@@ -10,7 +10,6 @@ Standard library only: ``deploy/local/stack.py`` imports it before any dependenc
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,31 +19,16 @@ from typing import Any
 
 #: How long a process gets between SIGTERM and SIGKILL unless a caller says otherwise.
 GRACE_S = 10.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _find_prctl() -> Any:
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(None, use_errno=True).prctl
-    return None
-
-
-# Looked up here, in the parent: a preexec_fn runs between fork and exec, where loading a library
-# (dlopen takes the loader's lock, which another thread of a busy parent may hold at fork) can hang
-# the child forever: seen as a test run stuck in Popen._execute_child.
-_PRCTL = _find_prctl()
-
-
-def die_with_parent() -> None:
-    """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends. Start such
-    children from the main thread (a worker thread that ends would take them with it)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """``subprocess.Popen`` for a child that must not outlive this process."""
-    return subprocess.Popen(cmd, preexec_fn=die_with_parent, **kwargs)
+    """``subprocess.Popen`` for a child that must not outlive the thread that starts it (start such
+    children from the main thread: a worker thread that ends would take them with it)."""
+    # Imported here: stack.py loads this file before the project's packages are importable (it
+    # calls only stop); the launcher is the agent's too, for the Ollama it supervises.
+    from agents.children import dying_with_parent
+
+    return subprocess.Popen(dying_with_parent(cmd), **kwargs)
 
 
 def _signal(proc: subprocess.Popen[Any], sig: int, group: bool) -> None:
