@@ -172,10 +172,12 @@ def history(
     output: str = typer.Option("table", "-o", "--output"),
     epoch: str | None = typer.Option(None, "--epoch", help="A store epoch (default: the current one), or 'all'."),
 ) -> None:
-    """Show the change history (global, per kind or per object) of the store's current epoch."""
+    """Show the change history (global, per kind or per object) of the store's current epoch;
+    kind ``scaling``: the autoscaler's decisions (per model)."""
 
     def body() -> None:
-        data = client().get("/api/v1/history", kind=kind_plural(kind) if kind else None, name=name, limit=limit, epoch=epoch)
+        plural = kind if kind in (None, "scaling") else kind_plural(kind)
+        data = client().get("/api/v1/history", kind=plural, name=name, limit=limit, epoch=epoch)
         if output != "table":
             emit(data["items"], output)
             return

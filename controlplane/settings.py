@@ -167,6 +167,11 @@ class AutoscalerSettings(BaseModel):
     node_grace_s: float = Field(
         default=30.0, ge=0, le=3600, description="A node down this long has its replicas placed elsewhere (one node a tick)."
     )
+    lease_ttl_s: int = Field(
+        default=10, ge=2, le=300,
+        description="The leader's lease: another control plane leads within about this long after the leader dies; the "
+        "leader stops writing when it has not renewed it for two thirds of it.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _windows(self) -> AutoscalerSettings:

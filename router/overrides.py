@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from schemas.model import Capability, ModelSpec
+from schemas.model import LOAD_OPTIONS, Capability, ModelSpec
 
 #: The request fields a Model's policy governs (see ``ClientPolicy.fields``).
 GOVERNED = ("keep_alive", "system", "template", "raw")
@@ -44,7 +44,11 @@ class ClientRules:
             kept.add("system")  # only an operator's prompt is protected; without one there is nothing to replace
         if spec.template is not None:
             kept.add("template")
-        return cls(frozenset(policy.options), MappingProxyType(bounds), frozenset(kept - set(policy.fields)), policy.refuse)
+        fields, options = kept - set(policy.fields), set(policy.options)
+        if spec.placement.autoscale:  # the autoscaler loaded it as placed: a client may neither reload nor evict it
+            fields.add("keep_alive")
+            options -= set(LOAD_OPTIONS)
+        return cls(frozenset(options), MappingProxyType(bounds), frozenset(fields), policy.refuse)
 
 
 #: A model without a Model object's policy (tests, tables built by hand): the schema's defaults.

@@ -27,9 +27,17 @@ Int64 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
 
 
 class Strict(BaseModel):
-    """Base for every schema: unknown fields are errors (a typo must not pass silently)."""
+    """Base for every schema people write: unknown fields are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Report(BaseModel):
+    """Base for what processes write about themselves for others to read (registrations, statuses,
+    load reports, placements): unknown fields are ignored, so that during a rolling upgrade a
+    writer one version ahead, with a field more, is still read by the readers of the last one."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Metadata(Strict):

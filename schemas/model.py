@@ -98,7 +98,7 @@ class ClientPolicy(Strict):
     options: list[OptionName] = Field(
         default_factory=lambda: list(SAMPLING_OPTIONS),  # type: ignore[arg-type]
         description="Request options clients may set (default: the sampling options and num_predict; "
-        "load-time options such as num_ctx and num_gpu are the operator's).",
+        "load-time options such as num_ctx and num_gpu are the operator's, and always are on an autoscaled model).",
     )
     bounds: dict[OptionName, OptionBound] = Field(
         default_factory=dict,
@@ -107,8 +107,8 @@ class ClientPolicy(Strict):
     )
     fields: list[ClientField] = Field(
         default_factory=list,
-        description="Request fields clients may set: keep_alive (load and evict), system and template "
-        "(replace the operator's prompt; only governed where the Model sets them), raw (skip the template).",
+        description="Request fields clients may set: keep_alive (load and evict; never on an autoscaled model), "
+        "system and template (replace the operator's prompt; only governed where the Model sets them), raw (skip the template).",
     )
     refuse: bool = Field(default=False, description="Answer 400 instead of dropping what a client may not set.")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import Name, Strict
+from schemas.common import Name, Report
 from schemas.model import Model, Provider
 from schemas.nodepool import NodePool, ServerSettings
 
@@ -54,7 +54,7 @@ def prunes(labels: Mapping[str, str], pools: Iterable[NodePool]) -> bool:
     return any(p.spec.prune for p in pools_of(labels, pools))
 
 
-class NodePlacement(Strict):
+class NodePlacement(Report):
     """``/<ns>/v1/placement/<node>``: the autoscaled models a node should hold (written by the
     autoscaler's leader, fenced); models without autoscaling are not listed."""
 
@@ -63,7 +63,7 @@ class NodePlacement(Strict):
     updated_at: datetime | None = None
 
 
-class ScalingRecord(Strict):
+class ScalingRecord(Report):
     """``/<ns>/v1/scaling/<model>``: the autoscaler's last decision for a model and the formula's
     windows, so a new leader carries on where the last one was."""
 

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from agents.sidecar.artifacts import ArtifactFetcher
 from agents.sidecar.desired import Desired, DesiredState
+from agents.sidecar.gguf_memory import Estimator
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
 from agents.sidecar.placed import Placed
 from agents.sidecar.reconcile import Reconciler
@@ -33,7 +34,7 @@ from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
 from controlplane.store.view_metrics import InvalidObjectsCollector
 from schemas.nodepool import ServerSettings
-from schemas.status import Capacity, LoadedModel, NodeLoad, NodeRegistration, NodeStatus
+from schemas.status import Capacity, LoadedModel, MemoryEstimate, NodeLoad, NodeRegistration, NodeStatus
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
@@ -80,6 +81,11 @@ class Agent:
         self.applied_revision = 0
         self.observed: Observed | None = None
         self.draining = False
+        self.restart_pending = False  # a restart of the supervised Ollama waits (for its turn or replicas elsewhere)
+        self.restart_waiting: list[str] = []  # autoscaled models it waits for
+        self.estimator = Estimator(settings.ollama_models_dir)
+        self.estimates: dict[str, MemoryEstimate] = {}
+        self._estimated: tuple[object, ...] | None = None
         self.server_settings: dict[str, str] = {}
         self.restart_required: list[str] = []
         # What the Ollama we do not start runs with: given (Kubernetes renders it into both containers), or assumed
@@ -119,7 +125,8 @@ class Agent:
 
     async def _step(self, desired: Desired, started: float) -> bool:
         await self._apply_server_settings(desired.server, desired.server_pools)
-        leaving = [name for tag, name in desired.unplaced.items() if self.observed is not None and tag in self.observed.loaded]
+        loaded = self.observed.loaded if self.observed is not None else {}
+        leaving = [d.config_name for tag, d in desired.unplaced.items() if tag in loaded]
         if leaving:  # the autoscaler took these away: the routers stop sending them here, their requests end, then unload
             await self.placed.drain(leaving)
         # The probe's observation is reused while it is recent and nothing changed the node since,
@@ -165,24 +172,41 @@ class Agent:
             )
             return
         if self.process.running and env == self.process.environment:
+            self.restart_pending, self.restart_waiting = False, []
             return
         if not self.process.running:  # the first start: nothing to drain
             await self._restart(env)
             return
         assert self.restarts is not None
         async with self.restarts.turn(pools):  # one node of a pool at a time
+            self.restart_pending = True  # the autoscaler places one more replica of what this node holds
+            short = await self.restarts.replicas_elsewhere(self._autoscaled_here, wait_s=self.settings.restart_wait_s,
+                                                           waiting=self._waiting_for_replicas)  # fmt: skip
+            if short:
+                return  # a later pass tries again; meanwhile the turn goes to the pool's next node
             self.draining = True
             await self.publish()
             await self.restarts.drain()
             await self.process.stop()
             await self._restart(env)
 
+    def _autoscaled_here(self) -> dict[str, tuple[int, bool]]:
+        """The autoscaled models placed here: Model name -> (min_replicas, loaded here)."""
+        loaded = self.observed.loaded if self.observed is not None else {}
+        return {
+            d.config_name: (d.min_replicas, d.name in loaded) for d in self.wanted().models.values() if d.min_replicas is not None
+        }  # fmt: skip
+
+    async def _waiting_for_replicas(self, short: list[str]) -> None:
+        self.restart_waiting = short
+        await self.publish()
+
     async def _restart(self, env: dict[str, str]) -> None:
         assert self.process is not None
         try:
             await self.process.start(env)
         finally:
-            self.draining = False
+            self.draining, self.restart_pending, self.restart_waiting = False, False, []
         self.reconciler.forget_loaded()
         self.server_settings = dict(env)
 
@@ -218,7 +242,14 @@ class Agent:
     def _status(self) -> NodeStatus:
         obs = self.observed
         loaded = [
-            LoadedModel(name=m.name, size_bytes=m.size, size_vram_bytes=m.size_vram, expires_at=m.expires_at)
+            LoadedModel(
+                name=m.name,
+                size_bytes=m.size,
+                size_vram_bytes=m.size_vram,
+                expires_at=m.expires_at,
+                digest=m.digest,
+                context_length=m.context_length or 0,
+            )
             for m in (obs.loaded.values() if obs else [])
         ]
         return NodeStatus(
@@ -232,6 +263,9 @@ class Agent:
             last_errors=list(self.reconciler.errors),
             draining=self.draining,
             supervised=self.process is not None,
+            estimates=self.estimates,
+            restart_pending=self.restart_pending,
+            restart_waiting=self.restart_waiting,
             server_settings=self.server_settings,
             restart_required=self.restart_required,
             agent_version=AGENT_VERSION,
@@ -248,7 +282,32 @@ class Agent:
         per resync interval; store errors are retried on the next call. Serialized: the probe and a
         pass both publish, and an older status must never land after a newer one."""
         async with self._publishing:
+            await self._estimate()
             await self._publish()
+
+    async def _estimate(self) -> None:
+        """The memory estimates of the models this node may hold that are on its disk (worked out
+        again when the configuration, the placement, the disk or the server settings change)."""
+        obs = self.observed
+        if obs is None:
+            return
+        env = self.server_settings
+        slots = env.get("OLLAMA_NUM_PARALLEL", "")
+        parallel = int(slots) if slots.isdigit() and int(slots) > 0 else self.settings.max_parallel
+        kv = env.get("OLLAMA_KV_CACHE_TYPE", "f16")
+        basis = (self.informer.snapshot.revision, self.placed.models, tuple(sorted(obs.present.items())), parallel, kv)
+        if basis == self._estimated:
+            return
+        desired = self.wanted()
+        may = (*desired.models.values(), *desired.unplaced.values())
+        ctx = {d.name: int(dict(d.load_options).get("num_ctx", 0)) for d in may}
+        out = {}
+        for tag_, num_ctx in sorted(ctx.items())[:1000]:
+            digest = obs.present.get(tag_)
+            if digest:  # on disk, and known since the last probe
+                out[tag_] = await self.estimator.of(tag_, digest=digest, disk_bytes=obs.sizes.get(tag_, 0), num_ctx=num_ctx,
+                                                    parallel=parallel, kv_cache_type=kv)  # fmt: skip
+        self.estimates, self._estimated = out, basis
 
     async def _publish(self) -> None:
         status = self._status()

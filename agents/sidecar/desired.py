@@ -66,6 +66,7 @@ class DesiredModel:
     preload: bool
     load_options: tuple[tuple[str, Any], ...]
     embedding: bool = False  # warmed with /api/embed: Ollama refuses generate for embedding models
+    min_replicas: int | None = None  # an autoscaled model's: a restart here waits until as many are ready elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,8 @@ class Desired:
     server: ServerSettings = field(default_factory=ServerSettings)
     prune: bool = False
     server_pools: tuple[str, ...] = ()  # the node's pools that set start-time settings: one restart at a time in each
-    unplaced: Mapping[str, str] = field(default_factory=dict)  # autoscaled models this node may run but is not given: tag -> name
+    #: autoscaled models this node may run but is not given, by tag
+    unplaced: Mapping[str, DesiredModel] = field(default_factory=dict)
 
 
 def desired_model(model: Model) -> DesiredModel:
@@ -101,6 +103,7 @@ def desired_model(model: Model) -> DesiredModel:
         preload=spec.placement.preload,
         load_options=tuple((k, options[k]) for k in LOAD_OPTIONS if k in options),
         embedding=Capability.EMBED in spec.capabilities,
+        min_replicas=spec.placement.min_replicas if spec.placement.autoscale else None,
     )
 
 
@@ -128,11 +131,11 @@ class DesiredState:
         models = [(s.obj, self._desired(s.obj, s.revision)) for _, s in sorted(state.items()) if isinstance(s.obj, Model)]
         pools = {s.obj.name: s.obj for s in state.values() if isinstance(s.obj, NodePool)}
         wanted: dict[str, DesiredModel] = {}
-        unplaced: dict[str, str] = {}
+        unplaced: dict[str, DesiredModel] = {}
         for model, d in models:
             if model.spec.placement.autoscale and model.name not in placed:
                 if placed_on(model, labels, pools):
-                    unplaced[d.name] = model.name
+                    unplaced[d.name] = d
                 continue
             if placed_on(model, labels, pools):
                 if d.name in wanted:

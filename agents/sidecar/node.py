@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class Loaded:
     size_vram: int
     expires_at: datetime | None
     context_length: int | None
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,12 @@ class Observed:
     version: str
     present: Mapping[str, str]  # tag → digest
     loaded: Mapping[str, Loaded]
+    sizes: Mapping[str, int] = field(default_factory=dict)  # tag → bytes on disk
+
+
+def _hex(digest: str | None) -> str:
+    """A digest as /api/tags and /api/ps give it, without the ``sha256:`` some versions add."""
+    return (digest or "").removeprefix("sha256:")
 
 
 class OllamaNode:
@@ -104,13 +111,15 @@ class OllamaNode:
         tags = await self._call("tags", self._quick.list)
         ps = await self._call("ps", self._quick.ps)
         self.probe_ms = round((time.perf_counter() - started) * 500, 3)  # two round trips: per request
-        present = {tag(m.model): m.digest or "" for m in tags.models if m.model}
+        present = {tag(m.model): _hex(m.digest) for m in tags.models if m.model}
         loaded = {
-            tag(m.model): Loaded(tag(m.model), int(m.size or 0), int(m.size_vram or 0), m.expires_at, m.context_length)
+            tag(m.model): Loaded(
+                tag(m.model), int(m.size or 0), int(m.size_vram or 0), m.expires_at, m.context_length, _hex(m.digest)
+            )
             for m in ps.models
             if m.model
         }
-        return Observed(self.version, present, loaded)
+        return Observed(self.version, present, loaded, {tag(m.model): int(m.size or 0) for m in tags.models if m.model})
 
     async def pull(self, name: str, progress: Callable[[float], None]) -> None:
         async def run() -> None:

@@ -123,7 +123,7 @@ class Reconciler:
         except (OllamaUnavailable, OllamaFailed) as exc:
             ok = False
             self._note(f"cleanup: {exc}")
-        return PassResult(ok, Observed(observed.version, node.present, node.loaded), self._mutations)
+        return PassResult(ok, Observed(observed.version, node.present, node.loaded, observed.sizes), self._mutations)
 
     def _note(self, error: str) -> None:
         log.warning("%s", error)

@@ -1,7 +1,9 @@
 """Restarting a supervised Ollama without failing requests or emptying a pool: one node of a pool
 at a time (a lease-bound turn per pool, taken in name order so that nodes in several pools never
-wait on each other), and a drain that ends when every live router has seen the node draining
-and has nothing in flight on it, or after ``drain_s`` at most."""
+wait on each other); never while an autoscaled model the node holds has fewer than its
+``min_replicas`` ready elsewhere (the autoscaler's records say how many are ready; it places one
+more while the node says it waits); and a drain that ends when every live router has seen the
+node draining and has nothing in flight on it, or after ``drain_s`` at most."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from controlplane.store.base import ConfigStore
 from controlplane.store.errors import StoreError
@@ -17,6 +19,7 @@ from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election
 from controlplane.store.view import decode_keyed
+from schemas.placement import ScalingRecord
 from schemas.status import RouterLoad
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,38 @@ class Restarts:
             for election in elections:
                 with contextlib.suppress(StoreError):  # an unreachable store: the turn expires with its lease
                     await election.resign()
+
+    async def short_elsewhere(self, held: Mapping[str, tuple[int, bool]]) -> list[str]:
+        """Of ``held`` (Model name -> (min_replicas, ready here)), the models with fewer than their
+        ``min_replicas`` ready on other nodes, as the autoscaler's records count them."""
+        out = []
+        for name, (minimum, here) in sorted(held.items()):
+            if minimum <= 0:
+                continue
+            kv = await self._store.get(self._keys.scaling(name))
+            ready = ScalingRecord.model_validate_json(kv.value).ready if kv is not None else 0
+            if ready - int(here) < minimum:
+                out.append(name)
+        return out
+
+    async def replicas_elsewhere(
+        self, held: Callable[[], Mapping[str, tuple[int, bool]]], *, wait_s: float, poll_s: float = 0.5,
+        waiting: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Wait (at most ``wait_s``) until ``short_elsewhere(held())`` is empty; what is still short.
+        ``waiting`` hears the short list whenever it changes (the agent publishes it)."""
+        deadline, last = self._clock() + wait_s, None
+        while True:
+            short = await self.short_elsewhere(held())
+            if short != last and waiting is not None:
+                await waiting(short)
+            last = short
+            if not short or self._clock() >= deadline:
+                if short:
+                    log.warning("node %s: restart put off, fewer than min_replicas ready elsewhere of %s", self._node,
+                                ", ".join(short))  # fmt: skip
+                return short
+            await asyncio.sleep(poll_s)
 
     def waiting_for(self) -> dict[str, int]:
         """Routers that have not seen the node draining, or still have requests on it: router

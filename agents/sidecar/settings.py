@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -53,6 +54,16 @@ class AgentGroup(BaseModel):
         default=30.0, ge=0,
         description="Longest wait for the requests in flight to end: before a supervised Ollama restarts, and before a model "
         "the autoscaler took away is unloaded.",
+    )  # fmt: skip
+    ollama_models_dir: Path | None = Field(
+        default=None,
+        description="Ollama's models directory (its OLLAMA_MODELS), when the agent can read it: the memory a model will take "
+        "is estimated from its GGUF header there; otherwise from its size on disk.",
+    )
+    restart_wait_s: float = Field(
+        default=120.0, ge=0,
+        description="Longest a restart of a supervised Ollama waits, holding its pool's turn, until the autoscaled models "
+        "the node holds have min_replicas ready elsewhere; then a later pass tries again (never fewer ready).",
     )  # fmt: skip
     ollama_environment: Annotated[dict[str, str] | None, NoDecode] = Field(
         default=None,

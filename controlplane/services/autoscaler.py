@@ -13,13 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from controlplane.services.packing import NodeRoom, place
+from controlplane.services.errors import HistoryUnavailable
+from controlplane.services.history import LEGACY, Change, History
+from controlplane.services.packing import ClaimKey, Claims, NodeRoom, place
 from controlplane.services.replicas import Policy, Windows, observed_load, recommend
+from controlplane.store import epoch as epochs
 from controlplane.store.base import ConfigStore, Delete, Op, Put
 from controlplane.store.errors import LeadershipLost, StoreError
 from controlplane.store.keys import KeySpace
@@ -36,6 +40,9 @@ RESERVE = 0.10  # of a node's memory, never booked
 STALE_S = 10.0  # a router report older than this makes the load unknown
 UNBOUNDED = 1 << 62  # the memory of a node that reports none
 MAX_OPS = 100  # per transaction (etcd allows 128 by default)
+MAX_UNAUDITED = 1000  # decisions kept while the audit log's database is down (the oldest dropped past it)
+ACTOR = "autoscaler"
+SCALING = "scaling"  # the audit log's kind for its decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +90,12 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
     names = {m.name for m in auto}
     sizes = _observed_sizes(fleet.statuses)
     eligible = {m.name: frozenset(n for n, r in fleet.registrations.items() if placed_on(m, r.labels, fleet.pools)) for m in auto}
-    claims = {m.name: _claim(m, sizes, fleet.registrations, eligible[m.name]) for m in auto}
+    observed = _observed_claims(fleet.statuses, fleet.registrations)
+    claims = {m.name: _claim(m, observed, sizes, fleet, eligible[m.name]) for m in auto}
     in_flight = _in_flight_by_node(fleet.reports)
     evict = _evictions(fleet, now=now, timing=timing)
     rooms, ready = [], dict.fromkeys(names, 0)
+    restarting: dict[str, list[str]] = {m: [] for m in names}  # model -> nodes that hold it and wait to restart
     for name, reg in sorted(fleet.registrations.items()):
         status = fleet.statuses.get(name)
         loaded = {lm.name: lm for lm in status.loaded_models} if status else {}
@@ -95,6 +104,8 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         for model in auto:
             if model.name in held and _tag(model) in loaded:
                 ready[model.name] += 1
+            if model.name in held and status is not None and status.restart_pending:
+                restarting[model.name].append(name)
         # the runners and memory the node's other models take now (Ollama evicts idle ones when it needs room:
         # a model every node may hold counts only while it is loaded)
         others = [m for m in fixed if placed_on(m, reg.labels, fleet.pools) and _tag(m) in loaded]
@@ -106,7 +117,8 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
             offloaded=frozenset(m.name for m in auto if _tag(m) in loaded and _partly_on_cpu(loaded[_tag(m)])),
             in_flight=in_flight.get(name, 0),
             # a node down within its grace keeps its replicas but takes no new one (as if loading)
-            loading=name in fleet.down_since or any(_tag(m) not in loaded for m in auto if m.name in held),
+            loading=name in fleet.down_since or any(_tag(m) not in loaded for m in auto if m.name in held)
+            or bool(status and status.restart_pending),  # about to restart: it keeps what it has, takes nothing new
             healthy=name not in evict,
         ))  # fmt: skip
     for name, gone in sorted(fleet.placements.items()):  # its agent is gone (registration expired): down, with a grace
@@ -124,7 +136,11 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         windows = Windows.from_json(record.windows) if record else Windows()
         seen = None if load is None else load.get(model.name, 0.0)
         rec = recommend(policy, windows, now=now, load=seen, ready=ready[model.name])
-        wanted[model.name] = rec.desired
+        # a node about to restart keeps its replica until one more is ready elsewhere (a surge, as a rolling update)
+        surge = restarting[model.name] if rec.desired else []
+        wanted[model.name] = rec.desired + len(surge)
+        if surge:
+            rec = replace(rec, reason=f"{rec.reason}; +{len(surge)} while {', '.join(surge)} restart(s)")
         recs[model.name] = (rec, record)
     plan = place(wanted, claims, rooms, eligible=eligible)
     records = {}
@@ -142,6 +158,29 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         node: NodePlacement(node=node, models=sorted(models), updated_at=wall) for node, models in plan.placement.items()
     }
     return Decision(placements, records)
+
+
+def changes_of(fleet: Fleet, decision: Decision) -> list[Change]:
+    """The decisions of a tick worth an audit row: a model's desired replicas or its nodes changed
+    (kind ``scaling``; before/after: desired, nodes, and the reason)."""
+
+    def nodes(placements: Mapping[str, NodePlacement], model: str) -> list[str]:
+        return sorted(node for node, p in placements.items() if model in p.models)
+
+    out = []
+    for name, after in sorted(decision.records.items()):
+        before, now_on, was_on = fleet.records.get(name), nodes(decision.placements, name), nodes(fleet.placements, name)
+        if before is not None and before.desired == after.desired and now_on == was_on:
+            continue
+        old = {"desired": before.desired, "nodes": was_on} if before is not None else None
+        new = {"desired": after.desired, "nodes": now_on, "reason": after.reason}
+        if after.short:
+            new["short"] = after.short
+        out.append(Change(SCALING, name, "update" if old else "create", old, new))
+    for name in sorted(set(fleet.records) - set(decision.records)):  # autoscale turned off, or the Model deleted
+        before = fleet.records[name]
+        out.append(Change(SCALING, name, "delete", {"desired": before.desired, "nodes": nodes(fleet.placements, name)}, None))
+    return out
 
 
 def down(status: NodeStatus | None) -> bool:
@@ -169,16 +208,42 @@ def _observed_sizes(statuses: Mapping[str, NodeStatus]) -> dict[str, int]:
     return out
 
 
-def _claim(model: Model, sizes: Mapping[str, int], regs: Mapping[str, NodeRegistration], nodes: frozenset[str]) -> int:
-    """Bytes to book: what Ollama reported once it loaded, else the Model's ``memory_bytes``, else
-    a fair share of the smallest matching node (its memory over its runners)."""
-    if sizes.get(_tag(model)):
-        return sizes[_tag(model)]
-    if model.spec.placement.memory_bytes is not None:
-        return model.spec.placement.memory_bytes
+def _parallel(status: NodeStatus | None, reg: NodeRegistration | None) -> int:
+    """A node's parallel slots: what its Ollama runs with, else what its agent registered."""
+    setting = status.server_settings.get("OLLAMA_NUM_PARALLEL", "") if status is not None else ""
+    if setting.isdigit() and int(setting) > 0:
+        return int(setting)
+    return reg.capacity.max_parallel if reg is not None else DEFAULT_SLOTS
+
+
+def _observed_claims(statuses: Mapping[str, NodeStatus], regs: Mapping[str, NodeRegistration]) -> Claims:
+    """The sizes Ollama reported for the models loaded anywhere, by weights, context and slots."""
+    claims = Claims()
+    for node, status in statuses.items():
+        parallel = _parallel(status, regs.get(node))
+        for lm in status.loaded_models:
+            if lm.digest:
+                claims.observe(ClaimKey(lm.digest, lm.context_length, parallel), lm.size_bytes)
+    return claims
+
+
+def _claim(model: Model, observed: Claims, sizes: Mapping[str, int], fleet: Fleet, nodes: frozenset[str]) -> int:
+    """Bytes to book. Where a node that may hold it has it on disk (its agent's estimate names the
+    weights, context and slots): the size Ollama reported for the same loaded anywhere, else the
+    Model's ``memory_bytes``, else the agents' estimate (the GGUF header, or the size on disk and a
+    margin); the largest over those nodes. Otherwise: the size reported for its tag, else
+    ``memory_bytes``, else a fair share of the smallest matching node (its memory over its runners)."""
+    tag, given = _tag(model), model.spec.placement.memory_bytes
+    estimates = [e for n in nodes if (st := fleet.statuses.get(n)) is not None and (e := st.estimates.get(tag)) is not None]
+    if estimates:
+        return max(observed.claim(ClaimKey(e.digest, e.num_ctx, e.parallel), estimate=given or e.bytes) for e in estimates)
+    if sizes.get(tag):
+        return sizes[tag]
+    if given is not None:
+        return given
     shares = [
         int((r.capacity.gpu_memory_bytes or r.capacity.memory_bytes) * (1 - RESERVE)) // max(r.capacity.max_loaded_models, 1)
-        for n in nodes if (r := regs[n]).capacity.gpu_memory_bytes or r.capacity.memory_bytes
+        for n in nodes if (r := fleet.registrations[n]).capacity.gpu_memory_bytes or r.capacity.memory_bytes
     ]  # fmt: skip
     return min(shares) if shares else 0
 
@@ -203,12 +268,15 @@ class Autoscaler:
 
     def __init__(
         self, store: ConfigStore, keys: KeySpace, *, view: ConfigView, fleet: Nodes, every_s: float = 3.0,
-        timing: Timing = Timing(),
+        timing: Timing = Timing(), history: History | None = None,
     ) -> None:  # fmt: skip
-        """``fleet``: the registrations and statuses the control plane's informers keep (read each tick)."""
+        """``fleet``: the registrations and statuses the control plane's informers keep (read each tick);
+        ``history``: the audit log the decisions go to."""
         self._store, self._keys, self._view, self._fleet = store, keys, view, fleet
         self.every_s, self.timing = every_s, timing
         self.last: Decision | None = None
+        self._history = history
+        self._unaudited: deque[tuple[int, Change]] = deque(maxlen=MAX_UNAUDITED)  # (revision, decision)
         self.down_since: dict[str, float] = {}  # kept in memory: a new leader gives every down node a fresh grace
 
     async def read(self, *, now: float) -> Fleet:
@@ -233,10 +301,12 @@ class Autoscaler:
         )  # fmt: skip
 
     async def tick(self, election: Election, *, now: float | None = None) -> Decision:
-        """Read, decide, and write what changed (placements) and every record, fenced."""
+        """Read, decide, and write what changed (placements) and every record, fenced; then the
+        decisions that changed a model's replicas or nodes go to the audit log."""
         now = time.time() if now is None else now
         fleet = await self.read(now=now)
         decision = decide(fleet, now=now, timing=self.timing)
+        events = changes_of(fleet, decision)
         ops: list[Op] = [
             Put(self._keys.placement(node), placed.model_dump_json().encode())
             for node, placed in decision.placements.items()
@@ -249,10 +319,32 @@ class Autoscaler:
             and (node not in decision.placements or not decision.placements[node].models)
         ]  # fmt: skip
         ops += [Put(self._keys.scaling(name), record.model_dump_json().encode()) for name, record in decision.records.items()]
+        gone = [name for name in fleet.records if name not in decision.records]  # no longer autoscaled
+        ops += [Delete(self._keys.scaling(name)) for name in gone]
+        revision = 0
         for start in range(0, len(ops), MAX_OPS):
-            await election.commit(ops[start : start + MAX_OPS])
+            revision = await election.commit(ops[start : start + MAX_OPS])
         self.last = decision
+        if events:
+            self._unaudited.extend((revision, change) for change in events)
+        await self._audit()
         return decision
+
+    async def _audit(self) -> None:
+        """Write the decisions not yet in the audit log; a database down keeps them (bounded) for the
+        next tick: scaling never waits for it."""
+        if self._history is None or not self._unaudited:
+            return
+        try:
+            found = epochs.decode(await self._store.get(self._keys.epoch()))
+            while self._unaudited:
+                revision, change = self._unaudited[0]
+                message = (change.after or {}).get("reason", "") if change.after else "no longer autoscaled"
+                await self._history.record_events(actor=ACTOR, message=str(message), changes=[change], revision=revision,
+                                                  epoch=found.id if found else LEGACY)  # fmt: skip
+                self._unaudited.popleft()
+        except HistoryUnavailable as exc:
+            log.warning("autoscaler: %d decision(s) wait for the audit log: %s", len(self._unaudited), exc)
 
     async def run(self, election: Election) -> None:
         """Forever: lead, then tick every ``every_s`` while leading; losing the lead means campaigning again."""

@@ -37,7 +37,7 @@ from controlplane.services.errors import (
     TooLarge,
     Unprocessable,
 )
-from controlplane.services.history import LEGACY, Change, History, Record
+from controlplane.services.history import EVENT_KINDS, LEGACY, Change, History, Record
 from controlplane.store import epoch as epochs
 from controlplane.store.base import Check, ConfigStore, Delete, Op, Put
 from controlplane.store.errors import Conflict, LeadershipLost
@@ -500,8 +500,9 @@ class ConfigService:
         self, *, kind: str | None = None, name: str | None = None, limit: int = 50, before: int | None = None,
         epoch: str | None = None, all_epochs: bool = False,
     ) -> list[Record]:  # fmt: skip
-        """Committed changes, newest first, of the current epoch (or the one named, or all)."""
-        if kind is not None:
+        """Committed changes, newest first, of the current epoch (or the one named, or all); kind
+        ``scaling``: the autoscaler's decisions."""
+        if kind is not None and kind not in EVENT_KINDS:
             require_kind(kind)
         scope = None if all_epochs else await self._epoch_of(epoch)
         return await self._history.history(kind=kind, name=name, limit=limit, before=before, epoch=scope)

@@ -1,5 +1,6 @@
-"""The audit log in SQL: pending → committed change sets, per-object and global history, and the
-configuration state at any past revision (so diff and rollback work after etcd compaction).
+"""The audit log in SQL: pending → committed change sets, per-object and global history, the
+configuration state at any past revision (so diff and rollback work after etcd compaction), and
+the autoscaler's decisions (``EVENT_KINDS``: listed in the history, never part of a state).
 
 Every row names the store epoch its revision belongs to (``controlplane.store.epoch``): revisions
 are compared only within one epoch, so a wiped or restored etcd, whose revisions start again,
@@ -8,6 +9,7 @@ never makes two changes share a revision. Rows older than epochs have none (``LE
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +26,17 @@ Action = Literal["create", "update", "delete"]
 ObjectKey = tuple[str, str]
 #: The epoch of rows written before the store had one.
 LEGACY = ""
+#: Kinds of rows that record a decision, not a configuration object (the autoscaler's): listed in
+#: the history, never part of a state, a revision span or a restore.
+EVENT_KINDS = frozenset({"scaling"})
 
 
 def _in(epoch: str) -> ColumnElement[bool]:
     return AuditEntry.epoch.is_(None) if epoch == LEGACY else AuditEntry.epoch == epoch
+
+
+def _config() -> ColumnElement[bool]:
+    return AuditEntry.kind.not_in(EVENT_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,24 @@ class History:
     ) -> None:
         await self._run(self._pending, change_id, actor, message, changes, epoch)
 
+    def _events(self, actor: str, message: str, changes: Sequence[Change], revision: int, epoch: str) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {"change_id": str(uuid.uuid4()), "epoch": epoch or None, "revision": revision, "state": "committed", "at": now,
+             "actor": actor, "kind": c.kind, "name": c.name, "action": c.action, "before": c.before, "after": c.after,
+             "message": message}
+            for c in changes
+        ]  # fmt: skip
+        with self._engine.begin() as conn:
+            conn.execute(insert(AuditEntry), rows)
+
+    async def record_events(
+        self, *, actor: str, message: str, changes: Sequence[Change], revision: int, epoch: str = LEGACY
+    ) -> None:
+        """Decisions already committed at ``revision`` (their kinds in ``EVENT_KINDS``)."""
+        assert all(c.kind in EVENT_KINDS for c in changes), "only decisions are recorded after their commit"
+        await self._run(self._events, actor, message, changes, revision, epoch)
+
     def _finalize(self, change_id: str, revision: int) -> None:
         with self._engine.begin() as conn:
             conn.execute(update(AuditEntry).where(AuditEntry.change_id == change_id).values(revision=revision, state="committed"))
@@ -165,13 +192,17 @@ class History:
     def _state_at(self, revision: int, epoch: str) -> dict[ObjectKey, dict[str, Any]]:
         last = (
             select(AuditEntry.kind, AuditEntry.name, func.max(AuditEntry.revision).label("rev"))
-            .where(AuditEntry.state == "committed", _in(epoch), AuditEntry.revision <= revision)
+            .where(AuditEntry.state == "committed", _in(epoch), _config(), AuditEntry.revision <= revision)
             .group_by(AuditEntry.kind, AuditEntry.name)
             .subquery()
         )
-        q = select(AuditEntry).where(_in(epoch)).join(
-            last,
-            (AuditEntry.kind == last.c.kind) & (AuditEntry.name == last.c.name) & (AuditEntry.revision == last.c.rev),
+        q = (
+            select(AuditEntry)
+            .where(_in(epoch), _config())
+            .join(
+                last,
+                (AuditEntry.kind == last.c.kind) & (AuditEntry.name == last.c.name) & (AuditEntry.revision == last.c.rev),
+            )
         )
         with Session(self._engine) as s:
             return {(r.kind, r.name): r.after for r in s.scalars(q).all() if r.after is not None}
@@ -184,7 +215,7 @@ class History:
     def _span(self, epoch: str) -> tuple[int, int]:
         q = select(func.min(AuditEntry.revision), func.max(AuditEntry.revision))
         with Session(self._engine) as s:
-            first, last = s.execute(q.where(AuditEntry.state == "committed", _in(epoch))).one()
+            first, last = s.execute(q.where(AuditEntry.state == "committed", _in(epoch), _config())).one()
         return first or 0, last or 0
 
     async def revision_span(self, epoch: str = LEGACY) -> tuple[int, int]:
@@ -199,7 +230,7 @@ class History:
     def _last_epoch(self) -> str | None:
         with Session(self._engine) as s:
             row = s.scalars(
-                select(AuditEntry).where(AuditEntry.state == "committed").order_by(AuditEntry.id.desc()).limit(1)
+                select(AuditEntry).where(AuditEntry.state == "committed", _config()).order_by(AuditEntry.id.desc()).limit(1)
             ).first()
             return None if row is None else (row.epoch or LEGACY)
 

@@ -114,7 +114,8 @@ def _why_short(
 
 
 class ClaimKey(NamedTuple):
-    """What a loaded model's size depends on: its weights (digest), context and parallel slots."""
+    """What a loaded model's size depends on: its weights (digest), context and parallel slots
+    (``num_ctx`` 0: the server's default, whatever it is: any context observed matches)."""
 
     digest: str
     num_ctx: int
@@ -134,4 +135,12 @@ class Claims:
             self._observed[key] = max(size_bytes, self._observed.get(key, 0))
 
     def claim(self, key: ClaimKey, *, estimate: int) -> int:
-        return self._observed.get(key, estimate)
+        if key in self._observed:
+            return self._observed[key]
+        whole = key._replace(num_ctx=key.num_ctx * key.parallel)  # Ollama versions that report the slots' context together
+        if key.num_ctx and whole in self._observed:
+            return self._observed[whole]
+        if key.num_ctx == 0:  # loaded with the server's default context: any context it was seen with
+            seen = [size for k, size in self._observed.items() if (k.digest, k.parallel) == (key.digest, key.parallel)]
+            return max(seen) if seen else estimate
+        return estimate

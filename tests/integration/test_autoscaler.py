@@ -6,6 +6,8 @@ and the router sends the model only where it is placed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,9 +17,10 @@ import pytest
 from controlplane.store.keys import KeySpace
 from schemas.placement import NodePlacement, ScalingRecord
 from tests.fixtures.fleet import Fleet
-from tests.fixtures.services import EtcdServer
+from tests.fixtures.services import EtcdServer, free_port
 from tests.helpers import model_doc
 from tests.sim.engine import SimSettings
+from tests.sim.server import SimServer
 
 pytestmark = pytest.mark.etcd
 FAST = {"every_s": 0.3, "stable_window_s": 2.0, "panic_window_s": 1.0, "scale_down_delay_s": 3.0, "stale_after_s": 5.0}
@@ -111,21 +114,97 @@ async def test_a_load_step_adds_a_replica_and_its_end_takes_it_away(fleet: tuple
     await f.eventually(shown, timeout_s=10)
 
 
-async def test_from_zero_the_waiting_requests_bring_one_replica(fleet: tuple[Fleet, str]) -> None:
+async def test_from_zero_the_waiting_requests_bring_one_replica_that_clients_cannot_reload(
+    fleet: tuple[Fleet, str],
+) -> None:
     f, url = fleet
-    zero = model_doc("z", tag="qwen2.5:0.5b", placement={"autoscale": True, "min_replicas": 0, "max_replicas": 1})
+    loose = {"options": ["num_predict", "num_ctx"], "fields": ["keep_alive"]}  # what a fixed model would let through
+    zero = model_doc("z", tag="qwen2.5:0.5b", placement={"autoscale": True, "min_replicas": 0, "max_replicas": 1}, client=loose)
     assert (await f.api.post("/api/v1/config:apply", json={"objects": [zero]})).status_code == 200
     await f.until(lambda: "z" in f.router.feed.table.models, timeout_s=10)
     await asyncio.sleep(1)
     assert not f.router.feed.table.nodes.get("z")  # nothing asked for it: no replica
     pulls = sum(c[1] == "/api/pull" for n in ("node-0", "node-1") for c in f.sims[n].engine.calls)
 
-    async def ask(c: httpx.AsyncClient) -> int:
-        body = {"model": "z", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    async def ask(c: httpx.AsyncClient, **more: object) -> int:
+        body = {"model": "z", "prompt": "hi", "stream": False, "options": {"num_predict": 2}, **more}
         return (await c.post("/api/generate", json=body)).status_code
 
+    def loads() -> int:
+        return sum(f.sims[n].engine.loads["qwen2.5:0.5b"] for n in ("node-0", "node-1"))
+
     async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-        codes = await asyncio.gather(*(ask(c) for _ in range(20)))  # they wait in the queue while one replica loads
-    assert codes == [200] * 20
-    assert sum(c[1] == "/api/pull" for n in ("node-0", "node-1") for c in f.sims[n].engine.calls) == pulls + 1  # one load
-    assert len(await placed(f, "z")) == 1
+        codes = await asyncio.gather(*(ask(c) for _ in range(50)))  # they wait in the queue while one replica loads
+        assert codes == [200] * 50
+        assert sum(c[1] == "/api/pull" for n in ("node-0", "node-1") for c in f.sims[n].engine.calls) == pulls + 1
+        assert loads() == 1 and len(await placed(f, "z")) == 1  # one load for the one replica max_replicas allows
+        # a client can neither evict the replica nor reload it with other load-time options
+        assert await ask(c, keep_alive=0) == 200
+        assert await ask(c, options={"num_ctx": 512, "num_predict": 2}) == 200
+        reply = await c.post("/api/generate", json={"model": "z", "prompt": "hi", "stream": False, "keep_alive": 0,
+                                                    "options": {"num_ctx": 1024}})  # fmt: skip
+        assert reply.status_code == 200 and "keep_alive" in reply.headers["x-llmtune-overridden"]
+    node = (await placed(f, "z"))[0]
+    assert loads() == 1 and "qwen2.5:0.5b" in f.sims[node].engine.runners
+
+
+async def test_a_rolling_restart_never_leaves_fewer_than_min_replicas_ready(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
+) -> None:
+    """Two supervised nodes of a pool, one replica of a model with ``min_replicas: 1``: new start-time
+    settings restart both Ollamas, one at a time; the node holding the replica waits until the
+    autoscaler's extra replica is ready on the other, so one is loaded at every moment."""
+    f = Fleet(etcd_server.url, keys, tmp_path)
+    await f.start_control_plane(autoscaler=FAST)
+    try:
+        for name in ("gpu-a", "gpu-b"):
+            port = free_port()
+            f.sims[name] = SimServer(port)  # its URL only: the agent starts `python -m tests.sim` itself
+            f.labels[name] = {"pool": "gpu"}
+            await f.start_agent(name, ollama_command=[sys.executable, "-m", "tests.sim", "--port", str(port)], drain_s=5)
+        one = model_doc("m", tag="llama3.2:1b", placement={"autoscale": True, "min_replicas": 1, "max_replicas": 1})
+        pool = {"kind": "NodePool", "metadata": {"name": "gpu"}, "spec": {"node_selector": {"pool": "gpu"}}}
+        assert (await f.api.post("/api/v1/config:apply", json={"objects": [pool, one]})).status_code == 200
+        clients = {n: httpx.AsyncClient(base_url=f.sims[n].url, timeout=1) for n in ("gpu-a", "gpu-b")}
+
+        async def holders() -> list[str]:
+            out = []
+            for name, c in clients.items():
+                with contextlib.suppress(httpx.HTTPError):
+                    if any(m["name"] == "llama3.2:1b" for m in (await c.get("/api/ps")).json()["models"]):
+                        out.append(name)
+            return out
+
+        async def one_ready() -> bool:
+            return len(await holders()) == 1
+
+        await f.eventually(one_ready, timeout_s=20)
+        first = (await holders())[0]
+        seen: list[list[str]] = []
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                seen.append(await holders())
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        pool["spec"] = {"node_selector": {"pool": "gpu"}, "server": {"num_parallel": 2}}
+        assert (await f.api.post("/api/v1/config:apply", json={"objects": [pool]})).status_code == 200
+
+        def restarted() -> bool:
+            return all(a.status.server_settings == {"OLLAMA_NUM_PARALLEL": "2"} for a, _, _ in f.agents.values())
+
+        await f.until(restarted, timeout_s=60, what=lambda: [a.status for a, _, _ in f.agents.values()])
+        await f.eventually(one_ready, timeout_s=20)  # the extra replica goes again
+        stop.set()
+        await watcher
+        for c in clients.values():
+            await c.aclose()
+        assert all(seen), [i for i, s in enumerate(seen) if not s]  # never none loaded
+        assert any(first not in s for s in seen)  # the first holder did restart (its replica moved first)
+        rows = (await f.api.get("/api/v1/history", params={"kind": "scaling", "name": "m"})).json()["items"]
+        assert rows and all(r["actor"] == "autoscaler" for r in rows)
+        assert any("restart" in r["message"] for r in rows), [r["message"] for r in rows]
+    finally:
+        await f.close()

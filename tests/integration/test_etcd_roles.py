@@ -59,6 +59,7 @@ def grant_layout(server: EtcdServer, ns: str, nodes: list[str]) -> None:
         run("role", "grant-permission", role, "readwrite", f"{root}status/{node}")
         run("role", "grant-permission", role, "read", "--prefix=true", f"{root}placement/{node}")  # what the autoscaler gives it
         run("role", "grant-permission", role, "read", "--prefix=true", f"{root}load/")  # routers' reports: drains wait on them
+        run("role", "grant-permission", role, "read", "--prefix=true", f"{root}scaling/")  # ready replicas: restarts wait on them
         run("user", "add", role, "--no-password")
         run("user", "grant-role", role, role)
 

@@ -177,6 +177,7 @@ class Engine:
         self.faults: list[Fault] = []
         # (method, path, model) of recent API requests, for tests (bounded: the demo runs for days)
         self.calls: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=10_000)
+        self.loads: collections.Counter[str] = collections.Counter()  # runners made, per model (a reload counts)
         self.traces: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=1_000)  # (path, traceparent, tracestate)
         self.openai_requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)  # bodies its /v1 API got
         self.last_request: dict[str, Any] = {}  # the body of the last generate/chat (for tests)
@@ -269,6 +270,7 @@ class Engine:
             ctx = int(wanted.get("num_ctx", self.settings.context_length))
             runner = Runner(model.name, wanted, FOREVER, model.size + ctx * 131_072, ctx)
             self.runners[model.name] = runner
+            self.loads[model.name] += 1
         runner.last_used = time.monotonic()
         self.touch(runner, seconds)
         return time.perf_counter_ns() - started if loaded else 0

@@ -10,6 +10,7 @@ import orjson
 from agents.sidecar.restart import Restarts
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
+from schemas.placement import ScalingRecord
 from schemas.status import RouterLoad
 
 
@@ -76,3 +77,32 @@ async def test_one_node_of_a_pool_at_a_time_and_pools_taken_in_order() -> None:
     release.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert order == ["a in", "a out", "b in", "b out"] and a.holding == [] == b.holding
+
+
+async def test_a_restart_waits_for_min_replicas_ready_elsewhere_and_the_wait_is_bounded() -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    now = [0.0]
+    restarts = Restarts(store, keys, "n1", drain_s=1, ttl_s=5, clock=lambda: now[0])
+
+    async def ready(model: str, n: int) -> None:
+        await store.put(keys.scaling(model), ScalingRecord(model=model, desired=1, ready=n).model_dump_json().encode())
+
+    held = {"a": (1, True), "b": (0, True), "c": (2, False)}  # min_replicas, ready here
+    await ready("a", 1)  # only this node's
+    await ready("c", 2)
+    assert await restarts.short_elsewhere(held) == ["a"]  # b may go to zero; c has its two elsewhere
+    heard: list[list[str]] = []
+
+    async def waiting(short: list[str]) -> None:
+        heard.append(short)
+
+    task = asyncio.create_task(restarts.replicas_elsewhere(lambda: held, wait_s=60, poll_s=0.01, waiting=waiting))
+    await asyncio.sleep(0.05)
+    assert not task.done() and heard == [["a"]]
+    await ready("a", 2)  # the autoscaler's extra replica is ready on another node
+    assert await asyncio.wait_for(task, 2) == [] and heard == [["a"], []]
+    await ready("a", 1)
+    bounded = asyncio.create_task(restarts.replicas_elsewhere(lambda: held, wait_s=60, poll_s=0.01))
+    await asyncio.sleep(0.05)
+    now[0] = 61.0
+    assert await asyncio.wait_for(bounded, 2) == ["a"]  # put off, not done below min_replicas

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from controlplane.db.engine import make_engine, migrate
 from controlplane.services.autoscaler import Autoscaler, Fleet, decide
+from controlplane.services.history import History
 from controlplane.store.errors import LeadershipLost
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
@@ -18,7 +21,7 @@ from controlplane.store.memory import MemoryStore
 from controlplane.store.view import ConfigView
 from schemas.model import Model
 from schemas.placement import NodePlacement, ScalingRecord
-from schemas.status import Capacity, LoadedModel, ModelLoad, NodeRegistration, NodeStatus, RouterLoad
+from schemas.status import Capacity, LoadedModel, MemoryEstimate, ModelLoad, NodeRegistration, NodeStatus, RouterLoad
 from tests.helpers import model_doc
 
 GB = 1_000_000_000
@@ -135,3 +138,60 @@ def test_models_every_node_holds_take_room_only_while_loaded() -> None:
     assert sum("m" in p.models for p in decide(idle, now=T0).placements.values()) == 1  # "fixed" is on disk, not loaded
     busy = replace(idle, statuses={n: status(n, "qwen:7b") for n in regs})
     assert "every matching node runs as many models" in decide(busy, now=T0).records["m"].short
+
+
+async def test_decisions_go_to_the_audit_log_and_wait_there_while_its_database_is_down(tmp_path: Path) -> None:
+    store, keys = MemoryStore(), KeySpace("t")
+    view = ConfigView(keys)
+    await store.put(keys.config("models", "m"), AUTO.model_dump_json(by_alias=True).encode())
+    informer = Informer(store, keys.config_prefix())
+    informer.add_handler(view.on_snapshot)
+    await informer.sync_once(max_batches=0)
+    await store.put(keys.load("r"), report(T0, 8).model_dump_json().encode())
+    down = History(make_engine(f"sqlite:///{tmp_path / 'absent' / 'meta.db'}"))  # its directory does not exist
+    nodes = SimpleNamespace(registrations=REGS, statuses={n: status(n) for n in REGS})
+    scaler = Autoscaler(store, keys, view=view, fleet=nodes, history=down)
+    leader = Election(store, keys.election("autoscaler"), "a", ttl_s=5)
+    assert await leader.campaign_once()
+    await scaler.tick(leader, now=T0 + 1)  # scales all the same
+    assert (await store.get(keys.scaling("m"))) is not None
+    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    migrate(engine)
+    scaler._history = history = History(engine)
+    await scaler.tick(leader, now=T0 + 4)  # the same decision: nothing new, the kept one is written
+    rows = await history.history(kind="scaling")
+    assert [(r.actor, r.name, r.action, r.after["desired"]) for r in rows] == [("autoscaler", "m", "create", 1)]  # type: ignore[index]
+    assert "in flight" in rows[0].message and rows[0].revision > 0
+    assert await history.latest_revision() == 0 and await history.state_at(rows[0].revision) == {}  # not configuration
+    plain = Model.model_validate(model_doc("m", tag="llama3.2:1b"))
+    await store.put(keys.config("models", "m"), plain.model_dump_json(by_alias=True).encode())
+    again = Informer(store, keys.config_prefix())
+    again.add_handler(view.on_snapshot)
+    await again.sync_once(max_batches=0)
+    await scaler.tick(leader, now=T0 + 7)  # autoscale is off: the record goes, and the log says so
+    assert (await store.get(keys.scaling("m"))) is None
+    assert [r.action for r in await history.history(kind="scaling")] == ["delete", "create"]
+
+
+def test_a_node_about_to_restart_keeps_its_replica_until_one_more_is_placed_elsewhere() -> None:
+    base = fleet(T0, 2, placed={"n0": ["m"], "n1": [], "n2": []}, loaded={"n0": ["llama3.2:1b"]}, records={})
+    steady = decide(base, now=T0)
+    assert [n for n, p in steady.placements.items() if "m" in p.models] == ["n0"]
+    leaving = replace(base, statuses={**base.statuses, "n0": base.statuses["n0"].model_copy(update={"restart_pending": True})})
+    surge = decide(leaving, now=T0)
+    holders = sorted(n for n, p in surge.placements.items() if "m" in p.models)
+    assert holders[0] == "n0" and len(holders) == 2  # n0 keeps it until the node restarts; one more elsewhere
+    assert surge.records["m"].desired == 1 and surge.records["m"].placed == 2 and "n0 restart" in surge.records["m"].reason
+
+
+def test_the_claim_is_the_agents_estimate_until_a_node_reports_the_size_ollama_gave() -> None:
+    big = MemoryEstimate(digest="abc", num_ctx=0, parallel=4, bytes=15 * GB, source="gguf")  # over 90% of 16 GB
+    base = fleet(T0, 8, placed={}, loaded={}, records={})
+    estimated = {n: s.model_copy(update={"estimates": {"llama3.2:1b": big}}) for n, s in base.statuses.items()}
+    guessed = replace(base, statuses=estimated)
+    short = decide(guessed, now=T0)
+    assert not any("m" in p.models for p in short.placements.values()) and short.records["m"].short
+    seen = LoadedModel(name="llama3.2:1b", size_bytes=3 * GB, size_vram_bytes=3 * GB, digest="abc", context_length=4096)
+    elsewhere = guessed.statuses["n0"].model_copy(update={"loaded_models": [seen]})  # loaded outside the autoscaler's word
+    fits = decide(replace(guessed, statuses={**guessed.statuses, "n0": elsewhere}), now=T0)
+    assert sum("m" in p.models for p in fits.placements.values()) == 2 and not fits.records["m"].short  # 3 GB each

@@ -283,6 +283,18 @@ def test_client_policy_drops_clamps_and_reports() -> None:
     assert dict(ClientView({"top_k": 99}, frozenset()).let("c", bounded).options) == {"top_k": 40}
 
 
+def test_an_autoscaled_model_keeps_keep_alive_and_load_options_whatever_its_policy_says() -> None:
+    """Its replicas were loaded as placed: a client's num_ctx would reload one, its keep_alive: 0 evict it."""
+    loose = {"options": ["temperature", "num_ctx", "num_gpu"], "fields": ["keep_alive"]}
+    doc = model_doc("a", tag="a:1", ctx=8192, client=loose, placement={"autoscale": True, "max_replicas": 2})
+    rules = ClientRules.of(parse_object(doc).spec)  # type: ignore[attr-defined]
+    let = ClientView({"temperature": 0.3, "num_ctx": 2048, "num_gpu": 0}, frozenset({"keep_alive"})).let("a", rules)
+    assert dict(let.options) == {"temperature": 0.3} and let.drop == {"keep_alive"}
+    assert let.report == "keep_alive, options.num_ctx, options.num_gpu"
+    fixed = ClientRules.of(parse_object(model_doc("f", tag="f:1", ctx=8192, client=loose)).spec)  # type: ignore[attr-defined]
+    assert "num_ctx" in ClientView({"num_ctx": 2048}, frozenset({"keep_alive"})).let("f", fixed).options
+
+
 @pytest.mark.parametrize(
     ("text", "task"),
     [
