@@ -74,5 +74,9 @@ class ScalingRecord(Report):
     reason: str = Field(default="", max_length=2000)
     panic: bool = False
     short: str = Field(default="", max_length=500, description="Why fewer replicas are placed than wanted.")
+    restarting: list[Name] = Field(
+        default_factory=list, max_length=1000,
+        description="Nodes holding it that wait to restart, as this record saw them (each gets one more replica elsewhere).",
+    )  # fmt: skip
     windows: dict[str, Any] = Field(default_factory=dict)
     updated_at: datetime | None = None

@@ -74,7 +74,7 @@ class Agent:
         self.placed.listeners.append(self._wake_up)
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
         self.restarts = Restarts(store, keys, settings.node, drain_s=settings.drain_s, ttl_s=settings.lease_ttl_s,
-                                 idle_timeout_s=idle_timeout_s) if self.process else None  # fmt: skip
+                                 loads=self.placed.loads) if self.process else None  # fmt: skip
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
         self.registry.register(InvalidObjectsCollector(self.desired.view))
@@ -124,7 +124,7 @@ class Agent:
             self._passing = False
 
     async def _step(self, desired: Desired, started: float) -> bool:
-        await self._apply_server_settings(desired.server, desired.server_pools)
+        settled = await self._apply_server_settings(desired.server, desired.server_pools)
         loaded = self.observed.loaded if self.observed is not None else {}
         leaving = [d.config_name for tag, d in desired.unplaced.items() if tag in loaded]
         if leaving:  # the autoscaler took these away: the routers stop sending them here, their requests end, then unload
@@ -148,7 +148,7 @@ class Agent:
         if result.ok:
             self.applied_revision = max(self.applied_revision, desired.revision)
         await self.publish()
-        return result.ok
+        return result.ok and settled  # a restart put off is tried again soon (the pass backs off)
 
     def _observed(self, observed: Observed | None) -> None:
         if observed is None and self.observed is not None:
@@ -160,7 +160,8 @@ class Agent:
                 self._baseline_env = self.settings.ollama_environment  # None: unknown, taken from the pool again
         self.observed = observed
 
-    async def _apply_server_settings(self, server: ServerSettings, pools: tuple[str, ...]) -> None:
+    async def _apply_server_settings(self, server: ServerSettings, pools: tuple[str, ...]) -> bool:
+        """Restart a supervised Ollama whose start-time settings changed; False when the restart is put off."""
         env = server.environment()
         if self.process is None:
             if self._baseline_env is None:
@@ -170,25 +171,28 @@ class Agent:
             self.restart_required = sorted(
                 f"{k}={env.get(k, '(default)')}" for k in set(env) | set(base) if env.get(k) != base.get(k)
             )
-            return
+            return True
         if self.process.running and env == self.process.environment:
             self.restart_pending, self.restart_waiting = False, []
-            return
+            return True
         if not self.process.running:  # the first start: nothing to drain
             await self._restart(env)
-            return
+            return True
         assert self.restarts is not None
-        async with self.restarts.turn(pools):  # one node of a pool at a time
+        async with self.restarts.turn(pools) as mine:  # one node of a pool at a time
+            if not mine:
+                return False
             self.restart_pending = True  # the autoscaler places one more replica of what this node holds
             short = await self.restarts.replicas_elsewhere(self._autoscaled_here, wait_s=self.settings.restart_wait_s,
                                                            waiting=self._waiting_for_replicas)  # fmt: skip
             if short:
-                return  # a later pass tries again; meanwhile the turn goes to the pool's next node
+                return False  # a later pass tries again; meanwhile the turn goes to the pool's next node
             self.draining = True
             await self.publish()
             await self.restarts.drain()
             await self.process.stop()
             await self._restart(env)
+        return True
 
     def _autoscaled_here(self) -> dict[str, tuple[int, bool]]:
         """The autoscaled models placed here: Model name -> (min_replicas, loaded here)."""
@@ -209,6 +213,12 @@ class Agent:
             self.draining, self.restart_pending, self.restart_waiting = False, False, []
         self.reconciler.forget_loaded()
         self.server_settings = dict(env)
+        # what it held went with the old process: a status still listing it would count as ready replicas
+        try:
+            self._observed(await self.node.observe(version=False))
+        except (OllamaUnavailable, OllamaFailed):
+            self._observed(None)
+        self._fresh_at, self._changes = None, self._changes + 1
 
     # -- health probe ------------------------------------------------------------------------
     async def probe(self) -> bool:
@@ -387,8 +397,6 @@ class Agent:
         await self._start()
         tasks = [asyncio.create_task(self.informer.run()), asyncio.create_task(self.keeper.run()),
                  asyncio.create_task(self.placed.run())]  # fmt: skip
-        if self.restarts is not None:  # routers' load reports, read while draining for a restart
-            tasks.append(asyncio.create_task(self.restarts.loads.run()))
         try:
             await self.informer.wait_synced()
             try:  # an agent whose etcd user may not read its placement still serves the models every node holds

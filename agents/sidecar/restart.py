@@ -1,9 +1,10 @@
 """Restarting a supervised Ollama without failing requests or emptying a pool: one node of a pool
-at a time (a lease-bound turn per pool, taken in name order so that nodes in several pools never
-wait on each other); never while an autoscaled model the node holds has fewer than its
-``min_replicas`` ready elsewhere (the autoscaler's records say how many are ready; it places one
-more while the node says it waits); and a drain that ends when every live router has seen the
-node draining and has nothing in flight on it, or after ``drain_s`` at most."""
+at a time (a lease-bound turn per pool, taken without waiting: a node that cannot have every
+turn it needs gives back what it took and tries again on a later pass); never while an
+autoscaled model the node holds has fewer than its ``min_replicas`` ready elsewhere (the
+autoscaler's records say how many are ready; it places one more while the node says it waits);
+and a drain that ends when every live router has seen the node draining and has nothing in
+flight on it, or after ``drain_s`` at most."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 class Restarts:
     def __init__(
         self, store: ConfigStore, keys: KeySpace, node: str, *, drain_s: float, ttl_s: int, idle_timeout_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, loads: Informer | None = None,
     ) -> None:  # fmt: skip
+        """``loads``: an informer on the routers' load reports that runs anyway (the agent's), else one of its own."""
         self._store, self._keys, self._node = store, keys, node
         self._drain_s, self._ttl_s, self._clock = drain_s, ttl_s, clock
-        self.loads = Informer(store, keys.load_prefix(), idle_timeout_s=idle_timeout_s)
+        self.loads = loads or Informer(store, keys.load_prefix(), idle_timeout_s=idle_timeout_s)
         self.loads.add_handler(self._on_loads)
         self.reports: dict[str, RouterLoad] = {}
         self.holding: list[str] = []  # the pools whose turn this node holds
@@ -41,8 +43,11 @@ class Restarts:
         self.reports, _ = decode_keyed(snapshot, RouterLoad, self.reports)
 
     @contextlib.asynccontextmanager
-    async def turn(self, pools: tuple[str, ...]) -> AsyncIterator[None]:
-        """Hold the restart turn of each of ``pools`` (waiting for the node that has it)."""
+    async def turn(self, pools: tuple[str, ...]) -> AsyncIterator[bool]:
+        """Take the restart turn of each of ``pools``: True when all are this node's; False, with
+        none kept, when another node holds one (the caller tries again later). Never waits: a node
+        waiting for its turn must go on reconciling, since the node restarting may wait for it to
+        load a replica."""
         names = sorted(set(pools))
         elections = [Election(self._store, self._keys.election(f"restart-{pool}"), self._node, ttl_s=self._ttl_s)
                      for pool in names]  # fmt: skip
@@ -50,12 +55,12 @@ class Restarts:
         try:
             for pool, election in zip(names, elections, strict=True):
                 if not await election.campaign_once():
-                    log.warning("node %s waits for its turn to restart in pool %s (held by %s)", self._node, pool,
-                                await election.leader())  # fmt: skip
-                    await election.campaign()
+                    log.info("node %s waits for its turn to restart in pool %s (held by %s)", self._node, pool,
+                             await election.leader())  # fmt: skip
+                    break
                 keepers.append(asyncio.create_task(election.keeper.run()))
                 self.holding.append(pool)
-            yield
+            yield len(self.holding) == len(names)
         finally:
             self.holding = []  # done with the restart: the next node may start as soon as a turn is released
             for task in keepers:
@@ -67,14 +72,17 @@ class Restarts:
 
     async def short_elsewhere(self, held: Mapping[str, tuple[int, bool]]) -> list[str]:
         """Of ``held`` (Model name -> (min_replicas, ready here)), the models with fewer than their
-        ``min_replicas`` ready on other nodes, as the autoscaler's records count them."""
+        ``min_replicas`` ready on other nodes, as the autoscaler's records count them. A record
+        counts only once it names this node as restarting: it was decided after the autoscaler
+        saw this node wait, so after every status written before (a node that restarted just
+        before, still to reload, is not counted ready)."""
         out = []
         for name, (minimum, here) in sorted(held.items()):
             if minimum <= 0:
                 continue
             kv = await self._store.get(self._keys.scaling(name))
-            ready = ScalingRecord.model_validate_json(kv.value).ready if kv is not None else 0
-            if ready - int(here) < minimum:
+            record = ScalingRecord.model_validate_json(kv.value) if kv is not None else None
+            if record is None or self._node not in record.restarting or record.ready - int(here) < minimum:
                 out.append(name)
         return out
 

@@ -40,6 +40,7 @@ RESERVE = 0.10  # of a node's memory, never booked
 STALE_S = 10.0  # a router report older than this makes the load unknown
 UNBOUNDED = 1 << 62  # the memory of a node that reports none
 MAX_OPS = 100  # per transaction (etcd allows 128 by default)
+PERSIST_S = 10.0  # an unchanged record (only its windows moved) is written this often
 MAX_UNAUDITED = 1000  # decisions kept while the audit log's database is down (the oldest dropped past it)
 ACTOR = "autoscaler"
 SCALING = "scaling"  # the audit log's kind for its decisions
@@ -102,7 +103,7 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
         placed = fleet.placements.get(name)
         held = (set(placed.models) if placed else {m.name for m in auto if _tag(m) in loaded}) & names  # adopt what runs
         for model in auto:
-            if model.name in held and _tag(model) in loaded:
+            if model.name in held and _tag(model) in loaded and not down(status):  # a draining node's list is stale
                 ready[model.name] += 1
             if model.name in held and status is not None and status.restart_pending:
                 restarting[model.name].append(name)
@@ -115,6 +116,7 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
             name, max(memory, 0), max_loaded=max(reg.capacity.max_loaded_models - len(others), 0), held=frozenset(held),
             on_disk=frozenset(m.name for m in auto if status and _tag(m) in status.available_models),
             offloaded=frozenset(m.name for m in auto if _tag(m) in loaded and _partly_on_cpu(loaded[_tag(m)])),
+            ready=frozenset(m.name for m in auto if m.name in held and _tag(m) in loaded),
             in_flight=in_flight.get(name, 0),
             # a node down within its grace keeps its replicas but takes no new one (as if loading)
             loading=name in fleet.down_since or any(_tag(m) not in loaded for m in auto if m.name in held)
@@ -152,7 +154,8 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
                      before.desired if before else "-", rec.reason)  # fmt: skip
         records[model.name] = ScalingRecord(
             model=model.name, desired=rec.desired, ready=ready[model.name], placed=count, reason=rec.reason[:2000],
-            panic=rec.panic, short=plan.short.get(model.name, "")[:500], windows=rec.windows.to_json(), updated_at=wall,
+            panic=rec.panic, short=plan.short.get(model.name, "")[:500], restarting=restarting[model.name],
+            windows=rec.windows.to_json(), updated_at=wall,
         )  # fmt: skip
     placements = {
         node: NodePlacement(node=node, models=sorted(models), updated_at=wall) for node, models in plan.placement.items()
@@ -278,6 +281,7 @@ class Autoscaler:
         self._history = history
         self._unaudited: deque[tuple[int, Change]] = deque(maxlen=MAX_UNAUDITED)  # (revision, decision)
         self.down_since: dict[str, float] = {}  # kept in memory: a new leader gives every down node a fresh grace
+        self._persisted: dict[str, float] = {}  # model -> when its record was last written by this leader
 
     async def read(self, *, now: float) -> Fleet:
         state = self._view.state
@@ -301,9 +305,10 @@ class Autoscaler:
         )  # fmt: skip
 
     async def tick(self, election: Election, *, now: float | None = None) -> Decision:
-        """Read, decide, and write what changed (placements) and every record, fenced; then the
+        """Read, decide, and write what changed (placements, records), fenced; then the
         decisions that changed a model's replicas or nodes go to the audit log."""
         now = time.time() if now is None else now
+        election.fence()  # a leader that knows it lost (or could not renew in time) reads nothing either
         fleet = await self.read(now=now)
         decision = decide(fleet, now=now, timing=self.timing)
         events = changes_of(fleet, decision)
@@ -318,17 +323,27 @@ class Autoscaler:
             if node not in fleet.registrations
             and (node not in decision.placements or not decision.placements[node].models)
         ]  # fmt: skip
-        ops += [Put(self._keys.scaling(name), record.model_dump_json().encode()) for name, record in decision.records.items()]
+        due = [(name, r) for name, r in decision.records.items() if self._due(r, fleet.records.get(name), now=now)]
+        ops += [Put(self._keys.scaling(name), record.model_dump_json().encode()) for name, record in due]
         gone = [name for name in fleet.records if name not in decision.records]  # no longer autoscaled
         ops += [Delete(self._keys.scaling(name)) for name in gone]
         revision = 0
         for start in range(0, len(ops), MAX_OPS):
             revision = await election.commit(ops[start : start + MAX_OPS])
+        self._persisted.update((name, now) for name, _ in due)
         self.last = decision
         if events:
             self._unaudited.extend((revision, change) for change in events)
         await self._audit()
         return decision
+
+    def _due(self, record: ScalingRecord, stored: ScalingRecord | None, *, now: float) -> bool:
+        """A record is written when what it says changed, else every ``PERSIST_S`` (its windows: a
+        new leader misses at most that much of them)."""
+        said = ("desired", "ready", "placed", "reason", "panic", "short", "restarting")
+        if stored is None or any(getattr(record, f) != getattr(stored, f) for f in said):
+            return True
+        return now - self._persisted.get(record.model, -PERSIST_S) >= PERSIST_S
 
     async def _audit(self) -> None:
         """Write the decisions not yet in the audit log; a database down keeps them (bounded) for the

@@ -6,7 +6,8 @@ decisions never book the same bytes. Adding replicas goes largest claim first (a
 still fits after the small ones) and picks, among the live nodes that match the model and have
 the memory and a runner free, the best fit, preferring a node that already has the model on disk
 and one with less in flight; a node holds at most one replica of a model (replicas spread).
-Removing goes unhealthy nodes first, then replicas partly offloaded to CPU, then the idlest."""
+Removing goes unhealthy nodes first, then replicas not loaded yet, then those partly offloaded
+to CPU, then the idlest."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class NodeRoom:
     held: frozenset[str] = frozenset()  # models placed on it now
     on_disk: frozenset[str] = frozenset()  # models whose blobs it has
     offloaded: frozenset[str] = frozenset()  # models it runs partly on CPU
+    ready: frozenset[str] | None = None  # the held models it has loaded (None: all of them)
     in_flight: int = 0
     healthy: bool = True  # a fresh heartbeat past its grace, Ollama reachable, not draining
     loading: bool = False  # a model placed there is not loaded yet: no second load at once
@@ -55,7 +57,7 @@ def place(
     for model in sorted(wanted):  # too many: the worst replicas go first
         holders = [healthy[name] for name in sorted(held) if model in held[name]]
         extra = len(holders) - max(wanted[model], 0)
-        for node in sorted(holders, key=lambda n: (model not in n.offloaded, n.in_flight, n.name))[: max(extra, 0)]:
+        for node in sorted(holders, key=lambda n: _keep(n, model))[: max(extra, 0)]:
             held[node.name].discard(model)
             removed.append((model, node.name))
     for name, models in held.items():  # models no longer wanted anywhere
@@ -85,6 +87,11 @@ def place(
             added.append((model, best.name))
     placement = {name: frozenset(models) for name, models in held.items()}
     return Plan(placement, tuple(added), tuple(removed), short)
+
+
+def _keep(node: NodeRoom, model: str) -> tuple[bool, bool, int, str]:
+    """How much a replica is worth keeping (the least first): loaded, all on the GPU, busy."""
+    return (node.ready is None or model in node.ready, model not in node.offloaded, node.in_flight, node.name)
 
 
 def _score(node: NodeRoom, model: str, claim: int, used: int) -> float:

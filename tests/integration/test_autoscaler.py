@@ -183,9 +183,17 @@ async def test_a_rolling_restart_never_leaves_fewer_than_min_replicas_ready(
         seen: list[list[str]] = []
         stop = asyncio.Event()
 
+        debug: list[object] = []  # what the store said at each sample: shown if a sample had no replica
+        store = f.open_store()
+
         async def watch() -> None:
             while not stop.is_set():
                 seen.append(await holders())
+                kv = await store.get(f.keys.scaling("m"))
+                rec = ScalingRecord.model_validate_json(kv.value) if kv else None
+                where = [n for n in ("gpu-a", "gpu-b") if (p := await store.get(f.keys.placement(n))) and b'"m"' in p.value]
+                debug.append((seen[-1], rec and (rec.ready, rec.placed, rec.restarting), where,
+                              [(a.settings.node, a.restart_pending, a.draining) for a, _, _ in f.agents.values()]))
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(watch())
@@ -199,9 +207,10 @@ async def test_a_rolling_restart_never_leaves_fewer_than_min_replicas_ready(
         await f.eventually(one_ready, timeout_s=20)  # the extra replica goes again
         stop.set()
         await watcher
+        await store.close()
         for c in clients.values():
             await c.aclose()
-        assert all(seen), [i for i, s in enumerate(seen) if not s]  # never none loaded
+        assert all(seen), "\n".join(str((i, d)) for i, d in enumerate(debug) if i == 0 or d != debug[i - 1])  # never none
         assert any(first not in s for s in seen)  # the first holder did restart (its replica moved first)
         rows = (await f.api.get("/api/v1/history", params={"kind": "scaling", "name": "m"})).json()["items"]
         assert rows and all(r["actor"] == "autoscaler" for r in rows)

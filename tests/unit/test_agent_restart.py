@@ -55,28 +55,32 @@ async def test_drain_is_bounded() -> None:
         task.cancel()
 
 
-async def test_one_node_of_a_pool_at_a_time_and_pools_taken_in_order() -> None:
+async def test_one_node_of_a_pool_at_a_time_and_a_node_without_its_turn_does_not_wait() -> None:
     store, keys = MemoryStore(), KeySpace("t")
     a, b = Restarts(store, keys, "a", drain_s=1, ttl_s=5), Restarts(store, keys, "b", drain_s=1, ttl_s=5)
     order: list[str] = []
     release = asyncio.Event()
 
-    async def restart(r: Restarts, name: str, pools: tuple[str, ...]) -> None:
-        async with r.turn(pools):
+    async def restart(r: Restarts, name: str, pools: tuple[str, ...]) -> bool:
+        async with r.turn(pools) as mine:
+            if not mine:
+                order.append(f"{name} later")
+                return False
             order.append(f"{name} in")
             if name == "a":
                 await release.wait()
             order.append(f"{name} out")
+            return True
 
     first = asyncio.create_task(restart(a, "a", ("gpu", "eu")))
     await asyncio.sleep(0.05)
     assert a.holding == ["eu", "gpu"]
-    second = asyncio.create_task(restart(b, "b", ("gpu",)))
-    await asyncio.sleep(0.1)
-    assert order == ["a in"] and b.holding == []  # b waits for a's turn in pool gpu
+    assert not await restart(b, "b", ("eu", "gpu"))  # a holds gpu: b gives eu back at once and does not wait
+    assert order == ["a in", "b later"] and b.holding == []
     release.set()
-    await asyncio.wait_for(asyncio.gather(first, second), 5)
-    assert order == ["a in", "a out", "b in", "b out"] and a.holding == [] == b.holding
+    assert await asyncio.wait_for(first, 5)
+    assert await restart(b, "b", ("gpu",))  # its next pass
+    assert order == ["a in", "b later", "a out", "b in", "b out"] and a.holding == [] == b.holding
 
 
 async def test_a_restart_waits_for_min_replicas_ready_elsewhere_and_the_wait_is_bounded() -> None:
@@ -84,11 +88,14 @@ async def test_a_restart_waits_for_min_replicas_ready_elsewhere_and_the_wait_is_
     now = [0.0]
     restarts = Restarts(store, keys, "n1", drain_s=1, ttl_s=5, clock=lambda: now[0])
 
-    async def ready(model: str, n: int) -> None:
-        await store.put(keys.scaling(model), ScalingRecord(model=model, desired=1, ready=n).model_dump_json().encode())
+    async def ready(model: str, n: int, restarting: tuple[str, ...] = ("n1",)) -> None:
+        record = ScalingRecord(model=model, desired=1, ready=n, restarting=list(restarting))
+        await store.put(keys.scaling(model), record.model_dump_json().encode())
 
     held = {"a": (1, True), "b": (0, True), "c": (2, False)}  # min_replicas, ready here
     await ready("a", 1)  # only this node's
+    await ready("c", 2, restarting=())
+    assert await restarts.short_elsewhere(held) == ["a", "c"]  # c's record was decided before it saw n1 wait
     await ready("c", 2)
     assert await restarts.short_elsewhere(held) == ["a"]  # b may go to zero; c has its two elsewhere
     heard: list[list[str]] = []

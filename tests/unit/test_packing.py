@@ -64,15 +64,16 @@ def test_one_load_at_a_time_per_node() -> None:
     assert plan.added == (("y", "b"),) and set(plan.short) == {"z"}
 
 
-def test_removals_go_unhealthy_then_offloaded_then_idle() -> None:
+def test_removals_go_unhealthy_then_not_loaded_then_offloaded_then_idle() -> None:
     nodes = [
         NodeRoom("dead", 16 * GB, held=frozenset({"m"}), healthy=False),
         NodeRoom("busy", 16 * GB, held=frozenset({"m"}), in_flight=5),
         NodeRoom("idle", 16 * GB, held=frozenset({"m"})),
         NodeRoom("cpu", 16 * GB, held=frozenset({"m"}), offloaded=frozenset({"m"}), in_flight=9),
+        NodeRoom("new", 16 * GB, held=frozenset({"m"}), ready=frozenset(), loading=True),  # not loaded yet: serves nothing
     ]
     plan = place({"m": 1}, {"m": 4 * GB}, nodes, eligible=everywhere(["m"], nodes))
-    assert plan.removed == (("m", "dead"), ("m", "cpu"), ("m", "idle")) and plan.placement["busy"] == {"m"}
+    assert plan.removed == (("m", "dead"), ("m", "new"), ("m", "cpu"), ("m", "idle")) and plan.placement["busy"] == {"m"}
     gone = place({}, {"m": 4 * GB}, nodes[1:2], eligible={})
     assert gone.removed == (("m", "busy"),) and gone.placement == {"busy": frozenset()}
 

@@ -39,6 +39,9 @@ classic second container, by agent.nativeSidecar. */}}
     # what Ollama's container was started with: the agent reports restart_required while the pool wants otherwise
     - name: LLMTUNE_AGENT__OLLAMA_ENVIRONMENT
       value: {{ include "llmtune.pairs" .Values.ollama.server | quote }}
+    # Ollama's models, read-only: the memory a model will take, from its GGUF header (the autoscaler books it)
+    - name: LLMTUNE_AGENT__OLLAMA_MODELS_DIR
+      value: /models
     - name: HOME
       value: /tmp
     {{- include "llmtune.extraEnv" .Values.agent.env | nindent 4 }}
@@ -64,5 +67,8 @@ classic second container, by agent.nativeSidecar. */}}
   volumeMounts:
     - name: agent-tmp
       mountPath: /tmp
+    - name: models
+      mountPath: /models
+      readOnly: true
     {{- include "llmtune.storeVolumeMount" (list .) | nindent 4 }}
 {{- end }}
