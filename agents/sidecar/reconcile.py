@@ -206,8 +206,13 @@ class _NodeState:
 
 
 def _to_warm(desired: Desired, node: _NodeState, limit: int | None) -> set[str]:
-    """The models to keep warm: those to preload, at most ``limit``, loaded ones first (no churn)."""
-    wanted = sorted((m.name for m in desired.models.values() if m.preload), key=lambda n: (n not in node.loaded, n))
+    """The models to keep warm: those to preload, at most ``limit``; the autoscaler's replicas
+    first (it placed them by the node's room), then loaded ones (no churn)."""
+    placed = {m.name for m in desired.models.values() if m.min_replicas is not None}
+    wanted = sorted(
+        (m.name for m in desired.models.values() if m.preload or m.name in placed),
+        key=lambda n: (n not in placed, n not in node.loaded, n),
+    )
     return set(wanted if limit is None else wanted[:limit])
 
 

@@ -94,6 +94,7 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
     observed = _observed_claims(fleet.statuses, fleet.registrations)
     claims = {m.name: _claim(m, observed, sizes, fleet, eligible[m.name]) for m in auto}
     in_flight = _in_flight_by_node(fleet.reports)
+    serving = _in_flight_by_node_and_model(fleet.reports)
     evict = _evictions(fleet, now=now, timing=timing)
     rooms, ready = [], dict.fromkeys(names, 0)
     restarting: dict[str, list[str]] = {m: [] for m in names}  # model -> nodes that hold it and wait to restart
@@ -107,9 +108,9 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
                 ready[model.name] += 1
             if model.name in held and status is not None and status.restart_pending:
                 restarting[model.name].append(name)
-        # the runners and memory the node's other models take now (Ollama evicts idle ones when it needs room:
-        # a model every node may hold counts only while it is loaded)
-        others = [m for m in fixed if placed_on(m, reg.labels, fleet.pools) and _tag(m) in loaded]
+        # the runners and memory the node's other models take now: a model every node may hold counts only while it
+        # serves a request there (idle, Ollama evicts it for the replica, and the agent warms replicas first)
+        others = [m for m in fixed if _tag(m) in loaded and serving.get((name, m.name), 0) > 0]
         total = reg.capacity.gpu_memory_bytes or reg.capacity.memory_bytes
         memory = int(total * (1 - RESERVE)) - sum(sizes.get(_tag(m), 0) for m in others) if total else UNBOUNDED
         rooms.append(NodeRoom(
@@ -249,6 +250,15 @@ def _claim(model: Model, observed: Claims, sizes: Mapping[str, int], fleet: Flee
         for n in nodes if (r := fleet.registrations[n]).capacity.gpu_memory_bytes or r.capacity.memory_bytes
     ]  # fmt: skip
     return min(shares) if shares else 0
+
+
+def _in_flight_by_node_and_model(reports: Sequence[RouterLoad]) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for report in reports:
+        for model, load in report.models.items():
+            for node, n in load.in_flight.items():
+                out[(node, model)] = out.get((node, model), 0) + n
+    return out
 
 
 def _in_flight_by_node(reports: Sequence[RouterLoad]) -> dict[str, int]:

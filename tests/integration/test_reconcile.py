@@ -98,6 +98,11 @@ async def test_never_warms_more_models_than_the_node_holds(sim: SimServer) -> No
     assert rec.conditions["m3"].reason == "NotPreloaded" and rec.conditions["m3"].type is ConditionType.READY
     sim.engine.calls.clear()
     assert (await rec.reconcile(desired(*docs), max_loaded=3)).mutations == 0  # no churn on later passes
+    # an autoscaled replica placed here comes first (the autoscaler counted the idle preloads as room)
+    replica = model_doc("r", tag="r:1b", placement={"autoscale": True, "max_replicas": 2})
+    assert (await rec.reconcile(desired(*docs, replica), max_loaded=3)).ok
+    assert "r:1b" in sim.engine.runners and len(sim.engine.runners) == 3  # Ollama evicted an idle preload for it
+    assert (await rec.reconcile(desired(*docs, replica), max_loaded=3)).mutations == 0
 
 
 async def test_unreachable_ollama_fails_every_model() -> None:

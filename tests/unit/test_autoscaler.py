@@ -131,12 +131,16 @@ def test_a_down_node_keeps_its_replica_through_its_grace_then_it_moves_one_node_
     assert "n0" not in one.placements and "m" in one.placements["n1"].models  # one node's replicas move per tick
 
 
-def test_models_every_node_holds_take_room_only_while_loaded() -> None:
+def test_models_every_node_holds_take_room_only_while_they_serve() -> None:
     regs = {n: r.model_copy(update={"capacity": Capacity(memory_bytes=16 * GB, max_loaded_models=1, max_parallel=4)})
             for n, r in REGS.items()}  # fmt: skip
     idle = replace(fleet(T0, 4, placed={}, loaded={}, records={}), registrations=regs)
     assert sum("m" in p.models for p in decide(idle, now=T0).placements.values()) == 1  # "fixed" is on disk, not loaded
-    busy = replace(idle, statuses={n: status(n, "qwen:7b") for n in regs})
+    warm = replace(idle, statuses={n: status(n, "qwen:7b") for n in regs})  # preloaded, idle: Ollama evicts it for m
+    assert sum("m" in p.models for p in decide(warm, now=T0).placements.values()) == 1
+    load = RouterLoad(router="r", models={"m": ModelLoad(queued=4), "fixed": ModelLoad(in_flight={n: 1 for n in regs})},
+                      updated_at=datetime.fromtimestamp(T0, UTC))  # fmt: skip
+    busy = replace(warm, reports=[load])
     assert "every matching node runs as many models" in decide(busy, now=T0).records["m"].short
 
 
