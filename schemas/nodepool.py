@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import ClassVar, Literal
 
@@ -40,6 +41,12 @@ class ServerSettings(Strict):
         for name, value in self.model_dump(exclude_none=True, mode="json").items():
             env[f"OLLAMA_{name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+
+def parallel_slots(environment: Mapping[str, str], default: int) -> int:
+    """The parallel slots of an Ollama started with ``environment`` (its OLLAMA_* variables), else ``default``."""
+    value = environment.get("OLLAMA_NUM_PARALLEL", "")
+    return int(value) if value.isdigit() and int(value) > 0 else default
 
 
 class NodePoolSpec(Strict):

@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from agents.sidecar.artifacts import ArtifactFetcher
 from agents.sidecar.desired import Desired, DesiredState
-from agents.sidecar.gguf_memory import Estimator
+from agents.sidecar.gguf_memory import DEFAULT_CTX, Estimator
 from agents.sidecar.node import Observed, OllamaFailed, OllamaNode, OllamaUnavailable
 from agents.sidecar.placed import Placed
 from agents.sidecar.reconcile import Reconciler
@@ -33,7 +33,7 @@ from controlplane.store.informer import Informer, Snapshot
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import LeaseKeeper
 from controlplane.store.view_metrics import InvalidObjectsCollector
-from schemas.nodepool import ServerSettings
+from schemas.nodepool import ServerSettings, parallel_slots
 from schemas.status import Capacity, LoadedModel, MemoryEstimate, NodeLoad, NodeRegistration, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -302,10 +302,10 @@ class Agent:
         if obs is None:
             return
         env = self.server_settings
-        slots = env.get("OLLAMA_NUM_PARALLEL", "")
-        parallel = int(slots) if slots.isdigit() and int(slots) > 0 else self.settings.max_parallel
-        kv = env.get("OLLAMA_KV_CACHE_TYPE", "f16")
-        basis = (self.informer.snapshot.revision, self.placed.models, tuple(sorted(obs.present.items())), parallel, kv)
+        parallel, kv = parallel_slots(env, self.settings.max_parallel), env.get("OLLAMA_KV_CACHE_TYPE", "f16")
+        default_ctx = int(env["OLLAMA_CONTEXT_LENGTH"]) if env.get("OLLAMA_CONTEXT_LENGTH", "").isdigit() else DEFAULT_CTX
+        basis = (self.informer.snapshot.revision, self.placed.models, tuple(sorted(obs.present.items())), parallel, kv,
+                 default_ctx)  # fmt: skip
         if basis == self._estimated:
             return
         desired = self.wanted()
@@ -316,7 +316,7 @@ class Agent:
             digest = obs.present.get(tag_)
             if digest:  # on disk, and known since the last probe
                 out[tag_] = await self.estimator.of(tag_, digest=digest, disk_bytes=obs.sizes.get(tag_, 0), num_ctx=num_ctx,
-                                                    parallel=parallel, kv_cache_type=kv)  # fmt: skip
+                                                    parallel=parallel, kv_cache_type=kv, default_ctx=default_ctx)  # fmt: skip
         self.estimates, self._estimated = out, basis
 
     async def _publish(self) -> None:

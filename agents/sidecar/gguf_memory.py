@@ -23,6 +23,7 @@ KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per cached va
 MARGIN = 0.10  # of weights and cache: Ollama's own estimate adds graph and per-layer buffers
 GRAPH_BYTES = 256 * 1024 * 1024  # a floor for the compute graph
 DEFAULT_CTX = 4096  # the context Ollama loads a model with when nothing sets one
+MAX_KEPT = 4096  # estimates an agent keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +93,17 @@ class Estimator:
         self._done: dict[tuple[str, str, int, int, str], MemoryEstimate] = {}
 
     async def of(
-        self, tag: str, *, digest: str, disk_bytes: int, num_ctx: int, parallel: int, kv_cache_type: str = "f16"
+        self, tag: str, *, digest: str, disk_bytes: int, num_ctx: int, parallel: int, kv_cache_type: str = "f16",
+        default_ctx: int = DEFAULT_CTX,
     ) -> MemoryEstimate:  # fmt: skip
-        """``num_ctx`` 0: the server's default context (Ollama's ``DEFAULT_CTX`` is assumed for the cache)."""
-        key = (tag, digest, num_ctx, parallel, kv_cache_type)
+        """``num_ctx`` 0: the server's default context, ``default_ctx`` (its OLLAMA_CONTEXT_LENGTH)."""
+        key = (tag, digest, num_ctx or default_ctx, parallel, kv_cache_type)
         found = self._done.get(key)
         if found is None:
-            found = await asyncio.to_thread(self._compute, tag, digest, disk_bytes, num_ctx, parallel, kv_cache_type)
-            self._done[key] = found
+            if len(self._done) >= MAX_KEPT:  # models come and go: forget the old ones now and then
+                self._done.clear()
+            found = await asyncio.to_thread(self._compute, tag, digest, disk_bytes, key[2], parallel, kv_cache_type)
+            self._done[key] = found = found.model_copy(update={"num_ctx": num_ctx})
         return found
 
     def _compute(self, tag: str, digest: str, disk_bytes: int, num_ctx: int, parallel: int, kv: str) -> MemoryEstimate:
@@ -107,7 +111,7 @@ class Estimator:
         if blob is not None:
             try:
                 shape = read_shape(blob)
-                size = estimate(shape, num_ctx=num_ctx or DEFAULT_CTX, parallel=parallel, kv_cache_type=kv)
+                size = estimate(shape, num_ctx=num_ctx, parallel=parallel, kv_cache_type=kv)
                 return MemoryEstimate(digest=digest, num_ctx=num_ctx, parallel=parallel, bytes=size, source="gguf")
             except (OSError, ValueError, KeyError, IndexError) as exc:
                 log.warning("%s: its GGUF header (%s) could not be read (%s); estimating from its size on disk", tag, blob, exc)

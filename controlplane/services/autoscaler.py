@@ -30,7 +30,7 @@ from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election
 from controlplane.store.view import ConfigView
 from schemas.model import Model, Provider
-from schemas.nodepool import NodePool
+from schemas.nodepool import NodePool, parallel_slots
 from schemas.placement import NodePlacement, ScalingRecord, placed_on
 from schemas.status import LoadedModel, NodeRegistration, NodeStatus, RouterLoad
 
@@ -214,10 +214,8 @@ def _observed_sizes(statuses: Mapping[str, NodeStatus]) -> dict[str, int]:
 
 def _parallel(status: NodeStatus | None, reg: NodeRegistration | None) -> int:
     """A node's parallel slots: what its Ollama runs with, else what its agent registered."""
-    setting = status.server_settings.get("OLLAMA_NUM_PARALLEL", "") if status is not None else ""
-    if setting.isdigit() and int(setting) > 0:
-        return int(setting)
-    return reg.capacity.max_parallel if reg is not None else DEFAULT_SLOTS
+    registered = reg.capacity.max_parallel if reg is not None else DEFAULT_SLOTS
+    return parallel_slots(status.server_settings, registered) if status is not None else registered
 
 
 def _observed_claims(statuses: Mapping[str, NodeStatus], regs: Mapping[str, NodeRegistration]) -> Claims:
