@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 STACK   := $(BIN)/python deploy/local/stack.py
 
-.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas image-size clean
+.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas openapi image-size clean
 
 install: $(STAMP)
 
@@ -56,6 +56,9 @@ image-size:
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json
+
+openapi: install
+	$(BIN)/python -m controlplane.api.openapi openapi.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

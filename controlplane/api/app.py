@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from controlplane.api import errors
+from controlplane.api import errors, openapi
 from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import AuthenticateFirst, BodyLimit
@@ -192,6 +192,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         description="Versioned model, routing, RAG and experiment configuration for a fleet of Ollama nodes.",
     )
     errors.install(app)
+    openapi.install(app)
     # Document batches may be larger than configuration: their own limit (plus JSON's overhead) applies.
     # So may a fine-tuning dataset, up to finetune.max_dataset_bytes.
     rag_limit = max(settings.api.max_body_bytes, settings.rag.max_batch_bytes * 5 // 4)

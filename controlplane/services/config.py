@@ -360,7 +360,7 @@ class ConfigService:
             raise Unprocessable(
                 f"this change set deletes {len(delete_set)} of {stored} objects ({share}): check it with a dry run, "
                 "then send it again with force: true (llmctl --force)",
-                [{"loc": ["force"], "msg": "required for a change set that deletes this much", "type": "mass_deletion"}],
+                [{"field": "force", "message": "required for a change set that deletes this much"}],
             )
         for key in deletes:
             require_kind(key[0])
@@ -542,7 +542,7 @@ class ConfigService:
             span = f"{first}..{latest}" if first else "none"
             raise Unprocessable(
                 f"revision {revision} is outside the recorded history of {named} ({span})",
-                [{"loc": ["revision"], "msg": f"must be within {span}", "type": "out_of_history"}],
+                [{"field": "revision", "message": f"must be within {span}"}],
             )
         if (kind is None) != (name is None):
             raise BadRequest("roll back one object with both kind and name, or the whole configuration with neither")

@@ -83,7 +83,8 @@ class UnknownRequest(ServiceError):
 
 
 class Unprocessable(ServiceError):
-    """The request is understood but cannot be run; ``errors`` name the fields (422)."""
+    """The request is understood but cannot be run; ``errors`` name the fields (422), each
+    ``{field, message}`` and whatever more says where (``schemas.problem.FieldProblem``)."""
 
     def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
         self.errors = errors

@@ -62,11 +62,6 @@ def public(row: ApiToken) -> TokenPublic:
     )  # fmt: skip
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back: they were written in UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
 class TokenService:
     def __init__(self, engine: Engine, *, bootstrap_token: str | None = None, pepper: bytes | None = None) -> None:
         self._engine = engine
@@ -99,9 +94,9 @@ class TokenService:
             )
             if row is None:
                 return None
-            if row.token_hash not in digests and (_aware(row.previous_valid_until) or now) <= now:
+            if row.token_hash not in digests and (row.previous_valid_until or now) <= now:
                 raise Unauthorized(f"token {row.prefix or row.name} was rotated and its old secret's grace has ended")
-            if (expires := _aware(row.expires_at)) is not None and expires <= now:
+            if (expires := row.expires_at) is not None and expires <= now:
                 raise Unauthorized(f"token {row.prefix or row.name} ('{row.name}') has expired")
             principal = Principal(row.name, Role.parse(row.role))
             touched = self._touched.get(row.id, 0.0)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
 from controlplane.api.deps import Runtime, Viewer, runtime
+from controlplane.api.openapi import BINARY, answered_as
 from controlplane.services.errors import NotFound
 from controlplane.services.tokens import Principal
 
@@ -19,8 +20,11 @@ router = APIRouter(prefix="/api/v1", tags=["artifacts"])
 DigestPath = Annotated[str, Path(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex digits>")]
 
 
-@router.get("/artifacts/{digest}", response_class=StreamingResponse, operation_id="get_artifact")
-@router.head("/artifacts/{digest}", operation_id="head_artifact")
+FILE = answered_as(BINARY, binary=True)
+
+
+@router.get("/artifacts/{digest}", response_class=Response, responses=FILE, operation_id="get_artifact")
+@router.head("/artifacts/{digest}", response_class=Response, responses=FILE, operation_id="head_artifact")
 async def get_artifact(digest: DigestPath, request: Request, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
     """The file's bytes, streamed (``HEAD``: its size only). Its digest is its ETag: it never changes."""
     info = await asyncio.to_thread(rt.artifacts.info, digest)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
+from controlplane.api.openapi import SSE, answered_as
 from controlplane.services.errors import BadRequest
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.tokens import Principal
@@ -86,7 +87,7 @@ async def logs(
     return [line.as_dict() for line in await ft.logs(job_id, after=after, limit=limit)]
 
 
-@router.get("/{job_id}/logs/stream")
+@router.get("/{job_id}/logs/stream", response_class=Response, responses=answered_as(SSE))
 async def stream_logs(
     job_id: str,
     after: int = Query(default=0, ge=0, le=INT_MAX),

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane.api.deps import Runtime, Viewer, runtime
+from controlplane.api.openapi import answered_as
 from controlplane.services.tokens import Principal
 
 router = APIRouter(tags=["health"])
@@ -48,7 +49,7 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses=answered_as("text/plain"))
 async def metrics(rt: Runtime = Depends(runtime)) -> Response:
     return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
 

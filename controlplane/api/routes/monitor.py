@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
+from controlplane.api.openapi import SSE, answered_as
 from controlplane.services.errors import BadRequest
 from controlplane.services.tokens import Principal
 from schemas.monitor import FeedbackIn, FeedbackOut, UsageGroup, UsageReport
@@ -108,7 +109,7 @@ async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Opera
     return {"experiment": name, "state": "stopped", "revision": revision}
 
 
-@router.get("/metrics/stream")
+@router.get("/metrics/stream", response_class=Response, responses=answered_as(SSE))
 async def metrics_stream(
     window: str = Query(default="15m"),
     every_s: float = Query(default=5.0, ge=1, le=3600, description="Seconds between updates (at least 1)."),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
+from controlplane.api.openapi import answered_as
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal
 from rag.errors import RagError, UnknownDocument
@@ -25,7 +26,7 @@ def service(rt: Runtime = Depends(runtime)) -> RagService:
     return rt.rag
 
 
-@router.post("/collections/{name}/documents", response_model=RagIngestResult)
+@router.post("/collections/{name}/documents", response_model=RagIngestResult, responses=answered_as(NDJSON))
 async def ingest(
     name: str,
     request: RagIngestRequest = Body(...),
