@@ -52,13 +52,15 @@ log = logging.getLogger(__name__)
 
 
 async def _autoscale(
-    settings: AutoscalerSettings, store: ConfigStore, keys: KeySpace, view: ConfigView, fleet: FleetView, history: History
+    settings: AutoscalerSettings, store: ConfigStore, keys: KeySpace, view: ConfigView, fleet: FleetView, history: History,
+    informers: list[Informer],
 ) -> None:  # fmt: skip
     """The autoscaler's loop: one leader among the control planes (election ``autoscaler``)."""
     timing = Timing(stable_window_s=settings.stable_window_s, panic_window_s=settings.panic_window_s,
                     scale_down_delay_s=settings.scale_down_delay_s, stale_after_s=settings.stale_after_s,
                     node_grace_s=settings.node_grace_s)  # fmt: skip
-    scaler = Autoscaler(store, keys, view=view, fleet=fleet, every_s=settings.every_s, timing=timing, history=history)
+    scaler = Autoscaler(store, keys, view=view, fleet=fleet, every_s=settings.every_s, timing=timing, history=history,
+                        synced=lambda: asyncio.gather(*(i.wait_synced() for i in informers)))  # fmt: skip
     candidate = f"{socket.gethostname()}-{os.getpid()}"
     await scaler.run(Election(store, keys.election("autoscaler"), candidate, ttl_s=settings.lease_ttl_s))
 
@@ -166,7 +168,8 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             assert settings.finetune.redis_url is not None
             tasks.append(asyncio.create_task(rt.finetune.run(settings.finetune.redis_url)))
         if settings.autoscaler.enabled:
-            tasks.append(asyncio.create_task(_autoscale(settings.autoscaler, the_store, keys, view, fleet_view, history)))
+            tasks.append(asyncio.create_task(_autoscale(settings.autoscaler, the_store, keys, view, fleet_view, history,
+                                                     [config_informer, status_informer, nodes_informer])))
         if settings.monitor.redis_url:
             monitor = start_monitor(settings.monitor, engine, the_store, keys, tick=control.tick, registry=registry,
                                     router_headers=router_headers)  # fmt: skip

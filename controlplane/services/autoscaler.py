@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -279,14 +279,15 @@ class Autoscaler:
 
     def __init__(
         self, store: ConfigStore, keys: KeySpace, *, view: ConfigView, fleet: Nodes, every_s: float = 3.0,
-        timing: Timing = Timing(), history: History | None = None,
+        timing: Timing = Timing(), history: History | None = None, synced: Callable[[], Awaitable[object]] | None = None,
     ) -> None:  # fmt: skip
         """``fleet``: the registrations and statuses the control plane's informers keep (read each tick);
-        ``history``: the audit log the decisions go to."""
+        ``history``: the audit log the decisions go to; ``synced``: returns once those informers and the
+        configuration's have listed the store (before it, every node would look gone)."""
         self._store, self._keys, self._view, self._fleet = store, keys, view, fleet
         self.every_s, self.timing = every_s, timing
         self.last: Decision | None = None
-        self._history = history
+        self._history, self._synced = history, synced
         self._unaudited: deque[tuple[int, Change]] = deque(maxlen=MAX_UNAUDITED)  # (revision, decision)
         self.down_since: dict[str, float] = {}  # kept in memory: a new leader gives every down node a fresh grace
         self._persisted: dict[str, float] = {}  # model -> when its record was last written by this leader
@@ -372,6 +373,8 @@ class Autoscaler:
     async def run(self, election: Election) -> None:
         """Forever: lead, then tick every ``every_s`` while leading; losing the lead means campaigning again."""
         keeper: asyncio.Task[None] | None = None
+        if self._synced is not None:
+            await self._synced()
         try:
             while True:
                 try:

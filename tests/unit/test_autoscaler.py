@@ -3,6 +3,7 @@ the nodes' status to replicas and placements, fenced writes, windows carried by 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,3 +200,27 @@ def test_the_claim_is_the_agents_estimate_until_a_node_reports_the_size_ollama_g
     elsewhere = guessed.statuses["n0"].model_copy(update={"loaded_models": [seen]})  # loaded outside the autoscaler's word
     fits = decide(replace(guessed, statuses={**guessed.statuses, "n0": elsewhere}), now=T0)
     assert sum("m" in p.models for p in fits.placements.values()) == 2 and not fits.records["m"].short  # 3 GB each
+
+
+async def test_a_new_leader_decides_nothing_before_its_views_have_listed_the_store() -> None:
+    """Before its informers list the store every node would look gone and lose its replicas."""
+    store, keys = MemoryStore(), KeySpace("t")
+    view = ConfigView(keys)
+    await store.put(keys.config("models", "m"), AUTO.model_dump_json(by_alias=True).encode())
+    await store.put(keys.load("r"), report(T0, 8).model_dump_json().encode())
+    informer = Informer(store, keys.config_prefix())
+    informer.add_handler(view.on_snapshot)
+    listed = asyncio.Event()
+    nodes = SimpleNamespace(registrations=REGS, statuses={n: status(n) for n in REGS})
+    scaler = Autoscaler(store, keys, view=view, fleet=nodes, every_s=0.05, synced=listed.wait)
+    task = asyncio.create_task(scaler.run(Election(store, keys.election("autoscaler"), "a", ttl_s=5)))
+    try:
+        await asyncio.sleep(0.2)
+        assert scaler.last is None and await store.get(keys.election("autoscaler")) is None  # not even campaigning
+        await informer.sync_once(max_batches=0)
+        listed.set()
+        await asyncio.sleep(0.3)  # a few ticks
+        assert scaler.last is not None and scaler.last.records["m"].desired >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
