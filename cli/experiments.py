@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import ApiError, Client
+from schemas.changes import ApplyAnswer
 
 
 def variant(text: str) -> dict[str, Any]:
@@ -55,8 +56,8 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             stored["spec"]["experiment"] = name
             stored["metadata"].pop("revision", None)
             objects = [{"kind": "Experiment", "metadata": {"name": name}, "spec": spec}, stored]
-            done = api.post("/api/v1/config:apply", {"objects": objects, "message": f"experiment {name} on route {route}"})
-            out.print(f"experiment {name} on route {route}: revision {done['revision']}")
+            answer = api.post("/api/v1/config:apply", {"objects": objects, "message": f"experiment {name} on route {route}"})
+            out.print(f"experiment {name} on route {route}: revision {ApplyAnswer.model_validate(answer).revision}")
 
         run(body)
 

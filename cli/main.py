@@ -25,6 +25,7 @@ from cli.monitor import register as register_monitor
 from cli.output import emit
 from cli.rag import register as register_rag
 from cli.route import register as register_route
+from schemas.changes import ApplyAnswer, DiffAnswer, HistoryPage, RestoreAnswer
 from schemas.token import TokenIssued, TokenList
 
 app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
@@ -63,14 +64,14 @@ def show_diff(text: str) -> None:
         out.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
 
 
-def summary(result: dict[str, Any]) -> None:
-    verb = "would change" if result["dry_run"] else "changed"
-    if not result["changes"]:
-        out.print(f"no changes (revision {result['revision']})")
+def summary(result: ApplyAnswer) -> None:
+    verb = "would change" if result.dry_run else "changed"
+    if not result.changes:
+        out.print(f"no changes (revision {result.revision})")
         return
-    for c in result["changes"]:
-        out.print(f"{c['kind']}/{c['name']} {c['action']}{'' if not result['dry_run'] else ' (dry run)'}")
-    out.print(f"{verb} {len(result['changes'])} object(s)" + ("" if result["dry_run"] else f" at revision {result['revision']}"))
+    for c in result.changes:
+        out.print(f"{c.kind}/{c.name} {c.action}{'' if not result.dry_run else ' (dry run)'}")
+    out.print(f"{verb} {len(result.changes)} object(s)" + ("" if result.dry_run else f" at revision {result.revision}"))
 
 
 @app.command()
@@ -83,9 +84,10 @@ def apply(
 
     def body() -> None:
         docs = load(files)
-        result = client().post("/api/v1/config:apply", {"objects": docs, "dry_run": dry_run, "message": message})
+        answer = client().post("/api/v1/config:apply", {"objects": docs, "dry_run": dry_run, "message": message})
+        result = ApplyAnswer.model_validate(answer)
         if dry_run:
-            show_diff(result["diff"])
+            show_diff(result.diff)
         summary(result)
 
     run(body)
@@ -159,7 +161,7 @@ def delete(
 
     def body() -> None:
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
-        summary(client().delete(f"/api/v1/config/{kind_plural(kind)}/{name}", headers=headers))
+        summary(ApplyAnswer.model_validate(client().delete(f"/api/v1/config/{kind_plural(kind)}/{name}", headers=headers)))
 
     run(body)
 
@@ -177,16 +179,16 @@ def history(
 
     def body() -> None:
         plural = kind if kind in (None, "scaling") else kind_plural(kind)
-        data = client().get("/api/v1/history", kind=plural, name=name, limit=limit, epoch=epoch)
+        page = HistoryPage.model_validate(client().get("/api/v1/history", kind=plural, name=name, limit=limit, epoch=epoch))
         if output != "table":
-            emit(data["items"], output)
+            emit([r.model_dump(mode="json") for r in page.items], output)
             return
         table = Table()
         for col in ("EPOCH", "REVISION", "TIME", "ACTOR", "ACTION", "OBJECT", "MESSAGE"):
             table.add_column(col)
-        for r in data["items"]:
-            obj = f"{r['kind']}/{r['name']}"
-            table.add_row(r.get("epoch", ""), str(r["revision"]), r["at"][:19], r["actor"], r["action"], obj, r["message"])
+        for r in page.items:
+            when = r.at.isoformat(timespec="seconds")[:19]
+            table.add_row(r.epoch, str(r.revision), when, r.actor, r.action, f"{r.kind}/{r.name}", r.message)
         out.print(table)
 
     run(body)
@@ -201,8 +203,9 @@ def diff(
     """Diff the configuration between two revisions (TO defaults to now)."""
 
     def body() -> None:
-        data = client().get("/api/v1/diff", **{"from": from_revision, "to": to_revision, "epoch": epoch})
-        show_diff(data["diff"]) if data["diff"] else out.print("no differences")
+        revisions = {"from": from_revision, "to": to_revision, "epoch": epoch}
+        answer = DiffAnswer.model_validate(client().get("/api/v1/diff", **revisions))
+        show_diff(answer.diff) if answer.diff else out.print("no differences")
 
     run(body)
 
@@ -229,9 +232,9 @@ def rollback(
             "epoch": epoch,
             "force": force,
         }
-        result = client().post("/api/v1/rollback", request)
+        result = ApplyAnswer.model_validate(client().post("/api/v1/rollback", request))
         if dry_run:
-            show_diff(result["diff"])
+            show_diff(result.diff)
         summary(result)
 
     run(body)
@@ -248,16 +251,17 @@ def restore(
     or restored from an older snapshot), as one new revision. Admin only."""
 
     def body() -> None:
-        result = client().post("/api/v1/restore", {"dry_run": dry_run, "accept_current": accept_current})
-        out.print(f"from the audit log: {result['source']}", highlight=False)
+        answer = client().post("/api/v1/restore", {"dry_run": dry_run, "accept_current": accept_current})
+        result = RestoreAnswer.model_validate(answer)
+        out.print(f"from the audit log: {result.source}", highlight=False)
         if dry_run or accept_current:
-            show_diff(result["diff"])
+            show_diff(result.diff)
         if accept_current:
             verb = "would give up" if dry_run else "gave up"
-            out.print(f"{verb} {len(result['changes'])} object change(s); the store is kept as it is", highlight=False)
+            out.print(f"{verb} {len(result.changes)} object change(s); the store is kept as it is", highlight=False)
         else:
             summary(result)
-        out.print(f"store epoch {result['store'].get('epoch')}: {result['store'].get('state')}", highlight=False)
+        out.print(f"store epoch {result.store.epoch}: {result.store.state}", highlight=False)
 
     run(body)
 

@@ -14,6 +14,7 @@ from controlplane.services.config import ApplyResult, ConfigService, require_kin
 from controlplane.services.errors import BadRequest, NotFound
 from controlplane.services.tokens import Principal
 from controlplane.store.view import InvalidObject
+from schemas.changes import ApplyAnswer, ObjectChange
 from schemas.common import ConfigObject
 from schemas.jsonschema import export_all
 
@@ -30,13 +31,9 @@ def body_of(obj: ConfigObject) -> dict[str, Any]:
     return data
 
 
-def apply_body(result: ApplyResult) -> dict[str, Any]:
-    return {
-        "revision": result.revision,
-        "dry_run": result.dry_run,
-        "changes": [{"kind": c.kind, "name": c.name, "action": c.action} for c in result.changes],
-        "diff": result.diff,
-    }
+def apply_answer(result: ApplyResult) -> ApplyAnswer:
+    changes = [ObjectChange(kind=c.kind, name=c.name, action=c.action) for c in result.changes]
+    return ApplyAnswer(revision=result.revision, dry_run=result.dry_run, changes=changes, diff=result.diff)
 
 
 def listing(docs: list[dict[str, Any]], invalid: list[InvalidObject], revision: int) -> Response:
@@ -115,13 +112,13 @@ async def replace(
     return body_of(obj.with_revision(revision))
 
 
-@router.delete("/config/{kind}/{name}")
+@router.delete("/config/{kind}/{name}", response_model=ApplyAnswer)
 async def delete(
     kind: str, name: str, if_match: str | None = Header(default=None), rt: Runtime = Depends(runtime), who: Principal = Operator
-) -> dict[str, Any]:
+) -> ApplyAnswer:
     expected = parse_revision_header(if_match, "If-Match")
     result = await rt.config.delete(kind, name, actor=who.name, expected_revision=None if expected == -1 else expected)
-    return apply_body(result)
+    return apply_answer(result)
 
 
 class ObjectRef(BaseModel):
@@ -137,8 +134,8 @@ class ApplyRequest(BaseModel):
     force: bool = Field(default=False, description="Needed when the change set deletes several objects and most or all of them.")
 
 
-@router.post("/config:apply")
-async def apply(request: ApplyRequest, rt: Runtime = Depends(runtime), who: Principal = Operator) -> dict[str, Any]:
+@router.post("/config:apply", response_model=ApplyAnswer)
+async def apply(request: ApplyRequest, rt: Runtime = Depends(runtime), who: Principal = Operator) -> ApplyAnswer:
     """Apply a change set atomically (one revision); ``dry_run`` returns the diff and writes nothing."""
     if not request.objects and not request.delete:
         raise BadRequest("the change set is empty: give 'objects' and/or 'delete'")
@@ -155,7 +152,7 @@ async def apply(request: ApplyRequest, rt: Runtime = Depends(runtime), who: Prin
     result = await rt.config.apply(
         objects, deletes=deletes, actor=who.name, message=request.message, dry_run=request.dry_run, force=request.force
     )
-    return apply_body(result)
+    return apply_answer(result)
 
 
 @functools.cache

@@ -4,16 +4,15 @@ unless ``epoch`` names another (history lists old epochs with ``epoch=all``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from controlplane.api.deps import Admin, Operator, Runtime, Viewer, runtime
-from controlplane.api.routes.config import apply_body
+from controlplane.api.routes.config import apply_answer
 from controlplane.services.errors import BadRequest
-from controlplane.services.history import Change, Record
+from controlplane.services.history import Record
 from controlplane.services.tokens import Principal
+from schemas.changes import ApplyAnswer, ChangeDetail, DiffAnswer, HistoryPage, HistoryRecord, RestoreAnswer, StoreState
 from schemas.common import INT_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["history"])
@@ -28,26 +27,15 @@ def _epoch(value: str | None) -> str | None:
     return "" if value == "legacy" else value
 
 
-def record_body(r: Record) -> dict[str, Any]:
-    return {
-        "epoch": r.epoch or "legacy",
-        "revision": r.revision,
-        "at": r.at.isoformat(),
-        "actor": r.actor,
-        "kind": r.kind,
-        "name": r.name,
-        "action": r.action,
-        "message": r.message,
-        "before": r.before,
-        "after": r.after,
-    }
+def page(records: list[Record]) -> HistoryPage:
+    return HistoryPage(items=[
+        HistoryRecord(epoch=r.epoch or "legacy", revision=r.revision, at=r.at, actor=r.actor, kind=r.kind, name=r.name,
+                      action=r.action, message=r.message, before=r.before, after=r.after)
+        for r in records
+    ])  # fmt: skip
 
 
-def change_body(c: Change) -> dict[str, Any]:
-    return {"kind": c.kind, "name": c.name, "action": c.action, "before": c.before, "after": c.after}
-
-
-@router.get("/history")
+@router.get("/history", response_model=HistoryPage)
 async def history(
     kind: str | None = None,
     name: str | None = None,
@@ -56,36 +44,37 @@ async def history(
     epoch: str | None = EPOCH,
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
-) -> dict[str, Any]:
+) -> HistoryPage:
     every = epoch == "all"
     records = await rt.config.history(
         kind=kind, name=name, limit=limit, before=before, epoch=None if every else _epoch(epoch), all_epochs=every
     )
-    return {"items": [record_body(r) for r in records]}
+    return page(records)
 
 
-@router.get("/config/{kind}/{name}/history")
+@router.get("/config/{kind}/{name}/history", response_model=HistoryPage)
 async def object_history(
     kind: str, name: str, limit: int = Query(default=50, ge=1, le=1000), epoch: str | None = EPOCH,
     rt: Runtime = Depends(runtime), _p: Principal = Viewer,
-) -> dict[str, Any]:  # fmt: skip
+) -> HistoryPage:  # fmt: skip
     every = epoch == "all"
     records = await rt.config.history(kind=kind, name=name, limit=limit, epoch=None if every else _epoch(epoch), all_epochs=every)
-    return {"items": [record_body(r) for r in records]}
+    return page(records)
 
 
-@router.get("/diff")
+@router.get("/diff", response_model=DiffAnswer)
 async def diff(
     from_revision: int = Query(alias="from", ge=0, le=INT_MAX),
     to_revision: int | None = Query(default=None, alias="to", ge=0, le=INT_MAX, description="Defaults to the current state."),
     epoch: str | None = EPOCH,
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
-) -> dict[str, Any]:
+) -> DiffAnswer:
     if epoch == "all":
         raise BadRequest("a diff compares revisions of one epoch: name it, or leave epoch out for the current one")
     changes, text = await rt.config.diff(from_revision, to_revision, epoch=_epoch(epoch))
-    return {"from": from_revision, "to": to_revision, "changes": [change_body(c) for c in changes], "diff": text}
+    details = [ChangeDetail(kind=c.kind, name=c.name, action=c.action, before=c.before, after=c.after) for c in changes]
+    return DiffAnswer(from_revision=from_revision, to_revision=to_revision, changes=details, diff=text)
 
 
 class RollbackRequest(BaseModel):
@@ -98,13 +87,13 @@ class RollbackRequest(BaseModel):
     force: bool = Field(default=False, description="Needed when the rollback deletes several objects and most or all of them.")
 
 
-@router.post("/rollback")
-async def rollback(request: RollbackRequest, rt: Runtime = Depends(runtime), who: Principal = Operator) -> dict[str, Any]:
+@router.post("/rollback", response_model=ApplyAnswer)
+async def rollback(request: RollbackRequest, rt: Runtime = Depends(runtime), who: Principal = Operator) -> ApplyAnswer:
     result = await rt.config.rollback(
         request.revision, kind=request.kind, name=request.name, actor=who.name, message=request.message,
         dry_run=request.dry_run, epoch=_epoch(request.epoch), force=request.force,
     )  # fmt: skip
-    return apply_body(result)
+    return apply_answer(result)
 
 
 class RestoreRequest(BaseModel):
@@ -114,10 +103,11 @@ class RestoreRequest(BaseModel):
     )
 
 
-@router.post("/restore")
-async def restore(request: RestoreRequest, rt: Runtime = Depends(runtime), who: Principal = Admin) -> dict[str, Any]:
+@router.post("/restore", response_model=RestoreAnswer)
+async def restore(request: RestoreRequest, rt: Runtime = Depends(runtime), who: Principal = Admin) -> RestoreAnswer:
     """Write the audit log's last committed configuration back to a store that lost it (wiped, or
     restored from an older backup) as one new revision; nothing else writes until this runs."""
     result, source = await rt.config.restore(actor=who.name, dry_run=request.dry_run, accept_current=request.accept_current)
     await rt.recovery.check()
-    return apply_body(result) | {"source": source, "accepted": request.accept_current, "store": rt.recovery.report.as_dict()}
+    store = StoreState.model_validate(rt.recovery.report.as_dict())
+    return RestoreAnswer(**apply_answer(result).model_dump(), source=source, accepted=request.accept_current, store=store)
