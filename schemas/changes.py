@@ -51,33 +51,28 @@ class RestoreAnswer(ApplyAnswer):
     store: StoreState
 
 
-class HistoryRecord(BaseModel):
-    """One object's change in a committed change set, or one of the autoscaler's decisions (kind ``scaling``)."""
-
-    epoch: str = Field(description="The store epoch the revision belongs to ('legacy': before epochs).")
-    revision: int = Field(ge=0, le=INT_MAX)
-    at: datetime
-    actor: str
-    kind: str
-    name: str
-    action: str
-    message: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-class HistoryPage(BaseModel):
-    items: list[HistoryRecord] = Field(description="Newest first.")
-
-
 class ChangeDetail(BaseModel):
-    """One object's change between two revisions, with both documents."""
+    """One object's change, with both documents."""
 
     kind: str
     name: str
     action: Action
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+class HistoryRecord(ChangeDetail):
+    """One object's change in a committed change set, or one of the autoscaler's decisions (kind ``scaling``)."""
+
+    epoch: str = Field(description="The store epoch the revision belongs to ('legacy': before epochs).")
+    revision: int = Field(ge=0, le=INT_MAX)
+    at: datetime
+    actor: str
+    message: str
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryRecord] = Field(description="Newest first.")
 
 
 class DiffAnswer(BaseModel):

@@ -93,8 +93,10 @@ def decide(fleet: Fleet, *, now: float, timing: Timing = Timing()) -> Decision:
     eligible = {m.name: frozenset(n for n, r in fleet.registrations.items() if placed_on(m, r.labels, fleet.pools)) for m in auto}
     observed = _observed_claims(fleet.statuses, fleet.registrations)
     claims = {m.name: _claim(m, observed, sizes, fleet, eligible[m.name]) for m in auto}
-    in_flight = _in_flight_by_node(fleet.reports)
     serving = _in_flight_by_node_and_model(fleet.reports)
+    in_flight: dict[str, int] = {}
+    for (node, _model), n in serving.items():
+        in_flight[node] = in_flight.get(node, 0) + n
     evict = _evictions(fleet, now=now, timing=timing)
     rooms, ready = [], dict.fromkeys(names, 0)
     restarting: dict[str, list[str]] = {m: [] for m in names}  # model -> nodes that hold it and wait to restart
@@ -256,14 +258,6 @@ def _in_flight_by_node_and_model(reports: Sequence[RouterLoad]) -> dict[tuple[st
         for model, load in report.models.items():
             for node, n in load.in_flight.items():
                 out[(node, model)] = out.get((node, model), 0) + n
-    return out
-
-
-def _in_flight_by_node(reports: Sequence[RouterLoad]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for report in reports:
-        for node, n in report.in_flight.items():
-            out[node] = out.get(node, 0) + n
     return out
 
 

@@ -91,14 +91,17 @@ class History:
             raise HistoryUnavailable(f"metadata database error: {exc.__class__.__name__}: {exc}") from exc
 
     # -- write side: pending before the store commit, committed after it ---------------------
-    def _pending(self, change_id: str, actor: str, message: str, changes: Sequence[Change], epoch: str) -> None:
+    def _insert(
+        self, change_id: str, actor: str, message: str, changes: Sequence[Change], epoch: str, revision: int | None
+    ) -> None:
+        """One change set's rows: pending (no revision yet) or, with ``revision``, committed."""
         now = datetime.now(UTC)
         rows = [
             {
                 "change_id": change_id,
                 "epoch": epoch or None,
-                "revision": None,
-                "state": "pending",
+                "revision": revision,
+                "state": "pending" if revision is None else "committed",
                 "at": now,
                 "actor": actor,
                 "kind": c.kind,
@@ -117,25 +120,14 @@ class History:
     async def record_pending(
         self, change_id: str, *, actor: str, message: str, changes: Sequence[Change], epoch: str = LEGACY
     ) -> None:
-        await self._run(self._pending, change_id, actor, message, changes, epoch)
-
-    def _events(self, actor: str, message: str, changes: Sequence[Change], revision: int, epoch: str) -> None:
-        now = datetime.now(UTC)
-        rows = [
-            {"change_id": str(uuid.uuid4()), "epoch": epoch or None, "revision": revision, "state": "committed", "at": now,
-             "actor": actor, "kind": c.kind, "name": c.name, "action": c.action, "before": c.before, "after": c.after,
-             "message": message}
-            for c in changes
-        ]  # fmt: skip
-        with self._engine.begin() as conn:
-            conn.execute(insert(AuditEntry), rows)
+        await self._run(self._insert, change_id, actor, message, changes, epoch, None)
 
     async def record_events(
         self, *, actor: str, message: str, changes: Sequence[Change], revision: int, epoch: str = LEGACY
     ) -> None:
         """Decisions already committed at ``revision`` (their kinds in ``EVENT_KINDS``)."""
         assert all(c.kind in EVENT_KINDS for c in changes), "only decisions are recorded after their commit"
-        await self._run(self._events, actor, message, changes, revision, epoch)
+        await self._run(self._insert, str(uuid.uuid4()), actor, message, changes, epoch, revision)
 
     def _finalize(self, change_id: str, revision: int) -> None:
         with self._engine.begin() as conn:
