@@ -11,6 +11,8 @@ from rich.table import Table
 
 from cli.client import ApiError, Client
 from schemas.changes import ApplyAnswer
+from schemas.experiment import Experiment
+from schemas.monitor import ExperimentChange, ExperimentResults
 
 
 def variant(text: str) -> dict[str, Any]:
@@ -26,7 +28,8 @@ def variant(text: str) -> dict[str, Any]:
 
 
 def _interval(pair: list[float | None]) -> str:
-    return "-" if None in pair else f"[{pair[0]:.3g}, {pair[1]:.3g}]"
+    low, high = pair
+    return "-" if low is None or high is None else f"[{low:.3g}, {high:.3g}]"
 
 
 def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
@@ -67,11 +70,10 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
 
         def body() -> None:
             table = Table("experiment", "route", "state", "metric", "variants")
-            for item in client().get("/api/v1/config/experiments")["items"]:
-                spec = item["spec"]
-                parts = ", ".join(f"{v['name']}={v['model']}:{v.get('weight', 1)}" for v in spec["variants"])
-                state, metric = spec.get("state", "draft"), spec.get("primary_metric", "-")
-                table.add_row(item["metadata"]["name"], spec["route"], state, metric, parts)
+            listing = client().get("/api/v1/config/experiments")
+            for exp in (Experiment.model_validate(item) for item in listing["items"]):
+                parts = ", ".join(f"{v.name}={v.model}:{v.weight}" for v in exp.spec.variants)
+                table.add_row(exp.name, exp.spec.route, exp.spec.state.value, exp.spec.primary_metric.value, parts)
             out.print(table)
 
         run(body)
@@ -81,20 +83,20 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Per-variant figures with 95% intervals, the test against the baseline, the verdict."""
 
         def body() -> None:
-            data = client().get(f"/api/v1/experiments/{name}/results")
+            data = ExperimentResults.model_validate(client().get(f"/api/v1/experiments/{name}/results"))
             table = Table("variant", "requests", "success rate (95% CI)", "latency mean ms (95% CI)", "p95 ms", "feedback",
-                          "P(best)", "guardrails", title=f"{name} on route {data['route']} ({data['state']})")  # fmt: skip
-            for v in data["variants"]:
-                rate = "-" if v["success_rate"] is None else f"{v['success_rate']:.3f} {_interval(v['success_rate_ci95'])}"
-                lat = v["latency_ms"]
-                mean = "-" if lat["mean"] is None else f"{lat['mean']:.1f} {_interval(lat['ci95'])}"
-                fb = v["feedback"]
-                votes = "-" if fb["mean"] is None else f"{fb['mean']:.2f} ({fb['count']})"
-                best, rails = f"{data['probability_best'][v['variant']]:.2f}", "; ".join(v["guardrails_breached"]) or "ok"
-                table.add_row(v["variant"], str(v["requests"]), rate, mean, str(lat["p95"] or "-"), votes, best, rails)
+                          "P(best)", "guardrails", title=f"{name} on route {data.route} ({data.state})")  # fmt: skip
+            for v in data.variants:
+                rate = "-" if v.success_rate is None else f"{v.success_rate:.3f} {_interval(v.success_rate_ci95)}"
+                lat = v.latency_ms
+                mean = "-" if lat.mean is None else f"{lat.mean:.1f} {_interval(lat.ci95)}"
+                fb = v.feedback
+                votes = "-" if fb.mean is None else f"{fb.mean:.2f} ({fb.count})"
+                best, rails = f"{data.probability_best.get(v.variant, 0):.2f}", "; ".join(v.guardrails_breached) or "ok"
+                table.add_row(v.variant, str(v.requests), rate, mean, str(lat.p95 or "-"), votes, best, rails)
             out.print(table)
-            for comparison in data["comparisons"]:
-                out.print(comparison["verdict"])
+            for comparison in data.comparisons:
+                out.print(comparison.verdict)
 
         run(body)
 
@@ -103,8 +105,9 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Make the variant the route's target and complete the experiment (one revision)."""
 
         def body() -> None:
-            done = client().post(f"/api/v1/experiments/{name}/promote", {"variant": variant_name})
-            out.print(f"promoted {variant_name} of {name}: revision {done['revision']}")
+            answer = client().post(f"/api/v1/experiments/{name}/promote", {"variant": variant_name})
+            done = ExperimentChange.model_validate(answer)
+            out.print(f"promoted {variant_name} of {name}: revision {done.revision}")
 
         run(body)
 
@@ -113,7 +116,7 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Stop a running experiment."""
 
         def body() -> None:
-            done = client().post(f"/api/v1/experiments/{name}/stop", {})
-            out.print(f"stopped {name}: revision {done['revision']}")
+            done = ExperimentChange.model_validate(client().post(f"/api/v1/experiments/{name}/stop", {}))
+            out.print(f"stopped {name}: revision {done.revision}")
 
         run(body)

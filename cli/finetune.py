@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cli.client import ApiError, Client
 from cli.output import emit
+from schemas.finetune import FineTuneJob, JobState, LogLine
 
 BASE = "/api/v1/fine-tune"
 ENDED = {"succeeded", "failed", "cancelled"}
@@ -50,51 +51,48 @@ def parse_params(pairs: list[str], file: Path | None) -> dict[str, Any]:
     return params
 
 
-def log_line(line: dict[str, Any]) -> str:
+def log_line(line: LogLine) -> str:
     """A log line for the console; the message is the job's text, not markup (tracebacks, [INST] …)."""
-    return f"[dim]{line['level']:>7}[/dim] {escape(line['message'])}"
+    return f"[dim]{line.level:>7}[/dim] {escape(line.message)}"
 
 
-def describe(job: dict[str, Any]) -> str:
+def describe(job: FineTuneJob) -> str:
     """The job in a line, escaped for the console (its error is the worker's text)."""
-    text = f"{job['id']}: {job['state']}"
-    if job["state"] == "running":
-        text += f" {job['progress'] * 100:.0f}%"
-    loss = job["metrics"].get("loss")
+    text = f"{job.id}: {job.state.value}"
+    if job.state is JobState.RUNNING:
+        text += f" {job.progress * 100:.0f}%"
+    loss, held_out = job.metrics.loss, job.metrics.eval_loss
     if loss:
         text += f", loss {loss[0][1]:.4f} → {loss[-1][1]:.4f} after {loss[-1][0]} steps"
-    held_out = job["metrics"].get("eval_loss")
     if held_out:
         text += f", held-out loss {held_out[0][1]:.4f} → {held_out[-1][1]:.4f}"
-    if job["attempt"] > 1:
-        text += f" (attempt {job['attempt']})"
-    if job.get("error"):
-        text += f": {job['error']}"
-    if job["state"] == "succeeded":
-        text += f"; model {job['output_model']} registered at revision {job['model_revision']}"
-        if job.get("experiment"):
-            text += f", experiment {job['experiment']} running"
+    if job.attempt > 1:
+        text += f" (attempt {job.attempt})"
+    if job.error:
+        text += f": {job.error}"
+    if job.state is JobState.SUCCEEDED:
+        text += f"; model {job.output_model} registered at revision {job.model_revision}"
+        if job.experiment:
+            text += f", experiment {job.experiment} running"
     return escape(text)
 
 
-def follow(api: Client, job_id: str, out: Console, *, logs: bool) -> dict[str, Any]:
+def follow(api: Client, job_id: str, out: Console, *, logs: bool) -> FineTuneJob | None:
     """Stream the job until it ends: a progress bar, and its log lines when ``logs``."""
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
-    final: dict[str, Any] = {}
     with Progress(*columns, console=out, transient=False) as bar:
         task: TaskID = bar.add_task(f"{job_id}: queued", total=1.0)
         for event, data in api.events(f"{BASE}/{job_id}/logs/stream"):
             if event == "log":
                 if logs:
-                    bar.console.print(log_line(data))
+                    bar.console.print(log_line(LogLine.model_validate(data)))
             elif event in ("progress", "end"):
-                loss = data["metrics"].get("loss")
-                tail = f", loss {loss[-1][1]:.4f}" if loss else ""
-                bar.update(task, completed=data["progress"], description=f"{job_id}: {data['state']}{tail}")
+                job = FineTuneJob.model_validate(data)
+                tail = f", loss {job.metrics.loss[-1][1]:.4f}" if job.metrics.loss else ""
+                bar.update(task, completed=job.progress, description=f"{job_id}: {job.state.value}{tail}")
                 if event == "end":
-                    final = data
-                    break
-    return final
+                    return job
+    return None
 
 
 def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
@@ -128,12 +126,14 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             if job_id:
                 request["job_id"] = job_id
             api = client()
-            job = api.post(BASE, request)
-            out.print(f"job {job['id']} {job['state']} ({job['dataset']['rows']} rows, method {job['method']})")
+            job = FineTuneJob.model_validate(api.post(BASE, request))
+            out.print(f"job {job.id} {job.state.value} ({job.dataset.rows} rows, method {job.method.value})")
             if wait:
-                final = follow(api, job["id"], out, logs=False)
+                final = follow(api, job.id, out, logs=False)
+                if final is None:
+                    raise ApiError(f"the job's stream ended before the job did: llmctl finetune status {job.id}")
                 out.print(describe(final))
-                if final.get("state") != "succeeded":
+                if final.state is not JobState.SUCCEEDED:
                     raise typer.Exit(1)
 
         run(body)
@@ -145,11 +145,11 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """One job: state, progress, loss, the model it registered."""
 
         def body() -> None:
-            job = client().get(f"{BASE}/{job_id}")
+            job = FineTuneJob.model_validate(client().get(f"{BASE}/{job_id}"))
             if output == "text":
                 out.print(describe(job))
             else:
-                emit(job, output)
+                emit(job.model_dump(mode="json"), output)
 
         run(body)
 
@@ -160,10 +160,12 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         def body() -> None:
             api = client()
             if follow_:
-                out.print(describe(follow(api, job_id, out, logs=True)))
+                final = follow(api, job_id, out, logs=True)
+                if final is not None:
+                    out.print(describe(final))
                 return
             for line in api.get(f"{BASE}/{job_id}/logs"):
-                out.print(log_line(line))
+                out.print(log_line(LogLine.model_validate(line)))
 
         run(body)
 
@@ -172,8 +174,8 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Cancel a queued or running job (a running one stops after its current step)."""
 
         def body() -> None:
-            job = client().post(f"{BASE}/{job_id}/cancel", {})
-            state = "cancelled" if job["state"] == "cancelled" else "cancellation requested"
+            job = FineTuneJob.model_validate(client().post(f"{BASE}/{job_id}/cancel", {}))
+            state = "cancelled" if job.state is JobState.CANCELLED else "cancellation requested"
             out.print(f"job {job_id}: {state}")
 
         run(body)
@@ -187,10 +189,10 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             table.add_column("ID", no_wrap=True)  # the one a person copies: never cut
             for header in ("STATE", "METHOD", "BASE", "OUTPUT", "DONE", "TRY", "CREATED"):
                 table.add_column(header)
-            for job in client().get(BASE, state=state):
-                progress = f"{job['progress'] * 100:.0f}%"
-                table.add_row(job["id"], job["state"], job["method"], job["base_model"], job["output_model"], progress,
-                              str(job["attempt"]), job["created_at"][5:16].replace("T", " "))  # fmt: skip
+            for job in (FineTuneJob.model_validate(item) for item in client().get(BASE, state=state)):
+                progress = f"{job.progress * 100:.0f}%"
+                table.add_row(job.id, job.state.value, job.method.value, job.base_model, job.output_model, progress,
+                              str(job.attempt), job.created_at.strftime("%m-%d %H:%M"))  # fmt: skip
             out.print(table)
 
         run(body)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import ApiError, Client
+from schemas.fleet import ModelsStatus, NodeList, TuneAnswer
+from schemas.status import ConditionType, ModelCondition
 
 TOP_LEVEL = ("keep_alive", "system_prompt")
 
@@ -49,6 +51,17 @@ def tune_body(model: str | None, sets: list[str], unsets: list[str], selector: l
     return body
 
 
+def _condition(cond: ModelCondition | None) -> str:
+    if cond is None:
+        return "-"
+    text = str(cond.type)
+    if cond.progress is not None and cond.type is ConditionType.PULLING:
+        text += f" {cond.progress:.0%}"
+    if cond.reason:
+        text += f" ({cond.reason}: {cond.message[:80]})"
+    return text
+
+
 def _state_style(state: str) -> str:
     return {"applied": "green", "failed": "red", "pending": "yellow"}.get(state, "magenta")
 
@@ -62,36 +75,30 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Desired versus actual for every model on every node that should hold it."""
 
         def body() -> None:
-            data = client().get("/api/v1/models/status", model=model)
-            table = Table(title=f"models at configuration revision {data['revision']}")
+            data = ModelsStatus.model_validate(client().get("/api/v1/models/status", model=model))
+            table = Table(title=f"models at configuration revision {data.revision}")
             for col in ("MODEL", "TAG", "NODE", "PRESENT", "LOADED", "READY", "APPLIED", "CONDITION"):
                 table.add_column(col)
-            for m in data["models"]:
-                if not m["nodes"]:
-                    table.add_row(m["model"], m["ollama_tag"], "(no node matches)", "", "", "", "", "")
-                for n in m["nodes"]:
-                    cond = n.get("condition") or {}
-                    text = cond.get("type", "-")
-                    if cond.get("progress") is not None and cond.get("type") == "Pulling":
-                        text += f" {cond['progress']:.0%}"
-                    if cond.get("reason"):
-                        text += f" ({cond['reason']}: {cond.get('message', '')[:80]})"
-                    yes = {True: "[green]yes[/green]", False: "[red]no[/red]"}
-                    table.add_row(
-                        m["model"], m["ollama_tag"], n["node"], yes[n["present"]], yes[n["loaded"]], yes[n["ready"]],
-                        yes[n["applied"]], text,
-                    )  # fmt: skip
-            out.print(table if data["models"] else "no models configured")
-            scaled = [m for m in data["models"] if "autoscale" in m]
+            yes = {True: "[green]yes[/green]", False: "[red]no[/red]"}
+            for m in data.models:
+                if not m.nodes:
+                    table.add_row(m.model, m.ollama_tag, "(no node matches)", "", "", "", "", "")
+                for n in m.nodes:
+                    table.add_row(m.model, m.ollama_tag, n.node, yes[n.present], yes[n.loaded], yes[n.ready], yes[n.applied],
+                                  _condition(n.condition))  # fmt: skip
+            out.print(table if data.models else "no models configured")
+            scaled = [m for m in data.models if m.autoscaled]
             if scaled:
                 auto = Table(title="autoscaled models")
                 for col in ("MODEL", "DESIRED", "PLACED", "READY", "PANIC", "WHY"):
                     auto.add_column(col)
                 for m in scaled:
-                    rec = m["autoscale"] or {}
-                    why = rec.get("reason", "not decided yet") + (f" (short: {rec['short']})" if rec.get("short") else "")
-                    auto.add_row(m["model"], str(rec.get("desired", "-")), str(rec.get("placed", "-")),
-                                 str(rec.get("ready", "-")), "yes" if rec.get("panic") else "", why)  # fmt: skip
+                    rec = m.autoscale
+                    if rec is None:
+                        auto.add_row(m.model, "-", "-", "-", "", "not decided yet")
+                        continue
+                    why = rec.reason + (f" (short: {rec.short})" if rec.short else "")
+                    auto.add_row(m.model, str(rec.desired), str(rec.placed), str(rec.ready), "yes" if rec.panic else "", why)
                 out.print(auto)
 
         run(body)
@@ -101,21 +108,19 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Nodes reporting to the control plane: health, applied revision, loaded models."""
 
         def body() -> None:
-            data = client().get("/api/v1/nodes")
-            table = Table(title=f"nodes (configuration revision {data['revision']})")
-            for col in ("NODE", "HEALTH", "OLLAMA", "APPLIED", "LAG", "LOADED", "LABELS", "NOTES"):
+            data = NodeList.model_validate(client().get("/api/v1/nodes"))
+            table = Table(title=f"nodes (configuration revision {data.revision})")
+            for col in ("NODE", "HEALTH", "OLLAMA", "APPLIED", "LAG", "HEARTBEAT", "LOADED", "LABELS", "NOTES"):
                 table.add_column(col)
-            for n in data["nodes"]:
-                health = n["health"]
-                style = "green" if health == "ready" else "red"
-                restart = n.get("restart_required") or []
-                notes = f"restart Ollama for: {', '.join(restart)}" if restart else ""
+            for n in data.nodes:
+                style = "green" if n.health == "ready" else "red"
+                notes = f"restart Ollama for: {', '.join(n.restart_required)}" if n.restart_required else ""
+                beat = f"{n.heartbeat_age_s:.0f} s ago" if n.heartbeat_age_s is not None else "-"
                 table.add_row(
-                    n["node"], f"[{style}]{health}[/{style}]", n.get("ollama_version") or "-", str(n.get("applied_revision")),
-                    str(n.get("lag")), ", ".join(n.get("loaded_models", [])),
-                    ",".join(f"{k}={v}" for k, v in n.get("labels", {}).items()), notes,
+                    n.node, f"[{style}]{n.health}[/{style}]", n.ollama_version or "-", str(n.applied_revision), str(n.lag),
+                    beat, ", ".join(n.loaded_models), ",".join(f"{k}={v}" for k, v in n.labels.items()), notes,
                 )  # fmt: skip
-            out.print(table if data["nodes"] else "no nodes registered (start an agent: see README, 'Agents')")
+            out.print(table if data.nodes else "no nodes registered (start an agent: see README, 'Agents')")
 
         run(body)
 
@@ -134,20 +139,21 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         def body() -> None:
             payload = tune_body(model, set_, unset, selector, message)
             params = {"wait": "applied", "timeout": timeout} if wait else {}
-            result = client().request("PUT", "/api/v1/tune", json=payload, params=params, timeout=timeout + 10)
-            what = "changed" if result["changed"] else "unchanged"
-            out.print(f"{', '.join(result['models'])}: {what} at revision {result['revision']} ({result['elapsed_ms']:.0f} ms)")
-            if result["nodes"]:
+            answer = client().request("PUT", "/api/v1/tune", json=payload, params=params, timeout=timeout + 10)
+            result = TuneAnswer.model_validate(answer)
+            what = "changed" if result.changed else "unchanged"
+            out.print(f"{', '.join(result.models)}: {what} at revision {result.revision} ({result.elapsed_ms:.0f} ms)")
+            if result.nodes:
                 table = Table()
                 for col in ("NODE", "MODEL", "STATE", "DETAIL"):
                     table.add_column(col)
-                for n in result["nodes"]:
-                    style = _state_style(n["state"])
-                    table.add_row(n["node"], n["model"], f"[{style}]{n['state']}[/{style}]", n["message"])
+                for n in result.nodes:
+                    style = _state_style(n.state)
+                    table.add_row(n.node, n.model, f"[{style}]{n.state}[/{style}]", n.message)
                 out.print(table)
             elif wait:
                 out.print("no node holds these models")
-            if wait and not result["complete"]:
-                raise ApiError(f"{len(result['not_applied'])} node(s) did not confirm revision {result['revision']}")
+            if wait and not result.complete:
+                raise ApiError(f"{len(result.not_applied)} node(s) did not confirm revision {result.revision}")
 
         run(body)

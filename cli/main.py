@@ -26,6 +26,8 @@ from cli.output import emit
 from cli.rag import register as register_rag
 from cli.route import register as register_route
 from schemas.changes import ApplyAnswer, DiffAnswer, HistoryPage, RestoreAnswer
+from schemas.health import Readiness, ServiceStatus, UnreadableStatus
+from schemas.listing import ConfigHeads, InvalidStored
 from schemas.token import TokenIssued, TokenList
 
 app = typer.Typer(help="Operate the LLM Tuning Service through its REST API.", no_args_is_help=True, add_completion=False)
@@ -113,7 +115,7 @@ def get(kind: str, name: str, output: str = typer.Option("yaml", "-o", "--output
     run(body)
 
 
-def show_invalid(items: list[dict[str, Any]]) -> None:
+def show_invalid(items: list[InvalidStored]) -> None:
     """Stored objects that do not validate, and how to repair them."""
     if not items:
         return
@@ -121,32 +123,43 @@ def show_invalid(items: list[dict[str, Any]]) -> None:
     for col in ("KIND", "NAME", "REVISION", "ERROR"):
         table.add_column(col)
     for bad in items:
-        table.add_row(bad["kind"], bad["name"], str(bad["revision"]), escape(bad["error"]))
+        table.add_row(bad.kind, bad.name, str(bad.revision), escape(bad.error))
     out.print(table)
     out.print("repair: 'llmctl apply -f' a valid document or 'llmctl delete KIND NAME'", highlight=False)
+
+
+#: Objects per listing request: llmctl pages through bigger listings.
+PAGE = 500
 
 
 @app.command("list")
 def list_(
     kind: str | None = typer.Argument(None, help="Kind to list (all kinds when omitted)."),
     output: str = typer.Option("table", "-o", "--output", help="table, json or yaml"),
+    name: str | None = typer.Option(None, "--name", help="Only names that contain this text."),
+    selector: list[str] = typer.Option([], "--selector", "-l", help="label=value: only objects with this label."),
 ) -> None:
     """List objects."""
 
     def body() -> None:
         path = f"/api/v1/config/{kind_plural(kind)}" if kind else "/api/v1/config"
-        data = client().get(path)
+        c = client()
+        params = {"limit": PAGE, "q": name, "selector": ",".join(selector) or None}
+        pages = [c.get(path, **params)]
+        while pages[-1].get("next"):
+            pages.append(c.get(path, **params, **{"continue": pages[-1]["next"]}))
         if output != "table":
-            emit(data["items"], output)
+            emit([item for page in pages for item in page["items"]], output)
             return
-        table = Table(title=f"revision {data['revision']}")
+        heads = [ConfigHeads.model_validate(page) for page in pages]
+        table = Table(title=f"revision {heads[0].revision}")
         for col in ("KIND", "NAME", "REVISION", "LABELS"):
             table.add_column(col)
-        for item in data["items"]:
-            labels = ",".join(f"{k}={v}" for k, v in item["metadata"].get("labels", {}).items())
-            table.add_row(item["kind"], item["metadata"]["name"], str(item["metadata"]["revision"]), labels)
+        for item in (item for page in heads for item in page.items):
+            labels = ",".join(f"{k}={v}" for k, v in item.metadata.labels.items())
+            table.add_row(item.kind, item.metadata.name, str(item.metadata.revision), labels)
         out.print(table)
-        show_invalid(data.get("invalid", []))
+        show_invalid(heads[0].invalid)
 
     run(body)
 
@@ -295,38 +308,39 @@ def status() -> None:
 
     def body() -> None:
         c = client()
-        ready = c.readiness()
-        checks = ", ".join(f"{k}: {v}" for k, v in ready.get("checks", {}).items())
-        out.print(f"control plane {c.url}: {'ready' if ready.get('ready') else 'NOT READY'} ({checks})", highlight=False)
-        data = c.get("/api/v1/status")
-        out.print(f"configuration revision {data['revision']}")
+        ready = Readiness.model_validate(c.readiness())
+        checks = ", ".join(f"{k}: {v}" for k, v in ready.checks.items())
+        out.print(f"control plane {c.url}: {'ready' if ready.ready else 'NOT READY'} ({checks})", highlight=False)
+        data = ServiceStatus.model_validate(c.get("/api/v1/status"))
+        out.print(f"configuration revision {data.revision}")
         table = Table(title="objects")
         table.add_column("KIND")
         table.add_column("COUNT")
-        for kind, n in sorted(data["objects"].items()):
-            table.add_row(kind, str(n))
+        for kind, count in sorted(data.objects.items()):
+            table.add_row(kind, str(count))
         out.print(table)
-        show_invalid(data.get("invalid_objects", []))
-        store = data.get("store", {})
-        if store.get("state") == "behind":
+        show_invalid(data.invalid_objects)
+        store = data.store
+        if store.state == "behind":
             out.print(
-                f"STORE BEHIND THE AUDIT LOG (epoch {store.get('epoch')}): {store.get('reason')}; "
-                f"missing {len(store.get('missing', []))}, older {len(store.get('differ', []))}, "
-                f"back from deletion {len(store.get('extra', []))} object(s); writes wait. "
+                f"STORE BEHIND THE AUDIT LOG (epoch {store.epoch}): {store.reason}; "
+                f"missing {len(store.missing or [])}, older {len(store.differ or [])}, "
+                f"back from deletion {len(store.extra or [])} object(s); writes wait. "
                 "Run: llmctl restore --dry-run, then llmctl restore",
                 style="bold red", highlight=False,
             )
-        elif store.get("held"):
-            out.print(f"configuration held at the last good revision: {store['held']}", style="yellow", highlight=False)
+        elif store.held:
+            out.print(f"configuration held at the last good revision: {store.held}", style="yellow", highlight=False)
         nodes = Table(title="nodes")
         for col in ("NODE", "OLLAMA", "APPLIED REVISION", "LOADED"):
             nodes.add_column(col)
-        for n in data["nodes"]:
-            loaded = ", ".join(m["name"] for m in n.get("loaded_models", []))
-            nodes.add_row(
-                n.get("node", "?"), "up" if n.get("ollama_reachable") else "down", str(n.get("applied_revision", "")), loaded
-            )
-        out.print(nodes if data["nodes"] else "nodes: none reporting yet")
+        for n in data.nodes:
+            if isinstance(n, UnreadableStatus):
+                nodes.add_row(n.node, "?", "", n.error)
+                continue
+            loaded = ", ".join(m.name for m in n.loaded_models)
+            nodes.add_row(n.node, "up" if n.ollama_reachable else "down", str(n.applied_revision), loaded)
+        out.print(nodes if data.nodes else "nodes: none reporting yet")
 
     run(body)
 

@@ -4,7 +4,6 @@ tenant, model or route) and ``feedback``."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -12,12 +11,11 @@ from rich.table import Table
 
 from cli.client import Client
 from cli.output import emit
-from schemas.monitor import UsageReport
+from schemas.monitor import FeedbackOut, MetricsSummary, Percentiles, UsageReport
 
 
-def _ms(figures: dict[str, Any], key: str) -> str:
-    values = figures[key]
-    return " / ".join("-" if values[p] is None else f"{values[p]:g}" for p in ("p50", "p95", "p99"))
+def _ms(values: Percentiles) -> str:
+    return " / ".join("-" if v is None else f"{v:g}" for v in (values.p50, values.p95, values.p99))
 
 
 def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Callable[[], None]], None], out: Console) -> None:
@@ -54,18 +52,16 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         and feedback, for the fleet and each model, over a recent window."""
 
         def body() -> None:
-            data = client().get("/api/v1/metrics/summary", window=window, model=model)
+            data = MetricsSummary.model_validate(client().get("/api/v1/metrics/summary", window=window, model=model))
             table = Table("model", "requests", "errors", "error rate", "latency ms p50/95/99", "TTFT ms p50/95/99", "tokens/s",
                           "signals", "feedback", title=f"last {window}")  # fmt: skip
-            rows = [*data["models"].items(), ("(fleet)", data["fleet"])]
-            for name, f in rows:
-                rate = "-" if f["error_rate"] is None else f"{f['error_rate'] * 100:.1f}%"
-                signals = ", ".join(f"{k} {v}" for k, v in sorted(f["signals"].items())) or "-"
-                fb = f["feedback"]
-                votes = f"{fb['mean_score']:.2f} ({fb['count']})" if fb["count"] else "-"
-                tps = "-" if f["tokens_per_s"] is None else f"{f['tokens_per_s']:g}"
-                table.add_row(name, str(f["requests"]), str(f["errors"]), rate, _ms(f, "latency_ms"), _ms(f, "ttft_ms"), tps,
-                              signals, votes)  # fmt: skip
+            for name, f in [*data.models.items(), ("(fleet)", data.fleet)]:
+                rate = "-" if f.error_rate is None else f"{f.error_rate * 100:.1f}%"
+                signals = ", ".join(f"{k} {v}" for k, v in sorted(f.signals.items())) or "-"
+                fb = f.feedback
+                votes = f"{fb.mean_score:.2f} ({fb.count})" if fb.count and fb.mean_score is not None else "-"
+                tps = "-" if f.tokens_per_s is None else f"{f.tokens_per_s:g}"
+                table.add_row(name, str(f.requests), str(f.errors), rate, _ms(f.latency_ms), _ms(f.ttft_ms), tps, signals, votes)
             out.print(table)
 
         run(body)
@@ -82,8 +78,9 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
 
         def body() -> None:
             payload = {"request_id": request_id, "score": score, "thumbs": thumbs, "labels": label, "comment": comment}
-            sent = client().post("/api/v1/feedback", {k: v for k, v in payload.items() if v is not None})
-            out.print(f"feedback {sent['id']} on {sent['model']} at {sent['node']} (route {sent['route'] or '-'}, "
-                      f"variant {sent['variant'] or '-'})")  # fmt: skip
+            answer = client().post("/api/v1/feedback", {k: v for k, v in payload.items() if v is not None})
+            sent = FeedbackOut.model_validate(answer)
+            out.print(f"feedback {sent.id} on {sent.model} at {sent.node} (route {sent.route or '-'}, "
+                      f"variant {sent.variant or '-'})")  # fmt: skip
 
         run(body)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.client import ApiError, Client
+from schemas.rag import RagAnswer, RagDocumentList, RagDocumentsDeleted, RagIngestResult
 
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".rst": "text", ".text": "text"}
 
@@ -75,8 +76,10 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
                         elif line["type"] == "error":
                             raise ApiError(f"batch {number} failed, nothing of it was stored: {line['error']}")
                         else:
-                            for key in totals:
-                                totals[key] += len(line[key]) if isinstance(line[key], list) else line[key]
+                            done = RagIngestResult.model_validate({k: v for k, v in line.items() if k != "type"})
+                            totals["ingested"] += len(done.ingested)
+                            totals["unchanged"] += len(done.unchanged)
+                            totals["chunks"] += done.chunks
                             bar.update(task, description=f"batch {number} ({len(batch)} files): done", total=1, completed=1)
             out.print(f"{totals['ingested']} ingested, {totals['unchanged']} unchanged, {totals['chunks']} chunks written")
 
@@ -99,23 +102,22 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             payload: dict[str, Any] = {"collection": collection, "query": question, "retrieve_only": retrieve_only}
             payload |= {"top_k": top_k} if top_k else {}
             payload |= {"filters": {k: v for k, _, v in pairs}} if pairs else {}
-            result = client().post("/api/v1/rag/query", payload)
-            if result["answer"] is not None:
-                out.print(result["answer"], highlight=False, markup=False)  # the model's text: brackets are not markup
-                out.print(f"[dim]model {result['model']} on {result['node']}[/dim]")
+            result = RagAnswer.model_validate(client().post("/api/v1/rag/query", payload))
+            if result.answer is not None:
+                out.print(result.answer, highlight=False, markup=False)  # the model's text: brackets are not markup
+                out.print(f"[dim]model {result.model} on {result.node}[/dim]")
             table = Table("n", "document", "chunk", "score", "similarity", "bm25 rank", "snippet")
             table.columns[1].overflow = "fold"  # ids are paths: show them whole
-            for s in result["sources"]:
-                snippet = " ".join(s["snippet"].split())[:80]
-                sim = f"{s['similarity']:.3f}" if s["similarity"] is not None else "-"
-                rank = str(s["keyword_rank"] or "-")
-                table.add_row(str(s["n"]), escape(s["document_id"]), str(s["chunk"]), f"{s['score']:.3f}", sim, rank,
-                              escape(snippet))  # fmt: skip
+            for s in result.sources:
+                snippet = " ".join(s.snippet.split())[:80]
+                sim = f"{s.similarity:.3f}" if s.similarity is not None else "-"
+                rank = str(s.keyword_rank or "-")
+                table.add_row(str(s.n), escape(s.document_id), str(s.chunk), f"{s.score:.3f}", sim, rank, escape(snippet))
             out.print(table)
-            t = result["timings"]
-            cached = " (retrieval cached)" if result["cached"] else ""
-            out.print(f"embed {t['embed_ms']} ms, retrieve {t['retrieve_ms']} ms, generate {t['generate_ms']} ms, "
-                      f"total {t['total_ms']} ms{cached}")  # fmt: skip
+            t = result.timings
+            cached = " (retrieval cached)" if result.cached else ""
+            out.print(f"embed {t.embed_ms} ms, retrieve {t.retrieve_ms} ms, generate {t.generate_ms} ms, "
+                      f"total {t.total_ms} ms{cached}")  # fmt: skip
 
         run(body)
 
@@ -124,13 +126,14 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """List a collection's documents."""
 
         def body() -> None:
-            listing = client().get(f"/api/v1/rag/collections/{collection}/documents", offset=offset, limit=limit)
+            answer = client().get(f"/api/v1/rag/collections/{collection}/documents", offset=offset, limit=limit)
+            listing = RagDocumentList.model_validate(answer)
             table = Table("document", "chunks", "bytes", "hash")
             table.columns[0].overflow = "fold"
-            for d in listing["documents"]:
-                table.add_row(d["id"], str(d["chunks"]), str(d["bytes"]), d["hash"][:12])
+            for d in listing.documents:
+                table.add_row(d.id, str(d.chunks), str(d.bytes), d.hash[:12])
             out.print(table)
-            out.print(f"{len(listing['documents'])} of {listing['total']}")
+            out.print(f"{len(listing.documents)} of {listing.total}")
 
         run(body)
 
@@ -139,7 +142,7 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
         """Remove one document from a collection."""
 
         def body() -> None:
-            client().delete(f"/api/v1/rag/collections/{collection}/documents/{doc_id}")
-            out.print(f"deleted {doc_id} from {collection}")
+            done = RagDocumentsDeleted.model_validate(client().delete(f"/api/v1/rag/collections/{collection}/documents/{doc_id}"))
+            out.print(f"deleted {', '.join(done.deleted)} from {done.collection}")
 
         run(body)

@@ -60,6 +60,8 @@ class ConfigObject(Strict):
     #: URL/key-space segment of the kind, e.g. ``models``.
     plural: ClassVar[str] = ""
 
+    #: Each kind narrows it to its own literal (first, so that documents read kind, metadata, spec).
+    kind: str
     metadata: Metadata
 
     @property

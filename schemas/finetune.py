@@ -7,9 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Int64, Name
+from schemas.common import INT_MAX, Int64, Name
 from schemas.model import Message, OllamaOptions
 
 #: Label of a Model (and experiment) a fine-tuning job registered: the job's id.
@@ -141,6 +141,19 @@ class DatasetInfo(BaseModel):
     bytes: Int64
 
 
+#: One point of a training curve: (step, value).
+CurvePoint = tuple[Int64, float]
+
+
+class JobMetrics(BaseModel):
+    """What a run reported: its curves, and for a modelfile job what was derived (other keys)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loss: list[CurvePoint] = Field(default_factory=list, description="Training loss by step (at most 1,000 points).")
+    eval_loss: list[CurvePoint] = Field(default_factory=list, description="Held-out loss by step.")
+
+
 class FineTuneJob(BaseModel):
     """A job as the API shows it."""
 
@@ -157,9 +170,19 @@ class FineTuneJob(BaseModel):
     cancel_requested: bool
     worker: str | None
     error: str | None
-    metrics: dict[str, Any] = Field(description="loss: [[step, loss], ...] for lora; what was derived for modelfile.")
+    metrics: JobMetrics = Field(description="loss: [[step, loss], ...] for lora; what was derived for modelfile.")
     model_revision: Int64 | None = Field(description="Configuration revision that registered the model.")
     experiment: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class LogLine(BaseModel):
+    """One line of a job's log (the worker's, kept after the job ends or fails)."""
+
+    id: int = Field(ge=1, le=INT_MAX, description="Increasing; pass as 'after' (or Last-Event-ID) to read on.")
+    attempt: int = Field(ge=0, le=INT_MAX)
+    at: float = Field(description="Unix time.")
+    level: str
+    message: str

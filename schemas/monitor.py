@@ -96,3 +96,93 @@ class FeedbackOut(BaseModel):
     labels: list[str]
     comment: str
     submitter: str = ""  # the name of the token that sent it
+
+
+class Percentiles(BaseModel):
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class FeedbackFigures(BaseModel):
+    count: Int64
+    mean_score: float | None = Field(description="Thumbs up counts 1, down 0.")
+
+
+class Figures(BaseModel):
+    """Requests over a window, for the fleet or one model."""
+
+    requests: Int64
+    ok: Int64
+    errors: Int64
+    cancelled: Int64
+    error_rate: float | None = Field(ge=0, le=1, description="None: no requests.")
+    latency_ms: Percentiles = Field(description="Whole requests, every status.")
+    ttft_ms: Percentiles = Field(description="Time to the first token, answered requests.")
+    tokens_per_s: float | None = Field(ge=0, description="Mean generation speed.")
+    signals: dict[str, Int64] = Field(description="Automatic quality signals (empty, truncated, refusal, invalid_json) by count.")
+    feedback: FeedbackFigures
+
+
+class MetricsSummary(BaseModel):
+    window_s: float = Field(gt=0)
+    since: float = Field(description="Unix time the window starts.")
+    fleet: Figures
+    models: dict[str, Figures]
+
+
+class RateCI(BaseModel):
+    mean: float | None
+    ci95: list[float | None] = Field(min_length=2, max_length=2, description="95% interval, low and high (None: unknown).")
+
+
+class LatencyResult(RateCI):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class FeedbackResult(RateCI):
+    count: Int64
+
+
+class VariantResult(BaseModel):
+    variant: str
+    requests: Int64 = Field(description="Answered by the variant's model, or failed (a fallback's answer counts as failed).")
+    success_rate: float | None = Field(ge=0, le=1)
+    success_rate_ci95: list[float | None] = Field(min_length=2, max_length=2)
+    latency_ms: LatencyResult
+    feedback: FeedbackResult
+    guardrails_breached: list[str]
+
+
+class Comparison(BaseModel):
+    """A variant against the baseline (the first) on the experiment's primary metric."""
+
+    baseline: str
+    variant: str
+    test: str
+    statistic: float
+    p_value: float = Field(ge=0, le=1)
+    difference: float
+    significant: bool = Field(description="p < 0.05.")
+    verdict: str
+
+
+class ExperimentResults(BaseModel):
+    experiment: str
+    route: str
+    state: str
+    primary_metric: str
+    variants: list[VariantResult]
+    comparisons: list[Comparison]
+    probability_best: dict[str, float] = Field(description="Per variant, the probability of the highest success rate.")
+
+
+class ExperimentChange(BaseModel):
+    """What a stop or a promotion wrote."""
+
+    experiment: str
+    revision: Int64 = Field(description="The configuration revision it was written at.")
+    state: Literal["stopped", "completed"]
+    promoted: str | None = Field(default=None, description="The variant whose model became the route's target.")

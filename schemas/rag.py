@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints, model_validator
 
 from schemas.common import INT_MAX, ConfigObject, Int64, Name, Strict
 
@@ -93,7 +93,7 @@ class RagIngestRequest(Strict):
         return self
 
 
-class RagIngestResult(Strict):
+class RagIngestResult(BaseModel):
     collection: str
     ingested: list[str] = Field(description="Documents written (new or changed).")
     unchanged: list[str] = Field(description="Documents already held with the same content: nothing was done.")
@@ -103,7 +103,7 @@ class RagIngestResult(Strict):
     total_ms: float
 
 
-class RagDocumentInfo(Strict):
+class RagDocumentInfo(BaseModel):
     id: str
     hash: str
     chunks: Int64
@@ -112,7 +112,12 @@ class RagDocumentInfo(Strict):
     updated: float
 
 
-class RagDocumentList(Strict):
+class RagDocumentsDeleted(BaseModel):
+    collection: str
+    deleted: list[str] = Field(description="The documents removed, with their chunks.")
+
+
+class RagDocumentList(BaseModel):
     collection: str
     documents: list[RagDocumentInfo]
     total: Int64
@@ -134,7 +139,7 @@ class RagQuery(Strict):
         return self
 
 
-class RagSource(Strict):
+class RagSource(BaseModel):
     n: Int64 = Field(description="The number the prompt cites it by.")
     document_id: str
     chunk: Int64
@@ -145,14 +150,14 @@ class RagSource(Strict):
     metadata: dict[str, MetaValue]
 
 
-class RagTimings(Strict):
+class RagTimings(BaseModel):
     embed_ms: float
     retrieve_ms: float
     generate_ms: float
     total_ms: float
 
 
-class RagAnswer(Strict):
+class RagAnswer(BaseModel):
     collection: str
     answer: str | None
     sources: list[RagSource]

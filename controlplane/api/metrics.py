@@ -101,8 +101,8 @@ class FleetCollector(Collector):
         )
         for name in sorted(set(self._fleet.registrations) | set(self._fleet.statuses)):
             summary = node_summary(name, self._fleet, revision=self._view.revision)
-            health.add_metric([name, summary["health"]], 1)
-            applied = summary["applied_revision"]
+            health.add_metric([name, summary.health], 1)
+            applied = summary.applied_revision
             behind.add_metric([name], 1 if applied is None or applied < head else 0)
         newest = GaugeMetricFamily("llmtune_config_revision", "Revision of the newest configuration object.")
         newest.add_metric([], head)

@@ -72,6 +72,34 @@ class ApplyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Which objects a listing shows: names containing ``name_contains`` (any case), labels that
+    match ``selector``; at most ``limit``, after the object ``after`` (kind, name)."""
+
+    limit: int | None = None
+    after: tuple[str, str] | None = None
+    name_contains: str | None = None
+    selector: Mapping[str, str] = field(default_factory=dict)
+
+    def shows(self, name: str, labels: Mapping[str, str] | None) -> bool:
+        """``labels`` None: an item whose labels cannot be read (it shows only without a selector)."""
+        if self.name_contains and self.name_contains.lower() not in name.lower():
+            return False
+        if not self.selector:
+            return True
+        return labels is not None and all(labels.get(k) == v for k, v in self.selector.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    docs: list[dict[str, Any]]
+    invalid: list[InvalidObject]
+    revision: int
+    total: int  # valid objects that match, on every page
+    after: tuple[str, str] | None  # the last object of this page when more follow
+
+
+@dataclass(frozen=True, slots=True)
 class StateRead:
     objects: Mapping[ObjectKey, Stored]  # what the store holds and validates
     invalid: Mapping[str, InvalidObject]  # what the store holds and does not validate, by key
@@ -257,18 +285,24 @@ class ConfigService:
             raise NotFound(kind, name)
         return kv.mod_revision
 
-    async def list_documents(self, kind: str | None = None) -> tuple[list[dict[str, Any]], list[InvalidObject], int]:
-        """Stored documents (with ``metadata.revision``) of one kind or all, the stored items that
-        do not validate, and the revision read at.
+    async def list_documents(self, kind: str | None = None, query: ListQuery | None = None) -> Listing:
+        """A page of stored documents (with ``metadata.revision``) of one kind or all, sorted by
+        kind then name, that match ``query``; the stored items that do not validate (on the first
+        page); and the revision read at.
 
         Valid documents are served as stored. Only bytes the view has not judged are validated:
         re-validating 10,000 objects per listing cost ~1.5 s here (orjson: the stdlib json module
         alone took ~0.3 s).
         """
+        query = query or ListQuery()
         if kind is not None:
             require_kind(kind)
         listed = await self._store.list(self._keys.config_prefix(kind))
-        docs, invalid = [], []
+        start = self._keys.config(*query.after) if query.after is not None else None
+        docs: list[dict[str, Any]] = []
+        invalid: list[InvalidObject] = []
+        total, last, more = 0, None, False
+        filtering, paging = bool(query.name_contains or query.selector), query.limit is not None or start is not None
         for kv in listed.items:
             verdict = self._view.known(kv) if self._view is not None else None
             if verdict is None:
@@ -277,12 +311,24 @@ class ConfigService:
                 except StoredInvalid as exc:
                     verdict = exc.item
             if isinstance(verdict, InvalidObject):
-                invalid.append(verdict)
+                if start is None and query.shows(verdict.name, None):
+                    invalid.append(verdict)
                 continue
             doc = orjson.loads(kv.value)
+            if filtering and not query.shows(doc["metadata"]["name"], doc["metadata"].get("labels") or {}):
+                continue
+            total += 1
+            if paging:
+                if start is not None and kv.key <= start:
+                    continue
+                if query.limit is not None and len(docs) >= query.limit:
+                    more = True
+                    continue
             doc["metadata"]["revision"] = kv.mod_revision
             docs.append(doc)
-        return docs, invalid, listed.revision
+            last = kv.key
+        after = self._keys.split_config(last) if more and last is not None else None
+        return Listing(docs, invalid, listed.revision, total, after)
 
     # -- the write path ----------------------------------------------------------------------
     async def apply(

@@ -38,12 +38,12 @@ from controlplane.services.errors import (
     StaleRevision,
     Unprocessable,
 )
-from controlplane.services.finetune_jobs import JobStore, LogLine, ended_channel, job_deserialize, job_out, job_serialize
+from controlplane.services.finetune_jobs import JobStore, ended_channel, job_deserialize, job_out, job_serialize
 from controlplane.settings import FineTuneSettings
 from controlplane.store.view import ConfigView
 from schemas.common import Metadata
 from schemas.experiment import Experiment, ExperimentSpec, ExperimentState, Guardrails, Variant
-from schemas.finetune import FINAL_STATES, JOB_LABEL, DatasetInfo, FineTuneRequest, JobState
+from schemas.finetune import FINAL_STATES, JOB_LABEL, DatasetInfo, FineTuneRequest, JobState, LogLine
 from schemas.finetune import FineTuneJob as JobOut
 from schemas.model import Capability, Model, Provider
 from schemas.route import Route

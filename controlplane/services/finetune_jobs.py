@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import FineTuneDataset, FineTuneJob, FineTuneLog
-from schemas.finetune import FINAL_STATES, DatasetInfo, JobState, Method
+from schemas.finetune import FINAL_STATES, DatasetInfo, JobState, LogLine, Method
 from schemas.finetune import FineTuneJob as JobOut
 
 
@@ -24,18 +24,6 @@ from schemas.finetune import FineTuneJob as JobOut
 class Beat:
     alive: bool  # the worker still owns the run
     cancel: bool  # someone asked to cancel it
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    id: int
-    attempt: int
-    at: float
-    level: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "attempt": self.attempt, "at": self.at, "level": self.level, "message": self.message}
 
 
 def job_serialize(data: dict[str, Any]) -> bytes:
@@ -225,7 +213,8 @@ class JobStore:
             select(FineTuneLog).where(FineTuneLog.job_id == job_id, FineTuneLog.id > after).order_by(FineTuneLog.id).limit(limit)
         )
         with Session(self._engine) as session:
-            return [LogLine(r.id, r.attempt, r.at, r.level, r.message) for r in session.scalars(query)]
+            rows = session.scalars(query)
+            return [LogLine(id=r.id, attempt=r.attempt, at=r.at, level=r.level, message=r.message) for r in rows]
 
 
 def job_out(job: FineTuneJob, dataset: DatasetInfo) -> JobOut:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from controlplane.store.informer import Snapshot
 from controlplane.store.view import ConfigView, decode_keyed
+from schemas.fleet import ModelOnNode, ModelsStatus, ModelStatus, NodeApplyState, NodeHealth, NodeList, NodeSummary, Scaling
 from schemas.model import Model
 from schemas.nodepool import NodePool
 from schemas.placement import NodePlacement, ScalingRecord, placed_on
@@ -69,30 +68,22 @@ class FleetView:
         return sorted(n for n, r in self.registrations.items() if placed_on(model, r.labels, pools))
 
 
-@dataclass(frozen=True, slots=True)
-class NodeModelState:
-    """One model on one node, as far as a change at ``revision`` is concerned."""
-
-    node: str
-    model: str
-    state: str  # applied | failed | pending | unreachable | not-reporting
-    message: str = ""
-
-
-def model_on_node(node: str, status: NodeStatus | None, model: str, revision: int) -> NodeModelState:
+def model_on_node(node: str, status: NodeStatus | None, model: str, revision: int) -> NodeApplyState:
     """Whether ``node``'s status shows ``model`` at ``revision`` (or later) applied."""
     if status is None:
-        return NodeModelState(node, model, "not-reporting", "no live status: the agent is down or its lease expired")
+        return NodeApplyState(node=node, model=model, state="not-reporting",
+                              message="no live status: the agent is down or its lease expired")  # fmt: skip
     cond = _condition(status, model)
     if not status.ollama_reachable:
-        return NodeModelState(status.node, model, "unreachable", "the agent cannot reach Ollama")
+        return NodeApplyState(node=status.node, model=model, state="unreachable", message="the agent cannot reach Ollama")
     if status.applied_revision >= revision or (
         cond is not None and cond.revision >= revision and cond.type is ConditionType.READY
     ):
-        return NodeModelState(status.node, model, "applied")
+        return NodeApplyState(node=status.node, model=model, state="applied")
     if cond is not None and cond.revision >= revision and cond.type is ConditionType.FAILED:
-        return NodeModelState(status.node, model, "failed", f"{cond.reason}: {cond.message}")
-    return NodeModelState(status.node, model, "pending", f"node at revision {status.applied_revision}, waiting for {revision}")
+        return NodeApplyState(node=status.node, model=model, state="failed", message=f"{cond.reason}: {cond.message}")
+    message = f"node at revision {status.applied_revision}, waiting for {revision}"
+    return NodeApplyState(node=status.node, model=model, state="pending", message=message)
 
 
 def _condition(status: NodeStatus, model: str) -> ModelCondition | None:
@@ -103,9 +94,9 @@ def pools_in(view: ConfigView) -> dict[str, NodePool]:
     return {s.obj.name: s.obj for (kind, _), s in view.state.items() if kind == "nodepools" and isinstance(s.obj, NodePool)}
 
 
-def node_summary(name: str, fleet: FleetView, *, revision: int) -> dict[str, Any]:
+def node_summary(name: str, fleet: FleetView, *, revision: int, now: datetime | None = None) -> NodeSummary:
     reg, status = fleet.registrations.get(name), fleet.statuses.get(name)
-    health = "ready"
+    health: NodeHealth = "ready"
     if status is None:
         health = "not-reporting"
     elif not status.ollama_reachable:
@@ -114,30 +105,46 @@ def node_summary(name: str, fleet: FleetView, *, revision: int) -> dict[str, Any
         health = "draining"
     elif any(c.type is ConditionType.FAILED for c in status.conditions):
         health = "degraded"
-    out: dict[str, Any] = {
-        "node": name,
-        "health": health,
-        "labels": reg.labels if reg else {},
-        "ollama_url": str(reg.ollama_url) if reg else None,
-        "capacity": reg.capacity.model_dump() if reg else None,
-        "applied_revision": status.applied_revision if status else None,
-        "lag": max(0, revision - status.applied_revision) if status else None,
-    }
-    if status is not None:
-        out |= {
-            "ollama_version": status.ollama_version,
-            "loaded_models": [m.name for m in status.loaded_models],
-            "restart_required": status.restart_required,
-            "last_errors": status.last_errors[-3:],
-            "updated_at": status.updated_at.isoformat() if status.updated_at else None,
-        }
-    return out
+    out = NodeSummary(
+        node=name,
+        health=health,
+        labels=reg.labels if reg else {},
+        ollama_url=str(reg.ollama_url) if reg else None,
+        capacity=reg.capacity if reg else None,
+        agent_version=(reg.agent_version if reg else "") or (status.agent_version if status else ""),
+    )
+    if status is None:
+        return out
+    age = None
+    if status.updated_at is not None:
+        age = max(0.0, round(((now or datetime.now(UTC)) - status.updated_at).total_seconds(), 3))
+    return out.model_copy(update={
+        "applied_revision": status.applied_revision,
+        "lag": max(0, revision - status.applied_revision),
+        "ollama_version": status.ollama_version,
+        "loaded_models": [m.name for m in status.loaded_models],
+        "memory_used_bytes": sum(m.size_bytes for m in status.loaded_models),
+        "vram_used_bytes": sum(m.size_vram_bytes for m in status.loaded_models),
+        "draining": status.draining,
+        "restart_required": status.restart_required,
+        "last_errors": status.last_errors[-3:],
+        "updated_at": status.updated_at,
+        "heartbeat_age_s": age,
+    })  # fmt: skip
 
 
-def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = None) -> dict[str, Any]:
+def node_list(view: ConfigView, fleet: FleetView) -> NodeList:
+    """Every node that is registered or reports status."""
+    now = datetime.now(UTC)
+    names = sorted(set(fleet.registrations) | set(fleet.statuses))
+    return NodeList(revision=view.revision, generated_at=now,
+                    nodes=[node_summary(n, fleet, revision=view.revision, now=now) for n in names])  # fmt: skip
+
+
+def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = None) -> ModelsStatus:
     """Per model: its desired tag and revision, and on each node that should hold it what is true."""
     pools = pools_in(view)
-    models: list[dict[str, Any]] = []
+    models: list[ModelStatus] = []
     for (kind, name), stored in sorted(view.state.items()):
         if kind != "models" or not isinstance(stored.obj, Model) or (model is not None and name != model):
             continue
@@ -147,28 +154,22 @@ def models_status(view: ConfigView, fleet: FleetView, *, model: str | None = Non
         for node in fleet.nodes_for(stored.obj, pools):
             status = fleet.statuses.get(node)
             cond = _condition(status, name) if status else None
-            loaded = status is not None and any(m.name == full for m in status.loaded_models)
-            nodes.append({
-                "node": node,
-                "present": status is not None and full in status.available_models,
-                "loaded": loaded,
-                "ready": cond is not None and cond.type is ConditionType.READY,
-                "applied": model_on_node(node, status, name, stored.revision).state == "applied",
-                "applied_revision": status.applied_revision if status else None,
-                "condition": cond.model_dump(mode="json", exclude_none=True) if cond else None,
-            })  # fmt: skip
-        ready = sum(1 for n in nodes if n["ready"] and n["applied"])
-        entry = {"model": name, "ollama_tag": full, "revision": stored.revision, "nodes": nodes,
-                 "ready_nodes": ready, "desired_nodes": len(nodes)}  # fmt: skip
+            nodes.append(ModelOnNode(
+                node=node,
+                present=status is not None and full in status.available_models,
+                loaded=status is not None and any(m.name == full for m in status.loaded_models),
+                ready=cond is not None and cond.type is ConditionType.READY,
+                applied=model_on_node(node, status, name, stored.revision).state == "applied",
+                applied_revision=status.applied_revision if status else None,
+                condition=cond,
+            ))  # fmt: skip
+        entry = ModelStatus(model=name, ollama_tag=full, revision=stored.revision, nodes=nodes,
+                            ready_nodes=sum(1 for n in nodes if n.ready and n.applied), desired_nodes=len(nodes))  # fmt: skip
         if stored.obj.spec.placement.autoscale:
             record = fleet.scaling.get(name)
-            entry["desired_nodes"] = record.desired if record else stored.obj.spec.placement.min_replicas
-            entry["autoscale"] = record.model_dump(mode="json", exclude={"windows", "model"}) if record else None
+            desired = record.desired if record else stored.obj.spec.placement.min_replicas
+            scaling = Scaling.model_validate(record.model_dump(exclude={"windows", "model"})) if record else None
+            entry = entry.model_copy(update={"desired_nodes": desired, "autoscaled": True, "autoscale": scaling})
         models.append(entry)
-    names = sorted(set(fleet.registrations) | set(fleet.statuses))
-    return {
-        "revision": view.revision,
-        "generated_at": datetime.now(UTC).isoformat(),
-        "models": models,
-        "nodes": [node_summary(n, fleet, revision=view.revision) for n in names],
-    }
+    listed = node_list(view, fleet)
+    return ModelsStatus(revision=listed.revision, generated_at=listed.generated_at, models=models, nodes=listed.nodes)

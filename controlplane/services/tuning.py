@@ -13,8 +13,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import Invalid, StaleRevision
-from controlplane.services.fleet import FleetView, NodeModelState, model_on_node, pools_in
+from controlplane.services.fleet import FleetView, model_on_node, pools_in
 from controlplane.store.view import ConfigView, Stored
+from schemas.fleet import NodeApplyState
 from schemas.model import Model
 from schemas.placement import matches
 from schemas.registry import parse_object
@@ -31,7 +32,7 @@ class TuneResult:
     changed: bool
     waited: bool
     complete: bool  # every targeted node applied the revision (vacuously true without waiting for nodes)
-    nodes: list[NodeModelState]
+    nodes: list[NodeApplyState]
     elapsed_ms: float
 
 

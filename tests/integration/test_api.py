@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from controlplane.api.app import create_app
 from controlplane.settings import Settings
 from controlplane.store.keys import KeySpace
+from schemas.listing import ConfigList
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc, route_doc
 
@@ -227,6 +228,34 @@ def test_health_metrics_schemas_status(client: TestClient) -> None:
     status = client.get("/api/v1/status", headers=ADMIN).json()
     assert status["nodes"] == [] and status["revision"] >= 1
     assert "/api/v1/config:apply" in client.get("/openapi.json").json()["paths"]
+
+
+def test_listings_page_and_filter_on_the_server(client: TestClient) -> None:
+    docs = [model_doc(f"m{i:02d}") for i in range(12)]
+    docs[3]["metadata"]["labels"] = docs[7]["metadata"]["labels"] = {"team": "search"}
+    docs.append(route_doc("r1", "m01"))
+    assert client.post("/api/v1/config:apply", json={"objects": docs}, headers=ADMIN).status_code == 200
+    seen, token, pages = [], None, 0
+    while True:
+        params: dict[str, Any] = {"limit": 5} | ({"continue": token} if token else {})
+        page = ConfigList.model_validate(client.get("/api/v1/config", params=params, headers=ADMIN).json())
+        assert page.total == 13 and len(page.items) <= 5
+        seen += [f"{type(i).plural}/{i.name}" for i in page.items]
+        pages, token = pages + 1, page.next
+        if token is None:
+            break
+    assert pages == 3 and seen == [f"models/m{i:02d}" for i in range(12)] + ["routes/r1"]
+    found = client.get("/api/v1/config/models", params={"q": "M1", "limit": 1}, headers=ADMIN).json()
+    assert [i["metadata"]["name"] for i in found["items"]] == ["m10"] and found["total"] == 2 and found["next"] == "models/m10"
+    rest = client.get("/api/v1/config/models", params={"q": "M1", "continue": found["next"]}, headers=ADMIN).json()
+    assert [i["metadata"]["name"] for i in rest["items"]] == ["m11"] and rest["next"] is None
+    team = client.get("/api/v1/config/models", params={"selector": "team=search"}, headers=ADMIN).json()
+    assert [i["metadata"]["name"] for i in team["items"]] == ["m03", "m07"]
+    for bad in ({"continue": "widgets/x"}, {"selector": "team"}, {"limit": 0}):
+        answer = client.get("/api/v1/config", params=bad, headers=ADMIN)
+        assert answer.status_code in (400, 422) and answer.headers["content-type"] == "application/problem+json", bad
+    one = client.get("/api/v1/config/models/m03", headers=ADMIN).json()
+    assert list(one)[:3] == ["kind", "metadata", "spec"] and one["metadata"]["labels"] == {"team": "search"}
 
 
 def test_watch_streams_changes_as_sse(client: TestClient) -> None:

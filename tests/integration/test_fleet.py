@@ -12,6 +12,7 @@ import ollama
 import pytest
 
 from controlplane.store.keys import KeySpace
+from schemas.fleet import NodeList
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc
@@ -85,6 +86,14 @@ async def test_apply_then_tune_reaches_every_node(fleet: Fleet) -> None:
         assert ("nomic-embed-text:latest" in engine.models) == (name == "node-2")
         assert calls(fleet, name, "/api/pull") == (2 if name == "node-2" else 1)
     assert all(n["applied_revision"] >= revision and n["health"] == "ready" for n in status["nodes"])
+    async def measured() -> bool:  # sizes come with the agent's next look at /api/ps after a load
+        listed = NodeList.model_validate((await fleet.api.get("/api/v1/nodes")).json())
+        return all(n.memory_used_bytes > 0 for n in listed.nodes)
+
+    await fleet.eventually(measured, timeout_s=10)
+    for node in NodeList.model_validate((await fleet.api.get("/api/v1/nodes")).json()).nodes:  # the UI's fleet screen
+        assert node.heartbeat_age_s is not None and 0 <= node.heartbeat_age_s < 30 and node.lag == 0
+        assert node.ollama_version and node.vram_used_bytes > 0 and "llama3.1:8b" in node.loaded_models
 
     resp = await fleet.api.put(
         "/api/v1/tune?wait=applied&timeout=10", json={"model": "assistant", "options": {"temperature": 0.2, "num_ctx": 8192}}

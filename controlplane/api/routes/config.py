@@ -6,17 +6,18 @@ import functools
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from pydantic import BaseModel, Field
 
 from controlplane.api.deps import Operator, Runtime, Viewer, parse_revision_header, runtime
-from controlplane.services.config import ApplyResult, ConfigService, require_kind
+from controlplane.services.config import ApplyResult, ConfigService, Listing, ListQuery, require_kind
 from controlplane.services.errors import BadRequest, NotFound
 from controlplane.services.tokens import Principal
-from controlplane.store.view import InvalidObject
 from schemas.changes import ApplyAnswer, ObjectChange
 from schemas.common import ConfigObject
 from schemas.jsonschema import export_all
+from schemas.listing import ConfigDocument, ConfigList
+from schemas.registry import KINDS
 
 router = APIRouter(prefix="/api/v1", tags=["config"])
 
@@ -25,42 +26,71 @@ def etag(revision: int | None) -> str:
     return f'"{revision or 0}"'
 
 
-def body_of(obj: ConfigObject) -> dict[str, Any]:
-    data = obj.content()
-    data["metadata"]["revision"] = obj.metadata.revision
-    return data
-
-
 def apply_answer(result: ApplyResult) -> ApplyAnswer:
     changes = [ObjectChange(kind=c.kind, name=c.name, action=c.action) for c in result.changes]
     return ApplyAnswer(revision=result.revision, dry_run=result.dry_run, changes=changes, diff=result.diff)
 
 
-def listing(docs: list[dict[str, Any]], invalid: list[InvalidObject], revision: int) -> Response:
+def listing(page: Listing) -> Response:
     """Valid documents as ``items``; stored items that do not validate as ``invalid`` (key, kind,
     name, revision, error), so a listing never hides what the store holds."""
     # orjson directly: FastAPI's encoder walks every nested value, which dominates at 10,000 objects.
-    body = orjson.dumps({"revision": revision, "items": docs, "invalid": [bad.summary() for bad in invalid]})
-    return Response(body, media_type="application/json", headers={"X-Config-Revision": str(revision)})
+    body = orjson.dumps({
+        "revision": page.revision,
+        "items": page.docs,
+        "invalid": [bad.summary() for bad in page.invalid],
+        "total": page.total,
+        "next": "/".join(page.after) if page.after else None,
+    })  # fmt: skip
+    return Response(body, media_type="application/json", headers={"X-Config-Revision": str(page.revision)})
 
 
-@router.get("/config")
-async def list_all(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
-    return listing(*await rt.config.list_documents())
+def list_query(
+    limit: int | None = Query(default=None, ge=1, le=1000, description="At most this many objects (all when omitted)."),
+    after: str | None = Query(
+        default=None, alias="continue", max_length=300, description="The 'next' of the previous page (kind/name)."
+    ),
+    q: str | None = Query(default=None, max_length=253, description="Only names that contain this text (any case)."),
+    selector: str | None = Query(default=None, max_length=2000, description="Only objects with these labels: k=v,k=v."),
+) -> ListQuery:
+    token: tuple[str, str] | None = None
+    if after is not None:
+        kind, _, name = after.partition("/")
+        if kind not in KINDS or not name:
+            raise BadRequest(f"continue {after!r} is not a page token: pass the 'next' of the previous page")
+        token = (kind, name)
+    labels: dict[str, str] = {}
+    for pair in (selector or "").split(","):
+        if not pair.strip():
+            continue
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise BadRequest(f"selector {selector!r}: give label=value pairs separated by commas")
+        labels[key.strip()] = value.strip()
+    return ListQuery(limit=limit, after=token, name_contains=q or None, selector=labels)
 
 
-@router.get("/config/{kind}")
-async def list_kind(kind: str, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
-    return listing(*await rt.config.list_documents(kind))
+@router.get("/config", response_model=ConfigList)
+async def list_all(query: ListQuery = Depends(list_query), rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Response:
+    """Every kind's objects, sorted by kind then name; page with ``limit`` and ``continue``."""
+    return listing(await rt.config.list_documents(None, query))
 
 
-@router.get("/config/{kind}/{name}")
+@router.get("/config/{kind}", response_model=ConfigList)
+async def list_kind(
+    kind: str, query: ListQuery = Depends(list_query), rt: Runtime = Depends(runtime), _p: Principal = Viewer
+) -> Response:
+    """One kind's objects, sorted by name; page with ``limit`` and ``continue``."""
+    return listing(await rt.config.list_documents(kind, query))
+
+
+@router.get("/config/{kind}/{name}", response_model=ConfigDocument, response_model_exclude_none=True)
 async def get_one(
     kind: str, name: str, response: Response, rt: Runtime = Depends(runtime), _p: Principal = Viewer
-) -> dict[str, Any]:
+) -> ConfigObject:
     obj = await rt.config.get(kind, name)
     response.headers["ETag"] = etag(obj.metadata.revision)
-    return body_of(obj)
+    return obj
 
 
 def _parse_for(kind: str, document: Any, *, name: str | None = None) -> ConfigObject:
@@ -76,17 +106,17 @@ def _parse_for(kind: str, document: Any, *, name: str | None = None) -> ConfigOb
     return obj
 
 
-@router.post("/config/{kind}", status_code=201)
+@router.post("/config/{kind}", status_code=201, response_model=ConfigDocument, response_model_exclude_none=True)
 async def create(
     kind: str, response: Response, document: Any = Body(...), rt: Runtime = Depends(runtime), who: Principal = Operator
-) -> dict[str, Any]:
+) -> ConfigObject:
     obj = _parse_for(kind, document)
     result = await rt.config.put(obj, actor=who.name, create_only=True)
     response.headers["ETag"] = etag(result.revision)
-    return body_of(obj.with_revision(result.revision))
+    return obj.with_revision(result.revision)
 
 
-@router.put("/config/{kind}/{name}")
+@router.put("/config/{kind}/{name}", response_model=ConfigDocument, response_model_exclude_none=True)
 async def replace(
     kind: str,
     name: str,
@@ -96,7 +126,7 @@ async def replace(
     if_none_match: str | None = Header(default=None),
     rt: Runtime = Depends(runtime),
     who: Principal = Operator,
-) -> dict[str, Any]:
+) -> ConfigObject:
     """Create or replace. ``If-Match`` makes it compare-and-set; ``If-None-Match: *`` create-only.
 
     Without a precondition the write still commits only if the object did not change between
@@ -109,7 +139,7 @@ async def replace(
     result = await rt.config.put(obj, actor=who.name, expected_revision=expected, create_only=if_none_match == "*")
     revision = result.revision_of((kind, name))
     response.headers["ETag"] = etag(revision)
-    return body_of(obj.with_revision(revision))
+    return obj.with_revision(revision)
 
 
 @router.delete("/config/{kind}/{name}", response_model=ApplyAnswer)

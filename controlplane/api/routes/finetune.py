@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
@@ -17,7 +16,7 @@ from controlplane.services.errors import BadRequest
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.tokens import Principal
 from schemas.common import INT_MAX
-from schemas.finetune import FINAL_STATES, DatasetInfo, FineTuneJob, FineTuneRequest, JobState
+from schemas.finetune import FINAL_STATES, DatasetInfo, FineTuneJob, FineTuneRequest, JobState, LogLine
 
 router = APIRouter(prefix="/api/v1/fine-tune", tags=["fine-tuning"])
 
@@ -76,15 +75,16 @@ async def cancel(job_id: str, ft: FineTuneService = Depends(service), _p: Princi
     return await ft.cancel(job_id)
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", response_model=list[LogLine])
 async def logs(
     job_id: str,
     after: int = Query(default=0, ge=0, le=INT_MAX, description="Only lines after this id."),
     limit: int = Query(default=1000, ge=1, le=10_000),
     ft: FineTuneService = Depends(service),
     _p: Principal = Viewer,
-) -> list[dict[str, Any]]:
-    return [line.as_dict() for line in await ft.logs(job_id, after=after, limit=limit)]
+) -> list[LogLine]:
+    """Lines after ``after``, oldest first (a failed job's lines stay)."""
+    return await ft.logs(job_id, after=after, limit=limit)
 
 
 @router.get("/{job_id}/logs/stream", response_class=Response, responses=answered_as(SSE))
@@ -108,7 +108,7 @@ async def stream_logs(
             job, lines = await ft.follow(job_id, after=last)
             for line in lines:
                 last = line.id
-                yield {"event": "log", "id": str(line.id), "data": orjson.dumps(line.as_dict()).decode()}
+                yield {"event": "log", "id": str(line.id), "data": line.model_dump_json()}
             doc = job.model_dump_json()
             if job.state in FINAL_STATES:
                 yield {"event": "end", "data": doc}

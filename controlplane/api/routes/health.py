@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from controlplane.api.deps import Runtime, Viewer, runtime
 from controlplane.api.openapi import answered_as
 from controlplane.services.tokens import Principal
+from schemas.health import HeldStoreState, Liveness, Readiness, ServiceStatus, UnreadableStatus
+from schemas.listing import InvalidStored
+from schemas.status import NodeStatus
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
+    return Liveness(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready: see checks."}})
 async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -46,7 +48,7 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     store = rt.recovery.report  # behind stays ready: the API is where the operator restores it
     checks["epoch"] = f"ok; behind the audit log ({store.reason}): llmctl restore" if store.state == "behind" else "ok"
     ready = all(v.startswith(("ok", "synced")) for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response, responses=answered_as("text/plain"))
@@ -54,25 +56,25 @@ async def metrics(rt: Runtime = Depends(runtime)) -> Response:
     return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/v1/status")
-async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
+@router.get("/api/v1/status", response_model=ServiceStatus)
+async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> ServiceStatus:
     """Configuration revision, objects per kind, and the nodes that report live status."""
     config = rt.config_informer.snapshot
     counts: dict[str, int] = {}
     for key in config.items:
         kind = rt.keys.split_config(key)[0]  # any key, even one that is not a valid path
         counts[kind] = counts.get(kind, 0) + 1
-    nodes = []
+    nodes: list[NodeStatus | UnreadableStatus] = []
     for key, kv in sorted(rt.status_informer.snapshot.items.items()):
         try:
-            nodes.append(json.loads(kv.value))
-        except ValueError:
-            nodes.append({"node": key.rsplit("/", 1)[-1], "error": "unreadable status"})
-    return {
-        "revision": config.revision,
-        "synced": rt.config_informer.synced,
-        "objects": counts,
-        "invalid_objects": rt.view.report(),
-        "store": rt.recovery.report.as_dict() | {"held": rt.config_informer.held},
-        "nodes": nodes,
-    }
+            nodes.append(NodeStatus.model_validate_json(kv.value))
+        except ValidationError as exc:
+            nodes.append(UnreadableStatus(node=key.rsplit("/", 1)[-1], error=f"unreadable status: {exc.errors()[0]['msg']}"))
+    return ServiceStatus(
+        revision=config.revision,
+        synced=rt.config_informer.synced,
+        objects=counts,
+        invalid_objects=[InvalidStored.model_validate(bad) for bad in rt.view.report()],
+        store=HeldStoreState.model_validate(rt.recovery.report.as_dict() | {"held": rt.config_informer.held}),
+        nodes=nodes,
+    )

@@ -19,7 +19,15 @@ from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.api.openapi import SSE, answered_as
 from controlplane.services.errors import BadRequest
 from controlplane.services.tokens import Principal
-from schemas.monitor import FeedbackIn, FeedbackOut, UsageGroup, UsageReport
+from schemas.monitor import (
+    ExperimentChange,
+    ExperimentResults,
+    FeedbackIn,
+    FeedbackOut,
+    MetricsSummary,
+    UsageGroup,
+    UsageReport,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["monitor"])
 
@@ -33,13 +41,13 @@ async def feedback(body: FeedbackIn = Body(...), rt: Runtime = Depends(runtime),
     return await asyncio.to_thread(functools.partial(rt.feedback.submit, body, submitter=who.name))
 
 
-@router.get("/metrics/summary")
+@router.get("/metrics/summary", response_model=MetricsSummary)
 async def metrics_summary(
     window: str = Query(default="15m", description="How far back: 90s, 15m, 2h, 1d (at most the sample retention)."),
     model: str | None = Query(default=None),
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # validated against MetricsSummary on the way out (the dict is shared with live streams)
     """Fleet-wide and per-model figures over a recent window: requests, error rate, latency and
     time-to-first-token percentiles, tokens/s, quality signals, feedback."""
     assert rt.figures is not None
@@ -78,7 +86,7 @@ def parse_window(text: str) -> float:
     return float(number) * units[unit]
 
 
-@router.get("/experiments/{name}/results")
+@router.get("/experiments/{name}/results", response_model=ExperimentResults)
 async def experiment_results(name: str, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> dict[str, Any]:
     """Per variant: requests, success rate, latency and feedback with 95% intervals, guardrails;
     each variant against the first on the primary metric (test, p-value, verdict); the
@@ -91,22 +99,22 @@ class Promotion(BaseModel):
     variant: str = Field(min_length=1, description="The winning variant: its model (and options) become the route's target.")
 
 
-@router.post("/experiments/{name}/promote")
+@router.post("/experiments/{name}/promote", response_model=ExperimentChange)
 async def promote(
     name: str, body: Promotion = Body(...), rt: Runtime = Depends(runtime), who: Principal = Operator
-) -> dict[str, Any]:
+) -> ExperimentChange:
     """Write the winner into the route and complete the experiment, as one revision."""
     assert rt.experiment_control is not None
     revision = await rt.experiment_control.promote(name, body.variant, actor=who.name)
-    return {"experiment": name, "promoted": body.variant, "revision": revision}
+    return ExperimentChange(experiment=name, state="completed", promoted=body.variant, revision=revision)
 
 
-@router.post("/experiments/{name}/stop")
-async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Operator) -> dict[str, Any]:
+@router.post("/experiments/{name}/stop", response_model=ExperimentChange)
+async def stop(name: str, rt: Runtime = Depends(runtime), who: Principal = Operator) -> ExperimentChange:
     """Stop a running experiment: the route's own targets take all its traffic again."""
     assert rt.experiment_control is not None
     revision = await rt.experiment_control.stop(name, actor=who.name)
-    return {"experiment": name, "state": "stopped", "revision": revision}
+    return ExperimentChange(experiment=name, state="stopped", revision=revision)
 
 
 @router.get("/metrics/stream", response_class=Response, responses=answered_as(SSE))

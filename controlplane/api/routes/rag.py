@@ -15,7 +15,7 @@ from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal
 from rag.errors import RagError, UnknownDocument
 from schemas.common import INT_MAX
-from schemas.rag import RagAnswer, RagDocumentList, RagIngestRequest, RagIngestResult, RagQuery
+from schemas.rag import RagAnswer, RagDocumentList, RagDocumentsDeleted, RagIngestRequest, RagIngestResult, RagQuery
 
 router = APIRouter(prefix="/api/v1/rag", tags=["rag"])
 NDJSON = "application/x-ndjson"
@@ -78,17 +78,17 @@ async def documents(
     return await asyncio.to_thread(rag.documents, name, offset=offset, limit=limit)
 
 
-@router.delete("/collections/{name}/documents/{doc_id:path}")
+@router.delete("/collections/{name}/documents/{doc_id:path}", response_model=RagDocumentsDeleted)
 async def delete_document(
     name: str, doc_id: str, rag: RagService = Depends(service), _p: Principal = Operator
-) -> dict[str, object]:
+) -> RagDocumentsDeleted:
     removed = await rag.delete(name, [doc_id])
     if not removed:
         raise UnknownDocument(f"collection '{name}' holds no document '{doc_id}'")
-    return {"collection": name, "deleted": removed}
+    return RagDocumentsDeleted(collection=name, deleted=removed)
 
 
-@router.post("/query", response_model=RagAnswer)
+@router.post("/query", response_model=RagAnswer, responses=answered_as(NDJSON))
 async def query(request: RagQuery = Body(...), rag: RagService = Depends(service), _p: Principal = Viewer) -> Response:
     """Retrieve (vector + BM25, fused), then answer through the router; ``retrieve_only`` skips the
     answer, ``stream`` sends NDJSON lines (sources, answer pieces, timings)."""
