@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 STACK   := $(BIN)/python deploy/local/stack.py
 
-.PHONY: install llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas openapi image-size clean
+.PHONY: install ui ui-if-node llm-tuning-up llm-tuning-status llm-tuning-logs llm-tuning-down test lint bench schemas openapi image-size clean
 
 install: $(STAMP)
 
@@ -15,9 +15,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres,etcd-local,redis-local,finetune]'
 	@touch $(STAMP)
 
+# The web UI (web/, served by the control plane at /ui): npm ci from the committed lock, then the
+# build (types generated from openapi.json, type check, Vite). Only where Node.js and npm are.
+UI_DEPS  := web/node_modules/.installed
+UI_BUILD := web/dist/index.html
+UI_SRC   := $(shell find web/src web/public -type f ! -name '*.gen.ts' 2>/dev/null) web/index.html web/vite.config.ts \
+            web/tsconfig.json openapi.json
+
+$(UI_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+$(UI_BUILD): $(UI_DEPS) $(UI_SRC)
+	cd web && npm run build
+
+ui: $(UI_BUILD)
+
+ui-if-node:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory ui; \
+	else echo "note: Node.js/npm are not here: the web UI is not built (install Node.js 20, then make ui)"; fi
+
 # SIM=N: N simulated Ollama nodes with an agent each (for machines without Ollama).
 SIM     ?= 0
-llm-tuning-up: install
+llm-tuning-up: install ui-if-node
 	@SIM=$(SIM) $(STACK) up
 
 llm-tuning-status:
@@ -29,7 +49,8 @@ llm-tuning-logs:
 llm-tuning-down:
 	@$(STACK) down
 
-test: install
+test: install ui-if-node
+	@if command -v npm >/dev/null 2>&1; then cd web && npm test; fi
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -61,4 +82,4 @@ openapi: install
 	$(BIN)/python -m controlplane.api.openapi openapi.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache web/node_modules web/dist

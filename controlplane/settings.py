@@ -96,6 +96,9 @@ class ApiSettings(BaseModel):
         default=10.0, gt=0, le=600,
         description="On SIGTERM, how long requests in flight (and open watch/metrics streams) get before they are closed.",
     )  # fmt: skip
+    ui_dir: Path | None = Field(
+        default=None, description="The built web UI served at /ui (default: the checkout's web/dist, built by 'make ui')."
+    )
     max_delete_share: float = Field(
         default=0.5, gt=0, le=1,
         description="A change set deleting several objects and more than this share of them (or all) needs force: true.",

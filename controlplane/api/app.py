@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from controlplane.api import errors, openapi
+from controlplane.api import errors, openapi, ui
 from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import AuthenticateFirst, BodyLimit
@@ -206,4 +206,5 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
     app.add_middleware(MetricsMiddleware, registry=registry)
     for module in (config, history, watch, tokens, apikeys, fleet, health, rag, monitor, finetune, artifacts):
         app.include_router(module.router)
+    ui.install(app, settings.api.ui_dir)
     return app

@@ -198,7 +198,9 @@ def up() -> None:
     login = [str(VENV_BIN / "llmctl"), "login", "--url", API_URL, "--token-file", str(TOKEN_FILE), "--router-url", ROUTER_URL,
              "--router-key-file", str(ROUTER_KEY_FILE)]  # fmt: skip
     subprocess.run(login, check=True, stdout=subprocess.DEVNULL)
-    print(f"\nAPI:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
+    ui = "sign in with the admin token" if (ROOT / "web" / "dist" / "index.html").is_file() else "not built: make ui (Node.js 20)"
+    print(f"\nweb UI:       {API_URL}/ui/   ({ui})")
+    print(f"API:          {API_URL}/api/v1   (OpenAPI: {API_URL}/docs)")
     print(f"router:       {ROUTER_URL}   (Ollama API /api/*, OpenAI API /v1/*)")
     print("routes:       .venv/bin/llmctl apply -f deploy/examples/routes.yaml; .venv/bin/llmctl route hi -m chat --dry-run")
     print(f"admin token:  {TOKEN_FILE}  (llmctl is configured: try '.venv/bin/llmctl status')")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,43 +10,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.services import free_port, free_port_range
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "deploy/local/stack.py"), cmd], env=env, capture_output=True, text=True, timeout=90
-    )
-
-
-SERVICES = 8  # etcd, redis, control plane, router, simulator, 2 agents, fine-tuning worker
+from tests.fixtures.stack import ROOT, SERVICES, Stack, run_stack, stack_env
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
     """SIM=2: etcd, Redis, the control plane with its performance monitor, the router, one simulator
     process serving two nodes, two agents and the fine-tuning worker. Redis is the pinned wheel's
     valkey-server (LLMTUNE_REDIS_SERVER=wheel), so this proves it even where redis-server is installed."""
-    api_port = free_port()
-    env = {
-        **os.environ,
-        "LLMTUNE_RUN_DIR": str(tmp_path / "run"),
-        "LLMTUNE_DATA_DIR": str(tmp_path / "data"),
-        "LLMTUNE_VENV": str(Path(sys.executable).parent.parent),
-        "LLMTUNE_LOCAL_ETCD_PORT": str(free_port()),
-        "LLMTUNE_LOCAL_ETCD_PEER_PORT": str(free_port()),
-        "LLMTUNE_API__PORT": str(api_port),
-        "LLMCTL_CONFIG": str(tmp_path / "llmctl.yaml"),
-        "SIM": "2",
-        "LLMTUNE_LOCAL_SIM_PORT": str(free_port_range(2)),
-        "LLMTUNE_LOCAL_AGENT_PORT": str(free_port_range(2)),
-        "LLMTUNE_ROUTER__PORT": str(free_port()),
-        "LLMTUNE_LOCAL_REDIS_PORT": str(free_port()),
-        "LLMTUNE_REDIS_SERVER": "wheel",
-    }
-    env.pop("LLMTUNE_DB__URL", None)
-    first = stack("up", env)
+    env = stack_env(tmp_path)
+    api_port = int(env["LLMTUNE_API__PORT"])
+    first = run_stack("up", env)
     try:
         assert first.returncode == 0, first.stdout + first.stderr
         assert "control plane  started" in first.stdout
@@ -65,12 +37,7 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/config", headers=auth)
         assert resp.status_code == 200
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            nodes = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/nodes", headers=auth).json()["nodes"]
-            if [n["health"] for n in nodes] == ["ready", "ready"]:
-                break
-            time.sleep(0.2)
+        nodes = Stack.read(tmp_path, env).wait_for_nodes(2, timeout_s=20)
         assert [(n["node"], n["health"]) for n in nodes] == [("sim-0", "ready"), ("sim-1", "ready")]
         # RAG on the stack's defaults: embedded Chroma under the data dir, the local embedder
         local = {"provider": "local", "ollama_tag": "all-minilm", "capabilities": ["embed"], "context_window": 512}
@@ -100,7 +67,7 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
             time.sleep(0.2)
             job = httpx.get(f"{api}/fine-tune/{job['id']}", headers=auth).json()
         assert job["state"] == "succeeded", job
-        second = stack("up", env)
+        second = run_stack("up", env)
         assert second.returncode == 0 and second.stdout.count("already running") == SERVICES
         router = f"http://127.0.0.1:{env['LLMTUNE_ROUTER__PORT']}"
         # the router requires API keys, as in production; the stack made a development key (0600)
@@ -125,10 +92,10 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         routed = subprocess.run([sys.executable, "-m", "cli.main", "route", "hi", "--model", "small", "--dry-run"],
                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)  # llmctl has the key from login
         assert routed.returncode == 0 and "small" in routed.stdout, routed.stderr
-        status = stack("status", env)
+        status = run_stack("status", env)
         assert status.returncode == 0 and "readyz         200" in status.stdout
     finally:
-        down = stack("down", env)
+        down = run_stack("down", env)
     assert down.returncode == 0 and down.stdout.count("stopped (pid") == SERVICES
-    assert stack("status", env).returncode == 1
-    assert "not running" in stack("down", env).stdout  # a second down is harmless
+    assert run_stack("status", env).returncode == 1
+    assert "not running" in run_stack("down", env).stdout  # a second down is harmless

@@ -1,0 +1,163 @@
+"""The web UI in a real browser (Debian's chromium, driven by Playwright for Python) against the
+whole local product: a control plane serving the built UI, the router, two simulated Ollama nodes
+with their agents, Redis and the fine-tuning worker. Each test asserts on what a person sees, fails
+on any console error or failed request, and saves a screenshot of every screen it visits."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, expect, sync_playwright
+
+from tests.conftest import REQUIRE_SERVICES
+from tests.fixtures.stack import ROOT, Stack, run_stack, stack_env
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BUILT = ROOT / "web" / "dist" / "index.html"
+#: Chromium as root on a machine without a network beyond loopback: no sandbox, no background traffic.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return "no chromium here (apt-get install chromium)"
+    if not BUILT.exists():
+        return "the web UI is not built (make ui)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    missing = _missing()
+    if missing:
+        if REQUIRE_SERVICES:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    folder = tmp_path_factory.mktemp("ui-stack")
+    env = stack_env(folder)
+    started = run_stack("up", env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        stack = Stack.read(folder, env)
+        docs = [d for f in ("models.yaml", "routes.yaml") for d in yaml.safe_load_all((ROOT / "deploy/examples" / f).read_text())]
+        applied = httpx.post(f"{stack.api}/api/v1/config:apply", json={"objects": docs}, headers=stack.auth, timeout=30)
+        assert applied.status_code == 200, applied.text
+        assert [n["node"] for n in stack.wait_for_nodes(2)] == ["sim-0", "sim-1"]
+        yield stack
+    finally:
+        run_stack("down", env)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watch:
+    """Console errors, page errors, failed requests and error answers the test did not expect."""
+
+    def __init__(self, page: Page) -> None:
+        self.problems: list[str] = []
+        self.allowed: set[tuple[str, int]] = set()  # (path pattern, status) a test provokes on purpose
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and not any(str(s) in message.text for _p, s in self.allowed):
+            self.problems.append(f"console error: {message.text}")
+
+    def _failed(self, request: Request) -> None:
+        if request.failure != "net::ERR_ABORTED":  # a stream the page closed on leaving a screen
+            self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
+
+    def _response(self, response: Response) -> None:
+        path = re.sub(r"^https?://[^/]+", "", response.url)
+        if response.status >= 400 and not any(re.search(p, path) and s == response.status for p, s in self.allowed):
+            self.problems.append(f"{response.status} from {response.request.method} {path}")
+
+    def allow(self, path_pattern: str, status: int) -> None:
+        self.allowed.add((path_pattern, status))
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=stack.api)
+    page = context.new_page()
+    watch = Watch(page)
+    page.watch = watch  # type: ignore[attr-defined]
+    yield page
+    context.close()
+    assert watch.problems == [], watch.problems
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where each screen's screenshot goes: ui-screens/ in pytest's folder for this run."""
+    folder = tmp_path_factory.getbasetemp() / "ui-screens"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def shot(page: Page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, stack: Stack) -> None:
+    page.goto("/ui/")
+    page.get_by_label("API token").fill(stack.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+
+
+def test_sign_in_and_see_both_nodes(page: Page, stack: Stack, screens: Path) -> None:
+    page.goto("/ui/")
+    page.get_by_label("API token").fill("llmt_wrong")
+    page.watch.allow(r"^/api/v1/status$", 401)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(re.compile("401 Unauthorized"))).to_be_visible()
+    sign_in(page, stack)
+    expect(page.get_by_test_id("node-count")).to_have_text("2 nodes, 2 ready")
+    rows = page.get_by_test_id("nodes").locator("tbody tr")
+    expect(rows).to_have_count(2)
+    for node in ("sim-0", "sim-1"):
+        row = page.locator(f"tr[data-node='{node}']")
+        expect(row.get_by_text("ready", exact=True)).to_be_visible()
+        expect(row.get_by_text("0.12.6")).to_be_visible()
+        expect(row.get_by_text("llama3.1:8b")).to_be_visible()
+    expect(page.get_by_test_id("revision")).to_have_text(re.compile(r"revision \d+"))
+    expect(page.get_by_test_id("refreshed")).to_have_text(re.compile("refreshed"))
+    shot(page, screens, "fleet")
+    page.reload()  # the token stays for the tab (session storage)
+    expect(page.get_by_test_id("node-count")).to_have_text("2 nodes, 2 ready")
+
+
+def test_tune_a_model_and_watch_both_nodes_confirm(page: Page, stack: Stack, screens: Path) -> None:
+    sign_in(page, stack)
+    page.get_by_role("link", name="Models").click()
+    card = page.locator("[data-model='llama3.1-8b']")
+    expect(card.get_by_text("2/2 ready")).to_be_visible()
+    card.get_by_role("button", name="Tune").click()
+    form = page.get_by_test_id("tune-llama3.1-8b")
+    form.get_by_label("temperature").fill("0.3")
+    form.get_by_label("seed").fill("11")
+    form.get_by_role("button", name="Apply to every node and wait").click()
+    result = page.get_by_test_id("tune-result")
+    expect(result).to_contain_text("every node applied it", timeout=30_000)
+    expect(result.get_by_text("applied", exact=True)).to_have_count(2)
+    expect(result.get_by_text("sim-0")).to_be_visible()
+    expect(result.get_by_text("sim-1")).to_be_visible()
+    shot(page, screens, "models")
+    doc = httpx.get(f"{stack.api}/api/v1/config/models/llama3.1-8b", headers=stack.auth).json()
+    assert doc["spec"]["options"]["temperature"] == 0.3 and doc["spec"]["options"]["seed"] == 11

@@ -1,0 +1,54 @@
+// What every screen says about its data: the configuration revision it reflects and how long ago
+// it was refreshed; stale (red) when the last refresh failed or is older than it should be.
+import { Badge, Group, Text, Title } from "@mantine/core";
+import { useInterval } from "@mantine/hooks";
+import { useEffect, useState, type ReactNode } from "react";
+import { age } from "./format";
+
+export function useNow(everyMs = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  const interval = useInterval(() => setNow(Date.now()), everyMs);
+  useEffect(() => {
+    interval.start();
+    return interval.stop;
+  }, [interval]);
+  return now;
+}
+
+export interface FreshnessProps {
+  revision?: number | null;
+  updatedAt: number | null | undefined;
+  error?: unknown;
+  /** How often the data should refresh, in seconds: past three times that it is stale. */
+  every: number;
+}
+
+export function Freshness({ revision, updatedAt, error, every }: FreshnessProps) {
+  const now = useNow();
+  const seconds = updatedAt ? (now - updatedAt) / 1000 : null;
+  const stale = Boolean(error) || (seconds !== null && seconds > Math.max(3 * every, 10));
+  const reason = error instanceof Error ? `: ${error.message}` : "";
+  return (
+    <Group gap="xs" data-testid="freshness">
+      <Badge variant="light" color="gray" data-testid="revision">
+        revision {revision ?? "–"}
+      </Badge>
+      <Text size="xs" c={stale ? "red" : "dimmed"} data-testid="refreshed">
+        {!updatedAt ? "loading…" : seconds !== null && seconds < 1 ? "refreshed just now" : `refreshed ${age(seconds)} ago`}
+        {stale ? ` — stale${reason}` : ""}
+      </Text>
+    </Group>
+  );
+}
+
+export function ScreenHeader({ title, children, freshness }: { title: string; children?: ReactNode; freshness: FreshnessProps }) {
+  return (
+    <Group justify="space-between" align="flex-start" mb="md" wrap="wrap">
+      <div>
+        <Title order={2}>{title}</Title>
+        <Freshness {...freshness} />
+      </div>
+      <Group gap="xs">{children}</Group>
+    </Group>
+  );
+}
