@@ -9,6 +9,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -161,3 +162,75 @@ def test_tune_a_model_and_watch_both_nodes_confirm(page: Page, stack: Stack, scr
     shot(page, screens, "models")
     doc = httpx.get(f"{stack.api}/api/v1/config/models/llama3.1-8b", headers=stack.auth).json()
     assert doc["spec"]["options"]["temperature"] == 0.3 and doc["spec"]["options"]["seed"] == 11
+
+
+def route_doc(stack: Stack, name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = httpx.get(f"{stack.api}/api/v1/config/routes/{name}", headers=stack.auth).json()
+    return doc
+
+
+def replace_editor_text(page: Page, text: str) -> None:
+    """Select all in the YAML editor and insert the text as typed by a paste (no auto-indent)."""
+    page.locator(".cm-content").first.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(text)
+
+
+def test_edit_a_route_in_yaml_save_hit_a_conflict_and_roll_back(page: Page, stack: Stack, screens: Path) -> None:
+    sign_in(page, stack)
+    page.get_by_role("link", name="Configuration").click()
+    page.get_by_text("Routes", exact=True).click()
+    expect(page.get_by_test_id("config-list").get_by_role("link", name="default-chat")).to_be_visible()
+    shot(page, screens, "configuration")
+    page.get_by_test_id("config-list").get_by_role("link", name="default-chat").click()
+    expect(page.get_by_test_id("schema-check")).to_have_text(re.compile("valid against the Route schema"))
+    shot(page, screens, "configuration-edit")
+
+    start = route_doc(stack, "default-chat")
+    mine = {k: v for k, v in start.items()}
+    mine["metadata"] = {k: v for k, v in start["metadata"].items() if k != "revision"}
+    mine["spec"] = {**start["spec"], "sticky_key": "header:x-team"}
+    replace_editor_text(page, yaml.safe_dump({**mine, "spec": {**mine["spec"], "colour": "red"}}, sort_keys=False))
+    expect(page.get_by_test_id("schema-check")).to_have_text(re.compile(r"spec\.colour: not a field here"))
+    expect(page.get_by_role("button", name="Review changes")).to_be_disabled()  # the schema check holds it back
+    replace_editor_text(page, yaml.safe_dump(mine, sort_keys=False))
+    page.get_by_role("button", name="Review changes").click()
+    diff = page.get_by_test_id("diff")
+    expect(diff).to_contain_text("header:x-team")
+    shot(page, screens, "configuration-diff")
+    page.get_by_role("button", name=re.compile(r"Save \(If-Match revision \d+\)")).click()
+    expect(page.get_by_text(re.compile(r"Saved routes/default-chat at revision \d+"))).to_be_visible()
+    saved = route_doc(stack, "default-chat")
+    assert saved["spec"]["sticky_key"] == "header:x-team" and saved["metadata"]["revision"] > start["metadata"]["revision"]
+
+    # someone else changes the route meanwhile: the next save from the page is a 409 that shows them
+    theirs = {**mine, "spec": {**mine["spec"], "fallbacks": []}}
+    other = httpx.put(f"{stack.api}/api/v1/config/routes/default-chat", json=theirs, headers=stack.auth)
+    assert other.status_code == 200, other.text
+    replace_editor_text(page, yaml.safe_dump({**mine, "spec": {**mine["spec"], "sticky_key": "header:x-user"}}, sort_keys=False))
+    page.get_by_role("button", name="Review changes").click()
+    page.watch.allow(r"^/api/v1/config/routes/default-chat$", 409)  # type: ignore[attr-defined]
+    page.get_by_role("button", name=re.compile(r"Save \(If-Match")).click()
+    conflict = page.get_by_test_id("conflict")
+    expect(conflict).to_contain_text(f"at revision {other.json()['metadata']['revision']}")
+    expect(conflict).to_contain_text("Nothing of yours was saved")
+    shot(page, screens, "configuration-conflict")
+    assert route_doc(stack, "default-chat")["spec"]["sticky_key"] == "header:x-team"  # the 409 wrote nothing
+    page.get_by_role("button", name="Discard mine, load theirs").click()
+    expect(page.get_by_test_id("conflict")).to_have_count(0)
+
+    # History: the two changes, newest first; undo the other writer's change (a dry-run diff first)
+    page.get_by_role("link", name="History").click()
+    page.get_by_label("filter by object").fill("routes/default-chat")
+    rows = page.get_by_test_id("history").locator("tbody tr[data-change]")
+    expect(rows).to_have_count(3)  # created, saved from the page, changed by the other writer
+    expect(rows.first).to_have_attribute("data-change", f"routes/default-chat@{other.json()['metadata']['revision']}")
+    rows.first.get_by_role("button", name="Diff").click()
+    expect(page.get_by_test_id("history").locator(".cm-mergeView")).to_be_visible()
+    shot(page, screens, "history")
+    rows.first.get_by_role("button", name="Undo this object").click()
+    expect(page.get_by_test_id("rollback-summary")).to_have_text("update routes/default-chat")
+    expect(page.get_by_test_id("rollback-diff")).to_contain_text("fallbacks")
+    page.get_by_role("button", name="Roll back", exact=True).click()
+    expect(page.get_by_text(re.compile(r"Rolled back: 1 object\(s\) at revision \d+"))).to_be_visible()
+    assert route_doc(stack, "default-chat")["spec"]["fallbacks"] == saved["spec"]["fallbacks"]

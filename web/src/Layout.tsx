@@ -9,6 +9,8 @@ import { ApiError, session, type Schemas } from "./api/client";
 export const SCREENS = [
   { to: "/", label: "Fleet" },
   { to: "/models", label: "Models" },
+  { to: "/config", label: "Configuration" },
+  { to: "/history", label: "History" },
 ] as const;
 
 async function readiness(): Promise<Schemas["Readiness"]> {

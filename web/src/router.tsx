@@ -1,14 +1,35 @@
 // The screens and their URLs under /ui (TanStack Router, declared in code).
-import { createRootRoute, createRoute, createRouter } from "@tanstack/react-router";
+import { createRootRoute, createRoute, createRouter, lazyRouteComponent, redirect } from "@tanstack/react-router";
 import { Layout } from "./Layout";
+import { ConfigListScreen } from "./screens/Config";
 import { FleetScreen } from "./screens/Fleet";
 import { ModelsScreen } from "./screens/Models";
 
 const root = createRootRoute({ component: Layout });
 const fleet = createRoute({ getParentRoute: () => root, path: "/", component: FleetScreen });
 const models = createRoute({ getParentRoute: () => root, path: "/models", component: ModelsScreen });
+const config = createRoute({
+  getParentRoute: () => root,
+  path: "/config",
+  beforeLoad: () => {
+    throw redirect({ to: "/config/$kind", params: { kind: "models" } });
+  },
+});
+const configKind = createRoute({ getParentRoute: () => root, path: "/config/$kind", component: ConfigListScreen });
+// The editor brings CodeMirror: loaded when first opened, not with every screen.
+const configObject = createRoute({
+  getParentRoute: () => root,
+  path: "/config/$kind/$name",
+  component: lazyRouteComponent(() => import("./screens/ConfigEdit"), "ConfigEditScreen"),
+});
 
-export const routeTree = root.addChildren([fleet, models]);
+const history = createRoute({
+  getParentRoute: () => root,
+  path: "/history",
+  component: lazyRouteComponent(() => import("./screens/History"), "HistoryScreen"),
+});
+
+export const routeTree = root.addChildren([fleet, models, config, configKind, configObject, history]);
 export const router = createRouter({ routeTree, basepath: "/ui", defaultPreload: "intent" });
 
 declare module "@tanstack/react-router" {

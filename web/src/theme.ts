@@ -1,4 +1,10 @@
-import { createTheme } from "@mantine/core";
+import { Badge, createTheme } from "@mantine/core";
 
 // Keyboard focus is always visible (focusRing "always"), not only for keyboard users Mantine detects.
-export const theme = createTheme({ primaryColor: "blue", focusRing: "always", defaultRadius: "sm" });
+// Badges keep their whole word in narrow table columns (no "REA…").
+export const theme = createTheme({
+  primaryColor: "blue",
+  focusRing: "always",
+  defaultRadius: "sm",
+  components: { Badge: Badge.extend({ styles: { root: { overflow: "visible", flexShrink: 0 }, label: { overflow: "visible" } } }) },
+});
