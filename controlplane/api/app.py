@@ -19,7 +19,20 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.api.deps import Runtime
 from controlplane.api.limits import AuthenticateFirst, BodyLimit
 from controlplane.api.metrics import FleetCollector, MetricsMiddleware, install_informer_metrics
-from controlplane.api.routes import apikeys, artifacts, config, finetune, fleet, health, history, monitor, rag, tokens, watch
+from controlplane.api.routes import (
+    apikeys,
+    artifacts,
+    config,
+    finetune,
+    fleet,
+    health,
+    history,
+    monitor,
+    playground,
+    rag,
+    tokens,
+    watch,
+)
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.apikeys import ApiKeyService, TenantBudgets, internal_headers
 from controlplane.services.artifacts import ArtifactStore
@@ -34,6 +47,7 @@ from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
 from controlplane.services.loops import every
 from controlplane.services.monitor import start_monitor
+from controlplane.services.playground import Playground
 from controlplane.services.rag import open_rag
 from controlplane.services.recovery import Recovery, RecoveryCollector
 from controlplane.services.tokens import TokenService
@@ -118,6 +132,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
         router_headers = internal_headers(pepper)  # what its requests to the router carry (RAG, the judge)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=router_headers)
         rag_service, close_rag = open_rag(settings.rag, view, http)
+        playground_client = Playground(settings.rag.router_url)  # its own client: never the control plane's key
         queue = ArqQueue(settings.finetune.redis_url, settings.finetune.queue) if settings.finetune.redis_url else None
         experiments = ExperimentResults(engine, view)
         control = ExperimentControl(service, experiments)
@@ -146,6 +161,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             experiments=experiments,
             experiment_control=control,
             finetune=FineTuneService(JobStore(engine), service, view, queue, settings.finetune) if queue else None,
+            playground=playground_client,
         )
         app.state.runtime = rt
 
@@ -187,6 +203,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
             if queue is not None:
                 await queue.close()
             await http.aclose()
+            await playground_client.aclose()
 
     app = FastAPI(
         title="LLM Tuning Service — control plane",
@@ -204,7 +221,7 @@ def create_app(settings: Settings | None = None, *, store: ConfigStore | None = 
                        wider={"/api/v1/rag/collections/": rag_limit, "/api/v1/fine-tune/datasets": dataset_limit})  # fmt: skip
     app.add_middleware(AuthenticateFirst)  # added after BodyLimit, so it runs before it: no body is read for a stranger
     app.add_middleware(MetricsMiddleware, registry=registry)
-    for module in (config, history, watch, tokens, apikeys, fleet, health, rag, monitor, finetune, artifacts):
+    for module in (config, history, watch, tokens, apikeys, fleet, health, rag, monitor, finetune, artifacts, playground):
         app.include_router(module.router)
     ui.install(app, settings.api.ui_dir)
     return app

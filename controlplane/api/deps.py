@@ -18,6 +18,7 @@ from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.fleet import FleetView
+from controlplane.services.playground import Playground
 from controlplane.services.rag import RagService
 from controlplane.services.recovery import Recovery
 from controlplane.services.tokens import Principal, Role, TokenService
@@ -56,6 +57,7 @@ class Runtime:
     experiments: ExperimentResults | None = None
     experiment_control: ExperimentControl | None = None
     finetune: FineTuneService | None = None
+    playground: Playground | None = None
 
 
 def runtime(request: Request) -> Runtime:

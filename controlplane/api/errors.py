@@ -30,6 +30,7 @@ from controlplane.services.errors import (
     UnknownRequest,
     Unprocessable,
 )
+from controlplane.services.playground import RouterRefused, RouterUnreachable
 from controlplane.store.errors import Conflict, LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from controlplane.store.view import StoredInvalid
 from rag.errors import (
@@ -119,6 +120,13 @@ def install(app: FastAPI) -> None:
     on(DocumentTooLarge, 413, "Request too large")
     on(EmbeddingFailed, 502, "Embedding failed")
     on(GenerationFailed, 502, "Generation failed")
+    on(RouterUnreachable, 502, "Router unreachable")
+
+    async def refused(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RouterRefused)  # the router's own answer: its status, its words
+        return problem(exc.status, "Refused by the router", str(exc), headers=exc.headers)
+
+    app.add_exception_handler(RouterRefused, refused)
 
     async def stale(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StaleRevision)

@@ -179,3 +179,25 @@ async def test_rotation_keeps_the_old_secret_for_its_grace_and_expiry_ends_a_key
     assert bad.status_code == 422
     dup = await f.api.post("/api/v1/keys", json={"name": "rotating", "tenant": "t"})
     assert dup.status_code == 409
+
+
+async def test_the_playground_chats_with_the_persons_key_only(fleet: tuple[Fleet, str]) -> None:
+    """The UI's playground goes through the router with the key the person gives, streams the
+    answer with the router's decision, and never lends the control plane's own key."""
+    f, _url = fleet
+    secret = await create(f, "playground", tenant="ops")
+    body = {"model": "chat", "messages": HELLO, "options": {"num_predict": 4}}
+    async with f.api.stream("POST", "/api/v1/playground/chat", json=body, headers={"X-Router-Key": secret}) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/x-ndjson")
+        assert answer.headers["x-route-model"] == "small" and answer.headers["x-route-name"] == "chat"
+        assert answer.headers["x-route-node"] == "node-0" and float(answer.headers["x-route-decision-us"]) > 0
+        lines = [line async for line in answer.aiter_lines() if line]
+    assert len(lines) > 1 and '"done":true' in lines[-1].replace(" ", "")
+    missing = await f.api.post("/api/v1/playground/chat", json=body)
+    assert missing.status_code == 422 and "x-router-key" in missing.text.lower()  # no key: nothing is lent
+    wrong = await f.api.post("/api/v1/playground/chat", json=body, headers={"X-Router-Key": "llmk_00000000_nope"})
+    assert wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"
+    assert (await f.api.delete("/api/v1/keys/playground")).status_code == 204
+    await f.until(lambda: "playground" not in f.router.feed.keys, timeout_s=5)
+    revoked = await f.api.post("/api/v1/playground/chat", json=body, headers={"X-Router-Key": secret})
+    assert revoked.status_code == 401 and revoked.json()["title"] == "Refused by the router"
