@@ -56,6 +56,7 @@ class UsageRow(BaseModel):
     completion_tokens: Int64
     total_tokens: Int64
     estimated_requests: Int64 = Field(description="Requests whose counts are the router's estimate.")
+    last_at: float | None = Field(default=None, description="Start of the last bucket (minute) with a request in the range.")
 
 
 class UsageReport(BaseModel):

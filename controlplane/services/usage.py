@@ -43,9 +43,10 @@ def fold_usage(session: Session, records: Iterable[OutcomeRecord], *, bucket_s: 
         found.estimated += estimated
 
 
-def _row(group: str, requests: int, prompt: int, completion: int, estimated: int) -> UsageRow:
+def _row(group: str, requests: int, prompt: int, completion: int, estimated: int, last: float | None) -> UsageRow:
     return UsageRow(group=group, requests=int(requests), prompt_tokens=int(prompt), completion_tokens=int(completion),
-                    total_tokens=int(prompt) + int(completion), estimated_requests=int(estimated))  # fmt: skip
+                    total_tokens=int(prompt) + int(completion), estimated_requests=int(estimated),
+                    last_at=float(last) if last is not None else None)  # fmt: skip
 
 
 class Usage:
@@ -58,7 +59,7 @@ class Usage:
         column = _COLUMN[group_by]
         query = (
             select(column, func.sum(UsageBucket.requests), func.sum(UsageBucket.prompt_tokens),
-                   func.sum(UsageBucket.completion_tokens), func.sum(UsageBucket.estimated))
+                   func.sum(UsageBucket.completion_tokens), func.sum(UsageBucket.estimated), func.max(UsageBucket.bucket))
             .where(UsageBucket.bucket >= int(start), UsageBucket.bucket < end)
             .group_by(column)
         )  # fmt: skip

@@ -234,3 +234,65 @@ def test_edit_a_route_in_yaml_save_hit_a_conflict_and_roll_back(page: Page, stac
     page.get_by_role("button", name="Roll back", exact=True).click()
     expect(page.get_by_text(re.compile(r"Rolled back: 1 object\(s\) at revision \d+"))).to_be_visible()
     assert route_doc(stack, "default-chat")["spec"]["fallbacks"] == saved["spec"]["fallbacks"]
+
+
+def test_key_playground_traffic_and_revocation(page: Page, stack: Stack, screens: Path) -> None:
+    sign_in(page, stack)
+    page.get_by_role("link", name="Keys and tokens").click()
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Name").fill("ui-key")
+    dialog.get_by_label("Tenant").fill("ui-team")
+    dialog.get_by_label("Requests per minute").fill("600")
+    dialog.get_by_role("button", name="Create").click()
+    secret = page.get_by_test_id("secret").inner_text().strip()
+    assert secret.startswith("llmk_")
+    shot(page, screens, "keys-secret")
+    page.get_by_role("button", name="I have stored it").click()
+    row = page.locator("tr[data-key='ui-key']")
+    expect(row).to_contain_text("ui-team")
+    expect(row).to_contain_text("600 / ∞ / ∞")
+    shot(page, screens, "keys")
+
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Router API key").fill(secret)
+    page.get_by_role("combobox", name="Model (an alias, Model name or tag)").fill("chat")
+    page.get_by_label("Compare side by side with").check()
+    page.get_by_role("combobox", name="second model").fill("qwen2.5-coder-7b")
+    page.get_by_role("button", name="Send").click()
+    first, second = page.get_by_test_id("answer-0"), page.get_by_test_id("answer-1")
+    expect(first.get_by_test_id("decision")).to_contain_text("default-chat")
+    expect(first.get_by_test_id("decision")).to_contain_text(re.compile(r"sim-[01]"))
+    expect(first.get_by_test_id("decision")).to_contain_text(re.compile(r"\d+ tokens"), timeout=20_000)
+    expect(first.get_by_test_id("answer-text")).not_to_be_empty()
+    expect(second.get_by_test_id("decision")).to_contain_text("qwen2.5-coder-7b")
+    expect(second.get_by_test_id("decision")).to_contain_text(re.compile(r"\d+ tokens"), timeout=20_000)
+    shot(page, screens, "playground")
+
+    page.get_by_role("link", name="Traffic").click()
+    expect(page.get_by_test_id("stream-state")).to_have_text("live")
+    expect(page.get_by_test_id("fleet-figures")).to_contain_text(re.compile(r"requests \(last 15m\)\s*[1-9]"), timeout=30_000)
+    expect(page.get_by_test_id("traffic-models").locator("tr[data-model='qwen2.5-coder-7b']")).to_be_visible()
+    expect(page.get_by_test_id("usage").locator("tr[data-group='ui-key']")).to_contain_text("2", timeout=20_000)
+    expect(page.get_by_test_id("chart-latency").locator("svg .recharts-bar-rectangle").first).to_be_visible()
+    shot(page, screens, "traffic")
+
+    page.get_by_role("link", name="Keys and tokens").click()
+    page.locator("tr[data-key='ui-key']").get_by_role("button", name="Revoke").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text("Revoked key ui-key")).to_be_visible()
+    page.get_by_role("link", name="Playground").click()  # the key is still in the tab's session storage
+    page.get_by_label("Compare side by side with").uncheck()
+    page.watch.allow(r"^/api/v1/playground/chat$", 401)  # type: ignore[attr-defined]
+    deadline = 10
+    for _ in range(deadline):  # the routers drop a revoked key within a second
+        page.get_by_role("button", name="Send").click()
+        error = page.get_by_test_id("answer-0").get_by_test_id("chat-error")
+        try:
+            expect(error).to_contain_text("401", timeout=3000)
+            break
+        except AssertionError:
+            continue
+    expect(page.get_by_test_id("chat-error")).to_contain_text("Refused by the router")
+    expect(page.get_by_role("heading", name="Playground").or_(page.get_by_text("Playground").first)).to_be_visible()  # still signed in
+    shot(page, screens, "playground-revoked")

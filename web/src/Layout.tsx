@@ -11,6 +11,9 @@ export const SCREENS = [
   { to: "/models", label: "Models" },
   { to: "/config", label: "Configuration" },
   { to: "/history", label: "History" },
+  { to: "/traffic", label: "Traffic" },
+  { to: "/keys", label: "Keys and tokens" },
+  { to: "/playground", label: "Playground" },
 ] as const;
 
 async function readiness(): Promise<Schemas["Readiness"]> {

@@ -3,6 +3,8 @@ import { createRootRoute, createRoute, createRouter, lazyRouteComponent, redirec
 import { Layout } from "./Layout";
 import { ConfigListScreen } from "./screens/Config";
 import { FleetScreen } from "./screens/Fleet";
+import { KeysScreen } from "./screens/Keys";
+import { PlaygroundScreen } from "./screens/Playground";
 import { ModelsScreen } from "./screens/Models";
 
 const root = createRootRoute({ component: Layout });
@@ -29,7 +31,15 @@ const history = createRoute({
   component: lazyRouteComponent(() => import("./screens/History"), "HistoryScreen"),
 });
 
-export const routeTree = root.addChildren([fleet, models, config, configKind, configObject, history]);
+const traffic = createRoute({
+  getParentRoute: () => root,
+  path: "/traffic",
+  component: lazyRouteComponent(() => import("./screens/Traffic"), "TrafficScreen"),
+});
+const keys = createRoute({ getParentRoute: () => root, path: "/keys", component: KeysScreen });
+const playground = createRoute({ getParentRoute: () => root, path: "/playground", component: PlaygroundScreen });
+
+export const routeTree = root.addChildren([fleet, models, config, configKind, configObject, history, traffic, keys, playground]);
 export const router = createRouter({ routeTree, basepath: "/ui", defaultPreload: "intent" });
 
 declare module "@tanstack/react-router" {

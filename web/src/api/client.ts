@@ -82,7 +82,8 @@ export async function raw(path: string, init: RequestInit = {}): Promise<Respons
   const response = await fetch(path, { ...init, headers: { ...authHeaders(), ...(init.headers as Record<string, string>) } });
   if (!response.ok) {
     const problem = (await response.json().catch(() => ({ detail: response.statusText }))) as Problem;
-    if (response.status === 401 && session.token()) session.logout();
+    // Only the control plane's own refusal signs out (the playground relays the router's 401s too).
+    if (response.status === 401 && problem.title === "Unauthorized" && session.token()) session.logout();
     throw new ApiError(response.status, problem);
   }
   return response;

@@ -2,7 +2,9 @@
 // it was refreshed; stale (red) when the last refresh failed or is older than it should be.
 import { Badge, Group, Text, Title } from "@mantine/core";
 import { useInterval } from "@mantine/hooks";
+import { useQuery } from "@tanstack/react-query";
 import { useEffect, useState, type ReactNode } from "react";
+import { api, unwrap } from "../api/client";
 import { age } from "./format";
 
 export function useNow(everyMs = 1000): number {
@@ -41,7 +43,21 @@ export function Freshness({ revision, updatedAt, error, every }: FreshnessProps)
   );
 }
 
+/** The configuration revision the control plane sees now, for screens whose data carries none. */
+function useConfigRevision(enabled: boolean): number | undefined {
+  const status = useQuery({
+    queryKey: ["status-revision"],
+    queryFn: () => unwrap(api.GET("/api/v1/status")),
+    refetchInterval: 5000,
+    enabled,
+  });
+  return status.data?.revision;
+}
+
 export function ScreenHeader({ title, children, freshness }: { title: string; children?: ReactNode; freshness: FreshnessProps }) {
+  const own = "revision" in freshness; // screens whose data carries no revision show the current one
+  const current = useConfigRevision(!own);
+  freshness = own ? freshness : { ...freshness, revision: current };
   return (
     <Group justify="space-between" align="flex-start" mb="md" wrap="wrap">
       <div>
