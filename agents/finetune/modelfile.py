@@ -56,6 +56,6 @@ def derive(base: Model, output_model: str, examples: list[Example], params: Mode
     report.metric("few_shot_chars", chars)
     report.metric("system_prompt_from", source if system else "none")
     report.log(f"derived {output_model} from {base.name} ({spec.ollama_tag}): {len(messages)} example turns "
-               f"({chars} characters), system prompt from the {source if system else 'nowhere'}, "
+               f"({chars} characters), {f'system prompt from the {source}' if system else 'no system prompt'}, "
                f"options {sorted(options) or 'none'}")  # fmt: skip
     return Model.model_validate({"metadata": {"name": output_model}, "spec": derived.model_dump(mode="json")})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,5 +295,89 @@ def test_key_playground_traffic_and_revocation(page: Page, stack: Stack, screens
         except AssertionError:
             continue
     expect(page.get_by_test_id("chat-error")).to_contain_text("Refused by the router")
-    expect(page.get_by_role("heading", name="Playground").or_(page.get_by_text("Playground").first)).to_be_visible()  # still signed in
+    expect(page.get_by_role("link", name="Playground")).to_be_visible()  # still signed in: a router 401 is not the session's
     shot(page, screens, "playground-revoked")
+
+
+def choose(page: Page, label: str, option: str, scope: Page | Any = None) -> None:
+    """Pick ``option`` in the Mantine select labelled ``label``."""
+    (scope or page).get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_start_an_experiment_and_watch_its_results(page: Page, stack: Stack, screens: Path) -> None:
+    sign_in(page, stack)
+    page.get_by_role("link", name="Experiments").click()
+    page.get_by_role("button", name="New experiment").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Name").fill("ui-ab")
+    choose(page, "Route", "default-chat", dialog)
+    models = dialog.get_by_role("combobox", name="Model", exact=True)
+    models.nth(0).click()
+    page.get_by_role("option", name="llama3.1-8b", exact=True).click()
+    models.nth(1).click()
+    page.get_by_role("option", name="qwen2.5-coder-7b", exact=True).click()
+    dialog.get_by_role("button", name="Start").click()
+    expect(page.get_by_text(re.compile(r"Started ui-ab on route default-chat at revision \d+"))).to_be_visible()
+    results = page.get_by_test_id("experiment-results")
+    expect(results.get_by_test_id("variants")).to_be_visible()
+
+    key = {"Authorization": f"Bearer {stack.router_key}"}
+    for i in range(8):  # traffic on the route: the results follow it
+        chat = {"model": "chat", "messages": [{"role": "user", "content": f"hi {i}"}], "options": {"num_predict": 4}}
+        chat["stream"] = False
+        answer = httpx.post(f"{stack.router}/api/chat", headers=key, timeout=30, json=chat)
+        assert answer.status_code == 200, answer.text
+
+    def total() -> int:
+        return sum(int(results.get_by_test_id(f"requests-{v}").inner_text() or 0) for v in ("a", "b"))
+
+    deadline = time.monotonic() + 30
+    while total() < 8 and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert total() == 8
+    expect(results.get_by_test_id("verdicts")).to_contain_text("a")
+    shot(page, screens, "experiments")
+    results.get_by_role("button", name="Stop").click()
+    expect(page.get_by_text(re.compile(r"Stopped ui-ab at revision \d+"))).to_be_visible()
+    expect(page.get_by_test_id("experiments").locator("tr", has_text="ui-ab")).to_contain_text("stopped")
+
+
+def test_submit_a_fine_tune_and_follow_its_log_to_success(page: Page, stack: Stack, screens: Path, tmp_path: Path) -> None:
+    dataset = tmp_path / "support.jsonl"
+    dataset.write_text("".join(f'{{"prompt": "How do I reset my password {i}?", "response": "Open Settings, then Security."}}\n'
+                               for i in range(6)))  # fmt: skip
+    sign_in(page, stack)
+    page.get_by_role("link", name="Fine-tuning").click()
+    page.get_by_role("button", name="Submit a job").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("input[type=file]").set_input_files(str(dataset))
+    choose(page, "Base model", "llama3.1-8b", dialog)
+    dialog.get_by_label("Output model (a new Model object)").fill("ui-tuned")
+    dialog.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text(re.compile(r"Job .+ queued \(6 rows\)"))).to_be_visible()
+    detail = page.get_by_test_id("job-detail")
+    expect(detail.get_by_test_id("job-state")).to_have_text("succeeded", timeout=60_000)
+    expect(detail.get_by_test_id("job-log")).not_to_be_empty()
+    expect(detail).to_contain_text(re.compile(r"Model ui-tuned registered at revision \d+"))
+    shot(page, screens, "fine-tuning")
+    assert httpx.get(f"{stack.api}/api/v1/config/models/ui-tuned", headers=stack.auth).status_code == 200
+
+
+def test_rag_ingest_a_file_and_query_it(page: Page, stack: Stack, screens: Path, tmp_path: Path) -> None:
+    examples = yaml.safe_load_all((ROOT / "deploy/examples/rag.yaml").read_text())
+    docs = [d for d in examples if d["metadata"]["name"] != "support-kb"]  # the handbook: embedded in the control plane
+    assert httpx.post(f"{stack.api}/api/v1/config:apply", json={"objects": docs}, headers=stack.auth).status_code == 200
+    notes = tmp_path / "coffee.md"
+    notes.write_text("# Office\n\nThe coffee machine is descaled every Friday by the facilities team.\n")
+    sign_in(page, stack)
+    page.get_by_role("link", name="RAG").click()
+    page.locator("input[type=file]").set_input_files(str(notes))
+    page.get_by_role("button", name="Ingest").click()
+    expect(page.get_by_test_id("ingest-result")).to_contain_text("1 ingested", timeout=60_000)
+    expect(page.get_by_test_id("rag-docs").locator("tr[data-doc='coffee.md']")).to_be_visible()
+    page.get_by_label("Question").fill("when is the espresso maker cleaned?")
+    page.get_by_role("button", name="Ask").click()
+    sources = page.get_by_test_id("rag-sources")
+    expect(sources.locator("tbody tr").first).to_contain_text("coffee.md")
+    shot(page, screens, "rag")

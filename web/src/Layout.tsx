@@ -11,9 +11,12 @@ export const SCREENS = [
   { to: "/models", label: "Models" },
   { to: "/config", label: "Configuration" },
   { to: "/history", label: "History" },
+  { to: "/experiments", label: "Experiments" },
+  { to: "/fine-tuning", label: "Fine-tuning" },
   { to: "/traffic", label: "Traffic" },
   { to: "/keys", label: "Keys and tokens" },
   { to: "/playground", label: "Playground" },
+  { to: "/rag", label: "RAG" },
 ] as const;
 
 async function readiness(): Promise<Schemas["Readiness"]> {

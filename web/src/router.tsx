@@ -5,6 +5,7 @@ import { ConfigListScreen } from "./screens/Config";
 import { FleetScreen } from "./screens/Fleet";
 import { KeysScreen } from "./screens/Keys";
 import { PlaygroundScreen } from "./screens/Playground";
+import { RagScreen } from "./screens/Rag";
 import { ModelsScreen } from "./screens/Models";
 
 const root = createRootRoute({ component: Layout });
@@ -39,7 +40,21 @@ const traffic = createRoute({
 const keys = createRoute({ getParentRoute: () => root, path: "/keys", component: KeysScreen });
 const playground = createRoute({ getParentRoute: () => root, path: "/playground", component: PlaygroundScreen });
 
-export const routeTree = root.addChildren([fleet, models, config, configKind, configObject, history, traffic, keys, playground]);
+const experiments = createRoute({
+  getParentRoute: () => root,
+  path: "/experiments",
+  component: lazyRouteComponent(() => import("./screens/Experiments"), "ExperimentsScreen"),
+});
+const finetune = createRoute({
+  getParentRoute: () => root,
+  path: "/fine-tuning",
+  component: lazyRouteComponent(() => import("./screens/FineTune"), "FineTuneScreen"),
+});
+const rag = createRoute({ getParentRoute: () => root, path: "/rag", component: RagScreen });
+
+export const routeTree = root.addChildren([
+  fleet, models, config, configKind, configObject, history, experiments, finetune, traffic, keys, playground, rag,
+]);
 export const router = createRouter({ routeTree, basepath: "/ui", defaultPreload: "intent" });
 
 declare module "@tanstack/react-router" {

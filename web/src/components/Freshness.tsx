@@ -1,7 +1,6 @@
 // What every screen says about its data: the configuration revision it reflects and how long ago
 // it was refreshed; stale (red) when the last refresh failed or is older than it should be.
 import { Badge, Group, Text, Title } from "@mantine/core";
-import { useInterval } from "@mantine/hooks";
 import { useQuery } from "@tanstack/react-query";
 import { useEffect, useState, type ReactNode } from "react";
 import { api, unwrap } from "../api/client";
@@ -9,11 +8,10 @@ import { age } from "./format";
 
 export function useNow(everyMs = 1000): number {
   const [now, setNow] = useState(Date.now());
-  const interval = useInterval(() => setNow(Date.now()), everyMs);
   useEffect(() => {
-    interval.start();
-    return interval.stop;
-  }, [interval]);
+    const timer = window.setInterval(() => setNow(Date.now()), everyMs);
+    return () => window.clearInterval(timer);
+  }, [everyMs]);
   return now;
 }
 
