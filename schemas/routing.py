@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Int64
+from schemas.common import Int64, Name
 from schemas.model import Capability
 from schemas.route import Task
 
@@ -48,12 +48,20 @@ class RouteRequest(BaseModel):
         return self.prompt if self.prompt is not None else "\n".join(m.content for m in self.messages or [])
 
 
+class PlaygroundMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
 class PlaygroundChat(BaseModel):
     """A chat the web UI's playground sends through the router (``POST /api/v1/playground/chat``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=253, description="An alias, a Model name or an Ollama tag, as a client sends it.")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
-    route: str | None = Field(default=None, max_length=253, description="Use this route by name (x-route-name).")
+    model: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x1f\x7f]+$",
+                       description="An alias, a Model name or an Ollama tag, as a client sends it.")  # fmt: skip
+    messages: list[PlaygroundMessage] = Field(min_length=1, max_length=200)
+    route: Name | None = Field(default=None, description="Use this route by name (x-route-name).")
     options: dict[str, float | Int64 | str | bool] = Field(default_factory=dict, max_length=50, description="Ollama options.")

@@ -360,6 +360,7 @@ def test_submit_a_fine_tune_and_follow_its_log_to_success(page: Page, stack: Sta
     expect(detail.get_by_test_id("job-state")).to_have_text("succeeded", timeout=60_000)
     expect(detail.get_by_test_id("job-log")).not_to_be_empty()
     expect(detail).to_contain_text(re.compile(r"Model ui-tuned registered at revision \d+"))
+    expect(page.get_by_role("dialog")).to_have_count(0)
     shot(page, screens, "fine-tuning")
     assert httpx.get(f"{stack.api}/api/v1/config/models/ui-tuned", headers=stack.auth).status_code == 200
 
@@ -381,3 +382,34 @@ def test_rag_ingest_a_file_and_query_it(page: Page, stack: Stack, screens: Path,
     sources = page.get_by_test_id("rag-sources")
     expect(sources.locator("tbody tr").first).to_contain_text("coffee.md")
     shot(page, screens, "rag")
+
+
+SCREEN_PATHS = ["/ui/", "/ui/models", "/ui/config/models", "/ui/history", "/ui/experiments", "/ui/fine-tuning", "/ui/traffic",
+                "/ui/keys", "/ui/playground", "/ui/rag"]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)], ids=["laptop", "wide"])
+def test_every_screen_fits_the_window_shows_its_revision_and_focus(
+    browser: Browser, stack: Stack, screens: Path, size: tuple[int, int]
+) -> None:
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]}, base_url=stack.api)
+    page = context.new_page()
+    watch = Watch(page)
+    try:
+        sign_in(page, stack)
+        for path in SCREEN_PATHS:
+            page.goto(path)
+            expect(page.get_by_test_id("revision").first).to_have_text(re.compile(r"revision \d+"))
+            expect(page.get_by_test_id("refreshed").first).to_have_text(re.compile("refreshed"))
+            sideways = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert sideways <= 0, f"{path} scrolls sideways by {sideways} px at {size[0]}x{size[1]}"
+        shot(page, screens, f"playground-{size[0]}")
+        page.goto("/ui/")
+        page.locator("body").click(position={"x": 5, "y": size[1] - 5})
+        for _ in range(4):  # keyboard only: the focused element draws a visible ring
+            page.keyboard.press("Tab")
+            outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline not in ("none", ""), page.evaluate("document.activeElement.outerHTML.slice(0, 200)")
+    finally:
+        context.close()
+    assert watch.problems == [], watch.problems

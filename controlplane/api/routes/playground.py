@@ -16,6 +16,7 @@ from schemas.routing import PlaygroundChat
 
 router = APIRouter(prefix="/api/v1", tags=["playground"])
 NDJSON = "application/x-ndjson"
+KEY_PATTERN = r"^[\x21-\x7e]+$"  # printable ASCII: it goes into a header
 
 
 @router.post(
@@ -25,7 +26,7 @@ NDJSON = "application/x-ndjson"
 )
 async def chat(
     request: PlaygroundChat = Body(...),
-    x_router_key: str = Header(min_length=1, max_length=512, description="The router API key to chat with."),
+    x_router_key: str = Header(min_length=1, max_length=512, pattern=KEY_PATTERN, description="The router API key to chat with."),
     rt: Runtime = Depends(runtime),
     _p: Principal = Viewer,
 ) -> StreamingResponse:

@@ -5,6 +5,7 @@ import { Alert, Autocomplete, Badge, Button, Card, Checkbox, Group, NumberInput,
 import { useQuery } from "@tanstack/react-query";
 import { useRef, useState } from "react";
 import { api, describe, raw, unwrap } from "../api/client";
+import { ScreenHeader } from "../components/Freshness";
 
 const KEY = "llmtune.routerKey";
 
@@ -80,6 +81,7 @@ export function PlaygroundScreen() {
   const names = useQuery({
     queryKey: ["config", "models", "names"],
     queryFn: () => unwrap(api.GET("/api/v1/config/{kind}", { params: { path: { kind: "models" }, query: { limit: 200 } } })),
+    refetchInterval: 30_000,
   });
   const suggestions = (names.data?.items ?? []).map((m) => m.metadata.name);
 
@@ -98,7 +100,7 @@ export function PlaygroundScreen() {
 
   return (
     <>
-      <Text fw={700} size="xl" mb="xs">Playground</Text>
+      <ScreenHeader title="Playground" freshness={{ revision: names.data?.revision, updatedAt: names.dataUpdatedAt, error: names.error, every: 30 }} />
       <Text size="sm" c="dimmed" mb="md">A chat through the router, as a service would send it: with a router API key (kept in this tab only).</Text>
       <Stack maw={1100}>
         <SimpleGrid cols={{ base: 1, md: 3 }}>
