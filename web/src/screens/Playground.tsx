@@ -5,6 +5,7 @@ import { Alert, Autocomplete, Badge, Button, Card, Checkbox, Group, NumberInput,
 import { useQuery } from "@tanstack/react-query";
 import { useRef, useState } from "react";
 import { api, describe, raw, unwrap } from "../api/client";
+import { readLines } from "../api/ndjson";
 import { ScreenHeader } from "../components/Freshness";
 
 const KEY = "llmtune.routerKey";
@@ -34,6 +35,15 @@ function decisionOf(headers: Headers): Decision {
            decisionUs: get("x-route-decision-us"), attempts: get("x-route-attempts"), requestId: get("x-request-id") };
 }
 
+interface ChatLine {
+  message?: { content?: string };
+  done?: boolean;
+  error?: string;
+  eval_count?: number;
+  total_duration?: number;
+  eval_duration?: number;
+}
+
 /** Send one chat and follow its NDJSON lines into ``update``. */
 export async function chat(key: string, model: string, prompt: string, options: Record<string, number>, update: (run: Partial<Run>) => void, signal: AbortSignal) {
   try {
@@ -44,26 +54,16 @@ export async function chat(key: string, model: string, prompt: string, options: 
       signal,
     });
     update({ decision: decisionOf(response.headers) });
-    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
     let text = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      const lines = buffer.split("\n");
-      buffer = lines.pop() ?? "";
-      for (const line of lines.filter((l) => l.trim())) {
-        const part = JSON.parse(line) as { message?: { content?: string }; done?: boolean; error?: string; eval_count?: number; total_duration?: number; eval_duration?: number };
-        if (part.error) throw new Error(part.error);
-        text += part.message?.content ?? "";
-        update({ text });
-        if (part.done) {
-          const tokensPerS = part.eval_count && part.eval_duration ? part.eval_count / (part.eval_duration / 1e9) : undefined;
-          update({ stats: { tokens: part.eval_count, totalMs: part.total_duration ? part.total_duration / 1e6 : undefined, tokensPerS } });
-        }
+    await readLines<ChatLine>(response, (part) => {
+      if (part.error) throw new Error(part.error);
+      text += part.message?.content ?? "";
+      update({ text });
+      if (part.done) {
+        const tokensPerS = part.eval_count && part.eval_duration ? part.eval_count / (part.eval_duration / 1e9) : undefined;
+        update({ stats: { tokens: part.eval_count, totalMs: part.total_duration ? part.total_duration / 1e6 : undefined, tokensPerS } });
       }
-    }
+    });
     update({ done: true });
   } catch (error) {
     if (!signal.aborted) update({ error: describe(error), done: true });

@@ -5,6 +5,7 @@ import { notifications } from "@mantine/notifications";
 import { keepPreviousData, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, describe, raw, unwrap, type Schemas } from "../api/client";
+import { readLines } from "../api/ndjson";
 import { Failure } from "../components/Failure";
 import { ScreenHeader } from "../components/Freshness";
 import { bytes, ms, when } from "../components/format";
@@ -118,21 +119,11 @@ function Ingest({ collection }: { collection: string }) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ documents }),
       });
-      const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        const lines = buffer.split("\n");
-        buffer = lines.pop() ?? "";
-        for (const line of lines.filter((l) => l.trim())) {
-          const part = JSON.parse(line) as { type: string; embedded?: number; total?: number; error?: string } & Schemas["RagIngestResult"];
-          if (part.type === "progress") setProgress({ done: part.embedded ?? 0, total: part.total ?? 0 });
-          else if (part.type === "error") throw new Error(`nothing of the batch was stored: ${part.error}`);
-          else setResult(part);
-        }
-      }
+      await readLines<{ type: string; embedded?: number; total?: number; error?: string } & Schemas["RagIngestResult"]>(response, (part) => {
+        if (part.type === "progress") setProgress({ done: part.embedded ?? 0, total: part.total ?? 0 });
+        else if (part.type === "error") throw new Error(`nothing of the batch was stored: ${part.error}`);
+        else setResult(part);
+      });
       setFiles([]);
       queries.invalidateQueries({ queryKey: ["rag-docs", collection] });
     } catch (error) {
