@@ -46,6 +46,7 @@ from controlplane.store.leases import Fence
 from controlplane.store.view import ConfigView, InvalidObject, Stored, StoredInvalid, addressable, decode_at
 from schemas.common import ConfigObject
 from schemas.model import Model
+from schemas.placement import matches
 from schemas.registry import KINDS, parse_object
 from schemas.validation import Problem, affected_by, check_references
 
@@ -87,7 +88,7 @@ class ListQuery:
             return False
         if not self.selector:
             return True
-        return labels is not None and all(labels.get(k) == v for k, v in self.selector.items())
+        return labels is not None and matches(self.selector, labels)
 
 
 @dataclass(frozen=True, slots=True)
