@@ -32,6 +32,7 @@ class RouterRefused(ServiceError):
 class Opened:
     response: httpx.Response
     headers: dict[str, str]
+    closed: bool = False
 
 
 def _message(body: bytes, status: int) -> str:
@@ -67,18 +68,21 @@ class Playground:
         except httpx.HTTPError as exc:
             self.streams -= 1
             raise RouterUnreachable(f"the router at {self._client.base_url} could not be reached: {exc}") from exc
-        decision = {h: response.headers[h] for h in DECISION_HEADERS if h in response.headers}
+        opened = Opened(response, {h: response.headers[h] for h in DECISION_HEADERS if h in response.headers})
         if response.status_code >= 400:
             try:
                 body_bytes = await response.aread()
             finally:
-                await self.close(response)
-            raise RouterRefused(response.status_code, _message(body_bytes, response.status_code), decision)
-        return Opened(response, decision)
+                await self.close(opened)
+            raise RouterRefused(response.status_code, _message(body_bytes, response.status_code), opened.headers)
+        return opened
 
-    async def close(self, response: httpx.Response) -> None:
-        self.streams -= 1
-        await response.aclose()
+    async def close(self, opened: Opened) -> None:
+        """Once per chat, however it ends (answered, the page gone before or during the stream)."""
+        if not opened.closed:
+            opened.closed = True
+            self.streams -= 1
+            await opened.response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()

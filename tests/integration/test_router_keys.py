@@ -193,6 +193,12 @@ async def test_the_playground_chats_with_the_persons_key_only(fleet: tuple[Fleet
         assert answer.headers["x-route-node"] == "node-0" and float(answer.headers["x-route-decision-us"]) > 0
         lines = [line async for line in answer.aiter_lines() if line]
     assert len(lines) > 1 and '"done":true' in lines[-1].replace(" ", "")
+    for _ in range(3):  # a page that leaves at once: its chat is closed all the same
+        async with f.api.stream("POST", "/api/v1/playground/chat", json=body, headers={"X-Router-Key": secret}) as left:
+            assert left.status_code == 200
+    playground = f.control_plane_runtime().playground
+    assert playground is not None
+    await f.until(lambda: playground.streams == 0, timeout_s=5)  # every chat's slot is given back
     missing = await f.api.post("/api/v1/playground/chat", json=body)
     assert missing.status_code == 422 and "x-router-key" in missing.text.lower()  # no key: nothing is lent
     wrong = await f.api.post("/api/v1/playground/chat", json=body, headers={"X-Router-Key": "llmk_00000000_nope"})

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, Header
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from controlplane.api.deps import Runtime, Viewer, runtime
 from controlplane.api.openapi import answered_as
@@ -46,6 +47,8 @@ async def chat(
             async for chunk in opened.response.aiter_raw():
                 yield chunk
         finally:
-            await playground.close(opened.response)
+            await playground.close(opened)
 
-    return StreamingResponse(lines(), media_type=NDJSON, headers=opened.headers)
+    # The background close also runs when the page left before the stream began (the generator never started).
+    closing = BackgroundTask(playground.close, opened)
+    return StreamingResponse(lines(), media_type=NDJSON, headers=opened.headers, background=closing)
