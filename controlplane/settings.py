@@ -183,10 +183,28 @@ class AutoscalerSettings(BaseModel):
         return self
 
 
+#: What a control-plane replica does (``LLMTUNE_ROLES=api,rag``): see ``controlplane.runtime.ControlPlane``.
+Role = Literal["api", "rag", "monitor", "finetune", "autoscaler", "upkeep"]
+ROLES: tuple[Role, ...] = ("api", "rag", "monitor", "finetune", "autoscaler", "upkeep")
+
+
 class Settings(BaseSettings):
     """Every control-plane setting; read once at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="LLMTUNE_", env_nested_delimiter="__", extra="ignore")
+
+    roles: Annotated[list[Role], NoDecode] = Field(
+        default_factory=lambda: list(ROLES), min_length=1,
+        description="What this replica does, comma-separated: api, rag, monitor, finetune, autoscaler, upkeep (or all).",
+    )  # fmt: skip
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = [part.strip() for part in value.split(",") if part.strip()]
+            return list(ROLES) if names == ["all"] else names
+        return value
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     db: DbSettings = Field(default_factory=DbSettings)

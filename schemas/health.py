@@ -40,3 +40,4 @@ class ServiceStatus(BaseModel):
     invalid_objects: list[InvalidStored]
     store: HeldStoreState
     nodes: list[NodeStatus | UnreadableStatus] = Field(description="Each node's live status, as its agent wrote it.")
+    roles: list[str] = Field(default_factory=list, description="What this replica does (LLMTUNE_ROLES).")

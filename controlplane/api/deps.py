@@ -12,7 +12,7 @@ from controlplane.api.broadcast import Broadcaster
 from controlplane.services.apikeys import ApiKeyService, TenantBudgets
 from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
-from controlplane.services.errors import BadRequest, Forbidden, Unauthorized
+from controlplane.services.errors import BadRequest, Forbidden, NotConfigured, Unauthorized
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
@@ -58,6 +58,7 @@ class Runtime:
     experiment_control: ExperimentControl | None = None
     finetune: FineTuneService | None = None
     playground: Playground | None = None
+    roles: frozenset[str] = frozenset()
 
 
 def runtime(request: Request) -> Runtime:
@@ -74,6 +75,8 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise Unauthorized("send 'Authorization: Bearer <token>' (llmctl reads it from its config or LLMCTL_TOKEN)")
             principal = await runtime(request).tokens.authenticate(authorization[7:].strip())
+        if "api" not in runtime(request).roles:
+            raise NotConfigured("this control-plane replica does not serve the API (LLMTUNE_ROLES lacks 'api'): use another")
         if principal.role < role:
             raise Forbidden(f"token '{principal.name}' has role {principal.role.name.lower()}; this needs {role.name.lower()}")
         return principal

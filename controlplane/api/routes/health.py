@@ -77,4 +77,5 @@ async def status(rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> Serv
         invalid_objects=[InvalidStored.model_validate(bad) for bad in rt.view.report()],
         store=HeldStoreState.model_validate(rt.recovery.report.as_dict() | {"held": rt.config_informer.held}),
         nodes=nodes,
+        roles=sorted(rt.roles),
     )

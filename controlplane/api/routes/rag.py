@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from controlplane.api.deps import Operator, Runtime, Viewer, runtime
 from controlplane.api.openapi import answered_as
+from controlplane.services.errors import NotConfigured
 from controlplane.services.rag import RagService
 from controlplane.services.tokens import Principal
 from rag.errors import RagError, UnknownDocument
@@ -22,7 +23,8 @@ NDJSON = "application/x-ndjson"
 
 
 def service(rt: Runtime = Depends(runtime)) -> RagService:
-    assert rt.rag is not None
+    if rt.rag is None:
+        raise NotConfigured("this control-plane replica does not serve RAG (LLMTUNE_ROLES lacks 'rag'): use another")
     return rt.rag
 
 
