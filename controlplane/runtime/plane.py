@@ -15,8 +15,9 @@ class ControlPlane:
     """``roles``: ``api`` serves the REST API and the UI; ``rag`` ingests and answers RAG queries;
     ``monitor`` runs the monitor's loops (with Redis); ``finetune`` registers finished jobs and
     re-queues lost ones; ``autoscaler`` runs the autoscaler (when enabled); ``upkeep`` repairs the
-    audit log and keeps the control plane's own key. The loops elect a leader among the replicas
-    that have their role."""
+    audit log and keeps the control plane's own key. The monitor and the autoscaler elect one
+    leader among the replicas with their role; fine-tune registration and upkeep run on every
+    replica with theirs."""
 
     def __init__(
         self, settings: Settings, *, store: ConfigStore | None = None, registry: CollectorRegistry | None = None
