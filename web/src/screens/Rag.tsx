@@ -2,7 +2,7 @@
 // embedding progress as it goes, and a query with its answer, sources, scores and timings.
 import { Alert, Badge, Button, Card, Checkbox, FileInput, Group, Modal, NumberInput, Progress, SegmentedControl, SimpleGrid, Stack, Table, Text, TextInput, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
-import { keepPreviousData, useQuery, useQueryClient } from "@tanstack/react-query";
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, describe, raw, unwrap, type Schemas } from "../api/client";
 import { readLines } from "../api/ndjson";
@@ -102,15 +102,9 @@ function Ingest({ collection }: { collection: string }) {
   const queries = useQueryClient();
   const [files, setFiles] = useState<File[]>([]);
   const [progress, setProgress] = useState<{ done: number; total: number } | null>(null);
-  const [result, setResult] = useState<Schemas["RagIngestResult"] | null>(null);
-  const [failure, setFailure] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  async function ingest() {
-    setBusy(true);
-    setFailure(null);
-    setResult(null);
-    setProgress({ done: 0, total: 0 });
-    try {
+  const ingest = useMutation({
+    mutationFn: async () => {
+      setProgress({ done: 0, total: 0 });
       const documents = await Promise.all(
         files.map(async (f) => ({ id: f.name, text: await f.text(), format: /\.(md|markdown)$/i.test(f.name) ? "markdown" : "text", metadata: { source: f.name } })),
       );
@@ -119,33 +113,34 @@ function Ingest({ collection }: { collection: string }) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ documents }),
       });
+      let result: Schemas["RagIngestResult"] | null = null;
       await readLines<{ type: string; embedded?: number; total?: number; error?: string } & Schemas["RagIngestResult"]>(response, (part) => {
         if (part.type === "progress") setProgress({ done: part.embedded ?? 0, total: part.total ?? 0 });
         else if (part.type === "error") throw new Error(`nothing of the batch was stored: ${part.error}`);
-        else setResult(part);
+        else result = part;
       });
+      return result as Schemas["RagIngestResult"] | null;
+    },
+    onSuccess: () => {
       setFiles([]);
       queries.invalidateQueries({ queryKey: ["rag-docs", collection] });
-    } catch (error) {
-      setFailure(error);
-    } finally {
-      setBusy(false);
-    }
-  }
+    },
+  });
+  const result = ingest.data;
   return (
     <Card withBorder>
       <Title order={4} mb="xs">Ingest</Title>
       <Group align="flex-end">
         <FileInput label="Files (.md, .txt)" placeholder="choose files" multiple value={files} onChange={setFiles} accept=".md,.markdown,.txt,.rst" w={360} clearable />
-        <Button onClick={ingest} loading={busy} disabled={files.length === 0}>Ingest</Button>
+        <Button onClick={() => ingest.mutate()} loading={ingest.isPending} disabled={files.length === 0}>Ingest</Button>
       </Group>
-      {progress && busy && (
+      {progress && ingest.isPending && (
         <Stack gap={2} mt="sm">
           <Text size="sm">embedding {progress.done} of {progress.total || "…"} chunks</Text>
           <Progress value={progress.total ? (progress.done / progress.total) * 100 : 5} animated aria-label="ingest progress" />
         </Stack>
       )}
-      {failure ? <Alert color="red" mt="sm" title="Not ingested">{describe(failure)}</Alert> : null}
+      {ingest.error ? <Alert color="red" mt="sm" title="Not ingested">{describe(ingest.error)}</Alert> : null}
       {result && (
         <Text size="sm" mt="sm" c="green" data-testid="ingest-result">
           {result.ingested.length} ingested, {result.unchanged.length} unchanged, {result.chunks} chunks written in {ms(result.total_ms)}
@@ -159,34 +154,25 @@ function Query({ collection }: { collection: string }) {
   const [question, setQuestion] = useState("");
   const [topK, setTopK] = useState<number | string>("");
   const [retrieveOnly, setRetrieveOnly] = useState(true);
-  const [answer, setAnswer] = useState<Schemas["RagAnswer"] | null>(null);
-  const [failure, setFailure] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  async function ask() {
-    setBusy(true);
-    setFailure(null);
-    try {
-      const found = await unwrap(api.POST("/api/v1/rag/query", {
+  const ask = useMutation({
+    mutationFn: async () =>
+      // (the streamed NDJSON variant of this route is not asked for here)
+      (await unwrap(api.POST("/api/v1/rag/query", {
         body: { collection, query: question, retrieve_only: retrieveOnly, top_k: topK === "" ? null : Number(topK) },
-      }));
-      setAnswer(found as Schemas["RagAnswer"]); // (the streamed NDJSON variant of this route is not asked for here)
-    } catch (error) {
-      setFailure(error);
-    } finally {
-      setBusy(false);
-    }
-  }
+      }))) as Schemas["RagAnswer"],
+  });
+  const answer = ask.data;
   return (
     <Card withBorder>
       <Title order={4} mb="xs">Ask {collection}</Title>
       <SimpleGrid cols={{ base: 1, md: 4 }}>
         <TextInput label="Question" value={question} onChange={(e) => setQuestion(e.currentTarget.value)} style={{ gridColumn: "span 2" }}
-          onKeyDown={(e) => e.key === "Enter" && question.trim() && ask()} />
+          onKeyDown={(e) => e.key === "Enter" && question.trim() && ask.mutate()} />
         <NumberInput label="top k" placeholder="the collection's" value={topK} onChange={setTopK} min={1} max={100} />
         <Checkbox label="Sources only (no generated answer)" checked={retrieveOnly} onChange={(e) => setRetrieveOnly(e.currentTarget.checked)} mt="lg" />
       </SimpleGrid>
-      <Button mt="sm" onClick={ask} loading={busy} disabled={!question.trim()}>Ask</Button>
-      {failure ? <Alert color="red" mt="sm">{describe(failure)}</Alert> : null}
+      <Button mt="sm" onClick={() => ask.mutate()} loading={ask.isPending} disabled={!question.trim()}>Ask</Button>
+      {ask.error ? <Alert color="red" mt="sm">{describe(ask.error)}</Alert> : null}
       {answer && (
         <Stack mt="sm" data-testid="rag-answer">
           {answer.answer && (
