@@ -127,7 +127,7 @@ async def lora_job(api: str, checkpoint: Path, steps: int) -> tuple[float, dict[
 def lora_in_process(checkpoint: Path, steps: int, out: Path) -> float:
     from agents.finetune import lora
     from agents.finetune.report import Report
-    from controlplane.services.datasets import parse_dataset
+    from schemas.datasets import parse_dataset
     from schemas.finetune import LoraParams
     from schemas.model import Model
 
@@ -140,8 +140,8 @@ def lora_in_process(checkpoint: Path, steps: int, out: Path) -> float:
 
 async def adapter_delivery(api: str, db_url: str, folder: Path, size_mb: int, rounds: int = 5) -> None:
     from agents.sidecar.artifacts import ArtifactFetcher
+    from controlplane.db.artifacts import ArtifactStore
     from controlplane.db.engine import make_engine
-    from controlplane.services.artifacts import ArtifactStore
 
     source = folder / "adapter_model.safetensors"
     source.write_bytes(os.urandom(size_mb << 20))

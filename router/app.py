@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from controlplane.settings import StoreSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.keys import KeySpace
+from controlplane.store.settings import StoreSettings
 from controlplane.store.view_metrics import InvalidObjectsCollector
 from router import ollama_api, openai_api
 from router.admission import AdmissionQueue

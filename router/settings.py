@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controlplane.settings import KeySettings, StoreSettings
+from controlplane.settings import KeySettings
+from controlplane.store.settings import StoreSettings
 from router.auth import Mode
 from router.limits import OnRedisDown
 

@@ -23,11 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agents.finetune import lora, modelfile
 from agents.finetune.report import Cancelled, JobError, Report
+from controlplane.db.artifacts import ArtifactStore
+from controlplane.db.jobs import JobStore, ended_channel, job_deserialize, job_serialize
 from controlplane.db.models import FineTuneJob
-from controlplane.services.artifacts import ArtifactStore
-from controlplane.services.datasets import parse_dataset
-from controlplane.services.finetune_jobs import JobStore, ended_channel, job_deserialize, job_serialize
 from controlplane.settings import FineTuneSettings
+from schemas.datasets import parse_dataset
 from schemas.finetune import JOB_LABEL, JobState, LoraParams, Method, ModelfileParams
 from schemas.model import Model
 

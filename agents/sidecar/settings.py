@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from controlplane.settings import StoreSettings
+from controlplane.store.settings import StoreSettings
 from schemas.common import NAME_PATTERN
 
 

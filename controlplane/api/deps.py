@@ -9,8 +9,8 @@ from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.broadcast import Broadcaster
+from controlplane.db.artifacts import ArtifactStore
 from controlplane.services.apikeys import ApiKeyService, TenantBudgets
-from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.errors import BadRequest, Forbidden, NotConfigured, Unauthorized
 from controlplane.services.experiments import ExperimentControl, ExperimentResults

@@ -24,9 +24,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from controlplane.api.metrics import install_informer_metrics
+from controlplane.db.artifacts import ArtifactStore
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.apikeys import internal_headers
-from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.history import History

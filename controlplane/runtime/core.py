@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from controlplane.db.artifacts import ArtifactStore
 from controlplane.db.engine import make_engine, migrate
 from controlplane.services.apikeys import ApiKeyService, TenantBudgets
-from controlplane.services.artifacts import ArtifactStore
 from controlplane.services.config import ConfigService
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History

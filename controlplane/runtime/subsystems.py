@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from controlplane.db.jobs import JobStore
 from controlplane.runtime.core import Core
 from controlplane.services.apikeys import internal_headers
 from controlplane.services.autoscaler import Autoscaler, Timing
@@ -22,7 +23,6 @@ from controlplane.services.experiments import ExperimentControl, ExperimentResul
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.finetune import ArqQueue, FineTuneService
-from controlplane.services.finetune_jobs import JobStore
 from controlplane.services.loops import every
 from controlplane.services.monitor import start_monitor
 from controlplane.services.playground import Playground

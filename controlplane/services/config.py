@@ -24,7 +24,7 @@ import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_chain, wait_none, wait_random
 
-from controlplane.services.artifacts import ArtifactStore
+from controlplane.db.artifacts import ArtifactStore
 from controlplane.services.diff import compare, unified
 from controlplane.services.errors import (
     AlreadyExists,

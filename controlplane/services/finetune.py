@@ -23,9 +23,9 @@ import orjson
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from controlplane.db.jobs import JobStore, ended_channel, job_deserialize, job_out, job_serialize
 from controlplane.db.models import FineTuneJob
 from controlplane.services.config import ConfigService
-from controlplane.services.datasets import Dataset, DatasetInvalid, parse_dataset
 from controlplane.services.errors import (
     AlreadyExists,
     BadRequest,
@@ -38,10 +38,10 @@ from controlplane.services.errors import (
     StaleRevision,
     Unprocessable,
 )
-from controlplane.services.finetune_jobs import JobStore, ended_channel, job_deserialize, job_out, job_serialize
 from controlplane.settings import FineTuneSettings
 from controlplane.store.view import ConfigView
 from schemas.common import Metadata
+from schemas.datasets import Dataset, DatasetInvalid, parse_dataset
 from schemas.experiment import Experiment, ExperimentSpec, ExperimentState, Guardrails, Variant
 from schemas.finetune import FINAL_STATES, JOB_LABEL, DatasetInfo, FineTuneRequest, JobState, LogLine
 from schemas.finetune import FineTuneJob as JobOut

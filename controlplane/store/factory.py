@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controlplane.settings import StoreSettings
 from controlplane.store.base import ConfigStore
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.memory import MemoryStore
+from controlplane.store.settings import StoreSettings
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
 
 

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from agents.sidecar.artifacts import ArtifactError, ArtifactFetcher
 from agents.sidecar.desired import desired_model
+from controlplane.db import artifacts
+from controlplane.db.artifacts import ArtifactStore
 from controlplane.db.engine import make_engine, migrate
 from controlplane.db.models import ArtifactChunk
-from controlplane.services import artifacts
-from controlplane.services.artifacts import ArtifactStore
 from schemas.model import Adapter, Model
 from tests.helpers import model_doc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from controlplane.services.datasets import DatasetInvalid, parse_dataset
+from schemas.datasets import DatasetInvalid, parse_dataset
 from schemas.finetune import FineTuneRequest
 
 GOOD = "\n".join([

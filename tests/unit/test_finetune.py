@@ -16,8 +16,8 @@ from agents.finetune.report import JobError, Report
 from agents.sidecar.desired import desired_model
 from agents.sidecar.node import adapter_files
 from controlplane.db.engine import make_engine, migrate
+from controlplane.db.jobs import JobStore
 from controlplane.db.models import ACTIVE_JOB_STATES, FineTuneJob
-from controlplane.services.finetune_jobs import JobStore
 from schemas.finetune import FINAL_STATES, Example, FineTuneRequest, JobState, LoraParams, ModelfileParams
 from schemas.model import Model
 
