@@ -168,6 +168,11 @@ class Settings(BaseSettings):
             return list(ROLES) if names == ["all"] else names
         return value
 
+    leader_ttl_s: int = Field(
+        default=10, ge=2, le=300,
+        description="The lease of the leaders of the monitor, fine-tuning and upkeep loops: another replica leads within "
+        "about this long after the leader dies; a leader stops acting when it has not renewed it for two thirds of it.",
+    )  # fmt: skip
     store: StoreSettings = Field(default_factory=StoreSettings)
     db: DbSettings = Field(default_factory=DbSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -1,6 +1,7 @@
 """``llmtune monitor``: the performance monitor as a process of its own, without the REST API.
 
-It runs what a control plane runs when ``LLMTUNE_MONITOR__REDIS_URL`` is set: the outcome
+It runs what a control plane with the ``monitor`` role runs (the same ``Core`` and ``Monitor``
+subsystem) when ``LLMTUNE_MONITOR__REDIS_URL`` is set: the outcome
 consumer, the stream trimmer, the judge and the experiment guardrails, as the leader of the same
 ``monitor`` election (so it may run beside control planes that also have the monitor on; one of
 them leads). It serves ``/healthz`` (the configuration informer is synced) and ``/metrics`` on
@@ -24,18 +25,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from controlplane.api.metrics import install_informer_metrics
-from controlplane.db.artifacts import ArtifactStore
-from controlplane.db.engine import make_engine, migrate
-from controlplane.services.apikeys import internal_headers
-from controlplane.services.config import ConfigService
-from controlplane.services.experiments import ExperimentControl, ExperimentResults
-from controlplane.services.history import History
-from controlplane.services.monitor import start_monitor
+from controlplane.runtime.core import Core
+from controlplane.runtime.subsystems import Monitor
 from controlplane.settings import Settings
-from controlplane.store.factory import open_store
 from controlplane.store.informer import Informer
-from controlplane.store.keys import KeySpace
-from controlplane.store.view import ConfigView
 
 log = logging.getLogger("monitor")
 
@@ -62,51 +55,38 @@ def create_app(informer: Informer, registry: CollectorRegistry) -> Starlette:
 async def serve(settings: Settings) -> None:
     if not settings.monitor.redis_url:
         raise SystemExit("set LLMTUNE_MONITOR__REDIS_URL: the monitor reads the routers' outcome stream from that Redis")
-    keys = KeySpace(settings.store.namespace)
-    store = open_store(settings.store)
-    engine = make_engine(settings.db.url)
-    await asyncio.to_thread(migrate, engine)
-    view = ConfigView(keys)
-    informer = Informer(store, keys.config_prefix(), idle_timeout_s=settings.store.idle_timeout_s, epoch_key=keys.epoch())
-    informer.add_handler(view.on_snapshot)
-    config = ConfigService(
-        store, History(engine), keys=keys, view=view, max_txn_ops=settings.store.max_txn_ops,
-        artifacts=ArtifactStore(engine), view_held=lambda: informer.held, max_delete_share=settings.api.max_delete_share,
-    )  # fmt: skip
-    control = ExperimentControl(config, ExperimentResults(engine, view))
+    core = Core(settings)  # the same core as a control plane's: store, informers, audit log, configuration service
     registry = CollectorRegistry()
-    install_informer_metrics(registry, {"config": informer})
-    server = _Server(uvicorn.Config(create_app(informer, registry), host=settings.monitor.host, port=settings.monitor.port,
-                                    log_level="warning", access_log=False, timeout_graceful_shutdown=2))  # fmt: skip
+    install_informer_metrics(registry, {"config": core.informers.config})
+    monitor = Monitor(core, loops=True, registry=registry)
+    server = _Server(uvicorn.Config(create_app(core.informers.config, registry), host=settings.monitor.host,
+                                    port=settings.monitor.port, log_level="warning", access_log=False,
+                                    timeout_graceful_shutdown=2))  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    monitor = start_monitor(settings.monitor, engine, store, keys, tick=control.tick, registry=registry,
-                            router_headers=internal_headers(settings.keys.pepper_bytes()))  # fmt: skip
-    tasks = [
-        asyncio.create_task(informer.run()),
-        asyncio.create_task(monitor),
-        asyncio.create_task(server.serve()),
-        asyncio.create_task(stop.wait()),
-    ]
-    gc.freeze()  # start-up objects live as long as the process
-    log.warning("monitor started; /healthz and /metrics on %s:%d", settings.monitor.host, settings.monitor.port)
+    tasks: list[asyncio.Task[object]] = []
     try:
+        await core.start()
+        await monitor.start()
+        tasks = [asyncio.create_task(server.serve()), asyncio.create_task(stop.wait())]
+        gc.freeze()  # start-up objects live as long as the process
+        log.warning("monitor started; /healthz and /metrics on %s:%d", settings.monitor.host, settings.monitor.port)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
     finally:
         server.should_exit = True
         for task in tasks:
-            task.cancel()  # the monitor resigns its leadership on the way out
+            task.cancel()
         try:
             async with asyncio.timeout(settings.api.shutdown_grace_s):
                 await asyncio.gather(*tasks, return_exceptions=True)
-                await store.close()
+                await monitor.close()  # the monitor resigns its leadership on the way out
+                await core.close()
         except TimeoutError:
             log.warning("stopping took over %.0f s: exiting anyway", settings.api.shutdown_grace_s)
-        engine.dispose()
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -42,10 +42,18 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+#: The PostgreSQL advisory lock that migrations hold: replicas starting together on one database
+#: migrate one after another (the second finds the schema at head), not both at once.
+MIGRATION_LOCK = 0x6C6C6D74756E65  # "llmtune"
+
+
 def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
-    """Upgrade the schema to ``revision`` (the newest by default), or downgrade to it with ``down``."""
+    """Upgrade the schema to ``revision`` (the newest by default), or downgrade to it with ``down``;
+    on PostgreSQL under a transaction-scoped advisory lock, so concurrent starts do not race."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         (command.downgrade if down else command.upgrade)(cfg, revision)

@@ -5,6 +5,8 @@ configuration and of the fleet, and the token and API-key services."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -24,6 +26,7 @@ from controlplane.store.base import ConfigStore
 from controlplane.store.factory import open_store
 from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
+from controlplane.store.leases import Election
 from controlplane.store.view import ConfigView
 
 
@@ -82,6 +85,11 @@ class Core:
         self.usage = Usage(self.engine)
         self.tuning = TuningService(self.config, self.view, self.fleet)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def election(self, role: str, *, ttl_s: int | None = None) -> Election:
+        """This replica as a candidate to lead ``role``'s loops (``/<ns>/v1/election/<role>``)."""
+        candidate = f"{socket.gethostname()}-{os.getpid()}"
+        return Election(self.store, self.keys.election(role), candidate, ttl_s=ttl_s or self.settings.leader_ttl_s)
 
     async def start(self) -> None:
         await asyncio.to_thread(migrate, self.engine)

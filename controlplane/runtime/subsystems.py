@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Coroutine
 from typing import Any
 
@@ -23,7 +21,7 @@ from controlplane.services.experiments import ExperimentControl, ExperimentResul
 from controlplane.services.feedback import FeedbackService
 from controlplane.services.figures import Figures
 from controlplane.services.finetune import ArqQueue, FineTuneService
-from controlplane.services.loops import every
+from controlplane.services.loops import every, lead
 from controlplane.services.monitor import start_monitor
 from controlplane.services.playground import Playground
 from controlplane.services.rag import RagService, open_rag
@@ -87,24 +85,25 @@ class Monitor(Subsystem):
     async def start(self) -> None:
         core = self._core
         if self._loops and core.settings.monitor.redis_url:
-            self.spawn(start_monitor(core.settings.monitor, core.engine, core.store, core.keys, tick=self.control.tick,
+            self.spawn(start_monitor(core.settings.monitor, core.engine, core.election("monitor"), tick=self.control.tick,
                                      registry=self._registry, router_headers=internal_headers(core.pepper)))  # fmt: skip
 
 
 class FineTuning(Subsystem):
-    """Jobs on the Redis queue; ``loops``: re-queue lost runs and register finished ones."""
+    """Jobs on the Redis queue; ``loops``: re-queue lost runs and register finished ones, as the
+    leader of the ``finetune`` election."""
 
     def __init__(self, core: Core, *, loops: bool) -> None:
         super().__init__()
         settings = core.settings.finetune
         assert settings.redis_url is not None
-        self._redis_url, self._loops = settings.redis_url, loops
+        self._core, self._redis_url, self._loops = core, settings.redis_url, loops
         self.queue = ArqQueue(settings.redis_url, settings.queue)
         self.service = FineTuneService(JobStore(core.engine), core.config, core.view, self.queue, settings)
 
     async def start(self) -> None:
         if self._loops:
-            self.spawn(self.service.run(self._redis_url))
+            self.spawn(self.service.run(self._core.election("finetune"), self._redis_url))
 
     async def release(self) -> None:
         await self.queue.close()
@@ -126,26 +125,27 @@ class Autoscaling(Subsystem):
         synced = [core.informers.config, core.informers.status, core.informers.nodes]
         scaler = Autoscaler(core.store, core.keys, view=core.view, fleet=core.fleet, every_s=settings.every_s, timing=timing,
                             history=core.history, synced=lambda: asyncio.gather(*(i.wait_synced() for i in synced)))  # fmt: skip
-        candidate = f"{socket.gethostname()}-{os.getpid()}"
-        self.spawn(scaler.run(Election(core.store, core.keys.election("autoscaler"), candidate, ttl_s=settings.lease_ttl_s)))
+        self.spawn(scaler.run(core.election("autoscaler", ttl_s=settings.lease_ttl_s)))
 
 
 class Upkeep(Subsystem):
-    """The audit log's pending change sets a crash left behind, the store's standing against the
-    audit log, and the control plane's own API key (the one its router requests carry)."""
+    """The audit log's pending change sets a crash left behind (as the leader of the ``upkeep``
+    election), and on each replica the store's standing against the audit log (each reports its
+    own; its one write is a compare-and-set) and the control plane's own API key (the one its
+    router requests carry; written only when missing, with a compare-and-set)."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, *, repair_every_s: float = 60.0) -> None:
         super().__init__()
-        self._core = core
+        self._core, self._repair_every_s = core, repair_every_s
 
-    async def _repair(self) -> None:
-        repaired = await self._core.config.repair_pending()
+    async def _repair(self, election: Election) -> None:
+        repaired = await self._core.config.repair_pending(leading=election.fence)
         if repaired:
             log.warning("resolved %d audit change set(s) left pending by a crash", repaired)
 
     async def start(self) -> None:
         core = self._core
-        self.spawn(every(60, self._repair, name="pending-audit repair"))
+        self.spawn(lead(core.election("upkeep"), self._repair, name="pending-audit repair", every_s=self._repair_every_s))
         self.spawn(every(core.settings.store.recovery_check_s, core.recovery.check, name="store recovery check"))
         self.spawn(every(60, core.apikeys.ensure_internal, name="the control plane's own API key"))
 

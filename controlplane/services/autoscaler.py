@@ -10,7 +10,6 @@ and writes once; ``Autoscaler.run`` only campaigns and reconnects."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -21,11 +20,11 @@ from typing import Protocol
 
 from controlplane.services.errors import HistoryUnavailable
 from controlplane.services.history import LEGACY, Change, History
+from controlplane.services.loops import lead
 from controlplane.services.packing import ClaimKey, Claims, NodeRoom, place
 from controlplane.services.replicas import Policy, Windows, observed_load, recommend
 from controlplane.store import epoch as epochs
 from controlplane.store.base import ConfigStore, Delete, Op, Put
-from controlplane.store.errors import LeadershipLost, StoreError
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election
 from controlplane.store.view import ConfigView
@@ -364,27 +363,8 @@ class Autoscaler:
         except HistoryUnavailable as exc:
             log.warning("autoscaler: %d decision(s) wait for the audit log: %s", len(self._unaudited), exc)
 
-    async def run(self, election: Election) -> None:
-        """Forever: lead, then tick every ``every_s`` while leading; losing the lead means campaigning again."""
-        keeper: asyncio.Task[None] | None = None
+    async def run(self, election: Election, *, iterations: int | None = None) -> None:
+        """Once the informers listed: lead, then tick every ``every_s`` while leading (``lead``)."""
         if self._synced is not None:
             await self._synced()
-        try:
-            while True:
-                try:
-                    await election.campaign()
-                    keeper = keeper or asyncio.create_task(election.keeper.run())
-                    log.info("autoscaler: leading as %s", election.candidate)
-                    while True:
-                        await self.tick(election)
-                        await asyncio.sleep(self.every_s)
-                except LeadershipLost as exc:
-                    log.warning("autoscaler: %s; campaigning again", exc)
-                except (StoreError, ValueError) as exc:
-                    log.warning("autoscaler: %s; retrying in %g s", exc, self.every_s)
-                    await asyncio.sleep(self.every_s)
-        finally:
-            if keeper is not None:
-                keeper.cancel()
-            with contextlib.suppress(Exception):
-                await election.resign()
+        await lead(election, self.tick, name="autoscaler", every_s=self.every_s, iterations=iterations)

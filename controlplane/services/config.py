@@ -650,14 +650,15 @@ class ConfigService:
         target = last[2] if last is not None else {}
         return await self._make(target, None, actor=actor, message=text, dry_run=dry_run, restoring=epoch), _source(last)
 
-    async def repair_pending(self, *, min_age_s: float = 60.0) -> int:
+    async def repair_pending(self, *, min_age_s: float = 60.0, leading: Callable[[], object] | None = None) -> int:
         """Resolve change sets left pending by a crash between the store commit and finalize.
 
         Only sets older than ``min_age_s`` count: a younger one may be a write in flight on this or
         another replica, which must not be discarded under it. A set whose every object matches
         the store was committed: it is finalized with the objects' revision (a set of deletions
         only, whose revision etcd no longer shows, gets the current revision, at most a few
-        revisions late). Any other set never committed and is discarded.
+        revisions late). Any other set never committed and is discarded. ``leading`` is called
+        before each change and raises to stop (a leader that lost its place: ``Election.fence``).
         """
         repaired = 0
         cutoff = datetime.now(UTC) - timedelta(seconds=min_age_s)
@@ -670,6 +671,8 @@ class ConfigService:
                     break
                 if kv is not None:
                     revisions.add(kv.mod_revision)
+            if leading is not None:
+                leading()
             if matches and len(revisions) <= 1:
                 await self._history.finalize(change_id, revisions.pop() if revisions else await self._store.current_revision())
             else:

@@ -13,10 +13,12 @@ as fine-tuning runs are restartable and a node failing should not lose the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +40,9 @@ from controlplane.services.errors import (
     StaleRevision,
     Unprocessable,
 )
+from controlplane.services.loops import lead
 from controlplane.settings import FineTuneSettings
+from controlplane.store.leases import Election, Fence
 from controlplane.store.view import ConfigView
 from schemas.common import Metadata
 from schemas.datasets import Dataset, DatasetInvalid, parse_dataset
@@ -103,10 +107,12 @@ def experiment_name(output_model: str) -> str:
 
 class FineTuneService:
     def __init__(
-        self, jobs: JobStore, config: ConfigService, view: ConfigView, queue: Queue, settings: FineTuneSettings
+        self, jobs: JobStore, config: ConfigService, view: ConfigView, queue: Queue, settings: FineTuneSettings,
+        *, clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.jobs, self._config, self._view, self._queue, self._settings = jobs, config, view, queue, settings
-        self._queued_checked = 0.0
+        self._clock = clock
+        self._queued_checked: float | None = None
 
     # -- datasets ----------------------------------------------------------------------------
     async def upload_dataset(self, text: str) -> DatasetInfo:
@@ -237,51 +243,41 @@ class FineTuneService:
         return job, await asyncio.to_thread(self.jobs.logs, job_id, after=after, limit=limit)
 
     # -- the loop ----------------------------------------------------------------------------
-    async def run(self, redis_url: str, *, interval_s: float = 1.0) -> None:
-        """``tick`` every ``interval_s``, and at once when a worker announces a run it ended (a
-        message on ``<queue>:ended``), so registration does not wait for the next tick."""
-        import redis.asyncio as aioredis
-
-        channel = ended_channel(self._settings.queue)
-        while True:
-            client = aioredis.Redis.from_url(redis_url)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    while True:
-                        await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s)
-                        await self._tick_logged()
-            except (OSError, RedisError) as exc:
-                log.warning("fine-tuning: Redis at %s: %s; polling every %g s until it is back", redis_url, exc, interval_s)
-                await self._tick_logged()
-                await asyncio.sleep(interval_s)
-            finally:
-                await client.aclose()
-
-    async def _tick_logged(self) -> None:
+    async def run(self, election: Election, redis_url: str, *, interval_s: float = 1.0, iterations: int | None = None) -> None:
+        """As the leader of the ``finetune`` election: ``tick`` every ``interval_s``, and at once
+        when a worker announces a run it ended (a message on ``<queue>:ended``), so registration
+        does not wait for the next tick."""
+        ended = Ended(redis_url, ended_channel(self._settings.queue))
         try:
-            await self.tick()
-        except Exception:
-            log.exception("fine-tuning jobs: tick failed; trying again")
+            await lead(election, self.tick, name="fine-tuning jobs", every_s=interval_s, wait=ended.wait, iterations=iterations)
+        finally:
+            await ended.close()
 
-    async def tick(self) -> None:
+    async def tick(self, election: Election) -> None:
         """Re-queue lost runs, register finished ones, and now and then make sure queued runs are
-        in Redis (a Redis that restarted empty loses them)."""
+        in Redis (a Redis that restarted empty loses them). Every step first checks that this
+        replica still leads (``election.fence()``); the SQL changes are compare-and-sets on the
+        job's state and attempt, and the registration's write carries the leader's fence, so a
+        replica that lost the lead half-way changes nothing another leader did."""
         for job in await asyncio.to_thread(self.jobs.lost, stale_after_s=self._settings.stale_after_s):
+            election.fence()
             why = f"worker {job.worker} lost (no heartbeat for {self._settings.stale_after_s:g} s)"
             state = await asyncio.to_thread(self.jobs.requeue, job, max_attempts=self._settings.max_attempts, why=why)
             if state is not None:
                 log.warning("fine-tuning job %s: %s; now %s", job.id, why, state.value)
                 await asyncio.to_thread(self.jobs.log, job.id, job.attempt, [(time.time(), "warning", f"{why}; {state.value}")])
-        if time.monotonic() - self._queued_checked > self._settings.stale_after_s:
-            self._queued_checked = time.monotonic()
+        now = self._clock()
+        if self._queued_checked is None or now - self._queued_checked > self._settings.stale_after_s:
+            self._queued_checked = now
             for job in await asyncio.to_thread(self.jobs.in_state, JobState.QUEUED):
+                election.fence()
                 await self._queue.enqueue(job.id, job.attempt)  # a no-op unless Redis lost the run
         for job in await asyncio.to_thread(self.jobs.in_state, JobState.REGISTERING):
-            await self.register(job)
+            await self.register(job, fence=election.fence())
 
-    async def register(self, job: FineTuneJob) -> None:
-        """Write the job's Model (and experiment) as one revision; idempotent across replicas."""
+    async def register(self, job: FineTuneJob, *, fence: Fence | None = None) -> None:
+        """Write the job's Model (and experiment) as one revision; idempotent across replicas.
+        ``fence``: the leader's token; the write commits only while it still leads."""
         try:
             model = Model.model_validate(job.result)
         except ValidationError as exc:
@@ -310,7 +306,8 @@ class FineTuneService:
             return
         actor = f"finetune:{job.actor}"
         try:
-            result = await self._config.apply(objects, expected=expected, actor=actor, message=f"fine-tuning job {job.id}")
+            result = await self._config.apply(objects, expected=expected, actor=actor, message=f"fine-tuning job {job.id}",
+                                              fence=fence)  # fmt: skip
         except StaleRevision as exc:
             if exc.kind == "routes":
                 return  # the route changed under us: the next tick reads it again
@@ -363,3 +360,39 @@ def _request_digest(request: FineTuneRequest, dataset: str) -> str:
     doc = request.model_dump(mode="json", exclude={"job_id", "dataset", "dataset_id"})
     doc["dataset"] = dataset
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Ended:
+    """Waits for a worker's announcement that it ended a run (Redis pub/sub), at most ``at_most_s``;
+    reconnects on the next wait when Redis went away, and then just waits the timeout out."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self._url, self._channel = redis_url, channel
+        self._client: Any = None
+        self._pubsub: Any = None
+        self._down = False  # said once per outage, not every wait
+
+    async def wait(self, at_most_s: float) -> None:
+        try:
+            if self._pubsub is None:
+                import redis.asyncio as aioredis
+
+                self._client = aioredis.Redis.from_url(self._url)
+                self._pubsub = self._client.pubsub()
+                await self._pubsub.subscribe(self._channel)
+            await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=at_most_s)
+            self._down = False
+        except (OSError, RedisError) as exc:
+            if not self._down:
+                log.warning("fine-tuning: Redis at %s: %s; polling every %g s until it is back", self._url, exc, at_most_s)
+            self._down = True
+            await self.close()
+            await asyncio.sleep(at_most_s)
+
+    async def close(self) -> None:
+        pubsub, client, self._pubsub, self._client = self._pubsub, self._client, None, None
+        with contextlib.suppress(Exception):
+            if pubsub is not None:
+                await pubsub.aclose()
+            if client is not None:
+                await client.aclose()

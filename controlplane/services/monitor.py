@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +28,9 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.services.judge import DEFAULT_RUBRIC, Judge
+from controlplane.services.loops import lead
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
-from controlplane.store.base import ConfigStore
-from controlplane.store.errors import LeadershipLost
-from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election, Fence
 from schemas.monitor import MONITOR_GROUP, OUTCOME_STREAM, OutcomeRecord
 
@@ -188,6 +183,10 @@ class OutcomeConsumer:
         self._redis, self._store, self._batch, self._judge = redis, store, batch, judge
         self._pending_done = False
 
+    def restart(self) -> None:
+        """Read again from what is pending (unacknowledged) before new records."""
+        self._pending_done = False
+
     async def ensure_group(self) -> None:
         try:
             await self._redis.xgroup_create(self._store.stream, MONITOR_GROUP, id="0", mkstream=True)
@@ -296,51 +295,68 @@ def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
     return out
 
 
+class MonitorTick:
+    """One step of the monitor, as its leader: fold a batch of outcomes in (waiting up to a second
+    for one), and when due trim the stream, run ``tick`` (the experiment guardrails and bandit) with
+    the leader's fencing token, and prune old samples. ``clock``: injectable for tests."""
+
+    def __init__(
+        self, consumer: OutcomeConsumer, store: OutcomeStore, *, keep_s: float,
+        tick: Callable[[Fence | None], Awaitable[object]] | None = None, tick_s: float = 30.0,
+        trimmer: StreamTrimmer | None = None, trim_s: float = 5.0, prune_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._consumer, self._store, self._keep_s, self._tick, self._trimmer = consumer, store, keep_s, tick, trimmer
+        self._every = {"trim": trim_s, "tick": tick_s, "prune": prune_s}
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._grouped = False
+        self._term: int | None = None  # the lead this replica acts under (its fence's revision)
+
+    def _due(self, what: str, now: float) -> bool:
+        last = self._last.setdefault(what, now)  # the first of each is due one interval after the start
+        if now - last > self._every[what]:
+            self._last[what] = now
+            return True
+        return False
+
+    async def __call__(self, election: Election | None) -> None:
+        if election is not None and (term := election.fence().revision) != self._term:  # not leading: nothing is read
+            self._term, self._grouped = term, False  # a new lead: first what the last leader left unacknowledged
+            self._consumer.restart()
+        try:
+            if not self._grouped:  # once per start, and again after a failure (Redis may have lost the group)
+                await self._consumer.ensure_group()
+                self._grouped = True
+            await self._consumer.run_once()
+            now = self._clock()
+            if self._trimmer is not None and self._due("trim", now):
+                await self._trimmer.trim()
+            if self._tick is not None and self._due("tick", now):
+                await self._tick(election.fence() if election is not None else None)
+            if self._due("prune", now):
+                await asyncio.to_thread(self._store.prune, keep_s=self._keep_s)
+        except Exception:
+            self._grouped = False
+            raise
+
+
 async def lead_and_consume(
     consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0,
     tick: Callable[[Fence | None], Awaitable[object]] | None = None, tick_s: float = 30.0,
     trimmer: StreamTrimmer | None = None, trim_s: float = 5.0,
 ) -> None:  # fmt: skip
-    """Forever: become the leader (when an election is given: one monitor per fleet), then fold
-    batches in while leading; prune old samples now and then, and run ``tick`` (the experiment
-    guardrails) every ``tick_s`` with the leader's fencing token, so its writes fail once another
-    leads. A Redis or database failure is logged and retried; leadership is checked every
+    """Forever: become the leader (when an election is given: one monitor per fleet), then run
+    ``MonitorTick`` while leading, so the guardrails' writes fail once another leads. A Redis or
+    database failure is logged and retried after a second; leadership is checked every
     ``check_s``, and a leader that could not renew its lease in time stops acting."""
-    keeper: asyncio.Task[None] | None = None
+    step = MonitorTick(consumer, store, keep_s=keep_s, tick=tick, tick_s=tick_s, trimmer=trimmer, trim_s=trim_s)
+    if election is not None:
+        await lead(election, step, name="outcome monitor", every_s=0, retry_s=1.0, check_s=check_s)
+        return
     while True:
         try:
-            if election is not None:
-                await election.campaign()
-                keeper = keeper or asyncio.create_task(election.keeper.run())
-                log.info("outcome monitor: leading as %s", election.candidate)
-            await consumer.ensure_group()
-            checked = pruned = ticked = trimmed = time.monotonic()
-            while True:
-                await consumer.run_once()
-                now = time.monotonic()
-                if trimmer is not None and now - trimmed > trim_s:
-                    trimmed = now
-                    await trimmer.trim()
-                if tick is not None and now - ticked > tick_s:
-                    ticked = now
-                    await tick(election.fence() if election is not None else None)
-                if now - pruned > 60:
-                    await asyncio.to_thread(store.prune, keep_s=keep_s)
-                    pruned = now
-                if election is not None and now - checked > check_s:
-                    checked = now
-                    if not await election.is_leader():
-                        log.warning("outcome monitor: leadership lost; campaigning again")
-                        break
-        except asyncio.CancelledError:
-            if keeper is not None:
-                keeper.cancel()
-            if election is not None:
-                with contextlib.suppress(Exception):
-                    await election.resign()
-            raise
-        except LeadershipLost as exc:
-            log.warning("outcome monitor: %s; campaigning again", exc)
+            await step(None)
         except Exception:
             log.exception("outcome monitor failed; retrying in 1 s")
             await asyncio.sleep(1)
@@ -349,20 +365,18 @@ async def lead_and_consume(
 async def start_monitor(
     settings: MonitorSettings,
     engine: Engine,
-    store: ConfigStore,
-    keys: KeySpace,
+    election: Election,
     *,
     tick: Callable[[Fence | None], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
     router_headers: Mapping[str, str] | None = None,
 ) -> None:
-    """The control plane's monitor: one leader among its replicas (election key ``monitor``);
+    """The control plane's monitor: one leader among its replicas (``election``, key ``monitor``);
     ``router_headers``: what the judge's requests to the router carry (its API key)."""
     import redis.asyncio as redis
 
     outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
-    election = Election(store, keys.election("monitor"), f"{socket.gethostname()}-{os.getpid()}")
     judge = None
     if settings.judge_route:
         rubric = settings.judge_rubric or DEFAULT_RUBRIC

@@ -113,6 +113,7 @@ class Election:
         self.deadline_s = ttl_s * 2 / 3 if deadline_s is None else deadline_s
         self._clock = clock
         self._fence: Fence | None = None
+        self._lease = 0  # the lease it won the lead with: a new lease (the old one ended) is not the lead
 
     async def campaign_once(self) -> bool:
         """Try to become leader now; True when this candidate holds the key."""
@@ -124,13 +125,14 @@ class Election:
         except LeaseLost:  # its lease ran out while it waited to lead (nothing refreshes it then): a new one
             self.keeper.lease_id = 0
             return await self.campaign_once()
-        self._fence = Fence(self._key, revision)
+        self._fence, self._lease = Fence(self._key, revision), lease
         return True
 
     async def is_leader(self) -> bool:
         kv = await self._store.get(self._key)
         leads = kv is not None and kv.value == self.candidate.encode() and kv.lease == self.keeper.lease_id
         self._fence = Fence(self._key, kv.mod_revision) if leads and kv is not None else None
+        self._lease = self.keeper.lease_id
         return leads
 
     def fence(self) -> Fence:
@@ -138,6 +140,9 @@ class Election:
         not renewed its lease within its deadline (then it must stop acting)."""
         if self._fence is None:
             raise LeadershipLost(f"{self.candidate} does not lead {self._key}")
+        if self.keeper.lease_id != self._lease:
+            self._fence = None
+            raise LeadershipLost(f"{self.candidate}: the lease it led with ended (it was paused or cut off): it stops leading")
         if self._clock() - self.keeper.renewed_at > self.deadline_s:
             self._fence = None
             raise LeadershipLost(f"{self.candidate} could not renew its lease within {self.deadline_s:g} s: it stops leading")

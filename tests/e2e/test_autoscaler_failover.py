@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,9 +19,9 @@ import pytest
 from controlplane.store.keys import KeySpace
 from deploy.local import processes
 from schemas.placement import NodePlacement, ScalingRecord
-from tests.e2e.test_llmctl import PEPPER, ROOT, TOKEN
+from tests.fixtures.controlplanes import ControlPlanes
 from tests.fixtures.fleet import Fleet
-from tests.fixtures.services import EtcdServer, free_port
+from tests.fixtures.services import EtcdServer
 from tests.helpers import model_doc
 from tests.sim.engine import SimSettings
 
@@ -36,49 +34,6 @@ SCALER = {"EVERY_S": "0.4", "STABLE_WINDOW_S": "3", "PANIC_WINDOW_S": "1", "SCAL
           "STALE_AFTER_S": "5", "LEASE_TTL_S": str(TTL_S)}  # fmt: skip
 
 
-class ControlPlanes:
-    """Control-plane processes that lead the autoscaler in turn (each with its own SQLite audit log)."""
-
-    def __init__(self, etcd_url: str, keys: KeySpace, tmp_path: Path) -> None:
-        self.etcd_url, self.keys, self.tmp_path = etcd_url, keys, tmp_path
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        port, data = free_port(), self.tmp_path / name
-        data.mkdir()
-        env = {
-            **os.environ, "LLMTUNE_STORE__ENDPOINTS": self.etcd_url, "LLMTUNE_STORE__NAMESPACE": self.keys.namespace,
-            "LLMTUNE_DB__URL": f"sqlite:///{data / 'meta.db'}", "LLMTUNE_AUTH__BOOTSTRAP_TOKEN": TOKEN,
-            "LLMTUNE_KEYS__PEPPER": PEPPER, "LLMTUNE_API__PORT": str(port), "LLMTUNE_RAG__DATA_DIR": str(data / "rag"),
-            "LLMTUNE_RAG__ROUTER_URL": f"http://127.0.0.1:{free_port()}",
-            **{f"LLMTUNE_AUTOSCALER__{k}": v for k, v in SCALER.items()},
-        }  # fmt: skip
-        log = (data / "cp.log").open("wb")
-        proc = processes.spawn([sys.executable, "-m", "controlplane.api"], env=env, cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, self.log(name)
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.log(name)
-            time.sleep(0.1)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / name / "cp.log").read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)  # a paused one would not hear SIGTERM
-        processes.stop(self.procs.values())
-
-
 @pytest.fixture
 async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> AsyncIterator[tuple[Fleet, str, ControlPlanes]]:
     f = Fleet(etcd_server.url, keys, tmp_path)
@@ -88,7 +43,7 @@ async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> Asyn
     model = model_doc("m", tag=TAG, placement={"autoscale": True, "min_replicas": 1, "max_replicas": 3})
     assert (await f.api.post("/api/v1/config:apply", json={"objects": [model]})).status_code == 200
     url = await f.start_router()
-    planes = ControlPlanes(etcd_server.url, keys, tmp_path)
+    planes = ControlPlanes(etcd_server.url, keys, tmp_path, env={f"LLMTUNE_AUTOSCALER__{k}": v for k, v in SCALER.items()})
     try:
         yield f, url, planes
     finally:

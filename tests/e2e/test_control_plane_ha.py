@@ -1,0 +1,255 @@
+"""Control-plane replicas as processes on one etcd, one PostgreSQL database and one Redis.
+
+Two replicas behind one address (a round-robin TCP balancer here) answer as one: writes on one
+are history and reads on the other. Every loop has one leader among them. The monitor's leader
+killed with SIGKILL while an experiment breaches its guardrails: another leads within the lease's
+TTL and the experiment is stopped once, not twice, and not never; the leader paused with SIGSTOP
+past its TTL and resumed: another leads, the paused one's writes are refused, and it steps down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from controlplane.store.base import ConfigStore
+from controlplane.store.etcd import EtcdConfig, EtcdStore
+from controlplane.store.keys import KeySpace
+from schemas.changes import HistoryPage
+from schemas.monitor import OUTCOME_STREAM
+from tests.fixtures.controlplanes import TOKEN, ControlPlanes
+from tests.fixtures.services import EtcdServer, PostgresServer, RedisServer
+from tests.helpers import model_doc, route_doc
+
+pytestmark = pytest.mark.etcd
+TTL_S = 3
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOOPS = ("monitor", "finetune", "upkeep", "autoscaler")
+
+
+class Balancer:
+    """Round robin per connection over the replicas' ports; a replica that refuses is skipped."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports, self._next = ports, 0
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in self.ports:
+            port = self.ports[self._next % len(self.ports)]
+            self._next += 1
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            return
+        writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.close()
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[str]:
+    """A database of the session's Redis of this test's own (the outcome stream's name is fixed)."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+async def planes(etcd_server: EtcdServer, postgres_server: PostgresServer, redis_db: str, keys: KeySpace,
+                 tmp_path: Path) -> AsyncIterator[ControlPlanes]:  # fmt: skip
+    env = {
+        "LLMTUNE_LEADER_TTL_S": str(TTL_S), "LLMTUNE_MONITOR__REDIS_URL": redis_db, "LLMTUNE_MONITOR__GUARDRAILS_EVERY_S": "0.3",
+        "LLMTUNE_FINETUNE__REDIS_URL": redis_db, "LLMTUNE_FINETUNE__QUEUE": f"ha-{uuid.uuid4().hex[:8]}",
+        "LLMTUNE_AUTOSCALER__LEASE_TTL_S": str(TTL_S),
+    }  # fmt: skip
+    cps = ControlPlanes(etcd_server.url, keys, tmp_path, env=env, db_url=postgres_server.new_database())
+    try:
+        yield cps
+    finally:
+        await asyncio.to_thread(cps.stop)
+
+
+@pytest.fixture
+async def store(etcd_server: EtcdServer) -> AsyncIterator[ConfigStore]:
+    s = EtcdStore(EtcdConfig(endpoints=(etcd_server.url,)))
+    yield s
+    await s.close()
+
+
+async def _leaders(store: ConfigStore, keys: KeySpace, planes: ControlPlanes) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for loop in LOOPS:
+        kv = await store.get(keys.election(loop))
+        out[loop] = planes.name_of(kv.value.decode()) if kv is not None else None
+    return out
+
+
+async def _eventually(probe, timeout_s: float):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if found := await probe():
+                return found
+            await asyncio.sleep(0.05)
+
+
+async def test_two_replicas_behind_one_address_answer_as_one(planes: ControlPlanes, store: ConfigStore, keys: KeySpace) -> None:
+    await asyncio.gather(asyncio.to_thread(planes.start, "cp-a"), asyncio.to_thread(planes.start, "cp-b"))
+    balancer = Balancer([planes.ports["cp-a"], planes.ports["cp-b"]])
+    url = await balancer.start()
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a connection per request: the balancer alternates
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=AUTH, limits=fresh, timeout=30) as api:
+            revisions = {}
+            for i in range(8):
+                resp = await api.post("/api/v1/config:apply", json={"objects": [model_doc(f"m{i}", tag=f"m{i}:1b")]})
+                assert resp.status_code == 200, resp.text
+                revisions[f"m{i}"] = resp.json()["revision"]
+            # a stale write is refused whichever replica takes it: the store decides, not a replica's view
+            stale = {"If-Match": f'"{revisions["m0"] - 1}"'}
+            for _ in range(2):
+                resp = await api.put("/api/v1/config/models/m0", json=model_doc("m0", tag="other:1b"), headers=stale)
+                assert resp.status_code == 409, resp.text
+            # the audit log is one: each replica lists every change set, in order
+            for _ in range(2):
+                page = HistoryPage.model_validate((await api.get("/api/v1/history", params={"limit": 100})).json())
+                listed = {r.name: r.revision for r in page.items if r.kind == "models"}
+                assert listed == revisions
+        # and each replica's view serves every object at the revision the write answered
+        for name in ("cp-a", "cp-b"):
+            async with httpx.AsyncClient(base_url=planes.url(name), headers=AUTH, timeout=10) as one:
+
+                async def caught_up(one: httpx.AsyncClient = one) -> bool:
+                    got = {m: (await one.get(f"/api/v1/config/models/{m}")).json()["metadata"]["revision"] for m in revisions}
+                    return got == revisions
+
+                await _eventually(caught_up, 10)
+        # every loop has one leader, one of the two
+        leaders = await _eventually(lambda: _all_led(store, keys, planes), TTL_S + 5)
+        assert set(leaders.values()) <= {"cp-a", "cp-b"}
+    finally:
+        await balancer.close()
+
+
+async def _all_led(store: ConfigStore, keys: KeySpace, planes: ControlPlanes) -> dict[str, str | None] | None:
+    leaders = await _leaders(store, keys, planes)
+    return leaders if all(leaders.values()) else None
+
+
+def _experiment(name: str, route: str) -> dict[str, object]:
+    variants = [{"name": "a", "model": "small"}, {"name": "b", "model": "big"}]
+    rails = {"max_error_rate": 0.2, "min_samples": 50}
+    return {"kind": "Experiment", "metadata": {"name": name},
+            "spec": {"route": route, "state": "running", "variants": variants, "guardrails": rails}}  # fmt: skip
+
+
+def _breach(client: redis.Redis, route: str, n: int = 120) -> None:
+    """``n`` outcomes per variant on ``route``: variant b fails half of its requests."""
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for variant in ("a", "b"):
+        for i in range(n):
+            status = "error" if variant == "b" and i % 2 else "ok"
+            record = {"key": f"{route}-{variant}-{i}-{uuid.uuid4().hex[:6]}", "at": now - 5, "id": f"{route}-{variant}-{i}",
+                      "route": route, "variant": variant, "model": "small" if variant == "a" else "big", "node": "n0",
+                      "status": status, "decision_us": 20.0, "ttft_ms": 5.0, "total_ms": 50.0, "attempts": 1}  # fmt: skip
+            pipe.xadd(OUTCOME_STREAM, {"r": orjson.dumps(record)})
+    pipe.execute()
+
+
+async def _stops(api: httpx.AsyncClient, experiment: str) -> list[str]:
+    """The actors of the changes that stopped ``experiment``."""
+    page = HistoryPage.model_validate((await api.get("/api/v1/config/experiments/" + experiment + "/history")).json())
+    return [r.actor for r in page.items if r.after is not None and r.after.get("spec", {}).get("state") == "stopped"]
+
+
+async def test_the_monitor_leader_killed_or_paused_stops_each_experiment_once(
+    planes: ControlPlanes, store: ConfigStore, keys: KeySpace, redis_db: str
+) -> None:
+    await asyncio.gather(asyncio.to_thread(planes.start, "cp-a"), asyncio.to_thread(planes.start, "cp-b"))
+    outcomes = redis.Redis.from_url(redis_db)
+    async with httpx.AsyncClient(base_url=planes.url("cp-a"), headers=AUTH, timeout=30) as api:
+        objects = [model_doc("small", tag="small:1b"), model_doc("big", tag="big:1b"),
+                   route_doc("chat", "small", experiment="one"), route_doc("fast", "small", experiment="two"),
+                   _experiment("one", "chat"), _experiment("two", "fast")]  # fmt: skip
+        assert (await api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+        leaders = await _eventually(lambda: _all_led(store, keys, planes), TTL_S + 5)
+
+        # 1. SIGKILL the monitor's leader as the breach arrives: the other leads and stops the experiment, once
+        was = leaders["monitor"]
+        assert was is not None
+        _breach(outcomes, "chat")
+        planes.procs[was].kill()
+        started = time.monotonic()
+        other = "cp-b" if was == "cp-a" else "cp-a"
+        await _eventually(lambda: _leads(store, keys, planes, "monitor", other), TTL_S + 3)
+        assert time.monotonic() - started <= TTL_S + 3
+        async with httpx.AsyncClient(base_url=planes.url(other), headers=AUTH, timeout=30) as alive:
+            await _eventually(lambda: _stopped(alive, "one"), 15)
+            await asyncio.sleep(2 * 0.3 + 1)  # more guardrail ticks: none stops it again
+            assert await _stops(alive, "one") == ["monitor"]
+
+            # 2. SIGSTOP the new leader past its TTL: a third leads; resumed, the paused one writes nothing and steps down
+            await asyncio.to_thread(planes.start, "cp-c")
+            paused = planes.procs[other]
+            os.kill(paused.pid, signal.SIGSTOP)
+            await _eventually(lambda: _leads(store, keys, planes, "monitor", "cp-c"), TTL_S + 5)
+            _breach(outcomes, "fast")
+            async with httpx.AsyncClient(base_url=planes.url("cp-c"), headers=AUTH, timeout=30) as third:
+                await _eventually(lambda: _stopped(third, "two"), 15)
+                os.kill(paused.pid, signal.SIGCONT)
+                await _eventually(lambda: _logged(planes, other, "outcome monitor: ", "campaigns for the lead again"), 10)
+                await asyncio.sleep(1)
+                assert await _leads(store, keys, planes, "monitor", "cp-c")
+                assert await _stops(third, "two") == ["monitor"]
+                assert await _stops(third, "one") == ["monitor"]
+    outcomes.close()
+
+
+async def _leads(store: ConfigStore, keys: KeySpace, planes: ControlPlanes, loop: str, name: str) -> bool:
+    return (await _leaders(store, keys, planes))[loop] == name
+
+
+async def _stopped(api: httpx.AsyncClient, experiment: str) -> bool:
+    return bool((await api.get(f"/api/v1/config/experiments/{experiment}")).json()["spec"]["state"] == "stopped")
+
+
+async def _logged(planes: ControlPlanes, name: str, *texts: str) -> bool:
+    log = planes.log(name)
+    return any(all(t in line for t in texts) for line in log.splitlines())
