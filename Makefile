@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/rag_catalog.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/metrics_stream.py
 	$(BIN)/python bench/abuse.py

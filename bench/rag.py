@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import pct, peak_rss_mb
-from rag.catalog import Catalog
+from rag.catalog import SqliteCatalog
 from rag.chroma import ChromaStore
 from rag.embedding import Embedder, LocalEmbedder
 from rag.engine import Limits, RagEngine
@@ -110,7 +110,7 @@ assert isinstance(MODEL, Model)
 
 def engine(folder: Path, embedder: Embedder) -> RagEngine:
     store = ChromaStore(path=folder / "chroma")
-    return RagEngine(catalog=Catalog(folder / "catalog.sqlite"), store_for=lambda c: store, embedder_for=lambda m: embedder,
+    return RagEngine(catalog=SqliteCatalog(folder / "catalog.sqlite"), store_for=lambda c: store, embedder_for=lambda m: embedder,
                      cache=NoCache(), limits=Limits(batch_documents=2000, embed_batch=500))  # fmt: skip
 
 

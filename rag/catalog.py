@@ -1,4 +1,5 @@
-"""The catalog of ingested documents and their chunks (SQLite, beside the embedded vector data):
+"""The catalog of ingested documents and their chunks (here in SQLite, beside the embedded vector
+data; ``rag.pg_catalog`` keeps it in PostgreSQL for replicas that share one database):
 what each collection holds (document id, content hash, metadata), the chunk texts (for snippets
 and re-indexing), and the keyword index (FTS5, ranked by BM25; one index per collection, so
 each collection's term statistics are its own).
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rag.store import Filter, Scalar
 
@@ -71,7 +72,27 @@ class DocumentInfo:
     updated: float
 
 
-class Catalog:
+class Catalog(Protocol):
+    """What the engine needs of a catalog: ``SqliteCatalog`` (a file beside the embedded vectors)
+    or ``rag.pg_catalog.PgCatalog`` (the metadata database that control-plane replicas share).
+    Calls block; the engine runs them in a thread."""
+
+    def fingerprint(self, collection: str) -> str | None: ...
+    def generation(self, collection: str) -> int: ...
+    def set_fingerprint(self, collection: str, fingerprint: str) -> None: ...
+    def hashes(self, collection: str, doc_ids: Sequence[str]) -> dict[str, str]: ...
+    def replace(self, collection: str, documents: Sequence[StoredDocument]) -> list[str]: ...
+    def remove(self, collection: str, doc_ids: Sequence[str]) -> list[str]: ...
+    def documents(self, collection: str, *, offset: int = 0, limit: int = 100) -> tuple[list[DocumentInfo], int]: ...
+    def chunk_count(self, collection: str) -> int: ...
+    def chunks(self, collection: str, ids: Sequence[str]) -> dict[str, StoredChunk]: ...
+    def all_chunks(self, collection: str, *, batch: int = 256) -> Iterator[list[StoredChunk]]: ...
+    def keyword(self, collection: str, query: str, *, k: int, where: Filter | None = None) -> list[tuple[str, float]]: ...
+    def drop(self, collection: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SqliteCatalog:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

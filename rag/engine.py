@@ -78,17 +78,18 @@ class RagEngine:
         if self._ready_at.get(collection.name) == location:
             return 0
         fresh = await asyncio.to_thread(store.ensure, collection.spec.collection, fingerprint=embedder.fingerprint)
-        if self.catalog.fingerprint(collection.name) == location and not fresh:
+        if await asyncio.to_thread(self.catalog.fingerprint, collection.name) == location and not fresh:
             self._ready_at[collection.name] = location
             return 0
-        total, done = self.catalog.chunk_count(collection.name), 0
+        total, done = await asyncio.to_thread(self.catalog.chunk_count, collection.name), 0
         if total:
             log.info("re-indexing collection '%s' (%d chunks) for %s", collection.name, total, location)
-        for batch in self.catalog.all_chunks(collection.name, batch=self.limits.embed_batch * 4):
+        batches = self.catalog.all_chunks(collection.name, batch=self.limits.embed_batch * 4)
+        while batch := await asyncio.to_thread(next, batches, None):
             vectors = await embedder.embed([c.text for c in batch])
             await asyncio.to_thread(store.upsert, collection.spec.collection, _records(batch, vectors))
             done += len(batch)
-        self.catalog.set_fingerprint(collection.name, location)
+        await asyncio.to_thread(self.catalog.set_fingerprint, collection.name, location)
         self._ready_at[collection.name] = location
         return done
 
@@ -147,7 +148,7 @@ class RagEngine:
                        filters: object = None) -> Retrieved:  # fmt: skip
         where = check_filter(filters)
         spec, k = collection.spec, top_k or collection.spec.top_k
-        generation = self.catalog.generation(collection.name)
+        generation = await asyncio.to_thread(self.catalog.generation, collection.name)
         revisions = (collection.metadata.revision, model.metadata.revision, generation)
         key = _key("hits", collection.name, *revisions, query, k, where)
         found = await self._cache.get(key)

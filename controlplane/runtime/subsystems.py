@@ -61,7 +61,7 @@ class Rag(Subsystem):
         # Its requests to the router (embeddings, answers) carry the control plane's own key.
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=internal_headers(core.pepper))
         self.service: RagService
-        self.service, self._close = open_rag(core.settings.rag, core.view, self.http)
+        self.service, self._close = open_rag(core.settings.rag, core.view, self.http, core.engine)
 
     async def release(self) -> None:
         await self._close()

@@ -10,16 +10,18 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy import Engine
 
 from controlplane.settings import RagSettings
 from controlplane.store.view import ConfigView
 from rag.answer import Generator, build_prompt
 from rag.cache import Cache, MemoryCache, RedisCache
-from rag.catalog import Catalog
+from rag.catalog import Catalog, SqliteCatalog
 from rag.chroma import ChromaStore
 from rag.embedding import embedder_for
 from rag.engine import Limits, Progress, RagEngine, Retrieved
 from rag.errors import BadInput, RagError, UnknownCollection
+from rag.pg_catalog import PgCatalog
 from rag.store import VectorStore
 from schemas.model import Model
 from schemas.rag import (
@@ -155,13 +157,23 @@ class Stores:
         return found
 
 
+def open_catalog(settings: RagSettings, db: Engine) -> Catalog:
+    """In the metadata database when it is PostgreSQL (replicas share it); else a SQLite file
+    with FTS5 under ``data_dir``."""
+    if db.dialect.name == "postgresql":
+        return PgCatalog(db)
+    return SqliteCatalog(settings.data_dir / "catalog.sqlite")
+
+
 def open_rag(
-    settings: RagSettings, view: ConfigView, client: httpx.AsyncClient
+    settings: RagSettings, view: ConfigView, client: httpx.AsyncClient, db: Engine
 ) -> tuple[RagService, Callable[[], Awaitable[None]]]:
-    """The service and its clean-up, from settings: embedded Chroma and the catalog under
-    ``data_dir``, the cache in Redis when ``redis_url`` is set."""
+    """The service and its clean-up, from settings: embedded Chroma under ``data_dir`` (or the
+    collection's server), the catalog (``open_catalog``), the cache in Redis when ``redis_url``
+    is set (its keys carry the catalog's generation, so replicas never serve each other's stale
+    results)."""
     cache: Cache = RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()
-    catalog = Catalog(settings.data_dir / "catalog.sqlite")
+    catalog = open_catalog(settings, db)
     limits = Limits(
         document_bytes=settings.max_document_bytes,
         batch_documents=settings.max_batch_documents,

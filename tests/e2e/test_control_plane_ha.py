@@ -28,8 +28,9 @@ from controlplane.store.keys import KeySpace
 from schemas.changes import HistoryPage
 from schemas.monitor import OUTCOME_STREAM
 from tests.fixtures.controlplanes import TOKEN, ControlPlanes
-from tests.fixtures.services import EtcdServer, PostgresServer, RedisServer
-from tests.helpers import model_doc, route_doc
+from tests.fixtures.services import ChromaServer, EtcdServer, PostgresServer, RedisServer
+from tests.helpers import model_doc, rag_doc, route_doc
+from tests.integration.rag_corpus import DOCS
 
 pytestmark = pytest.mark.etcd
 TTL_S = 3
@@ -97,7 +98,7 @@ async def planes(etcd_server: EtcdServer, postgres_server: PostgresServer, redis
     env = {
         "LLMTUNE_LEADER_TTL_S": str(TTL_S), "LLMTUNE_MONITOR__REDIS_URL": redis_db, "LLMTUNE_MONITOR__GUARDRAILS_EVERY_S": "0.3",
         "LLMTUNE_FINETUNE__REDIS_URL": redis_db, "LLMTUNE_FINETUNE__QUEUE": f"ha-{uuid.uuid4().hex[:8]}",
-        "LLMTUNE_AUTOSCALER__LEASE_TTL_S": str(TTL_S),
+        "LLMTUNE_AUTOSCALER__LEASE_TTL_S": str(TTL_S), "LLMTUNE_RAG__REDIS_URL": redis_db,
     }  # fmt: skip
     cps = ControlPlanes(etcd_server.url, keys, tmp_path, env=env, db_url=postgres_server.new_database())
     try:
@@ -170,6 +171,50 @@ async def test_two_replicas_behind_one_address_answer_as_one(planes: ControlPlan
 async def _all_led(store: ConfigStore, keys: KeySpace, planes: ControlPlanes) -> dict[str, str | None] | None:
     leaders = await _leaders(store, keys, planes)
     return leaders if all(leaders.values()) else None
+
+
+LOCAL = {"provider": "local", "ollama_tag": "all-minilm:22m", "capabilities": ["embed"], "context_window": 512}
+MINILM = {"kind": "Model", "metadata": {"name": "minilm"}, "spec": LOCAL}
+
+
+async def test_rag_ingested_on_one_replica_is_found_on_the_other(planes: ControlPlanes, chroma_server: ChromaServer) -> None:
+    """The catalog is in the shared PostgreSQL database and the vectors in a Chroma server: what
+    one replica ingests or deletes, the other lists and finds at once; the Redis cache of results
+    is keyed by the catalog's generation, so no replica serves a result from before the change."""
+    await asyncio.gather(asyncio.to_thread(planes.start, "cp-a"), asyncio.to_thread(planes.start, "cp-b"))
+    a = httpx.AsyncClient(base_url=planes.url("cp-a"), headers=AUTH, timeout=60)
+    b = httpx.AsyncClient(base_url=planes.url("cp-b"), headers=AUTH, timeout=60)
+    name = f"ha-{uuid.uuid4().hex[:8]}"
+    try:
+        objects = [MINILM, rag_doc("handbook", "minilm", server_url=chroma_server.url, collection=name)]
+        assert (await a.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+
+        async def known(c: httpx.AsyncClient) -> bool:
+            return (await c.get("/api/v1/config/rag/handbook")).status_code == 200
+
+        await _eventually(lambda: known(a), 10)
+        await _eventually(lambda: known(b), 10)
+        first = {"documents": [{"id": d, "text": DOCS[d], "format": "markdown"} for d in ("gpu", "kitchen")]}
+        resp = await a.post("/api/v1/rag/collections/handbook/documents", json=first)
+        assert resp.status_code == 200, resp.text
+        ask = {"collection": "handbook", "query": "charging electric cars at work", "retrieve_only": True}
+        before = (await b.post("/api/v1/rag/query", json=ask)).json()
+        assert before["cached"] is False and "parking" not in [s["document_id"] for s in before["sources"]]
+        assert (await b.post("/api/v1/rag/query", json=ask)).json()["cached"] is True  # cached in Redis
+
+        more = {"documents": [{"id": "parking", "text": DOCS["parking"], "format": "markdown"}]}
+        assert (await a.post("/api/v1/rag/collections/handbook/documents", json=more)).status_code == 200
+        after = (await b.post("/api/v1/rag/query", json=ask)).json()  # the other replica, at once
+        assert after["cached"] is False and after["sources"][0]["document_id"] == "parking"
+        listed = (await b.get("/api/v1/rag/collections/handbook/documents")).json()
+        assert listed["total"] == 3 and {d["id"] for d in listed["documents"]} == {"gpu", "kitchen", "parking"}
+
+        assert (await b.delete("/api/v1/rag/collections/handbook/documents/parking")).status_code == 200
+        gone = (await a.post("/api/v1/rag/query", json=ask)).json()
+        assert "parking" not in [s["document_id"] for s in gone["sources"]]
+    finally:
+        await a.aclose()
+        await b.aclose()
 
 
 def _experiment(name: str, route: str) -> dict[str, object]:

@@ -33,9 +33,9 @@ CONFIG = [
 RECALL_FLOOR = 0.9  # 10 paraphrased questions over 14 documents: MiniLM finds all 10 here; random vectors ~0.36
 
 
-async def _fleet(etcd: EtcdServer, keys: KeySpace, tmp_path: Path, **rag: Any) -> Fleet:
+async def _fleet(etcd: EtcdServer, keys: KeySpace, tmp_path: Path, db_url: str | None = None, **rag: Any) -> Fleet:
     f = Fleet(etcd.url, keys, tmp_path)
-    await f.start_control_plane(rag=rag)
+    await f.start_control_plane(rag=rag, db_url=db_url)
     await f.add_node("node-0")
     resp = await f.api.post("/api/v1/config:apply", json={"objects": CONFIG})
     assert resp.status_code == 200, resp.text
@@ -55,9 +55,11 @@ async def _fleet(etcd: EtcdServer, keys: KeySpace, tmp_path: Path, **rag: Any) -
     return f
 
 
-@pytest.fixture
-async def fleet(etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> AsyncIterator[Fleet]:
-    f = await _fleet(etcd_server, keys, tmp_path, embed_batch=4)
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fleet(request: pytest.FixtureRequest, etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The catalog in SQLite (FTS5), then in PostgreSQL (the metadata database; BM25 over full-text search)."""
+    db_url = request.getfixturevalue("postgres_server").new_database() if request.param == "postgres" else None
+    f = await _fleet(etcd_server, keys, tmp_path, db_url, embed_batch=4)
     yield f
     await f.close()
 

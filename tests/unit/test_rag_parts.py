@@ -1,4 +1,4 @@
-"""RAG pieces without services: chunking, rank fusion, filters, the catalog's keyword index, the
+"""RAG pieces without services: chunking, rank fusion, filters, the
 engine's write order (over the in-memory vector store), and the schema rules for local embedders."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from rag.cache import MemoryCache
-from rag.catalog import Catalog
+from rag.catalog import SqliteCatalog
 from rag.chunking import chunk_text
 from rag.engine import Limits, RagEngine
 from rag.errors import BadInput, DocumentTooLarge, VectorStoreUnavailable
@@ -62,23 +62,6 @@ def test_filters_are_checked() -> None:
             check_filter(bad)
 
 
-def test_keyword_index_ranks_by_bm25_and_filters(tmp_path: Path) -> None:
-    from rag.catalog import StoredChunk, StoredDocument
-
-    cat = Catalog(tmp_path / "c.sqlite")
-    docs = [("d1", "The ERR-4471 quota error", "en"), ("d2", "A quota warning, ERR-4417", "en"), ("d3", "Quota erreicht", "de")]
-    cat.set_fingerprint("coll", "fp")
-    cat.replace("coll", [StoredDocument(i, "h", 1, {"lang": lang}, [StoredChunk(f"{i}#0", i, 0, t, {"lang": lang})])
-                         for i, t, lang in docs])  # fmt: skip
-    assert cat.keyword("coll", "what is ERR-4471?", k=5)[0][0] == "d1#0"
-    assert {i for i, _ in cat.keyword("coll", "quota", k=5, where={"lang": "de"})} == {"d3#0"}
-    assert {i for i, _ in cat.keyword("coll", "quota", k=5, where={"lang": {"$in": ["en"]}})} == {"d1#0", "d2#0"}
-    assert cat.keyword("coll", "?!", k=5) == [] and cat.keyword("other", "quota", k=5) == []
-    generation = cat.generation("coll")
-    assert cat.remove("coll", ["d2"]) == ["d2#0"] and cat.generation("coll") == generation + 1
-    assert [i for i, _ in cat.keyword("coll", "ERR-4417", k=5)] == ["d1#0"]  # "err" still matches d1
-
-
 class Words:
     """A toy embedder: one dimension per known word."""
 
@@ -104,7 +87,7 @@ class BrokenStore(MemoryVectorStore):
 
 
 def engine(tmp_path: Path, store: MemoryVectorStore, embedder: Words) -> RagEngine:
-    return RagEngine(catalog=Catalog(tmp_path / "c.sqlite"), store_for=lambda c: store, embedder_for=lambda m: embedder,
+    return RagEngine(catalog=SqliteCatalog(tmp_path / "c.sqlite"), store_for=lambda c: store, embedder_for=lambda m: embedder,
                      cache=MemoryCache(), limits=Limits(document_bytes=2000, batch_documents=3))  # fmt: skip
 
 
@@ -150,18 +133,3 @@ def test_local_embedders_are_embedding_models_no_route_may_target() -> None:
     objects = [parse_object(local), parse_object(route_doc("r", "mini"))]
     problems = check_references({(o.plural, o.name): o for o in objects})
     assert any("runs inside the RAG engine" in p.message for p in problems)
-
-
-def test_keyword_search_skips_words_in_most_chunks_and_keeps_collections_apart(tmp_path: Path) -> None:
-    from rag.catalog import StoredChunk, StoredDocument
-
-    cat = Catalog(tmp_path / "c.sqlite")
-    texts = [f"the common text {'rare ' if i % 400 == 0 else ''}{i}" for i in range(1200)]
-    docs = [StoredDocument(f"d{i}", "h", 1, {}, [StoredChunk(f"d{i}#0", f"d{i}", 0, t, {})]) for i, t in enumerate(texts)]
-    cat.replace("big", docs)
-    assert {i for i, _ in cat.keyword("big", "the rare", k=10)} == {"d0#0", "d400#0", "d800#0"}
-    assert cat.keyword("big", "the common", k=10) == []  # in every chunk: BM25 has nothing to rank by
-    cat.replace("small", [StoredDocument("s", "h", 1, {}, [StoredChunk("s#0", "s", 0, "the common words", {})])])
-    assert [i for i, _ in cat.keyword("small", "common", k=10)] == ["s#0"]  # its own statistics, not big's
-    cat.drop("big")
-    assert cat.keyword("big", "rare", k=10) == [] and cat.keyword("small", "common", k=10)
