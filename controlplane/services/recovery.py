@@ -80,8 +80,11 @@ class Recovery:
         # Every audited change set moves config-head in its own transaction, so in a store that kept its
         # history config-head is at least the newest audited revision. Other writes (leases, status and
         # load reports) move only the store's revision, and quickly after a restore: the head tells.
-        head = await self._store.get(self._keys.config_head())
+        # The audit log first, then the head: a change set is committed to the store before its audit row
+        # is final, so every revision audited by then is at or below the head read after it. Read the other
+        # way round, a write (of this or another replica) landing in between looks like a store gone back.
         audited = await self._history.latest_revision(found.id) if found is not None else 0
+        head = await self._store.get(self._keys.config_head())
         why, drift = "", None
         if found is None:
             why = "the store has no epoch: it is new, or it lost its data"
