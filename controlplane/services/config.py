@@ -223,6 +223,7 @@ class ConfigService:
 
     #: Attempts when concurrent writers move the configuration between validation and commit.
     ATTEMPTS = 8
+    WRITE_WAIT_S = 30.0  # longest a write waits for this replica's earlier writes before it answers busy
 
     def __init__(
         self, store: ConfigStore, history: History, *, keys: KeySpace, view: ConfigView | None = None, max_txn_ops: int = 128,
@@ -240,6 +241,10 @@ class ConfigService:
         self._history = history
         self._keys = keys
         self._view = view
+        # This replica's writes take turns: each moves the configuration head, so writes of one
+        # process running at once would only make each other retry (and fail after ATTEMPTS);
+        # other replicas' writes still meet the head's compare-and-set and are retried.
+        self._writing = asyncio.Lock()
 
     # -- reads -------------------------------------------------------------------------------
     async def _listed_state(self) -> tuple[dict[ObjectKey, Stored], dict[str, InvalidObject], int]:
@@ -363,6 +368,11 @@ class ConfigService:
             reraise=True,
         )
         try:
+            async with asyncio.timeout(self.WRITE_WAIT_S):
+                await self._writing.acquire()
+        except TimeoutError:
+            raise Busy(f"this control plane has had writes waiting for over {self.WRITE_WAIT_S:g} s; retry it") from None
+        try:
             async for round_ in retrying:
                 with round_:
                     return await self._apply_once(
@@ -371,6 +381,8 @@ class ConfigService:
                     )  # fmt: skip
         except _StaleState as exc:
             raise Busy(f"the configuration changed under this write {self.ATTEMPTS} times in a row; retry it") from exc
+        finally:
+            self._writing.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _apply_once(
