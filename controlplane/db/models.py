@@ -290,3 +290,16 @@ class ArtifactChunk(Base):
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JudgeQueued(Base):
+    """An answer waiting for the LLM judge: queued in the transaction that folds its outcome in, and
+    taken off in the one that stores the judge's score, so a monitor that dies or loses the lead
+    between the two leaves it to the next leader (each answer judged once, none dropped)."""
+
+    __tablename__ = "judge_queue"
+    __table_args__ = (Index("ix_judge_queue_at", "at"),)
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    record: Mapped[str] = mapped_column(Text)  # the outcome record (JSON), with the question and the answer

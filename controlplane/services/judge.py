@@ -1,9 +1,10 @@
 """LLM-as-judge: a sampled share of answers (the router sends their texts when
 ``LLMTUNE_ROUTER__JUDGE_SAMPLE`` is set) are scored by a judge model through the router, on the
 configured judge route and rubric; each score is stored as feedback labelled ``judge``, so
-experiments and figures read it like a person's. The work runs off the pipeline: a bounded queue
-and one worker, so a slow judge never holds the outcome stream back (past the bound, answers go
-unjudged and are counted)."""
+experiments and figures read it like a person's. The work runs off the pipeline: answers are
+queued in SQL with the fold of their outcomes (bounded: past the bound they go unjudged and are
+counted) and one worker on the monitor's leader judges them, so a slow judge never holds the
+outcome stream back and a failover neither drops nor repeats a judgement."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from controlplane.db.models import Feedback
+from controlplane.db.models import Feedback, JudgeQueued
+from controlplane.store.errors import LeadershipLost
 from schemas import ollama
 from schemas.monitor import OutcomeRecord
 
@@ -49,36 +51,85 @@ def parse_score(text: str) -> tuple[float, str] | None:
     return max(0.0, min(1.0, score)), reason
 
 
+def queue_for_judging(session: Session, records: Iterable[OutcomeRecord], *, route: str, limit: int) -> int:
+    """In the fold's transaction: queue the records that carry texts (never the judge's own answers)
+    while the queue holds fewer than ``limit``; how many were left out for the bound."""
+    wanted = [r for r in records if r.question is not None and r.answer is not None and r.route != route]
+    if not wanted:
+        return 0
+    held = session.scalar(select(func.count()).select_from(JudgeQueued)) or 0
+    ids = {r.id for r in wanted}
+    known = set(session.scalars(select(JudgeQueued.request_id).where(JudgeQueued.request_id.in_(ids))))
+    room, left_out = max(0, limit - held), 0
+    for record in wanted:
+        if record.id in known:
+            continue
+        if room <= 0:
+            left_out += 1
+            continue
+        known.add(record.id)
+        session.add(JudgeQueued(request_id=record.id, at=record.at, record=record.model_dump_json()))
+        room -= 1
+    return left_out
+
+
 class Judge:
+    """Judges the queued answers (``judge_queue``), oldest first, while this replica leads the
+    monitor (``leading`` raises otherwise); each score is stored in the transaction that takes its
+    answer off the queue, so a judgement is neither repeated nor lost when the lead moves."""
+
     def __init__(self, engine: Engine, *, router_url: str, route: str, rubric: str = DEFAULT_RUBRIC,
-                 client: httpx.AsyncClient | None = None, queue: int = 1000,
-                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
+                 client: httpx.AsyncClient | None = None, headers: Mapping[str, str] | None = None,
+                 poll_s: float = 0.5) -> None:  # fmt: skip
         self._engine, self._url, self.route, self._rubric = engine, router_url.rstrip("/"), route, rubric
         self._client = client or httpx.AsyncClient(timeout=120, headers=headers)  # headers: the router key
-        self._queue: asyncio.Queue[OutcomeRecord] = asyncio.Queue(maxsize=queue)
-        self.judged = self.skipped = self.failed = 0
+        self._poll_s = poll_s
+        self.judged = self.failed = 0
 
-    def submit(self, records: list[OutcomeRecord]) -> None:
-        """Queue the records that carry texts (never the judge's own answers)."""
-        for record in records:
-            if record.question is None or record.answer is None or record.route == self.route:
-                continue
-            try:
-                self._queue.put_nowait(record)
-            except asyncio.QueueFull:
-                self.skipped += 1
-
-    async def run(self) -> None:
-        """Forever: judge what is queued; a failure is logged and counted, never retried."""
+    async def run(self, leading: Callable[[], object]) -> None:
+        """Forever: judge what is queued while leading; a failure is logged and counted, never retried."""
         while True:
-            record = await self._queue.get()
             try:
-                await self.judge(record)
-            except Exception as exc:  # the router, the judge model or the database: logged, the next one goes on
-                self.failed += 1
-                log.warning("judging %s failed: %s", record.id, exc)
+                leading()
+                done = await self.run_once(leading)
+            except LeadershipLost:
+                done = 0
+            except Exception as exc:  # the database: logged, tried again
+                log.warning("the judge's queue could not be read: %s", exc)
+                done = 0
+            if not done:
+                await asyncio.sleep(self._poll_s)
+
+    async def run_once(self, leading: Callable[[], object] = lambda: None, *, batch: int = 16) -> int:
+        """Judge up to ``batch`` queued answers; how many were taken off the queue."""
+        queued = await asyncio.to_thread(self._oldest, batch)
+        for request_id, raw in queued:
+            leading()  # a replica that lost the lead leaves the rest to the next leader
+            record = OutcomeRecord.model_validate_json(raw)
+            try:
+                verdict = await self._score(record)
+            except Exception as exc:  # the router or the judge model: logged, the next one goes on
+                log.warning("judging %s failed: %s", request_id, exc)
+                verdict = None
+            leading()
+            if await asyncio.to_thread(self._settle, record, verdict):
+                if verdict is None:
+                    self.failed += 1
+                else:
+                    self.judged += 1
+        return len(queued)
 
     async def judge(self, record: OutcomeRecord) -> float | None:
+        """Score one answer now and store it (not through the queue)."""
+        verdict = await self._score(record)
+        if verdict is None:
+            self.failed += 1
+            return None
+        await asyncio.to_thread(self._settle, record, verdict, queued=False)
+        self.judged += 1
+        return verdict[0]
+
+    async def _score(self, record: OutcomeRecord) -> tuple[float, str] | None:
         body = {
             "model": "judge",  # the pinned route decides the model
             "messages": [
@@ -93,24 +144,33 @@ class Judge:
         resp.raise_for_status()
         verdict = parse_score(ollama.text(resp.json()))
         if verdict is None:
-            self.failed += 1
             log.warning("the judge's answer for %s holds no score", record.id)
-            return None
-        await asyncio.to_thread(self._store, record, *verdict)
-        self.judged += 1
-        return verdict[0]
+        return verdict
 
-    def _store(self, record: OutcomeRecord, score: float, reason: str) -> None:
+    def _oldest(self, batch: int) -> list[tuple[str, str]]:
+        with Session(self._engine) as session:
+            rows = session.execute(select(JudgeQueued.request_id, JudgeQueued.record).order_by(JudgeQueued.at).limit(batch))
+            return [(r[0], r[1]) for r in rows]
+
+    def _settle(self, record: OutcomeRecord, verdict: tuple[float, str] | None, *, queued: bool = True) -> bool:
+        """Take the answer off the queue and store its score, in one transaction; False when it was
+        off the queue already (another judge settled it)."""
         with Session(self._engine) as session, session.begin():
+            if queued:
+                taken = session.execute(delete(JudgeQueued).where(JudgeQueued.request_id == record.id))
+                if not taken.rowcount:  # type: ignore[attr-defined]
+                    return False
             seen = session.scalars(
                 select(Feedback.id).where(Feedback.request_id == record.id, Feedback.comment.startswith("judge:"))
             ).first()
-            if seen is not None:  # judged already (a record delivered twice)
-                return
+            if verdict is None or seen is not None:  # no score, or judged already (a record delivered twice)
+                return True
+            score, reason = verdict
             session.add(Feedback(
                 request_id=record.id, at=time.time(), model=record.model, node=record.node, route=record.route or "",
                 variant=record.variant or "", score=score, thumbs=None, labels=["judge"], comment=f"judge: {reason}",
             ))  # fmt: skip
+        return True
 
     async def close(self) -> None:
         await self._client.aclose()

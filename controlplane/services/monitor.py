@@ -27,7 +27,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
-from controlplane.services.judge import DEFAULT_RUBRIC, Judge
+from controlplane.services.judge import DEFAULT_RUBRIC, Judge, queue_for_judging
 from controlplane.services.loops import lead
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
@@ -106,8 +106,12 @@ def fold(records: Iterable[OutcomeRecord], *, bucket_s: int) -> dict[Key, Figure
 class OutcomeStore:
     """The SQL side: applies batches exactly once, prunes old samples."""
 
-    def __init__(self, engine: Engine, *, stream: str = OUTCOME_STREAM, bucket_s: int = 60) -> None:
+    def __init__(self, engine: Engine, *, stream: str = OUTCOME_STREAM, bucket_s: int = 60, judge_route: str | None = None,
+                 judge_limit: int = 1000) -> None:  # fmt: skip
+        """``judge_route``: with it, answers that carry their texts are queued for the judge (at most ``judge_limit``)."""
         self._engine, self.stream, self.bucket_s = engine, stream, bucket_s
+        self._judge_route, self._judge_limit = judge_route, judge_limit
+        self.unjudged = 0  # answers left out of the judge's queue for its bound
 
     def last_id(self) -> tuple[int, int]:
         with Session(self._engine) as session:
@@ -135,6 +139,9 @@ class OutcomeStore:
                 figures.merge_into(row)
             fold_usage(session, (r for _, r in fresh), bucket_s=self.bucket_s)
             session.add_all(_sample(r) for _, r in fresh)
+            if self._judge_route is not None:
+                self.unjudged += queue_for_judging(session, (r for _, r in fresh), route=self._judge_route,
+                                                   limit=self._judge_limit)  # fmt: skip
             last = max((i for i, _ in newer), key=stream_id)
             if offset is None:
                 session.add(MonitorOffset(stream=self.stream, last_id=last, applied=len(fresh)))
@@ -179,8 +186,8 @@ def _zero() -> dict[str, Any]:
 class OutcomeConsumer:
     """The Redis side: reads the stream in its consumer group, hands batches to the store, acks."""
 
-    def __init__(self, redis: Any, store: OutcomeStore, *, batch: int = 500, judge: Judge | None = None) -> None:
-        self._redis, self._store, self._batch, self._judge = redis, store, batch, judge
+    def __init__(self, redis: Any, store: OutcomeStore, *, batch: int = 500) -> None:
+        self._redis, self._store, self._batch = redis, store, batch
         self._pending_done = False
 
     def restart(self) -> None:
@@ -212,8 +219,6 @@ class OutcomeConsumer:
         applied = await asyncio.to_thread(self._store.apply, parsed)
         if ids:
             await self._redis.xack(self._store.stream, MONITOR_GROUP, *ids)
-        if self._judge is not None:
-            self._judge.submit([record for _, record in parsed])
         return applied
 
 
@@ -375,15 +380,15 @@ async def start_monitor(
     ``router_headers``: what the judge's requests to the router carry (its API key)."""
     import redis.asyncio as redis
 
-    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s)
+    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     judge = None
     if settings.judge_route:
         rubric = settings.judge_rubric or DEFAULT_RUBRIC
         judge = Judge(engine, router_url=settings.router_url, route=settings.judge_route, rubric=rubric, headers=router_headers)
-    worker = asyncio.create_task(judge.run()) if judge is not None else None
+    worker = asyncio.create_task(judge.run(election.fence)) if judge is not None else None  # judges while leading
     try:
-        consumer = OutcomeConsumer(client, outcomes, batch=settings.batch, judge=judge)
+        consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)
         trimmer = StreamTrimmer(client, outcomes.stream, max_age_s=settings.stream_max_age_s)
         if registry is not None:
             registry.register(StreamCollector(trimmer))

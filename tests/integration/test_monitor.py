@@ -347,3 +347,63 @@ async def test_the_stream_keeps_only_what_a_group_still_needs_and_nothing_too_ol
     finally:
         await client.delete(stream, f"old-{stream}", f"sink-{stream}")
         await client.aclose()
+
+
+@pytest.mark.etcd
+async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each_answer_judged_once(
+    etcd_server: EtcdServer, keys: KeySpace, tmp_path: Path
+) -> None:
+    """Answers queued with the fold of their outcomes; the leader's judge scores two and loses the
+    lead while scoring the third (its score is not stored); the next leader's judge takes the rest.
+    Every answer is judged once, none is dropped, and the queue ends empty."""
+    import httpx
+
+    from controlplane.db.models import Feedback, JudgeQueued
+    from controlplane.services.judge import Judge
+    from controlplane.services.monitor import OutcomeStore
+    from controlplane.store.errors import LeadershipLost
+    from schemas.monitor import OutcomeRecord
+
+    fleet = Fleet(etcd_server.url, keys, tmp_path)
+    await fleet.start_control_plane()
+    engine = make_engine(f"sqlite:///{tmp_path / 'judge.db'}")
+    migrate(engine)
+    try:
+        await fleet.add_node("node-0")
+        objects = [model_doc("small", tag="llama3.2:1b"), route_doc("judge", "small", match={"model_aliases": ["judge-only"]})]
+        assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+        await fleet.until_ready(models=1)
+        url = await fleet.start_router()
+        now = time.time()
+        records = [OutcomeRecord(key=f"k{i}", at=now + i, id=f"req-{i}", route="chat", model="small", node="node-0",
+                                 status="ok", decision_us=20, ttft_ms=5, total_ms=50, attempts=1,
+                                 question=f"question {i}?", answer=f"answer {i}.") for i in range(6)]  # fmt: skip
+        records.append(records[0].model_copy(update={"key": "k-judge", "id": "req-j", "route": "judge"}))  # never judged
+        store = OutcomeStore(engine, judge_route="judge", judge_limit=5)
+        assert store.apply([(f"{i + 1}-0", r) for i, r in enumerate(records)]) == 7
+        assert store.unjudged == 1  # six to judge, room for five
+
+        calls = 0
+
+        def first_leads() -> None:
+            nonlocal calls
+            calls += 1
+            if calls > 5:  # two answers judged (two checks each); lost while judging the third
+                raise LeadershipLost("first no longer leads")
+
+        first = Judge(engine, router_url=url, route="judge", client=httpx.AsyncClient(timeout=30))
+        second = Judge(engine, router_url=url, route="judge", client=httpx.AsyncClient(timeout=30))
+        with pytest.raises(LeadershipLost):
+            await first.run_once(first_leads)
+        assert first.judged == 2
+        assert await second.run_once() == 3 and second.judged == 3
+        assert await second.run_once() == 0
+        with Session(engine) as session:
+            ids = [f.request_id for f in session.scalars(select(Feedback))]
+            left = session.scalar(select(func.count()).select_from(JudgeQueued))
+        assert sorted(ids) == [f"req-{i}" for i in range(5)] and left == 0
+        await first.close()
+        await second.close()
+    finally:
+        engine.dispose()
+        await fleet.close()
