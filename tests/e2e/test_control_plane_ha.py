@@ -3,7 +3,8 @@
 Two replicas behind one address (a round-robin TCP balancer here) answer as one: writes on one
 are history and reads on the other, and RAG documents ingested on one are found on the other.
 Every loop has one leader among them. Both restarted in turn under router traffic and an ingest:
-no client error and no document lost. The monitor's leader
+no client error and no document lost. A fine-tuning run that ends as its leader is killed is
+registered once by the next leader; a leader paused past its TTL registers nothing when resumed. The monitor's leader
 killed with SIGKILL while an experiment breaches its guardrails: another leads within the lease's
 TTL and the experiment is stopped once, not twice, and not never; the leader paused with SIGSTOP
 past its TTL and resumed: another leads, the paused one's writes are refused, and it steps down."""
@@ -14,9 +15,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import httpx
@@ -27,9 +30,10 @@ import redis
 from controlplane.store.base import ConfigStore
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
+from deploy.local import processes
 from schemas.changes import HistoryPage
 from schemas.monitor import OUTCOME_STREAM
-from tests.fixtures.controlplanes import TOKEN, ControlPlanes
+from tests.fixtures.controlplanes import ROOT, TOKEN, ControlPlanes
 from tests.fixtures.services import ChromaServer, EtcdServer, PostgresServer, RedisServer
 from tests.helpers import model_doc, rag_doc, route_doc
 from tests.integration.rag_corpus import DOCS
@@ -100,6 +104,7 @@ async def planes(etcd_server: EtcdServer, postgres_server: PostgresServer, redis
     env = {
         "LLMTUNE_LEADER_TTL_S": str(TTL_S), "LLMTUNE_MONITOR__REDIS_URL": redis_db, "LLMTUNE_MONITOR__GUARDRAILS_EVERY_S": "0.3",
         "LLMTUNE_FINETUNE__REDIS_URL": redis_db, "LLMTUNE_FINETUNE__QUEUE": f"ha-{uuid.uuid4().hex[:8]}",
+        "LLMTUNE_FINETUNE__HEARTBEAT_S": "0.2", "LLMTUNE_FINETUNE__ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         "LLMTUNE_AUTOSCALER__LEASE_TTL_S": str(TTL_S), "LLMTUNE_RAG__REDIS_URL": redis_db,
     }  # fmt: skip
     cps = ControlPlanes(etcd_server.url, keys, tmp_path, env=env, db_url=postgres_server.new_database())
@@ -390,3 +395,72 @@ async def test_a_rolling_restart_under_traffic_and_an_ingest_loses_nothing(
     finally:
         await api.aclose()
         await fleet.close()
+
+
+def _worker(planes: ControlPlanes, name: str) -> subprocess.Popen[bytes]:
+    """A fine-tuning worker process on the replicas' database and queue."""
+    env = {**os.environ, "LLMTUNE_DB__URL": planes.db_url or "", **{k: v for k, v in planes.env.items() if "FINETUNE" in k}}
+    log = (planes.tmp_path / f"{name}.log").open("ab")
+    return processes.spawn([sys.executable, "-m", "agents.finetune"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def _registrations(api: httpx.AsyncClient, model: str) -> list[str]:
+    """The actors of the change sets that created ``model``."""
+    page = HistoryPage.model_validate((await api.get(f"/api/v1/config/models/{model}/history")).json())
+    return [r.actor for r in page.items if r.before is None and r.after is not None]
+
+
+async def test_fine_tune_registration_happens_once_when_the_leader_is_killed_or_paused(
+    planes: ControlPlanes, store: ConfigStore, keys: KeySpace
+) -> None:
+    """Finished runs are registered by the leader of ``finetune``: killed as a run finishes, the
+    other replica registers it (once); paused past its TTL while another job finishes and then
+    resumed, it registers nothing (its lead ended with its lease) and campaigns again."""
+    from tests.integration.test_finetune import ROWS, jsonl
+
+    await asyncio.gather(asyncio.to_thread(planes.start, "cp-a"), asyncio.to_thread(planes.start, "cp-b"))
+    worker = _worker(planes, "worker")
+    try:
+        async with httpx.AsyncClient(base_url=planes.url("cp-a"), headers=AUTH, timeout=30) as api:
+            objects = [model_doc("small", tag="llama3.2:1b"), route_doc("chat", "small", match={"model_aliases": ["chat"]})]
+            assert (await api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+            leaders = await _eventually(lambda: _all_led(store, keys, planes), TTL_S + 5)
+            was = leaders["finetune"]
+            other = "cp-b" if was == "cp-a" else "cp-a"
+
+            async def state(c: httpx.AsyncClient, job: str) -> str:
+                return str((await c.get(f"/api/v1/fine-tune/{job}")).json()["state"])
+
+            # 1. SIGKILL the leader as the run ends: the other leads and registers the model once
+            async with httpx.AsyncClient(base_url=planes.url(other), headers=AUTH, timeout=30) as alive:
+                body = {"job_id": "ft-one", "base_model": "small", "output_model": "small-one", "dataset": jsonl(ROWS),
+                        "auto_experiment": True}  # fmt: skip
+                assert (await alive.post("/api/v1/fine-tune", json=body)).status_code == 201
+                await _eventually(lambda: _in(state(alive, "ft-one"), "registering", "succeeded"), 30)
+                planes.procs[was].kill()
+                await _eventually(lambda: _leads(store, keys, planes, "finetune", other), TTL_S + 3)
+                await _eventually(lambda: _in(state(alive, "ft-one"), "succeeded"), 15)
+                assert await _registrations(alive, "small-one") and len(await _registrations(alive, "small-one")) == 1
+                assert (await alive.get("/api/v1/config/experiments/ft-small-one")).status_code == 200
+
+                # 2. SIGSTOP the leader (now the other) past its TTL while a job finishes; a third registers it
+                await asyncio.to_thread(planes.start, "cp-c")
+                paused = planes.procs[other]
+                os.kill(paused.pid, signal.SIGSTOP)
+                await _eventually(lambda: _leads(store, keys, planes, "finetune", "cp-c"), TTL_S + 5)
+                async with httpx.AsyncClient(base_url=planes.url("cp-c"), headers=AUTH, timeout=30) as third:
+                    body = {"job_id": "ft-two", "base_model": "small", "output_model": "small-two", "dataset": jsonl(ROWS)}
+                    assert (await third.post("/api/v1/fine-tune", json=body)).status_code == 201
+                    await _eventually(lambda: _in(state(third, "ft-two"), "succeeded"), 30)
+                    os.kill(paused.pid, signal.SIGCONT)
+                    await _eventually(lambda: _logged(planes, other, "fine-tuning jobs: ", "campaigns for the lead again"), 10)
+                    await asyncio.sleep(1)
+                    assert await _leads(store, keys, planes, "finetune", "cp-c")
+                    assert len(await _registrations(third, "small-two")) == 1
+                    assert len(await _registrations(third, "small-one")) == 1
+    finally:
+        processes.stop([worker])
+
+
+async def _in(state: Awaitable[str], *states: str) -> bool:
+    return await state in states
