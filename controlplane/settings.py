@@ -67,9 +67,17 @@ class ApiSettings(BaseModel):
     )  # fmt: skip
 
 
+class RouterClientSettings(BaseModel):
+    """The router the control plane calls on its own account (RAG embeddings and answers, the judge)
+    and the web UI's playground relays to."""
+
+    url: str = Field(default="http://127.0.0.1:8701", description="The router's URL.")
+    timeout_s: float = Field(default=300.0, gt=0, le=3600, description="Longest wait for one answer of the router.")
+    attempts: int = Field(default=3, ge=1, le=10, description="Tries of a request the router could not have begun to work on.")
+
+
 class RagSettings(BaseModel):
     data_dir: Path = Field(default=Path(".data/rag"), description="Embedded Chroma's files and the document catalog.")
-    router_url: str = Field(default="http://127.0.0.1:8701", description="The router: embeddings and answers go through it.")
     redis_url: str | None = Field(
         default=None, description="Redis for the query cache (redis://host:6379/0); in process when unset."
     )
@@ -94,7 +102,6 @@ class MonitorSettings(BaseModel):
     guardrails_every_s: float = Field(default=30.0, gt=0, description="How often running experiments' guardrails are checked.")
     judge_route: str | None = Field(default=None, description="Route of the LLM judge; sampled answers are scored when set.")
     judge_rubric: str | None = Field(default=None, description="The judge's instructions (the default asks for a 0-1 score).")
-    router_url: str = Field(default="http://127.0.0.1:8701", description="The router the judge's requests go through.")
     host: str = Field(default="127.0.0.1", description="Bind address of /healthz and /metrics of a monitor process.")
     port: int = Field(default=8702, ge=1, le=65535, description="Port of /healthz and /metrics of a monitor process.")
 
@@ -160,6 +167,17 @@ class Settings(BaseSettings):
         description="What this replica does, comma-separated: api, rag, monitor, finetune, autoscaler, upkeep (or all).",
     )  # fmt: skip
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        """Settings that moved say so, rather than being ignored."""
+        if isinstance(data, dict):
+            for group in ("rag", "monitor"):
+                if isinstance(data.get(group), dict) and "router_url" in data[group]:
+                    raise ValueError(f"LLMTUNE_{group.upper()}__ROUTER_URL was replaced by LLMTUNE_ROUTER_CLIENT__URL "
+                                     "(one router URL for RAG, the judge and the playground)")  # fmt: skip
+        return data
+
     @field_validator("roles", mode="before")
     @classmethod
     def _roles(cls, value: object) -> object:
@@ -173,6 +191,7 @@ class Settings(BaseSettings):
         description="The lease of the leaders of the monitor, fine-tuning and upkeep loops: another replica leads within "
         "about this long after the leader dies; a leader stops acting when it has not renewed it for two thirds of it.",
     )  # fmt: skip
+    router_client: RouterClientSettings = Field(default_factory=RouterClientSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     db: DbSettings = Field(default_factory=DbSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

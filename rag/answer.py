@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 
 from rag.errors import GenerationFailed
+from rag.router_client import RouterClient, RouterError
 from schemas import ollama
 from schemas.rag import RagCollection, RagSource
 
@@ -31,8 +31,8 @@ class Generated:
 
 
 class Generator:
-    def __init__(self, *, router_url: str, client: httpx.AsyncClient, timeout_s: float = 300.0) -> None:
-        self._url, self._client, self._timeout = router_url.rstrip("/"), client, timeout_s
+    def __init__(self, router: RouterClient, *, timeout_s: float = 300.0) -> None:
+        self._router, self._timeout = router, timeout_s
 
     def _body(self, collection: RagCollection, prompt: str, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}], "stream": stream, "task": "chat"}
@@ -42,28 +42,19 @@ class Generator:
 
     async def generate(self, collection: RagCollection, prompt: str) -> Generated:
         try:
-            resp = await self._client.post(f"{self._url}/api/v1/route", json=self._body(collection, prompt, stream=False),
-                                           timeout=self._timeout)  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise GenerationFailed(f"the router at {self._url} could not be reached: {exc}") from exc
-        if resp.status_code != 200:
-            raise GenerationFailed(_why(collection, resp.status_code, resp.content))
+            resp = await self._router.post("/api/v1/route", self._body(collection, prompt, stream=False), timeout_s=self._timeout)
+        except RouterError as exc:
+            raise GenerationFailed(_why(collection, exc)) from exc
         answer = resp.json().get("answer") or {}
         return Generated(ollama.text(answer), resp.headers.get("x-route-model"), resp.headers.get("x-route-node"))
 
     async def stream(self, collection: RagCollection, prompt: str) -> tuple[Generated, AsyncIterator[str]]:
         """The decision (model, node) once the router answered, and the answer's text pieces."""
-        request = self._client.build_request(
-            "POST", f"{self._url}/api/v1/route", json=self._body(collection, prompt, stream=True), timeout=self._timeout
-        )
         try:
-            resp = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise GenerationFailed(f"the router at {self._url} could not be reached: {exc}") from exc
-        if resp.status_code != 200:
-            content = await resp.aread()
-            await resp.aclose()
-            raise GenerationFailed(_why(collection, resp.status_code, content))
+            body = self._body(collection, prompt, stream=True)
+            resp = await self._router.stream("/api/v1/route", body, timeout_s=self._timeout)
+        except RouterError as exc:
+            raise GenerationFailed(_why(collection, exc)) from exc
 
         async def pieces() -> AsyncIterator[str]:
             lines = ollama.Lines()
@@ -92,11 +83,9 @@ def _texts(items: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _why(collection: RagCollection, status: int, content: bytes) -> str:
-    try:
-        detail = orjson.loads(content).get("error") or content.decode(errors="replace")
-    except (orjson.JSONDecodeError, AttributeError):
-        detail = content.decode(errors="replace")[:300]
+def _why(collection: RagCollection, exc: RouterError) -> str:
+    if exc.status is None:
+        return str(exc)
     route = collection.spec.generation_route
     hint = "" if route else "; the collection names no generation_route, so the router matched by hints"
-    return f"generation through the router failed ({status}): {detail}{hint}"
+    return f"generation through the router failed ({exc.status}): {exc.reason}{hint}"

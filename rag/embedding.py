@@ -19,10 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from rag.errors import EmbeddingFailed
+from rag.router_client import RouterClient, RouterError
 from schemas import ollama
 from schemas.model import LOCAL_EMBEDDERS, Model, Provider
 
@@ -43,8 +41,8 @@ class Embedder(Protocol):
 class FleetEmbedder:
     """Ollama's ``/api/embed`` through the router, so routing, health and fallbacks apply."""
 
-    def __init__(self, model: Model, *, router_url: str, client: httpx.AsyncClient, batch: int = 64) -> None:
-        self.model, self._url, self._client, self._batch = model, router_url.rstrip("/"), client, batch
+    def __init__(self, model: Model, router: RouterClient, *, batch: int = 64) -> None:
+        self.model, self._router, self._batch = model, router, batch
 
     @property
     def fingerprint(self) -> str:
@@ -59,34 +57,13 @@ class FleetEmbedder:
     async def _one(self, texts: list[str]) -> list[list[float]]:
         body = {"model": self.model.name, "input": texts}  # the router applies the model's own keep_alive
         try:
-            async for attempt in AsyncRetrying(  # the router already fails over between nodes; this covers a restart
-                retry=retry_if_exception_type(httpx.TransportError),
-                stop=stop_after_attempt(3),
-                wait=wait_exponential(multiplier=0.2, max=2),
-                reraise=True,
-            ):
-                with attempt:
-                    resp = await self._client.post(f"{self._url}/api/embed", json=body, timeout=120)
-        except httpx.HTTPError as exc:
-            raise EmbeddingFailed(
-                f"the router at {self._url} could not be reached to embed with '{self.model.name}': {exc}"
-            ) from exc
-        if resp.status_code != 200:
-            raise EmbeddingFailed(
-                f"embedding with '{self.model.name}' failed: router answered {resp.status_code}: {_reason(resp)}"
-            )
+            resp = await self._router.post("/api/embed", body, timeout_s=120)
+        except RouterError as exc:
+            raise EmbeddingFailed(f"embedding with '{self.model.name}' failed: {exc}") from exc
         vectors = ollama.embeddings(resp.json())
         if vectors is None or len(vectors) != len(texts):
             raise EmbeddingFailed(f"embedding with '{self.model.name}': the answer holds no vector per input")
         return [[float(x) for x in v] for v in vectors]
-
-
-def _reason(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:200]
-    return str(body.get("error") or body.get("detail") or body)[:200] if isinstance(body, dict) else str(body)[:200]
 
 
 class LocalEmbedder:
@@ -151,7 +128,7 @@ class LocalEmbedder:
 _LOCAL: LocalEmbedder | None = None
 
 
-def embedder_for(model: Model, *, router_url: str, client: httpx.AsyncClient) -> Embedder:
+def embedder_for(model: Model, router: RouterClient) -> Embedder:
     """The embedder a collection's embedding model names."""
     global _LOCAL
     if model.spec.provider is Provider.LOCAL:
@@ -159,4 +136,4 @@ def embedder_for(model: Model, *, router_url: str, client: httpx.AsyncClient) ->
             raise EmbeddingFailed(f"no local embedder '{model.spec.ollama_tag}'; local ones: {', '.join(LOCAL_EMBEDDERS)}")
         _LOCAL = _LOCAL or LocalEmbedder()  # one per process: the session holds ~60 MB
         return _LOCAL
-    return FleetEmbedder(model, router_url=router_url, client=client)
+    return FleetEmbedder(model, router)

@@ -1,6 +1,6 @@
 """The core every control-plane replica runs: the configuration store and its informers, the
 metadata database, the configuration service with its audit log and recovery, the views of the
-configuration and of the fleet, and the token and API-key services."""
+configuration and of the fleet, the token and API-key services, and the client of the router."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from controlplane.db.artifacts import ArtifactStore
 from controlplane.db.engine import make_engine, migrate
-from controlplane.services.apikeys import ApiKeyService, TenantBudgets
+from controlplane.services.apikeys import ApiKeyService, TenantBudgets, internal_headers
 from controlplane.services.config import ConfigService
 from controlplane.services.fleet import FleetView
 from controlplane.services.history import History
@@ -28,6 +28,7 @@ from controlplane.store.informer import Informer
 from controlplane.store.keys import KeySpace
 from controlplane.store.leases import Election
 from controlplane.store.view import ConfigView
+from rag.router_client import RouterClient
 
 
 @dataclass
@@ -84,6 +85,9 @@ class Core:
         self.tenant_budgets = TenantBudgets(self.store, self.keys)
         self.usage = Usage(self.engine)
         self.tuning = TuningService(self.config, self.view, self.fleet)
+        client = settings.router_client  # the one client of the router, with the control plane's own key
+        self.router = RouterClient(client.url, headers=internal_headers(self.pepper), timeout_s=client.timeout_s,
+                                   attempts=client.attempts)  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
 
     def election(self, role: str, *, ttl_s: int | None = None) -> Election:
@@ -109,4 +113,5 @@ class Core:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.owns_store:
             await self.store.close()
+        await self.router.aclose()
         self.engine.dispose()

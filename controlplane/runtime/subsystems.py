@@ -10,12 +10,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from controlplane.db.jobs import JobStore
 from controlplane.runtime.core import Core
-from controlplane.services.apikeys import internal_headers
 from controlplane.services.autoscaler import Autoscaler, Timing
 from controlplane.services.experiments import ExperimentControl, ExperimentResults
 from controlplane.services.feedback import FeedbackService
@@ -58,14 +56,11 @@ class Rag(Subsystem):
 
     def __init__(self, core: Core) -> None:
         super().__init__()
-        # Its requests to the router (embeddings, answers) carry the control plane's own key.
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=internal_headers(core.pepper))
         self.service: RagService
-        self.service, self._close = open_rag(core.settings.rag, core.view, self.http, core.engine)
+        self.service, self._close = open_rag(core.settings.rag, core.view, core.router, core.engine)
 
     async def release(self) -> None:
         await self._close()
-        await self.http.aclose()
 
 
 class Monitor(Subsystem):
@@ -86,7 +81,7 @@ class Monitor(Subsystem):
         core = self._core
         if self._loops and core.settings.monitor.redis_url:
             self.spawn(start_monitor(core.settings.monitor, core.engine, core.election("monitor"), tick=self.control.tick,
-                                     registry=self._registry, router_headers=internal_headers(core.pepper)))  # fmt: skip
+                                     registry=self._registry, router=core.router))  # fmt: skip
 
 
 class FineTuning(Subsystem):
@@ -155,7 +150,8 @@ class PlaygroundRelay(Subsystem):
 
     def __init__(self, core: Core) -> None:
         super().__init__()
-        self.playground = Playground(core.settings.rag.router_url)  # its own client: never the control plane's key
+        settings = core.settings.router_client  # its own client: never the control plane's key
+        self.playground = Playground(settings.url, timeout_s=settings.timeout_s)
 
     async def release(self) -> None:
         await self.playground.aclose()

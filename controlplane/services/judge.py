@@ -12,15 +12,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
-import httpx
 import orjson
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback, JudgeQueued
 from controlplane.store.errors import LeadershipLost
+from rag.router_client import RouterClient
 from schemas import ollama
 from schemas.monitor import OutcomeRecord
 
@@ -78,11 +78,9 @@ class Judge:
     monitor (``leading`` raises otherwise); each score is stored in the transaction that takes its
     answer off the queue, so a judgement is neither repeated nor lost when the lead moves."""
 
-    def __init__(self, engine: Engine, *, router_url: str, route: str, rubric: str = DEFAULT_RUBRIC,
-                 client: httpx.AsyncClient | None = None, headers: Mapping[str, str] | None = None,
+    def __init__(self, engine: Engine, router: RouterClient, *, route: str, rubric: str = DEFAULT_RUBRIC,
                  poll_s: float = 0.5) -> None:  # fmt: skip
-        self._engine, self._url, self.route, self._rubric = engine, router_url.rstrip("/"), route, rubric
-        self._client = client or httpx.AsyncClient(timeout=120, headers=headers)  # headers: the router key
+        self._engine, self._router, self.route, self._rubric = engine, router, route, rubric
         self._poll_s = poll_s
         self.judged = self.failed = 0
 
@@ -140,8 +138,7 @@ class Judge:
             "stream": False,
             "options": {"temperature": 0},
         }
-        resp = await self._client.post(f"{self._url}/api/chat", json=body, headers={"x-route-name": self.route})
-        resp.raise_for_status()
+        resp = await self._router.post("/api/chat", body, timeout_s=120, headers={"x-route-name": self.route})
         verdict = parse_score(ollama.text(resp.json()))
         if verdict is None:
             log.warning("the judge's answer for %s holds no score", record.id)
@@ -173,4 +170,4 @@ class Judge:
         return True
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """The client of the router is the caller's."""

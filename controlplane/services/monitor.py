@@ -14,7 +14,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from controlplane.services.loops import lead
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
 from controlplane.store.leases import Election, Fence
+from rag.router_client import RouterClient
 from schemas.monitor import MONITOR_GROUP, OUTCOME_STREAM, OutcomeRecord
 
 log = logging.getLogger(__name__)
@@ -374,18 +375,19 @@ async def start_monitor(
     *,
     tick: Callable[[Fence | None], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
-    router_headers: Mapping[str, str] | None = None,
+    router: RouterClient | None = None,
 ) -> None:
     """The control plane's monitor: one leader among its replicas (``election``, key ``monitor``);
-    ``router_headers``: what the judge's requests to the router carry (its API key)."""
+    ``router``: the client the judge calls the router with."""
     import redis.asyncio as redis
 
     outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     judge = None
     if settings.judge_route:
-        rubric = settings.judge_rubric or DEFAULT_RUBRIC
-        judge = Judge(engine, router_url=settings.router_url, route=settings.judge_route, rubric=rubric, headers=router_headers)
+        if router is None:
+            raise ValueError("the judge needs the client of the router")
+        judge = Judge(engine, router, route=settings.judge_route, rubric=settings.judge_rubric or DEFAULT_RUBRIC)
     worker = asyncio.create_task(judge.run(election.fence)) if judge is not None else None  # judges while leading
     try:
         consumer = OutcomeConsumer(client, outcomes, batch=settings.batch)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy import Engine
 
@@ -22,6 +21,7 @@ from rag.embedding import embedder_for
 from rag.engine import Limits, Progress, RagEngine, Retrieved
 from rag.errors import BadInput, RagError, UnknownCollection
 from rag.pg_catalog import PgCatalog
+from rag.router_client import RouterClient
 from rag.store import VectorStore
 from schemas.model import Model
 from schemas.rag import (
@@ -166,7 +166,7 @@ def open_catalog(settings: RagSettings, db: Engine) -> Catalog:
 
 
 def open_rag(
-    settings: RagSettings, view: ConfigView, client: httpx.AsyncClient, db: Engine
+    settings: RagSettings, view: ConfigView, router: RouterClient, db: Engine
 ) -> tuple[RagService, Callable[[], Awaitable[None]]]:
     """The service and its clean-up, from settings: embedded Chroma under ``data_dir`` (or the
     collection's server), the catalog (``open_catalog``), the cache in Redis when ``redis_url``
@@ -184,7 +184,7 @@ def open_rag(
     engine = RagEngine(
         catalog=catalog,
         store_for=Stores(settings.data_dir),
-        embedder_for=lambda model: embedder_for(model, router_url=settings.router_url, client=client),
+        embedder_for=lambda model: embedder_for(model, router),
         cache=cache,
         limits=limits,
     )
@@ -194,4 +194,4 @@ def open_rag(
             await cache.close()
         catalog.close()
 
-    return RagService(view, engine, Generator(router_url=settings.router_url, client=client)), close
+    return RagService(view, engine, Generator(router)), close

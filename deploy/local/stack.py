@@ -179,7 +179,7 @@ def up() -> None:
                 "LLMTUNE_API__PORT": str(API_PORT),
                 "LLMTUNE_STORE__IDLE_TIMEOUT_S": "30",
                 "LLMTUNE_RAG__DATA_DIR": env.get("LLMTUNE_RAG__DATA_DIR", str(DATA / "rag")),
-                "LLMTUNE_RAG__ROUTER_URL": ROUTER_URL,
+                "LLMTUNE_ROUTER_CLIENT__URL": ROUTER_URL,
                 "LLMTUNE_KEYS__PEPPER_FILE": str(PEPPER_FILE),
             }
         )

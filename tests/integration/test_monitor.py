@@ -263,7 +263,7 @@ async def test_an_llm_judge_scores_sampled_answers_through_the_router(
 
     redis.Redis.from_url(redis_server.url).delete(OUTCOME_STREAM)
     fleet = Fleet(etcd_server.url, keys, tmp_path)
-    monitor = {"redis_url": redis_server.url, "judge_route": "judge", "router_url": f"http://127.0.0.1:{fleet.router_port}"}
+    monitor = {"redis_url": redis_server.url, "judge_route": "judge"}
     await fleet.start_control_plane(monitor=monitor)
     try:
         await fleet.add_node("node-0")
@@ -356,12 +356,12 @@ async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each
     """Answers queued with the fold of their outcomes; the leader's judge scores two and loses the
     lead while scoring the third (its score is not stored); the next leader's judge takes the rest.
     Every answer is judged once, none is dropped, and the queue ends empty."""
-    import httpx
 
     from controlplane.db.models import Feedback, JudgeQueued
     from controlplane.services.judge import Judge
     from controlplane.services.monitor import OutcomeStore
     from controlplane.store.errors import LeadershipLost
+    from rag.router_client import RouterClient
     from schemas.monitor import OutcomeRecord
 
     fleet = Fleet(etcd_server.url, keys, tmp_path)
@@ -391,8 +391,8 @@ async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each
             if calls > 5:  # two answers judged (two checks each); lost while judging the third
                 raise LeadershipLost("first no longer leads")
 
-        first = Judge(engine, router_url=url, route="judge", client=httpx.AsyncClient(timeout=30))
-        second = Judge(engine, router_url=url, route="judge", client=httpx.AsyncClient(timeout=30))
+        router = RouterClient(url, timeout_s=30)
+        first, second = Judge(engine, router, route="judge"), Judge(engine, router, route="judge")
         with pytest.raises(LeadershipLost):
             await first.run_once(first_leads)
         assert first.judged == 2
@@ -402,8 +402,7 @@ async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each
             ids = [f.request_id for f in session.scalars(select(Feedback))]
             left = session.scalar(select(func.count()).select_from(JudgeQueued))
         assert sorted(ids) == [f"req-{i}" for i in range(5)] and left == 0
-        await first.close()
-        await second.close()
+        await router.aclose()
     finally:
         engine.dispose()
         await fleet.close()

@@ -35,7 +35,7 @@ async def chat(
     headers: x-route-name, -model, -node, -variant, -decision-us, -attempts, x-request-id. The
     router's refusals keep their status (401 for a revoked key, 429 past a limit)."""
     if rt.playground is None:
-        raise NotConfigured("the playground needs the router's URL (rag.router_url)")
+        raise NotConfigured("the playground needs the router's URL (LLMTUNE_ROUTER_CLIENT__URL)")
     playground = rt.playground
     body = {"model": request.model, "messages": [m.model_dump() for m in request.messages], "stream": True}
     if request.options:
