@@ -1,5 +1,12 @@
-"""The sidecar agent: registration under a lease, the config informer, the reconcile and probe
-loops, start-time settings (restart when supervising Ollama), and the lease-bound status key.
+"""The sidecar agent: registration under a lease, the config informer, one worker that reconciles
+and probes the node, start-time settings (restart when supervising Ollama), and the lease-bound
+status key.
+
+One writer (client-go's worker pattern): the informers, the placement and the timers only put
+work on a queue (``agents.sidecar.workqueue``); one worker takes it and alone changes what the
+agent knows of its node and publishes it. A probe that comes while a pass runs (a pull may take
+minutes) publishes the pass's progress instead of looking at Ollama, so an observation never
+races a pass that changes the node.
 
 The agent writes nothing but ``nodes/<node>`` and ``status/<node>``, both bound to its lease, so a
 dead agent's node disappears from the fleet within the lease TTL. Status is written only when
@@ -27,6 +34,7 @@ from agents.sidecar.reconcile import Reconciler
 from agents.sidecar.restart import Restarts
 from agents.sidecar.settings import AgentGroup
 from agents.sidecar.supervisor import OllamaProcess
+from agents.sidecar.workqueue import Work, WorkQueue
 from controlplane.store.base import ConfigStore
 from controlplane.store.errors import StoreError
 from controlplane.store.informer import Informer, Snapshot
@@ -71,7 +79,7 @@ class Agent:
         self.informer.add_handler(self._on_snapshot)
         self.desired = DesiredState(keys)
         self.placed = Placed(store, keys, settings.node, drain_s=settings.drain_s, idle_timeout_s=idle_timeout_s)
-        self.placed.listeners.append(self._wake_up)
+        self.placed.listeners.append(self._reconcile_soon)
         self.process = OllamaProcess(settings.ollama_command, self.node) if settings.ollama_command else None
         self.restarts = Restarts(store, keys, settings.node, drain_s=settings.drain_s, ttl_s=settings.lease_ttl_s,
                                  loads=self.placed.loads) if self.process else None  # fmt: skip
@@ -92,21 +100,19 @@ class Agent:
         self._baseline_env: dict[str, str] | None = settings.ollama_environment
         self._lost_ollama = False
         self._fresh_at: float | None = None  # when self.observed was taken, if nothing changed the node since
-        self._wake = asyncio.Event()
+        self.queue = WorkQueue()
         self._written: bytes | None = None
         self._written_at = 0.0
-        self._changes = 0  # passes that changed the node
-        self._publishing = asyncio.Lock()
-        self._passing = False
+        self._publishing = asyncio.Lock()  # the worker's probes and its running pass both publish
         self.status = self._status()
 
     # -- configuration -----------------------------------------------------------------------
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.desired.on_snapshot(snapshot)
-        self._wake.set()
+        self.queue.add(Work.RECONCILE)
 
-    def _wake_up(self) -> None:
-        self._wake.set()
+    def _reconcile_soon(self) -> None:
+        self.queue.add(Work.RECONCILE)
 
     def wanted(self) -> Desired:
         return self.desired.for_node(self.settings.labels, self.informer.snapshot.revision, self.placed.models)
@@ -114,14 +120,7 @@ class Agent:
     # -- one reconcile step ------------------------------------------------------------------
     async def step(self) -> bool:
         """Apply the latest configuration once; True when the node fully matches it."""
-        self._wake.clear()
-        desired = self.wanted()
-        started = time.perf_counter()
-        self._passing = True
-        try:
-            return await self._step(desired, started)
-        finally:
-            self._passing = False
+        return await self._step(self.wanted(), time.perf_counter())
 
     async def _step(self, desired: Desired, started: float) -> bool:
         settled = await self._apply_server_settings(desired.server, desired.server_pools)
@@ -143,8 +142,6 @@ class Agent:
             # (a pass that reused a recent observation and changed nothing keeps the newest one)
             self._observed(result.observed)
             self._fresh_at = None if result.observed is None else (self._fresh_at if recent else started)
-        if result.mutations:
-            self._changes += 1  # an observation the probe began before this pass changed the node is stale
         if result.ok:
             self.applied_revision = max(self.applied_revision, desired.revision)
         await self.publish()
@@ -218,35 +215,24 @@ class Agent:
             self._observed(await self.node.observe(version=False))
         except (OllamaUnavailable, OllamaFailed):
             self._observed(None)
-        self._fresh_at, self._changes = None, self._changes + 1
+        self._fresh_at = None
 
     # -- health probe ------------------------------------------------------------------------
-    async def probe(self) -> bool:
-        """Check Ollama once and publish the status; False when it only published.
-
-        While a reconcile pass runs (a pull may take minutes) only the status is published, with the
-        pass's progress. An observation that a pass which changed the node overtook is dropped: it
-        would show what the pass changed as missing. A pass that changes nothing keeps it.
-        """
-        if self._passing:
-            await self.publish()
-            return False
-        started, changes = time.perf_counter(), self._changes
+    async def probe(self) -> None:
+        """Check Ollama once and publish the status (the worker's, never during a pass)."""
+        started = time.perf_counter()
         try:
             observed: Observed | None = await self.node.observe(version=self.observed is None)
         except (OllamaUnavailable, OllamaFailed) as exc:
             if self.observed is not None:
                 self.reconciler.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {exc}")
             observed = None
-        if changes != self._changes:
-            return True  # a pass changed the node meanwhile: its own view is newer
         was_down = self.observed is None
         self._observed(observed)
         self._fresh_at = started if observed is not None else None
         if observed is not None and was_down:
-            self._wake.set()  # back (perhaps restarted): reconcile now
+            self.queue.add(Work.RECONCILE)  # back (perhaps restarted): reconcile now
         await self.publish()
-        return True
 
     # -- status ------------------------------------------------------------------------------
     def _status(self) -> NodeStatus:
@@ -354,34 +340,65 @@ class Agent:
         await self.keeper.set_key(self.keys.node(s.node), orjson.dumps(registration.model_dump(mode="json")))
 
     # -- loops -------------------------------------------------------------------------------
-    async def _reconcile_loop(self) -> None:
-        # Not tenacity: the wait after a failed pass doubles, but a configuration change or Ollama
-        # coming back must cut it short (the wake event), which a retry policy cannot express.
+    async def work(self) -> None:
+        """The one worker: forever, take the next item. A pass runs as a task the worker waits on
+        beside the queue, so a probe meanwhile publishes the pass's progress; work asked for
+        during a pass makes one more pass after it. After a pass the next is due after the resync
+        interval, or sooner after a failure (0.5 s, doubling up to ``max_backoff_s``); an event
+        (configuration, placement, Ollama back) asks for one at once, which no retry policy could
+        express, hence no tenacity here."""
         backoff = 0.5
-        while True:
-            try:
-                ok = await self.step()
-            except (StoreError, OllamaUnavailable, OllamaFailed) as exc:
-                log.warning("reconcile pass failed: %s", exc)
-                ok = False
-            except Exception:
-                log.exception("reconcile pass failed unexpectedly")
-                ok = False
-            wait_s = self.settings.resync_interval_s if ok else backoff
-            backoff = 0.5 if ok else min(backoff * 2, self.settings.max_backoff_s)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
+        running: asyncio.Task[bool] | None = None
+        again = False
+        self.queue.add(Work.RECONCILE)
+        self.queue.add_after(Work.PROBE, self.settings.probe_interval_s)
+        try:
+            while True:
+                taking = asyncio.ensure_future(self.queue.get())
+                done, _ = await asyncio.wait({taking, *([running] if running else [])}, return_when=asyncio.FIRST_COMPLETED)
+                if running is not None and running in done:
+                    ok = self._passed(running)
+                    wait_s = self.settings.resync_interval_s if ok else backoff
+                    backoff = 0.5 if ok else min(backoff * 2, self.settings.max_backoff_s)
+                    running = None
+                    if again:
+                        again = False
+                        self.queue.add(Work.RECONCILE)
+                    else:
+                        self.queue.add_after(Work.RECONCILE, wait_s)
+                if taking not in done:
+                    taking.cancel()
+                    await asyncio.gather(taking, return_exceptions=True)
+                    continue
+                item = taking.result()
+                if item is Work.RECONCILE:
+                    if running is not None:
+                        again = True
+                    else:
+                        self.queue.forget(Work.RECONCILE)
+                        running = asyncio.create_task(self.step())
+                elif item is Work.PROBE:
+                    try:
+                        await (self.publish() if running is not None else self.probe())
+                    except Exception:
+                        log.exception("probe failed")
+                    self.queue.add_after(Work.PROBE, self.settings.probe_interval_s)
+        finally:
+            self.queue.close()
+            if running is not None:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
 
-    async def _probe_loop(self) -> None:
-        wait_s = self.settings.probe_interval_s
-        while True:
-            await asyncio.sleep(wait_s)
-            try:
-                # A probe that met a running pass tries again soon, so passes keep a recent observation.
-                wait_s = self.settings.probe_interval_s if await self.probe() else min(0.1, self.settings.probe_interval_s)
-            except Exception:
-                log.exception("probe failed")
+    @staticmethod
+    def _passed(task: asyncio.Task[bool]) -> bool:
+        """A finished pass's outcome: True when the node matches; failures are logged."""
+        try:
+            return task.result()
+        except (StoreError, OllamaUnavailable, OllamaFailed) as exc:
+            log.warning("reconcile pass failed: %s", exc)
+        except Exception:
+            log.exception("reconcile pass failed unexpectedly")
+        return False
 
     async def _start(self) -> None:
         """Register, waiting for the store as long as it takes (an agent may start before etcd)."""
@@ -404,7 +421,7 @@ class Agent:
             except TimeoutError:
                 log.warning("node %s: its placement (%s) is not readable yet; autoscaled models wait for it",
                             self.settings.node, self.keys.placement(self.settings.node))  # fmt: skip
-            tasks += [asyncio.create_task(self._reconcile_loop()), asyncio.create_task(self._probe_loop())]
+            tasks.append(asyncio.create_task(self.work()))
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:

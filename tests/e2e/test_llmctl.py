@@ -42,7 +42,7 @@ def control_plane_process(etcd_url: str, namespace: str, tmp_path: Path, **extra
         "LLMTUNE_API__PORT": str(port),
         "LLMTUNE_RAG__DATA_DIR": str(tmp_path / "rag"),
         # no router unless a test starts one: the default 127.0.0.1:8701 may be a developer's own stack
-        "LLMTUNE_RAG__ROUTER_URL": f"http://127.0.0.1:{free_port()}",
+        "LLMTUNE_ROUTER_CLIENT__URL": f"http://127.0.0.1:{free_port()}",
         **extra,
     }
     log = (tmp_path / "cp.log").open("wb")
