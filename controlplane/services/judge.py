@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback, JudgeQueued
 from controlplane.store.errors import LeadershipLost
-from rag.router_client import RouterClient
+from rag.router_client import RouterClient, RouterError
 from schemas import ollama
 from schemas.monitor import OutcomeRecord
 
@@ -73,25 +73,34 @@ def queue_for_judging(session: Session, records: Iterable[OutcomeRecord], *, rou
     return left_out
 
 
+class JudgeUnavailable(Exception):
+    """The router cannot judge now (unreachable, failing, refusing the key or too busy)."""
+
+
 class Judge:
     """Judges the queued answers (``judge_queue``), oldest first, while this replica leads the
     monitor (``leading`` raises otherwise); each score is stored in the transaction that takes its
     answer off the queue, so a judgement is neither repeated nor lost when the lead moves."""
 
     def __init__(self, engine: Engine, router: RouterClient, *, route: str, rubric: str = DEFAULT_RUBRIC,
-                 poll_s: float = 0.5) -> None:  # fmt: skip
+                 poll_s: float = 0.5, retry_s: float = 5.0) -> None:  # fmt: skip
         self._engine, self._router, self.route, self._rubric = engine, router, route, rubric
-        self._poll_s = poll_s
+        self._poll_s, self._retry_s = poll_s, retry_s
         self.judged = self.failed = 0
 
     async def run(self, leading: Callable[[], object]) -> None:
-        """Forever: judge what is queued while leading; a failure is logged and counted, never retried."""
+        """Forever: judge what is queued while leading. An answer the router refuses (4xx) or whose
+        judgement holds no score is logged, counted and not retried; while the router is away,
+        failing (5xx), refusing the key or too busy, answers stay queued and are tried again."""
         while True:
             try:
                 leading()
                 done = await self.run_once(leading)
             except LeadershipLost:
                 done = 0
+            except JudgeUnavailable:
+                await asyncio.sleep(self._retry_s)  # the queue keeps its answers until the router is back
+                continue
             except Exception as exc:  # the database: logged, tried again
                 log.warning("the judge's queue could not be read: %s", exc)
                 done = 0
@@ -106,7 +115,14 @@ class Judge:
             record = OutcomeRecord.model_validate_json(raw)
             try:
                 verdict = await self._score(record)
-            except Exception as exc:  # the router or the judge model: logged, the next one goes on
+            except RouterError as exc:
+                if exc.status is None or exc.status >= 500 or exc.status in (401, 403, 408, 429):
+                    # the router (or its key) is unavailable for now: the answer stays queued for later
+                    log.warning("judging %s waits: %s", request_id, exc)
+                    raise JudgeUnavailable(str(exc)) from exc
+                log.warning("judging %s failed: %s", request_id, exc)  # refused for this answer: not retried
+                verdict = None
+            except Exception as exc:  # the judge model's answer: logged, the next one goes on
                 log.warning("judging %s failed: %s", request_id, exc)
                 verdict = None
             leading()

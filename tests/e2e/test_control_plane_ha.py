@@ -4,7 +4,8 @@ Two replicas behind one address (a round-robin TCP balancer here) answer as one:
 are history and reads on the other, and RAG documents ingested on one are found on the other.
 Every loop has one leader among them. Both restarted in turn under router traffic and an ingest:
 no client error and no document lost. A fine-tuning run that ends as its leader is killed is
-registered once by the next leader; a leader paused past its TTL registers nothing when resumed. The monitor's leader
+registered once by the next leader; a leader paused past its TTL registers nothing when resumed.
+The monitor's leader killed while judging: the next judges the rest, each answer once. The monitor's leader
 killed with SIGKILL while an experiment breaches its guardrails: another leads within the lease's
 TTL and the experiment is stopped once, not twice, and not never; the leader paused with SIGSTOP
 past its TTL and resumed: another leads, the paused one's writes are refused, and it steps down."""
@@ -464,3 +465,67 @@ async def test_fine_tune_registration_happens_once_when_the_leader_is_killed_or_
 
 async def _in(state: Awaitable[str], *states: str) -> bool:
     return await state in states
+
+
+async def test_the_monitor_leader_killed_while_judging_each_answer_is_judged_once(
+    planes: ControlPlanes, store: ConfigStore, keys: KeySpace, redis_db: str, etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """Answers to judge wait in SQL; the monitor's leader is killed with SIGKILL after it judged a
+    few: the next leader judges the rest, and every answer has one judge score."""
+    from sqlalchemy import text
+
+    from controlplane.db.engine import make_engine
+    from tests.fixtures.fleet import PEPPER, Fleet
+    from tests.sim.engine import SimSettings
+
+    (tmp_path / "fleet").mkdir()
+    fleet = Fleet(etcd_server.url, keys, tmp_path / "fleet")
+    planes.env.update({"LLMTUNE_ROUTER_CLIENT__URL": f"http://127.0.0.1:{fleet.router_port}",
+                       "LLMTUNE_MONITOR__JUDGE_ROUTE": "judge", "LLMTUNE_KEYS__PEPPER": PEPPER})  # the fleet router's pepper
+    engine = make_engine(planes.db_url or "")
+    outcomes = redis.Redis.from_url(redis_db)
+    try:
+        await fleet.start_control_plane(autoscaler={"enabled": False})
+        await fleet.add_node("node-0", sim=SimSettings(token_s=0.01))
+        objects = [model_doc("small", tag="llama3.2:1b"), route_doc("judge", "small", match={"model_aliases": ["judge-only"]})]
+        assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
+        await fleet.until_ready(models=1)
+        await fleet.start_router()
+        await asyncio.gather(asyncio.to_thread(planes.start, "cp-a"), asyncio.to_thread(planes.start, "cp-b"))
+        leaders = await _eventually(lambda: _all_led(store, keys, planes), TTL_S + 5)
+        was = leaders["monitor"]
+        assert was in ("cp-a", "cp-b")
+        now = time.time()
+        pipe = outcomes.pipeline(transaction=False)
+        for i in range(24):
+            record = {"key": f"j{i}-{uuid.uuid4().hex[:6]}", "at": now, "id": f"req-{i}", "route": "chat", "model": "small",
+                      "node": "node-0", "status": "ok", "decision_us": 20.0, "ttft_ms": 5.0, "total_ms": 50.0, "attempts": 1,
+                      "question": f"question {i}?", "answer": f"answer {i}."}  # fmt: skip
+            pipe.xadd(OUTCOME_STREAM, {"r": orjson.dumps(record)})
+        pipe.execute()
+
+        def judged() -> list[str]:
+            with engine.connect() as conn:
+                return list(conn.execute(text("SELECT request_id FROM feedback WHERE comment LIKE 'judge:%'")).scalars())
+
+        async def some() -> bool:
+            return len(await asyncio.to_thread(judged)) >= 3
+
+        await _eventually(some, 30)
+        planes.procs[was].kill()
+        early = len(await asyncio.to_thread(judged))
+
+        async def all_of_them() -> bool:
+            return len(await asyncio.to_thread(judged)) >= 24
+
+        await _eventually(all_of_them, 60)
+        await asyncio.sleep(1)
+        ids = await asyncio.to_thread(judged)
+        assert early < 24, "the leader judged everything before it was killed: nothing was left to hand over"
+        assert sorted(ids) == sorted(f"req-{i}" for i in range(24))  # each once
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM judge_queue")).scalar() == 0
+    finally:
+        outcomes.close()
+        engine.dispose()
+        await fleet.close()

@@ -358,11 +358,12 @@ async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each
     Every answer is judged once, none is dropped, and the queue ends empty."""
 
     from controlplane.db.models import Feedback, JudgeQueued
-    from controlplane.services.judge import Judge
+    from controlplane.services.judge import Judge, JudgeUnavailable
     from controlplane.services.monitor import OutcomeStore
     from controlplane.store.errors import LeadershipLost
     from rag.router_client import RouterClient
     from schemas.monitor import OutcomeRecord
+    from tests.fixtures.services import free_port
 
     fleet = Fleet(etcd_server.url, keys, tmp_path)
     await fleet.start_control_plane()
@@ -391,6 +392,10 @@ async def test_a_judge_that_loses_the_lead_leaves_its_queue_to_the_next_one_each
             if calls > 5:  # two answers judged (two checks each); lost while judging the third
                 raise LeadershipLost("first no longer leads")
 
+        away = RouterClient(f"http://127.0.0.1:{free_port()}", attempts=1)  # a router that is away: nothing is lost
+        with pytest.raises(JudgeUnavailable):
+            await Judge(engine, away, route="judge").run_once()
+        await away.aclose()
         router = RouterClient(url, timeout_s=30)
         first, second = Judge(engine, router, route="judge"), Judge(engine, router, route="judge")
         with pytest.raises(LeadershipLost):
