@@ -81,7 +81,7 @@ schemas: install
 	$(BIN)/python -m schemas.jsonschema schemas/json
 
 openapi: install
-	$(BIN)/python -m controlplane.api.openapi openapi.json
+	$(BIN)/python -m controlplane.api.openapi_file openapi.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache web/node_modules web/dist

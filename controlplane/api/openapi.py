@@ -4,9 +4,6 @@ place of FastAPI's own validation-error shape, which this API never sends."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -75,20 +72,3 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m controlplane.api.openapi [FILE]`` writes the document (default: openapi.json),
-    the snapshot a test compares the live one with."""
-    from controlplane.api.app import create_app  # here: the app imports this module
-
-
-    args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0] if args else "openapi.json")
-    target.write_text(json.dumps(create_app().openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    print(f"wrote {target}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
