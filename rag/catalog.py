@@ -132,6 +132,11 @@ class SqliteCatalog:
         found: str | None = self._one("SELECT fingerprint FROM collections WHERE name = ?", (collection,))
         return found
 
+    def collections(self) -> list[tuple[str, str]]:
+        """Every collection held, with its fingerprint."""
+        with self._lock:
+            return [(r[0], r[1]) for r in self._db.execute("SELECT name, fingerprint FROM collections ORDER BY name")]
+
     def generation(self, collection: str) -> int:
         """Goes up with every change of the collection's content (cache keys carry it)."""
         return int(self._one("SELECT generation FROM collections WHERE name = ?", (collection,)) or 0)

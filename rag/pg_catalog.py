@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from rag.catalog import DocumentInfo, StoredChunk, StoredDocument
+from rag.catalog import DocumentInfo, SqliteCatalog, StoredChunk, StoredDocument
 from rag.store import Filter
 
 LANGUAGE = "english"
@@ -247,3 +247,29 @@ class _Locked:
 
     def __exit__(self, *exc: object) -> None:
         self._begin.__exit__(*exc)
+
+
+def import_sqlite(source: SqliteCatalog, target: PgCatalog, *, batch: int = 500) -> dict[str, int]:
+    """Copy every collection of a SQLite catalog into ``target`` (a control plane that moves to a
+    PostgreSQL database keeps what it ingested; its vectors are where they were). A collection
+    ``target`` already holds documents of is left as it is there. Documents copied per collection."""
+    copied: dict[str, int] = {}
+    for name, fingerprint in source.collections():
+        if target.documents(name, limit=1)[1]:
+            continue
+        infos: dict[str, DocumentInfo] = {}
+        offset = 0
+        while page := source.documents(name, offset=offset, limit=1000)[0]:
+            infos.update((d.id, d) for d in page)
+            offset += len(page)
+        chunks: dict[str, list[StoredChunk]] = {}
+        for part in source.all_chunks(name):
+            for chunk in part:
+                chunks.setdefault(chunk.doc_id, []).append(chunk)
+        docs = [StoredDocument(d.id, d.hash, d.bytes, d.metadata, sorted(chunks.get(d.id, []), key=lambda c: c.index))
+                for d in infos.values()]  # fmt: skip
+        for start in range(0, len(docs), batch):
+            target.replace(name, docs[start : start + batch])
+        target.set_fingerprint(name, fingerprint)
+        copied[name] = len(docs)
+    return copied

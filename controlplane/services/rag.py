@@ -3,6 +3,7 @@ the informer's view, and drives the engine (ingest, delete, list, query) and the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from rag.chroma import ChromaStore
 from rag.embedding import embedder_for
 from rag.engine import Limits, Progress, RagEngine, Retrieved
 from rag.errors import BadInput, RagError, UnknownCollection
-from rag.pg_catalog import PgCatalog
+from rag.pg_catalog import PgCatalog, import_sqlite
 from rag.router_client import RouterClient
 from rag.store import VectorStore
 from schemas.model import Model
@@ -35,6 +36,8 @@ from schemas.rag import (
     RagTimings,
     VectorBackend,
 )
+
+log = logging.getLogger(__name__)
 
 
 class RagService:
@@ -160,9 +163,19 @@ class Stores:
 def open_catalog(settings: RagSettings, db: Engine) -> Catalog:
     """In the metadata database when it is PostgreSQL (replicas share it); else a SQLite file
     with FTS5 under ``data_dir``."""
-    if db.dialect.name == "postgresql":
-        return PgCatalog(db)
-    return SqliteCatalog(settings.data_dir / "catalog.sqlite")
+    local = settings.data_dir / "catalog.sqlite"
+    if db.dialect.name != "postgresql":
+        return SqliteCatalog(local)
+    catalog = PgCatalog(db)
+    if local.exists():  # this control plane ran on SQLite before: what it ingested comes along, once
+        source = SqliteCatalog(local)
+        try:
+            copied = import_sqlite(source, catalog)
+        finally:
+            source.close()
+        local.rename(local.with_name("catalog.sqlite.imported"))
+        log.warning("RAG catalog: %s imported from %s into the database", copied or "nothing", local)
+    return catalog
 
 
 def open_rag(

@@ -125,3 +125,27 @@ def test_two_replicas_ingesting_into_one_collection_take_turns(postgres_server: 
     assert (chunks, df) == (24 * 9, 24)
     for e in engines:
         e.dispose()
+
+
+def test_a_control_plane_moving_to_postgresql_brings_its_sqlite_catalog_once(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    from controlplane.services.rag import open_catalog
+    from controlplane.settings import RagSettings
+
+    settings = RagSettings(data_dir=tmp_path / "rag")
+    old = SqliteCatalog(settings.data_dir / "catalog.sqlite")
+    old.set_fingerprint("c", "ollama:nomic|chroma|embedded|c")
+    old.replace("c", [_doc("a", "apples grow on trees", "pears too", team="x"), _doc("b", "boats float")])
+    old.close()
+    engine = make_engine(postgres_server.new_database())
+    migrate(engine)
+    moved = open_catalog(settings, engine)
+    assert isinstance(moved, PgCatalog)
+    assert moved.fingerprint("c") == "ollama:nomic|chroma|embedded|c"  # its vectors are where they were: no re-embedding
+    assert moved.hashes("c", ["a", "b"]) == {"a": "h1", "b": "h1"} and moved.chunk_count("c") == 3
+    assert [i for i, _ in moved.keyword("c", "pears", k=5)] == ["a#1"]
+    assert moved.documents("c")[0][0].metadata == {"team": "x"}
+    assert not (settings.data_dir / "catalog.sqlite").exists() and (settings.data_dir / "catalog.sqlite.imported").exists()
+    assert open_catalog(settings, engine).chunk_count("c") == 3  # once: nothing to import the second time
+    engine.dispose()
