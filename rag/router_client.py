@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 #: The failures after which a request certainly did no work on the router.
@@ -29,10 +30,8 @@ class RouterError(Exception):
         self.status, self.reason = status, reason
 
 
-def reason_of(status: int, content: bytes) -> str:
+def reason_of(content: bytes) -> str:
     """The router's reason in an error answer: its ``error`` or ``detail`` field, else the text."""
-    import orjson
-
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -67,7 +66,7 @@ class RouterClient:
         except httpx.HTTPError as exc:
             raise RouterError(f"the router at {self.url} could not be reached: {exc}") from exc
         if not resp.is_success:
-            reason = reason_of(resp.status_code, resp.content)
+            reason = reason_of(resp.content)
             raise RouterError(f"the router answered {resp.status_code}: {reason}", status=resp.status_code, reason=reason)
         return resp
 
@@ -85,7 +84,7 @@ class RouterClient:
         if not resp.is_success:
             content = await resp.aread()
             await resp.aclose()
-            reason = reason_of(resp.status_code, content)
+            reason = reason_of(content)
             raise RouterError(f"the router answered {resp.status_code}: {reason}", status=resp.status_code, reason=reason)
         return resp
 

@@ -184,6 +184,3 @@ class Judge:
                 variant=record.variant or "", score=score, thumbs=None, labels=["judge"], comment=f"judge: {reason}",
             ))  # fmt: skip
         return True
-
-    async def close(self) -> None:
-        """The client of the router is the caller's."""

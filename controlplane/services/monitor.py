@@ -397,10 +397,9 @@ async def start_monitor(
         await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
                                tick_s=settings.guardrails_every_s, trimmer=trimmer)  # fmt: skip
     finally:
-        if worker is not None and judge is not None:
+        if worker is not None:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
-            await judge.close()
         await client.aclose()
 
 
