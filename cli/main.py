@@ -191,7 +191,7 @@ def history(
     kind ``scaling``: the autoscaler's decisions (per model)."""
 
     def body() -> None:
-        plural = kind if kind in (None, "scaling") else kind_plural(kind)
+        plural = kind if kind in (None, "scaling", "quality") else kind_plural(kind)
         page = HistoryPage.model_validate(client().get("/api/v1/history", kind=plural, name=name, limit=limit, epoch=epoch))
         if output != "table":
             emit([r.model_dump(mode="json") for r in page.items], output)

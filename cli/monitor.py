@@ -1,5 +1,5 @@
 """llmctl's monitor commands: ``metrics`` (figures over a recent window), ``usage`` (tokens by key,
-tenant, model or route) and ``feedback``."""
+tenant, model or route), ``feedback`` and ``quality`` (a route's quality posterior)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.table import Table
 from cli.client import Client
 from cli.output import emit
 from schemas.monitor import FeedbackOut, MetricsSummary, Percentiles, UsageReport
+from schemas.quality import RouteQualityReport
 
 
 def _ms(values: Percentiles) -> str:
@@ -40,6 +41,36 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
                 table.add_row(r.group or "(none)", str(r.requests), str(r.prompt_tokens), str(r.completion_tokens),
                               str(r.total_tokens), str(r.estimated_requests or ""))  # fmt: skip
             out.print(table)
+
+        run(body)
+
+    @app.command()
+    def quality(
+        route: str = typer.Argument(..., help="The route (strategy: quality)."),
+        output: str | None = typer.Option(None, "-o", "--output", help="json or yaml"),
+    ) -> None:
+        """The quality strategy's posterior for a route: per request class and model, answers,
+        scores, the mean quality with its 95% interval, the share of traffic, the floor."""
+
+        def body() -> None:
+            report = RouteQualityReport.model_validate(client().get(f"/api/v1/routes/{route}/quality"))
+            if output:
+                emit(report.model_dump(mode="json"), output)
+                return
+            state = "on" if report.enabled else "OFF (static weights; the guardrails or an operator turned it off)"
+            title = f"route {report.route}: strategy {report.strategy}, quality {state}"
+            if report.floor is not None:
+                title += f", floor {report.floor:g}"
+            table = Table("class", "model", "answers", "ok", "scores", "mean", "95% interval", "share", "", title=title)
+            for cls in report.classes:
+                for m in cls.models:
+                    ev = m.evidence
+                    table.add_row(cls.name, m.model, f"{ev.answers:.1f}", f"{ev.successes:.1f}", f"{ev.scores:.1f}",
+                                  f"{m.mean:.3f}", f"{m.low:.3f}-{m.high:.3f}", f"{m.share:.0%}",
+                                  "below floor" if m.excluded else "")  # fmt: skip
+            out.print(table)
+            if not report.classes:
+                out.print("no evidence yet: answers of this route are folded in once the monitor sees them")
 
         run(body)
 

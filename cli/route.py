@@ -39,6 +39,11 @@ def register(app: typer.Typer, context: Callable[[], Context], run: Callable[[Ca
             table.add_row("fallbacks", ", ".join(f"{f['model']}@{f['node']}" for f in d["fallbacks"]) or "-")
             if d["reasons"]:
                 table.add_row("left out", "; ".join(d["reasons"]))
+            if quality := d.get("quality"):  # the quality strategy: the class, why the model won, what it drew
+                table.add_row("class", quality["class"])
+                table.add_row("why", quality["why"])
+                scores = sorted(quality["scores"].items(), key=lambda kv: -kv[1])
+                table.add_row("sampled", ", ".join(f"{name} {score:.3f}" for name, score in scores) or "-")
             out.print(table)
             if not dry_run:
                 answer = result["answer"]

@@ -100,6 +100,10 @@ class MonitorSettings(BaseModel):
         description="Outcome stream entries older than this are trimmed even if unread (acknowledged ones go at once).",
     )  # fmt: skip
     guardrails_every_s: float = Field(default=30.0, gt=0, description="How often running experiments' guardrails are checked.")
+    quality_every_s: float = Field(
+        default=5.0, ge=0.2, le=300,
+        description="How often the quality strategy's posteriors are published to the routers and its guardrails checked.",
+    )  # fmt: skip
     judge_route: str | None = Field(default=None, description="Route of the LLM judge; sampled answers are scored when set.")
     judge_rubric: str | None = Field(default=None, description="The judge's instructions (the default asks for a 0-1 score).")
     host: str = Field(default="127.0.0.1", description="Bind address of /healthz and /metrics of a monitor process.")

@@ -2,7 +2,8 @@
 signature can replace them) and its size in tokens (no tokenizer on the hot path).
 
 The rules are word-set and substring tests rather than regular expressions: an IGNORECASE
-alternation scan of a 2,000-character prompt cost ~300 µs here, the word set ~20 µs.
+alternation scan of a 2,000-character prompt cost ~300 µs here, the word set ~20 µs (and ~5 µs
+for a 150-character prompt, as the ``quality`` strategy classifies every request of its routes).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ Classifier = Callable[[str], Task]
 
 #: Only the head and tail of a long prompt are read: instructions sit there.
 HEAD, TAIL = 1000, 300
-_WORD = re.compile(r"[a-z]+")
 _ARITHMETIC = re.compile(r"\d\s*[-+*/^=]\s*\d")
 
 
@@ -28,10 +28,6 @@ class Rule:
         self.words = frozenset(words.split())
         self.phrases = phrases
         self.cased = cased  # phrases are matched in the original text (code markers)
-
-    def hits(self, words: set[str], text: str, lowered: str) -> bool:
-        haystack = text if self.cased else lowered
-        return not self.words.isdisjoint(words) or any(p in haystack for p in self.phrases)
 
 
 RULES: tuple[Rule, ...] = (
@@ -55,17 +51,34 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: Every rule's words at once: one set intersection finds the rules a text's words hit. Words are
+#: runs of ASCII letters, split from the UTF-8 bytes by one ``bytes.translate`` (0.6 µs for 150
+#: characters here, against 2.9 µs for ``re.findall``).
+_RULE_WORDS: dict[bytes, tuple[int, ...]] = {}
+for _i, _rule in enumerate(RULES):
+    for _w in _rule.words:
+        _RULE_WORDS[_w.encode()] = (*_RULE_WORDS.get(_w.encode(), ()), _i)
+_LETTERS = bytes(b if 97 <= b <= 122 else 32 for b in range(256))  # the text is lower-cased first
+_DIGITS = "0123456789"
+_ALL_WORDS = frozenset(_RULE_WORDS)
+_PHRASED = tuple((i, rule) for i, rule in enumerate(RULES) if rule.phrases)
+
+
 def classify(text: str) -> Task:
     """The likeliest task of ``text``; ties and no hit mean chat."""
     if len(text) > HEAD + TAIL:
         text = f"{text[:HEAD]}\n{text[-TAIL:]}"
     lowered = text.lower()
-    words = set(_WORD.findall(lowered))
+    words = lowered.encode("utf-8", "replace").translate(_LETTERS).split()
+    hit = {i for word in _ALL_WORDS.intersection(words) for i in _RULE_WORDS[word]}
+    for i, rule in _PHRASED:
+        if i not in hit and any(map((text if rule.cased else lowered).__contains__, rule.phrases)):
+            hit.add(i)
     scores: dict[Task, float] = {}
-    for rule in RULES:
-        if rule.hits(words, text, lowered):
-            scores[rule.task] = scores.get(rule.task, 0.0) + rule.weight
-    if _ARITHMETIC.search(text):
+    for i in sorted(hit):
+        rule = RULES[i]
+        scores[rule.task] = scores.get(rule.task, 0.0) + rule.weight
+    if any(map(text.__contains__, _DIGITS)) and _ARITHMETIC.search(text):
         scores[Task.MATH] = scores.get(Task.MATH, 0.0) + 1.5
     if not scores:
         return Task.CHAT

@@ -74,6 +74,10 @@ class Outcome:
     completion_tokens: int = 0
     estimated: bool = False
     trace_id: str | None = None  # the W3C trace it belongs to
+    cls: str | None = None  # the quality strategy's request class, the model it chose first, why, and the scores drawn
+    chosen: str | None = None
+    why: str | None = None
+    scores: tuple[tuple[str, float], ...] = ()
 
 
 class OutcomeSink(Protocol):
@@ -271,6 +275,8 @@ class RouterCore:
             self.metrics.decision.observe(micros / 1e6)
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             self.metrics.requests.labels(decision.route or "-", "-", "-", decision.variant or "-", status).inc()
+            self._record_unanswered(call, decision, micros, request_id, caller, trace, exc, status=status,
+                                    received=incoming.received)  # fmt: skip
             raise
         admission = check
         if isinstance(check, asyncio.Future):
@@ -287,6 +293,20 @@ class RouterCore:
         if opened.failed:
             self.metrics.retries.labels(decision.route or "-").inc(len(opened.failed))
         return Exchange(call, decision, micros, request_id, incoming, opened, caller, admission, trace)  # type: ignore[arg-type]
+
+    def _record_unanswered(self, call: Call, decision: Decision, micros: float, request_id: str, caller: Caller | None,
+                           trace: Trace, exc: BaseException, *, status: str, received: float) -> None:  # fmt: skip
+        """A request no upstream answered is an outcome too (for the monitor's error rates and the
+        quality posterior): recorded against the decision's first candidate."""
+        first = decision.first
+        ms = (time.perf_counter() - received) * 1000 if received else 0.0
+        attempts = exc.attempts if isinstance(exc, UpstreamFailed) else 1
+        self.sink.record(Outcome(
+            request_id, decision.route, first.model.name, first.node_name, decision.variant, status, micros, ms, ms, attempts,
+            time.time(), api_key=caller.name if caller is not None else None,
+            tenant=caller.tenant if caller is not None else decision.request.tenant, prompt_tokens=call.request.prompt_tokens,
+            estimated=True, trace_id=trace.trace_id, **_chosen(decision),
+        ))  # fmt: skip
 
     def _settle_unanswered(self, check: Admission | asyncio.Future[Admission | None] | None) -> None:
         """No upstream answered: the admission frees its slot (its prompt stays counted: the work was asked for)."""
@@ -431,8 +451,17 @@ class RouterCore:
                 completion_tokens=used[1],
                 estimated=used[2],
                 trace_id=ex.trace.trace_id,
+                **_chosen(decision),
             )
         )
+
+
+def _chosen(decision: Decision) -> dict[str, Any]:
+    """The quality strategy's part of an outcome record (nothing for other strategies)."""
+    choice = decision.choice
+    if choice is None:
+        return {}
+    return {"cls": choice.cls, "chosen": decision.first.model.name, "why": choice.why, "scores": choice.scores}
 
 
 def _verdict_headers(
@@ -517,6 +546,10 @@ def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id
         "x-route-attempts": str(attempts),
         "x-request-id": request_id,
     }
+    if decision.choice is not None:
+        headers["x-route-class"], headers["x-route-why"] = decision.choice.cls, decision.choice.why
+        if decision.choice.scores:
+            headers["x-route-scores"] = decision.choice.header()
     client = decision.request.client
     if client is not None and (report := client.let(cand.model.name, cand.model.client).report):
         headers[OVERRIDDEN] = report  # what of the request the model's client policy dropped or clamped

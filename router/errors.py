@@ -27,9 +27,9 @@ class BadInput(Exception):
 class UpstreamFailed(Exception):
     """Every candidate tried failed before answering; ``timeout`` says whether the last one timed out."""
 
-    def __init__(self, message: str, *, timeout: bool) -> None:
+    def __init__(self, message: str, *, timeout: bool, attempts: int = 1) -> None:
         super().__init__(message)
-        self.timeout = timeout
+        self.timeout, self.attempts = timeout, attempts
 
 
 def status_of(exc: Exception) -> tuple[int, str, str]:

@@ -1,5 +1,5 @@
 """Keeps the router's table current: informers on configuration, node registrations, node status
-and the autoscaler's placements; a new immutable table is built when any of them moves (never
+the autoscaler's placements and the monitor's quality posteriors; a new immutable table is built when any of them moves (never
 per request).
 
 Requests hold the table they started with; a rebuild only swaps the reference.
@@ -17,6 +17,7 @@ from controlplane.store.view import ConfigView, decode_keyed
 from router.table import RouteTable, build_table
 from schemas.apikey import ApiKey, TenantBudget
 from schemas.placement import NodePlacement
+from schemas.quality import RouteQuality
 from schemas.status import NodeRegistration, NodeStatus
 
 
@@ -32,6 +33,7 @@ class TableFeed:
         self.apikeys = Informer(store, keys.apikeys_prefix(), idle_timeout_s=idle_timeout_s)
         self.tenants = Informer(store, keys.tenants_prefix(), idle_timeout_s=idle_timeout_s)
         self.placement = Informer(store, keys.placement_prefix(), idle_timeout_s=idle_timeout_s)
+        self.quality = Informer(store, keys.quality_prefix(), idle_timeout_s=idle_timeout_s)
         self.keys: dict[str, ApiKey] = {}
         self.tenant_budgets: dict[str, TenantBudget] = {}  # by tenant: read per request, replaced whole
         self._key_listeners: list[Callable[[dict[str, ApiKey]], None]] = []
@@ -40,6 +42,7 @@ class TableFeed:
         self._registrations: dict[str, NodeRegistration] = {}
         self._statuses: dict[str, NodeStatus] = {}
         self._placements: dict[str, NodePlacement] = {}
+        self._quality: dict[str, RouteQuality] = {}
         self._listeners: list[Callable[[RouteTable], None]] = []
         self.config.add_handler(self._on_config)
         self.nodes.add_handler(self._on_nodes)
@@ -47,6 +50,7 @@ class TableFeed:
         self.apikeys.add_handler(self._on_keys)
         self.tenants.add_handler(self._on_tenants)
         self.placement.add_handler(self._on_placement)
+        self.quality.add_handler(self._on_quality)
 
     @property
     def view(self) -> ConfigView:
@@ -83,13 +87,17 @@ class TableFeed:
         self._placements, _ = decode_keyed(snapshot, NodePlacement, self._placements)
         self._rebuild()
 
+    def _on_quality(self, snapshot: Snapshot) -> None:
+        self._quality, _ = decode_keyed(snapshot, RouteQuality, self._quality)
+        self._rebuild()
+
     def _rebuild(self) -> None:
         revision = max(self.config.snapshot.revision, self.nodes.snapshot.revision, self.status.snapshot.revision,
-                       self.placement.snapshot.revision)  # fmt: skip
+                       self.placement.snapshot.revision, self.quality.snapshot.revision)  # fmt: skip
         placed = {node: frozenset(p.models) for node, p in self._placements.items()}
         self.table = build_table(
             [stored.obj for stored in self._view.state.values()], self._registrations, self._statuses, revision=revision,
-            placements=placed,
+            placements=placed, quality={q.route: q for q in self._quality.values()},
         )  # fmt: skip
         for listener in self._listeners:
             listener(self.table)
@@ -100,9 +108,9 @@ class TableFeed:
 
     @property
     def synced(self) -> bool:
-        informers = (self.config, self.nodes, self.status, self.apikeys, self.tenants, self.placement)
+        informers = (self.config, self.nodes, self.status, self.apikeys, self.tenants, self.placement, self.quality)
         return all(i.synced for i in informers)
 
     async def run(self) -> None:
         await asyncio.gather(self.config.run(), self.nodes.run(), self.status.run(), self.apikeys.run(), self.tenants.run(),
-                             self.placement.run())  # fmt: skip
+                             self.placement.run(), self.quality.run())  # fmt: skip

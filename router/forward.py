@@ -115,7 +115,7 @@ class Forwarder:
                 self.live.released(cand.model.name, node)
                 raise
             return Opened(cand, response, first, started, time.perf_counter() - started, tuple(failed), first_sent, breaker)
-        raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout)
+        raise UpstreamFailed("; ".join(failed) or "no candidate was tried", timeout=last_timeout, attempts=max(1, len(failed)))
 
     async def _try(
         self,

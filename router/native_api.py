@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from router.bandit import Choice
 from router.call import Answer, Call, facts
 from router.errors import Dialect
 from router.http import Reply, json_reply
@@ -34,7 +35,13 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
         "reasons": list(decision.reasons),
         "decision_us": round(micros, 1),
         "table_revision": decision.table.revision,
+        **({"quality": quality(decision.choice)} if decision.choice else {}),
     }
+
+
+def quality(choice: Choice) -> dict[str, Any]:
+    """The quality strategy's part of a decision: the class, why the first model won, the draws."""
+    return {"class": choice.cls, "why": choice.why, "scores": {m: round(q, 4) for m, q in choice.scores}}
 
 
 class NativeDoor:

@@ -1,9 +1,11 @@
 """Routing policy: pure functions from a route table, a request's facts and live figures to an
 ordered list of (model, node) candidates. The first is tried first; the rest are the fallback
-chain. No I/O, no clock, no randomness of its own (the caller passes a uniform draw).
+chain. No I/O, no clock, no randomness of its own (the caller passes a uniform draw, and the random
+source the quality strategy samples from).
 
 Steps: match a route (priority order) → pick the primary target (experiment variant or weighted
-split, sticky on a key) → order the other targets by the route's strategy, then its fallbacks →
+split, sticky on a key; the ``quality`` strategy samples it, router/bandit.py) → order the other
+targets by the route's strategy, then its fallbacks →
 drop models that lack a required capability or cost too much, and (model, node) pairs whose
 effective context (the num_ctx the request runs with, else the node's default) cannot hold the
 prompt → for each model, its healthy nodes ordered by affinity (model loaded), load and latency.
@@ -12,14 +14,17 @@ prompt → for each model, its healthy nodes ordered by affinity (model loaded),
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from router.bandit import Choice, choose
 from router.classify import Classifier, classify
 from router.overrides import ClientView
 from router.table import ModelEntry, NodeEntry, RouteEntry, RouteTable, tag_of
 from schemas.model import Capability, Provider
+from schemas.quality import class_key
 from schemas.route import Strategy, Task
 
 #: What a cold load costs in the score, in milliseconds of expected latency (loads take seconds).
@@ -112,6 +117,9 @@ class NoLive:
         return True
 
 
+_RNG = random.Random()
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """What the policy needs to know about one request."""
@@ -133,6 +141,7 @@ class Request:
     route: str | None = None  # a route named by the caller (the RAG engine's generation route): matching is skipped
     draw: float = 0.0  # uniform in [0, 1): the weighted split when no sticky key applies
     client: ClientView | None = None  # what the request sets that a model's client policy judges
+    rng: random.Random = field(default=_RNG, repr=False, compare=False)  # what the quality strategy samples with
     _inferred: Task | None = field(default=None, init=False, repr=False, compare=False)
 
     def task_of(self) -> Task:
@@ -171,6 +180,7 @@ class Decision:
     table: RouteTable
     request: Request
     live: Live
+    choice: Choice | None = None  # the quality strategy's class, sampled scores and why
 
     def candidates(self) -> Iterator[Candidate]:
         """The first candidate, its model's other nodes, then the next models' nodes (each that fits)."""
@@ -341,10 +351,33 @@ def _model_key(strategy: Strategy, req: Request, live: Live) -> Callable[[ModelE
     return keys.get(strategy, lambda m: (0.0,))
 
 
-def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Live) -> tuple[list[str], str | None]:
-    """Model names in the order to try them, and the experiment variant."""
+def _quality(route: RouteEntry, req: Request, table: RouteTable, live: Live) -> tuple[list[str], Choice]:
+    """The quality strategy's order: the fitting targets sampled for the request's class, then the
+    targets that do not fit (their reasons are reported by ``_first``)."""
+    spec = route.spec.quality
+    task = req.task if req.task is not None else route.classifier(req.text) if route.classifier else req.task_of()
+    cls = class_key(task.value, req.prompt_tokens, req.tenant if spec.by_tenant else None)
+    models = table.models
+    fitting = [n for n in route.targets if (m := models.get(n)) is not None and _unfit(m, req, live) is None
+               and _floor(route, None, m, req) is not None]  # fmt: skip
+    if not fitting:
+        return list(route.by_weight), Choice(cls, "none fit")
+    order, choice = choose(cls, fitting, route.arms, cost=lambda n: models[n].cost, explore=spec.explore,
+                           cost_weight=spec.cost_weight, rng=req.rng)  # fmt: skip
+    if len(order) < len(route.targets):
+        order += [n for n in route.by_weight if n not in order]
+    return order, choice
+
+
+def _ordered_models(
+    route: RouteEntry, req: Request, table: RouteTable, live: Live
+) -> tuple[list[str], str | None, Choice | None]:  # fmt: skip
+    """Model names in the order to try them, the experiment variant and the quality strategy's choice."""
     spec = route.spec
-    if route.experiment is not None or spec.strategy is Strategy.WEIGHTED:
+    choice = None
+    if route.experiment is None and spec.strategy is Strategy.QUALITY and spec.quality.enabled:
+        (names, choice), variant = _quality(route, req, table, live), None
+    elif route.experiment is not None or spec.strategy in (Strategy.WEIGHTED, Strategy.QUALITY):
         # The split (sticky or drawn) decides the first model; the other targets follow by weight.
         primary, variant = _primary(route, req)
         names = [primary, *(n for n in route.by_weight if n != primary)]
@@ -355,8 +388,8 @@ def _ordered_models(route: RouteEntry, req: Request, table: RouteTable, live: Li
         names = [m.name for m in sorted((models[n] for n in route.targets if n in models), key=key)]
         names += [n for n in route.targets if n not in models]  # reported as not configured
     if spec.fallbacks:
-        return list(dict.fromkeys([*names, *spec.fallbacks])), variant
-    return names, variant
+        return list(dict.fromkeys([*names, *spec.fallbacks])), variant, choice
+    return names, variant, choice
 
 
 def _ranked_nodes(model: ModelEntry, table: RouteTable, live: Live, floor: int = 0) -> list[NodeEntry]:
@@ -460,14 +493,16 @@ def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decisio
     else:
         route = next((r for r in table.routes_for(req.model, req.tenant) if matches(r, req)), None)
     if route is not None:
-        names, variant = _ordered_models(route, req, table, live)
+        names, variant, choice = _ordered_models(route, req, table, live)
         strategy, route_name = route.spec.strategy.value, route.name
+        if route.spec.strategy is Strategy.QUALITY and choice is None:
+            strategy = "weighted"  # the quality strategy is off (guardrail) or an experiment splits the route
     else:
         direct = _direct(req, table)
         if direct is None:
             asked = f"model '{req.model}'" if req.model else "this request"
             raise NoRoute(f"no route matches {asked} and no model has that name", unknown_model=True)
-        names, variant, strategy, route_name = [direct], None, "direct", None
+        names, variant, strategy, route_name, choice = [direct], None, "direct", None, None
     first, reasons, largest, full = _first(names, req, table, live, route, variant)
     if first is None:
         if largest is not None:
@@ -476,7 +511,7 @@ def decide(table: RouteTable, req: Request, live: Live | None = None) -> Decisio
             raise AllBusy(f"every node that could serve this request is busy (route {route_name or '-'})", reasons,
                           models=full, route=route_name)  # fmt: skip
         raise NoRoute(f"no model can serve this request (route {route_name or '-'})", reasons)
-    return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live)
+    return Decision(route_name, strategy, variant, first, tuple(reasons), tuple(names), table, req, live, choice)
 
 
 def merged_options(decision: Decision, model: ModelEntry) -> dict[str, Any]:

@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from router.bandit import Arms, arms_of
+from router.classify import Classifier as ClassifyFn
 from router.overrides import DEFAULT_RULES, ClientRules
+from schemas.classifier import Classifier
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment, ExperimentState
 from schemas.model import Capability, Model, Provider
 from schemas.nodepool import NodePool
 from schemas.placement import pools_of
-from schemas.route import Route, RouteSpec
+from schemas.quality import RouteQuality
+from schemas.route import Route, RouteSpec, Strategy
 from schemas.status import NodeRegistration, NodeStatus
 
 
@@ -106,9 +110,15 @@ class RouteEntry:
     variants: tuple[str, ...] = ()
     variant_weights: tuple[float, ...] = ()
     variant_models: tuple[str, ...] = ()
+    # The quality strategy's inputs: the published posterior by class and model, and the learned
+    # classifier the route names (None: the request's classifier, the rules by default).
+    arms: Arms = field(default_factory=dict)
+    classifier: ClassifyFn | None = None
 
 
-def _route_entry(route: Route, experiment: Experiment | None) -> RouteEntry:
+def _route_entry(
+    route: Route, experiment: Experiment | None, published: RouteQuality | None = None, classifier: ClassifyFn | None = None
+) -> RouteEntry:
     spec = route.spec
     targets = {t.model: t.options.model_dump(exclude_none=True) for t in spec.targets if t.options is not None}
     exp_variants = experiment.spec.variants if experiment else []
@@ -121,6 +131,8 @@ def _route_entry(route: Route, experiment: Experiment | None) -> RouteEntry:
         variants=tuple(v.name for v in exp_variants),
         variant_weights=tuple(float(v.weight) for v in exp_variants),
         variant_models=tuple(v.model for v in exp_variants),
+        arms=arms_of(published) if spec.strategy is Strategy.QUALITY else {},
+        classifier=classifier,
     )  # fmt: skip
 
 
@@ -185,10 +197,13 @@ def build_table(
     *,
     revision: int,
     placements: Mapping[str, frozenset[str]] | None = None,
+    quality: Mapping[str, RouteQuality] | None = None,
 ) -> RouteTable:
     """The table for one configuration and fleet state. Nodes without live status are left out;
-    an autoscaled model is held only where ``placements`` (node -> models) put it."""
-    placements = placements or {}
+    an autoscaled model is held only where ``placements`` (node -> models) put it; ``quality``: the
+    posterior the monitor published per route (routes with the ``quality`` strategy)."""
+    placements, quality = placements or {}, quality or {}
+    classifiers: dict[str, ClassifyFn] = {}
     models: dict[str, ModelEntry] = {}
     routes: list[Route] = []
     experiments: dict[str, Experiment] = {}
@@ -202,6 +217,12 @@ def build_table(
             routes.append(obj)
         elif isinstance(obj, Experiment) and obj.spec.state is ExperimentState.RUNNING:
             experiments[obj.name] = obj
+        elif isinstance(obj, Classifier):
+            from router import learned  # numpy: imported only when a classifier is configured
+
+            learnt = learned.load(obj)
+            if learnt is not None:
+                classifiers[obj.name] = learnt
     # Ollama tags name models on nodes; a static endpoint's model is served there alone, even when
     # its upstream id reads like a tag some node holds.
     ollama = [m for m in models.values() if m.provider is not Provider.OPENAI]
@@ -229,7 +250,8 @@ def build_table(
         held.sort(key=lambda n: tag not in n.loaded)  # stable: by name within each group
         warm[name] = sum(tag in n.loaded for n in held)
     entries = tuple(
-        _route_entry(r, experiments.get(r.spec.experiment) if r.spec.experiment else None)
+        _route_entry(r, experiments.get(r.spec.experiment) if r.spec.experiment else None, quality.get(r.name),
+                     classifiers.get(r.spec.quality.classifier) if r.spec.quality.classifier else None)
         for r in sorted(routes, key=lambda r: (-r.spec.priority, r.name))
     )
     by_alias: dict[str, list[int]] = {}

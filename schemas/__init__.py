@@ -3,6 +3,7 @@
 No I/O and no imports from other project packages (enforced by import-linter).
 """
 
+from schemas.classifier import Classifier
 from schemas.common import ConfigObject, Metadata
 from schemas.experiment import Experiment
 from schemas.model import Model
@@ -15,6 +16,7 @@ from schemas.status import NodeRegistration, NodeStatus
 __all__ = [
     "KINDS",
     "AnyConfig",
+    "Classifier",
     "ConfigObject",
     "Experiment",
     "Metadata",

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from schemas.classifier import Classifier
 from schemas.common import ConfigObject
 from schemas.experiment import Experiment
 from schemas.model import Model
@@ -13,14 +14,16 @@ from schemas.nodepool import NodePool
 from schemas.rag import RagCollection
 from schemas.route import Route
 
-AnyConfig = Annotated[Model | Route | RagCollection | Experiment | NodePool, Field(discriminator="kind")]
+AnyConfig = Annotated[Model | Route | RagCollection | Experiment | NodePool | Classifier, Field(discriminator="kind")]
 
 #: plural (as in ``/api/v1/config/<plural>`` and ``/<ns>/v1/config/<plural>/<name>``) -> class.
-KINDS: dict[str, type[ConfigObject]] = {cls.plural: cls for cls in (Model, Route, RagCollection, Experiment, NodePool)}
+KINDS: dict[str, type[ConfigObject]] = {
+    cls.plural: cls for cls in (Model, Route, RagCollection, Experiment, NodePool, Classifier)
+}
 #: ``kind`` field value -> plural.
 PLURAL_OF_KIND: dict[str, str] = {cls.model_fields["kind"].default: plural for plural, cls in KINDS.items()}
 
-_ANY: TypeAdapter[Model | Route | RagCollection | Experiment | NodePool] = TypeAdapter(AnyConfig)
+_ANY: TypeAdapter[Model | Route | RagCollection | Experiment | NodePool | Classifier] = TypeAdapter(AnyConfig)
 
 
 def parse_object(data: Any) -> ConfigObject:

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import ConfigObject, Int64, Name, Strict
+from schemas.common import INT_MAX, ConfigObject, Int64, Name, Strict
 from schemas.model import OllamaOptions
 
 
@@ -27,6 +27,7 @@ class Strategy(StrEnum):
     LOWEST_COST = "lowest_cost"
     LOWEST_LATENCY = "lowest_latency"
     LEAST_LOADED = "least_loaded"
+    QUALITY = "quality"
 
 
 class RouteMatch(Strict):
@@ -98,6 +99,42 @@ class QueueSpec(Strict):
     )
 
 
+class QualityGuardrails(Strict):
+    """When the route's answers as a whole breach these over ``window_s``, the monitor turns the
+    ``quality`` strategy off (``quality.enabled: false``, in the audit log): the static weights serve."""
+
+    max_error_rate: float | None = Field(default=0.25, gt=0, le=1, description="Failed (or fallen back) share of answers.")
+    max_p95_latency_ms: int | None = Field(default=None, gt=0, le=INT_MAX)
+    min_samples: int = Field(default=50, ge=1, le=INT_MAX, description="Answers in the window before the guardrails act.")
+    window_s: int = Field(default=300, ge=10, le=86_400)
+
+
+class QualitySpec(Strict):
+    """How the ``quality`` strategy chooses: Thompson sampling on the quality posterior of each
+    (request class, model), learned by the monitor from judge scores, feedback, automatic signals
+    and errors."""
+
+    enabled: bool = Field(default=True, description="False: the route's static weights serve (the guardrails set it).")
+    explore: float = Field(
+        default=0.05, ge=0, le=0.5, description="Share of a class's requests each fitting model gets at least (exploration)."
+    )
+    cost_weight: float = Field(
+        default=0.0, ge=0, le=4,
+        description="Sampled quality is divided by cost**cost_weight: 0 ignores cost, 1 is quality per unit cost.",
+    )  # fmt: skip
+    floor: float | None = Field(
+        default=None, ge=0, le=1, description="A model whose mean quality for a class is below this is not chosen for it."
+    )
+    min_samples: int = Field(default=20, ge=1, le=INT_MAX, description="Evidence (decayed answers) before the floor applies.")
+    half_life_s: float = Field(
+        default=3600, ge=1, le=30 * 86_400,
+        description="Evidence loses half its weight in this time, so a changed model is followed.",
+    )  # fmt: skip
+    classifier: Name | None = Field(default=None, description="Classifier object that gives the class's task (else the rules).")
+    by_tenant: bool = Field(default=False, description="The tenant is part of the class (one posterior per tenant).")
+    guardrails: QualityGuardrails = Field(default_factory=QualityGuardrails)
+
+
 class RouteSpec(Strict):
     priority: Int64 = Field(default=0, description="Higher wins when several routes match.")
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -110,6 +147,7 @@ class RouteSpec(Strict):
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     queue: QueueSpec = Field(default_factory=QueueSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec, description="The quality strategy's settings.")
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteSpec:

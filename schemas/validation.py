@@ -23,7 +23,8 @@ class Problem:
     missing: ObjectKey | None = None  # the referenced object that does not exist, if that is the problem
 
 
-_SINGULAR = {"models": "model", "routes": "route", "experiments": "experiment", "nodepools": "node pool", "rag": "collection"}
+_SINGULAR = {"models": "model", "routes": "route", "experiments": "experiment", "nodepools": "node pool", "rag": "collection",
+             "classifiers": "classifier"}
 
 
 def _missing(owner: ObjectKey, field: str, ref: ObjectKey, state: Mapping[ObjectKey, ConfigObject]) -> list[Problem]:
@@ -48,6 +49,8 @@ def _check_route(route: Route, state: Mapping[ObjectKey, ConfigObject]) -> list[
         exp = state.get(("experiments", route.spec.experiment))
         if isinstance(exp, Experiment) and exp.spec.route != route.name:
             out.append(Problem(*me, "spec.experiment", f"experiment '{exp.name}' belongs to route '{exp.spec.route}'"))
+    if route.spec.quality.classifier is not None:
+        out += _missing(me, "spec.quality.classifier", ("classifiers", route.spec.quality.classifier), state)
     return out
 
 
@@ -90,6 +93,8 @@ def references(obj: ConfigObject) -> list[ObjectKey]:
         refs += [("models", t.model) for t in obj.spec.targets] + [("models", m) for m in obj.spec.fallbacks]
         if obj.spec.experiment:
             refs.append(("experiments", obj.spec.experiment))
+        if obj.spec.quality.classifier:
+            refs.append(("classifiers", obj.spec.quality.classifier))
     elif isinstance(obj, RagCollection):
         refs.append(("models", obj.spec.embedding_model))
         if obj.spec.generation_route:

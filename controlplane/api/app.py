@@ -48,7 +48,7 @@ def runtime_of(plane: ControlPlane, broadcaster: Broadcaster) -> Runtime:
         tuning=core.tuning, broadcaster=broadcaster, registry=plane.registry, check_db=core.check_db,
         artifacts=core.artifacts, recovery=core.recovery, rag=plane.rag.service if plane.rag else None,
         feedback=monitor.feedback, figures=monitor.figures, experiments=monitor.experiments,
-        experiment_control=monitor.control, finetune=plane.finetune.service if plane.finetune else None,
+        experiment_control=monitor.control, quality=monitor.quality, finetune=plane.finetune.service if plane.finetune else None,
         playground=plane.playground.playground, roles=plane.roles,
     )  # fmt: skip
 

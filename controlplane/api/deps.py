@@ -19,6 +19,7 @@ from controlplane.services.figures import Figures
 from controlplane.services.finetune import FineTuneService
 from controlplane.services.fleet import FleetView
 from controlplane.services.playground import Playground
+from controlplane.services.quality import QualityBook
 from controlplane.services.rag import RagService
 from controlplane.services.recovery import Recovery
 from controlplane.services.tokens import Principal, Role, TokenService
@@ -56,6 +57,7 @@ class Runtime:
     figures: Figures | None = None
     experiments: ExperimentResults | None = None
     experiment_control: ExperimentControl | None = None
+    quality: QualityBook | None = None
     finetune: FineTuneService | None = None
     playground: Playground | None = None
     roles: frozenset[str] = frozenset()

@@ -44,7 +44,7 @@ from rag.errors import (
 )
 
 PROBLEM = "application/problem+json"
-_KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool"}
+_KIND_TAGS = {"Model", "Route", "RagCollection", "Experiment", "NodePool", "Classifier"}
 
 
 class BodyTooLarge(StarletteHTTPException):

@@ -1,5 +1,5 @@
 """SQL tables: the audit log of every configuration change (kept forever), API tokens, the
-performance monitor's outcome figures, and fine-tuning jobs with their datasets and logs."""
+performance monitor's outcome figures and quality posteriors, and fine-tuning jobs with their datasets and logs."""
 
 from __future__ import annotations
 
@@ -163,6 +163,24 @@ class OutcomeSample(Base):
     tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     signals: Mapped[list[str]] = mapped_column(JSON)
+    cls: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the quality strategy's request class
+
+
+class QualityStat(Base):
+    """The evidence for one (route, request class, model), decayed to ``at`` (unix time): weights of
+    successes and failures, and of judge and feedback scores with their sum and sum of squares."""
+
+    __tablename__ = "quality_stats"
+
+    route: Mapped[str] = mapped_column(String(253), primary_key=True)
+    cls: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(253), primary_key=True)
+    successes: Mapped[float] = mapped_column(Float)
+    failures: Mapped[float] = mapped_column(Float)
+    scores: Mapped[float] = mapped_column(Float)
+    score_sum: Mapped[float] = mapped_column(Float)
+    score_sq: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
 
 
 class MonitorOffset(Base):

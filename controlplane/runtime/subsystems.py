@@ -22,6 +22,7 @@ from controlplane.services.finetune import ArqQueue, FineTuneService
 from controlplane.services.loops import every, lead
 from controlplane.services.monitor import start_monitor
 from controlplane.services.playground import Playground
+from controlplane.services.quality import QualityBook, QualityLoop
 from controlplane.services.rag import RagService, open_rag
 from controlplane.store.leases import Election
 
@@ -64,8 +65,9 @@ class Rag(Subsystem):
 
 
 class Monitor(Subsystem):
-    """Figures, feedback and experiment results for the API; with Redis, the monitor's loops
-    (outcome consumer, judge, guardrails and bandit) as the leader of the ``monitor`` election."""
+    """Figures, feedback, experiment results and quality posteriors for the API; with Redis, the
+    monitor's loops (outcome consumer, judge, guardrails, bandit, the quality posteriors'
+    publication) as the leader of the ``monitor`` election."""
 
     def __init__(self, core: Core, *, loops: bool, registry: CollectorRegistry) -> None:
         super().__init__()
@@ -76,12 +78,15 @@ class Monitor(Subsystem):
                                max_streams=settings.api.max_metric_streams)  # fmt: skip
         self.experiments = ExperimentResults(core.engine, core.view)
         self.control = ExperimentControl(core.config, self.experiments)
+        self.quality = QualityBook(core.engine, core.view)
+        self.publisher = QualityLoop(self.quality, core.config, core.store, core.keys, history=core.history)
 
     async def start(self) -> None:
         core = self._core
         if self._loops and core.settings.monitor.redis_url:
             self.spawn(start_monitor(core.settings.monitor, core.engine, core.election("monitor"), tick=self.control.tick,
-                                     registry=self._registry, router=core.router))  # fmt: skip
+                                     registry=self._registry, router=core.router,
+                                     quality=(self.quality, self.publisher.tick)))  # fmt: skip
 
 
 class FineTuning(Subsystem):

@@ -26,9 +26,9 @@ Action = Literal["create", "update", "delete"]
 ObjectKey = tuple[str, str]
 #: The epoch of rows written before the store had one.
 LEGACY = ""
-#: Kinds of rows that record a decision, not a configuration object (the autoscaler's): listed in
-#: the history, never part of a state, a revision span or a restore.
-EVENT_KINDS = frozenset({"scaling"})
+#: Kinds of rows that record a decision, not a configuration object (the autoscaler's, the quality
+#: strategy's floor): listed in the history, never part of a state, a revision span or a restore.
+EVENT_KINDS = frozenset({"scaling", "quality"})
 
 
 def _in(epoch: str) -> ColumnElement[bool]:

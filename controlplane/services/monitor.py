@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.services.judge import DEFAULT_RUBRIC, Judge, queue_for_judging
 from controlplane.services.loops import lead
+from controlplane.services.quality import QualityBook
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
 from controlplane.store.leases import Election, Fence
@@ -108,9 +109,10 @@ class OutcomeStore:
     """The SQL side: applies batches exactly once, prunes old samples."""
 
     def __init__(self, engine: Engine, *, stream: str = OUTCOME_STREAM, bucket_s: int = 60, judge_route: str | None = None,
-                 judge_limit: int = 1000) -> None:  # fmt: skip
-        """``judge_route``: with it, answers that carry their texts are queued for the judge (at most ``judge_limit``)."""
-        self._engine, self.stream, self.bucket_s = engine, stream, bucket_s
+                 judge_limit: int = 1000, quality: QualityBook | None = None) -> None:  # fmt: skip
+        """``judge_route``: with it, answers that carry their texts are queued for the judge (at most
+        ``judge_limit``); ``quality``: the quality posterior the answers of quality routes fold into."""
+        self._engine, self.stream, self.bucket_s, self._quality = engine, stream, bucket_s, quality
         self._judge_route, self._judge_limit = judge_route, judge_limit
         self.unjudged = 0  # answers left out of the judge's queue for its bound
 
@@ -139,6 +141,8 @@ class OutcomeStore:
                     session.add(row)
                 figures.merge_into(row)
             fold_usage(session, (r for _, r in fresh), bucket_s=self.bucket_s)
+            if self._quality is not None:
+                self._quality.fold_outcomes(session, (r for _, r in fresh))
             session.add_all(_sample(r) for _, r in fresh)
             if self._judge_route is not None:
                 self.unjudged += queue_for_judging(session, (r for _, r in fresh), route=self._judge_route,
@@ -174,7 +178,7 @@ def _sample(r: OutcomeRecord) -> OutcomeSample:
     return OutcomeSample(
         key=r.key, at=r.at, request_id=r.id, route=r.route or "", model=r.model, node=r.node, variant=r.variant or "",
         status=r.status, total_ms=r.total_ms, ttft_ms=r.ttft_ms, tokens=r.tokens, tokens_per_s=r.tokens_per_s,
-        signals=list(r.signals),
+        signals=list(r.signals), cls=r.cls,
     )  # fmt: skip
 
 
@@ -304,16 +308,19 @@ def _parse(entry_id: str, fields: dict[Any, Any]) -> list[OutcomeRecord]:
 class MonitorTick:
     """One step of the monitor, as its leader: fold a batch of outcomes in (waiting up to a second
     for one), and when due trim the stream, run ``tick`` (the experiment guardrails and bandit) with
-    the leader's fencing token, and prune old samples. ``clock``: injectable for tests."""
+    the leader's fencing token, ``quality`` (the quality posterior's publication, fenced by the
+    election) and prune old samples. ``clock``: injectable for tests."""
 
     def __init__(
         self, consumer: OutcomeConsumer, store: OutcomeStore, *, keep_s: float,
         tick: Callable[[Fence | None], Awaitable[object]] | None = None, tick_s: float = 30.0,
         trimmer: StreamTrimmer | None = None, trim_s: float = 5.0, prune_s: float = 60.0,
+        quality: Callable[[Election], Awaitable[object]] | None = None, quality_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self._consumer, self._store, self._keep_s, self._tick, self._trimmer = consumer, store, keep_s, tick, trimmer
-        self._every = {"trim": trim_s, "tick": tick_s, "prune": prune_s}
+        self._quality = quality
+        self._every = {"trim": trim_s, "tick": tick_s, "prune": prune_s, "quality": quality_s}
         self._clock = clock
         self._last: dict[str, float] = {}
         self._grouped = False
@@ -340,6 +347,8 @@ class MonitorTick:
                 await self._trimmer.trim()
             if self._tick is not None and self._due("tick", now):
                 await self._tick(election.fence() if election is not None else None)
+            if self._quality is not None and election is not None and self._due("quality", now):
+                await self._quality(election)
             if self._due("prune", now):
                 await asyncio.to_thread(self._store.prune, keep_s=self._keep_s)
         except Exception:
@@ -351,12 +360,14 @@ async def lead_and_consume(
     consumer: OutcomeConsumer, store: OutcomeStore, *, election: Election | None, keep_s: float, check_s: float = 5.0,
     tick: Callable[[Fence | None], Awaitable[object]] | None = None, tick_s: float = 30.0,
     trimmer: StreamTrimmer | None = None, trim_s: float = 5.0,
+    quality: Callable[[Election], Awaitable[object]] | None = None, quality_s: float = 5.0,
 ) -> None:  # fmt: skip
     """Forever: become the leader (when an election is given: one monitor per fleet), then run
     ``MonitorTick`` while leading, so the guardrails' writes fail once another leads. A Redis or
     database failure is logged and retried after a second; leadership is checked every
     ``check_s``, and a leader that could not renew its lease in time stops acting."""
-    step = MonitorTick(consumer, store, keep_s=keep_s, tick=tick, tick_s=tick_s, trimmer=trimmer, trim_s=trim_s)
+    step = MonitorTick(consumer, store, keep_s=keep_s, tick=tick, tick_s=tick_s, trimmer=trimmer, trim_s=trim_s,
+                       quality=quality, quality_s=quality_s)  # fmt: skip
     if election is not None:
         await lead(election, step, name="outcome monitor", every_s=0, retry_s=1.0, check_s=check_s)
         return
@@ -376,12 +387,15 @@ async def start_monitor(
     tick: Callable[[Fence | None], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
     router: RouterClient | None = None,
+    quality: tuple[QualityBook, Callable[[Election], Awaitable[object]]] | None = None,
 ) -> None:
     """The control plane's monitor: one leader among its replicas (``election``, key ``monitor``);
-    ``router``: the client the judge calls the router with."""
+    ``router``: the client the judge calls the router with; ``quality``: the posterior answers fold
+    into, and the step that publishes it."""
     import redis.asyncio as redis
 
-    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route)
+    book, publish = quality if quality is not None else (None, None)
+    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route, quality=book)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     judge = None
     if settings.judge_route:
@@ -395,7 +409,8 @@ async def start_monitor(
         if registry is not None:
             registry.register(StreamCollector(trimmer))
         await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
-                               tick_s=settings.guardrails_every_s, trimmer=trimmer)  # fmt: skip
+                               tick_s=settings.guardrails_every_s, trimmer=trimmer, quality=publish,
+                               quality_s=settings.quality_every_s)  # fmt: skip
     finally:
         if worker is not None:
             worker.cancel()

@@ -52,6 +52,13 @@ class KeySpace:
         """The autoscaled models a node should hold (the autoscaler's leader writes it)."""
         return f"{self.placement_prefix()}{node}"
 
+    def quality_prefix(self) -> str:
+        return f"{self.root}quality/"
+
+    def quality(self, route: str) -> str:
+        """A route's quality posterior, as the monitor's leader last published it for the routers."""
+        return f"{self.quality_prefix()}{route}"
+
     def scaling_prefix(self) -> str:
         return f"{self.root}scaling/"
 

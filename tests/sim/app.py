@@ -87,7 +87,7 @@ class SimApp:
             self.engine.calls.append((request.method, path, model))
             if "traceparent" in request.headers:  # the W3C trace context a caller propagated (tests read it)
                 self.engine.traces.append((path, request.headers["traceparent"], request.headers.get("tracestate", "")))
-            fault = self.engine.take_fault(path)
+            fault = self.engine.take_fault(path, model)
             if fault is not None:
                 await asyncio.sleep(fault.stall_s)
                 if not fault.mid_stream and fault.drop_after is None and fault.pause_after is None:
@@ -247,7 +247,7 @@ class SimApp:
             pieces = split_text(orjson.dumps(example_of(fmt)).decode(), 4)
             count = len(pieces)
         elif fmt:  # format "json": one JSON object
-            pieces = [json_answer(" ".join(words), prompt)]
+            pieces = [json_answer(" ".join(words), prompt, eng.quality)]
         prompt_tokens = len(prompt.split()) + len(model.system.split()) + 1
 
         fault: Fault | None = body.get("_fault")
@@ -326,6 +326,15 @@ class SimApp:
             return Response(status_code=204)
         return JSONResponse([list(c) for c in self.engine.calls])
 
+    async def sim_quality(self, request: Request) -> Response:
+        """The judge's quality profile: GET it, PUT a new one (model -> task -> score), DELETE it."""
+        if request.method == "PUT":
+            given = orjson.loads(await request.body())
+            self.engine.quality = {str(m): {str(t): float(s) for t, s in p.items()} for m, p in given.items()}
+        elif request.method == "DELETE":
+            self.engine.quality = {}
+        return JSONResponse(self.engine.quality)
+
     async def sim_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
             self.engine.faults.clear()
@@ -357,6 +366,7 @@ class SimApp:
             Route("/api/blobs/{digest}", self.blob, methods=["HEAD", "POST"]),
             Route("/sim/calls", self.sim_calls, methods=["GET", "DELETE"]),
             Route("/sim/faults", self.sim_faults, methods=["POST", "DELETE"]),
+            Route("/sim/quality", self.sim_quality, methods=["GET", "PUT", "DELETE"]),
         ]
         return Starlette(routes=routes)
 

@@ -125,6 +125,7 @@ class Fault:
     drop_after: int | None = None  # generation: break the connection after this many tokens (a node dying mid-answer)
     pause_after: int | None = None  # generation: after this many tokens, send nothing for pause_s (a node stalling)
     pause_s: float = 0.0
+    model: str | None = None  # only requests to this model fail (None: any)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class SimSettings:
     pull_s: float = 0.02  # per pull
     catalog: frozenset[str] | None = None  # pullable models (None: any name except 'missing*')
     openai_stream_usage: bool = True  # /v1 streams honour stream_options.include_usage (off: never send usage)
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # SIM_QUALITY: the judge's profile (json_answer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SimSettings:
@@ -163,6 +165,7 @@ class SimSettings:
             pull_s=num("SIM_PULL_S", 0.02),
             catalog=frozenset(normalize(n) for n in catalog.split(",")) if catalog else None,
             openai_stream_usage=env.get("SIM_OPENAI_STREAM_USAGE", "1").lower() not in ("0", "false"),
+            quality=json.loads(env["SIM_QUALITY"]) if env.get("SIM_QUALITY") else {},
         )
 
 
@@ -175,6 +178,8 @@ class Engine:
         self.runners: dict[str, Runner] = {}
         self.blobs: dict[str, int] = {}
         self.faults: list[Fault] = []
+        # model short name -> task -> the score a judge gives its answers (json_answer)
+        self.quality: dict[str, dict[str, float]] = dict(self.settings.quality)
         # (method, path, model) of recent API requests, for tests (bounded: the demo runs for days)
         self.calls: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=10_000)
         self.loads: collections.Counter[str] = collections.Counter()  # runners made, per model (a reload counts)
@@ -300,8 +305,10 @@ class Engine:
         self._slots.release()
 
     # -- faults ------------------------------------------------------------------------------
-    def take_fault(self, path: str) -> Fault | None:
+    def take_fault(self, path: str, model: str = "") -> Fault | None:
         for fault in self.faults:
+            if fault.model is not None and normalize(fault.model) != normalize(model or "-"):
+                continue
             if fault.path == path and fault.times != 0:
                 if fault.after > 0:
                     fault.after -= 1
@@ -324,10 +331,29 @@ def embed_vector(text: str, dims: int = 64) -> list[float]:
     return [v / norm for v in vec]
 
 
-def json_answer(text: str, prompt: str) -> str:
+_JUDGED = re.compile(r"Question:\n(?P<question>.*)\n\nAnswer:\n\[(?P<model>[^\]\s]+)\]", re.DOTALL)
+_CODE_HINTS = ("```", "def ", "function", "python", "code", "sql", "class ", "compile", "regex")
+
+
+def sim_task(text: str) -> str:
+    """The simulator's own reading of a question's task for its quality profile: code or chat."""
+    lowered = text.lower()
+    return "code" if any(hint in lowered for hint in _CODE_HINTS) else "chat"
+
+
+def json_answer(text: str, prompt: str, quality: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """The answer to a request with ``format``: a JSON object with the words and a score in [0, 1]
-    fixed by the prompt (so an LLM judge can be exercised against the simulator)."""
+    fixed by the prompt (so an LLM judge can be exercised against the simulator). A judge's prompt
+    ("Question: ... Answer: [model] ...") about a model in the ``quality`` profile (model -> task ->
+    score, ``*`` for any other task) is scored by the profile: the quality routing loop can be
+    proven through the real judge path."""
     score = int(hashlib.sha256(prompt.encode()).hexdigest()[:4], 16) / 0xFFFF
+    judged = _JUDGED.search(prompt) if quality else None
+    if judged is not None and quality is not None:
+        profile = quality.get(judged["model"])
+        if profile is not None:
+            task = sim_task(judged["question"])
+            score = profile.get(task, profile.get("*", score))
     return json.dumps({"answer": text, "score": round(score, 3), "reason": "simulated"})
 
 

@@ -1,6 +1,6 @@
 """The performance monitor's API: ``POST /api/v1/feedback``, ``GET /api/v1/metrics/summary``,
 ``GET /api/v1/metrics/stream`` (Server-Sent Events), ``GET /api/v1/experiments/{name}/results``,
-``POST .../stop`` and ``POST .../promote``, ``GET /api/v1/usage``."""
+``POST .../stop`` and ``POST .../promote``, ``GET /api/v1/usage``, ``GET /api/v1/routes/{name}/quality``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from schemas.monitor import (
     UsageGroup,
     UsageReport,
 )
+from schemas.quality import RouteQuality, RouteQualityReport
 
 router = APIRouter(prefix="/api/v1", tags=["monitor"])
 
@@ -93,6 +94,18 @@ async def experiment_results(name: str, rt: Runtime = Depends(runtime), _p: Prin
     probability of being best."""
     assert rt.experiments is not None
     return await asyncio.to_thread(rt.experiments.results, name)
+
+
+@router.get("/routes/{name}/quality", response_model=RouteQualityReport)
+async def route_quality(name: str, rt: Runtime = Depends(runtime), _p: Principal = Viewer) -> RouteQualityReport:
+    """The quality strategy's posterior for a route, decayed to now: per request class and model,
+    the evidence (successes, failures, scores), the mean quality with a 95% interval, the model's
+    share of the class's recent answers and whether the floor excludes it; ``published_at``: when
+    the routers' copy was last written."""
+    assert rt.quality is not None
+    held = await rt.store.get(rt.keys.quality(name))
+    published = RouteQuality.model_validate_json(held.value).updated_at if held is not None else None
+    return await asyncio.to_thread(functools.partial(rt.quality.report, name, published_at=published))
 
 
 class Promotion(BaseModel):

@@ -5,6 +5,7 @@ export const KINDS = [
   { plural: "rag", kind: "RagCollection", label: "RAG collections" },
   { plural: "experiments", kind: "Experiment", label: "Experiments" },
   { plural: "nodepools", kind: "NodePool", label: "Node pools" },
+  { plural: "classifiers", kind: "Classifier", label: "Classifiers" },
 ] as const;
 
 export type Plural = (typeof KINDS)[number]["plural"];
@@ -22,6 +23,7 @@ export function template(plural: string): string {
     RagCollection: "  collection: docs\n  embedding_model: nomic-embed-text\n",
     Experiment: "  route: default-chat\n  variants:\n    - {name: a, model: llama3.1-8b}\n    - {name: b, model: qwen2.5-coder-7b}\n",
     NodePool: "  node_selector: {pool: gpu}\n",
+    Classifier: "  bits: 13\n  classes: [chat, code]\n  weights: ''\n  bias: [0, 0]\n",
   };
   return `kind: ${kind}\nmetadata:\n  name: new-${plural === "rag" ? "collection" : plural.replace(/s$/, "")}\n  labels: {}\nspec:\n${specs[kind]}`;
 }
