@@ -72,6 +72,7 @@ bench: install
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/finetune.py
 	$(BIN)/python bench/autoscale.py
+	$(BIN)/python bench/quality.py
 
 # The container image's expected size, from the Dockerfile's own install into a fresh venv (no Docker needed).
 image-size:

@@ -188,7 +188,7 @@ def history(
     epoch: str | None = typer.Option(None, "--epoch", help="A store epoch (default: the current one), or 'all'."),
 ) -> None:
     """Show the change history (global, per kind or per object) of the store's current epoch;
-    kind ``scaling``: the autoscaler's decisions (per model)."""
+    kind ``scaling``: the autoscaler's decisions (per model); ``quality``: the quality floor's."""
 
     def body() -> None:
         plural = kind if kind in (None, "scaling", "quality") else kind_plural(kind)

@@ -165,6 +165,9 @@ class RouterCore:
             if call.dry_run:
                 self.metrics.decision.observe(micros / 1e6)
                 return call.render(Answer(decision, decision.first, micros))
+            if (choice := decision.choice) is not None:
+                first = decision.first.model.name
+                self.metrics.quality_choices.labels(decision.route or "-", choice.cls, first, choice.why).inc()
             request_id = self.request_id(incoming.headers.get("x-request-id"))
             check: Admission | asyncio.Future[Admission | None] | None = None
             if caller is not None and self.limiter is not None and self.limiter.applies(caller):

@@ -65,6 +65,11 @@ class RouterMetrics:
         self.retries = counter("llmtune_router_retries", "Candidates that failed before one answered", ["route"])
         self.rejected = counter("llmtune_router_rejected", "Requests refused before any upstream", ["reason"])
         self.fallbacks = counter("llmtune_router_fallbacks", "Answers from a model other than the first choice", ["route"])
+        self.quality_choices = counter(
+            "llmtune_router_quality_choices",
+            "Requests the quality strategy decided, by class, the model it put first and why (thompson, explore, only, floor)",
+            ["route", "class", "model", "why"],
+        )
         self.tokens = counter(
             "llmtune_tokens",
             "Tokens by direction (prompt, completion), tenant and model (the upstream's counts, else estimates)",

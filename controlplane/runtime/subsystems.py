@@ -22,7 +22,7 @@ from controlplane.services.finetune import ArqQueue, FineTuneService
 from controlplane.services.loops import every, lead
 from controlplane.services.monitor import start_monitor
 from controlplane.services.playground import Playground
-from controlplane.services.quality import QualityBook, QualityLoop
+from controlplane.services.quality import QualityBook, QualityCollector, QualityLoop
 from controlplane.services.rag import RagService, open_rag
 from controlplane.store.leases import Election
 
@@ -80,6 +80,7 @@ class Monitor(Subsystem):
         self.control = ExperimentControl(core.config, self.experiments)
         self.quality = QualityBook(core.engine, core.view)
         self.publisher = QualityLoop(self.quality, core.config, core.store, core.keys, history=core.history)
+        registry.register(QualityCollector(self.publisher))
 
     async def start(self) -> None:
         core = self._core

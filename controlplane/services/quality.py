@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -186,6 +188,31 @@ class QualityBook:
         return [f"{b} over the last {rails.window_s} s ({len(found)} answers)" for b in out]
 
 
+class QualityCollector(Collector):
+    """The posteriors the leading monitor last published (nothing on a replica that does not lead)."""
+
+    def __init__(self, loop: QualityLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=["route", "class", "model"])
+
+        mean = gauge("llmtune_quality_mean", "Expected answer quality (success rate x mean score), 0 to 1.")
+        share = gauge("llmtune_quality_share", "A model's share of its class's recent answers (decayed).")
+        answers = gauge("llmtune_quality_answers", "Evidence: answers (decayed) behind the posterior.")
+        below = gauge("llmtune_quality_excluded", "1 while the route's floor keeps the model from the class.")
+        for route, q in sorted(self._loop.posteriors.items()):
+            for c in q.classes:
+                for m in c.models:
+                    key = [route, c.name, m.model]
+                    mean.add_metric(key, m.mean)
+                    share.add_metric(key, m.share)
+                    answers.add_metric(key, m.evidence.answers)
+                    below.add_metric(key, 1.0 if m.excluded else 0.0)
+        return [mean, share, answers, below]
+
+
 @dataclass
 class Published:
     at: float
@@ -202,6 +229,7 @@ class QualityLoop:
         self._book, self._config, self._store, self._keys, self._history = book, config, store, keys, history
         self._clock = clock
         self.published: dict[str, Published] = {}
+        self.posteriors: dict[str, RouteQuality] = {}  # as last published (the metrics)
 
     async def tick(self, election: Election) -> None:
         election.fence()
@@ -228,6 +256,7 @@ class QualityLoop:
             self.published[name] = Published(now, excluded)
         for gone in set(self.published) - names:
             del self.published[gone]
+        self.posteriors = dict(posteriors)
         await self._audit(events, revision)
 
     @staticmethod

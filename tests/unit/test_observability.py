@@ -94,7 +94,7 @@ def test_dashboards_are_whole_and_name_only_exported_metrics(path: Path) -> None
         for target in panel["targets"]:
             assert referenced(target["expr"]) <= exported(), target["expr"]
             assert set(re.findall(r"\b(llmtune:[a-z_:0-9]+)", target["expr"])) <= recorded, target["expr"]
-    assert len(DASHBOARDS) == 4
+    assert len(DASHBOARDS) == 5
 
 
 def test_a_misspelt_metric_would_be_caught() -> None:
