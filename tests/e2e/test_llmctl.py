@@ -20,7 +20,7 @@ from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from deploy.local import processes
 from tests.fixtures.services import EtcdServer, free_port, free_port_range
-from tests.helpers import model_doc
+from tests.helpers import model_doc, route_doc
 
 pytestmark = pytest.mark.etcd
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,3 +410,30 @@ def test_invalid_stored_object_shown_and_repaired(etcd_server: EtcdServer, tmp_p
         assert llmctl(url, tmp_path, "apply", "-f", str(tmp_path / "small.json")).returncode == 0
         assert llmctl(url, tmp_path, "get", "model", "small").returncode == 0
         assert "do not validate" not in llmctl(url, tmp_path, "status").stdout
+
+
+def test_classifier_training_apply_refusal_and_quality_report(control_plane: str, tmp_path: Path) -> None:
+    command = ["-m", "router.learned", "train", "deploy/examples/classifier/prompts.jsonl", "--name", "tasks", "--bits", "10"]
+    trained = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert "accuracy" in trained.stderr
+    (tmp_path / "tasks.json").write_text(trained.stdout)
+    route = route_doc("assist", "small", match={"model_aliases": ["assist"]}, strategy="quality",
+                      quality={"classifier": "tasks", "floor": 0.3})  # fmt: skip
+    (tmp_path / "route.yaml").write_text(yaml.safe_dump_all([model_doc("small", tag="llama3.2:1b"), route]))
+    missing = llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "route.yaml"))
+    assert missing.returncode == 1 and "classifier 'tasks' does not exist" in missing.stdout + missing.stderr
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "tasks.json")).returncode == 0
+    assert llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "route.yaml")).returncode == 0
+    broken = json.loads(trained.stdout)
+    broken["spec"]["bits"] = 11  # the weights no longer match
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    refused = llmctl(control_plane, tmp_path, "apply", "-f", str(tmp_path / "broken.json"))
+    assert refused.returncode == 1 and "the file does not match its bits and classes" in refused.stdout + refused.stderr
+    shown = llmctl(control_plane, tmp_path, "quality", "assist")
+    assert shown.returncode == 0 and "strategy quality, quality on, floor 0.3" in shown.stdout, shown
+    assert "no evidence yet" in shown.stdout
+    report = json.loads(llmctl(control_plane, tmp_path, "quality", "assist", "-o", "json").stdout)
+    assert report["route"] == "assist" and report["classes"] == [] and report["published_at"] is None
+    unknown = llmctl(control_plane, tmp_path, "quality", "nope")
+    assert unknown.returncode == 1 and "nope" in unknown.stdout + unknown.stderr
+    assert llmctl(control_plane, tmp_path, "history", "quality", "-o", "json").returncode == 0

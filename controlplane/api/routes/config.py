@@ -192,7 +192,8 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 @router.get("/schemas/{kind}")
 async def json_schema(kind: str, _p: Principal = Viewer) -> dict[str, Any]:
-    """JSON Schema of a kind (``models``, ``routes``, ``rag``, ``experiments``, ``nodepools``, ``nodestatus``)."""
+    """JSON Schema of a kind (``models``, ``routes``, ``rag``, ``experiments``, ``nodepools``, ``classifiers``,
+    ``nodestatus``)."""
     schemas = _schemas()
     if kind not in schemas:
         raise NotFound(kind)
