@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.models import Feedback, MonitorOffset, OutcomeSample, QualityStat
@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_OFFSET = "quality:feedback"  # the monitor_offsets row of the last feedback folded in
 ACTOR = "monitor"
+#: Classes published per route at most (those with the most evidence): a route split by tenant
+#: must not grow its object past what the store takes (etcd: 1.5 MiB a value).
+MAX_CLASSES = 400
+#: A route whose evidence did not move is published again only this often (the decay goes on).
+REPUBLISH_S = 60.0
+#: Evidence this many half-lives old weighs under 1e-9: its rows are deleted.
+FORGOTTEN_HALF_LIVES = 30
 Arm = tuple[str, str, str]  # route, class, model
 
 
@@ -146,6 +153,9 @@ class QualityBook:
             by_class: dict[str, list[tuple[str, Evidence]]] = {}
             for row in rows:
                 by_class.setdefault(row.cls, []).append((row.model, evidence_at(row, now, spec.half_life_s)))
+        if len(by_class) > MAX_CLASSES:
+            kept = sorted(by_class, key=lambda c: -sum(e.answers + e.scores for _, e in by_class[c]))[:MAX_CLASSES]
+            by_class = {c: by_class[c] for c in kept}
         classes = []
         for cls, arms in sorted(by_class.items()):
             total = sum(e.answers for _, e in arms) or 1.0
@@ -158,6 +168,22 @@ class QualityBook:
                                            share=round(ev.answers / total, 4), excluded=below))  # fmt: skip
             classes.append(ClassQuality(name=cls, models=models))
         return RouteQuality(route=route, updated_at=now, classes=classes)
+
+    def stamp(self, route: str) -> tuple[object, ...]:
+        """Changes whenever evidence of ``route`` is folded in (rows, their newest time, their sums)."""
+        with Session(self._engine) as session:
+            weight = QualityStat.successes + QualityStat.failures + QualityStat.scores
+            found = session.execute(
+                select(func.count(), func.max(QualityStat.at), func.sum(weight)).where(QualityStat.route == route)
+            ).one()
+        return tuple(found)
+
+    def prune(self, route: str, spec: QualitySpec, *, now: float) -> int:
+        """Delete the evidence of ``route`` that no longer weighs anything (a class or tenant gone quiet)."""
+        cutoff = now - FORGOTTEN_HALF_LIVES * spec.half_life_s
+        with Session(self._engine) as session, session.begin():
+            done = session.execute(delete(QualityStat).where(QualityStat.route == route, QualityStat.at < cutoff))
+            return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
     def report(self, route: str, *, now: float | None = None, published_at: float | None = None) -> RouteQualityReport:
         found = self._view.get("routes", route, Route)
@@ -217,6 +243,7 @@ class QualityCollector(Collector):
 class Published:
     at: float
     excluded: frozenset[tuple[str, str]]  # (class, model)
+    stamp: tuple[object, ...] = ()
 
 
 class QualityLoop:
@@ -239,11 +266,23 @@ class QualityLoop:
         for route in routes:
             if route.spec.quality.enabled:
                 await self._guard(route, election, now=now)
-        posteriors = [(r.name, await asyncio.to_thread(self._book.posterior, r.name, r.spec.quality, now=now)) for r in routes]
         held = await self._store.list(self._keys.quality_prefix())
+        present = {kv.key.rsplit("/", 1)[-1] for kv in held.items}
+        posteriors, stamps = [], {}
+        for r in routes:
+            stamps[r.name] = stamp = await asyncio.to_thread(self._book.stamp, r.name)
+            last = self.published.get(r.name)
+            if last is not None and last.stamp == stamp and now - last.at < REPUBLISH_S and r.name in present:
+                continue  # nothing new since its last publication
+            if last is None or now - last.at >= REPUBLISH_S:
+                await asyncio.to_thread(self._book.prune, r.name, r.spec.quality, now=now)
+            posteriors.append((r.name, await asyncio.to_thread(self._book.posterior, r.name, r.spec.quality, now=now)))
         names = {r.name for r in routes}
         ops: list[Op] = [Put(self._keys.quality(name), q.model_dump_json().encode()) for name, q in posteriors]
         ops += [Delete(kv.key) for kv in held.items if kv.key.rsplit("/", 1)[-1] not in names]
+        for gone in set(self.published) - names:
+            del self.published[gone]
+            self.posteriors.pop(gone, None)
         if not ops:
             return
         revision = await election.commit(ops)
@@ -253,10 +292,8 @@ class QualityLoop:
             before = self.published.get(name)
             if before is not None or excluded:
                 events += self._floor_events(name, q, excluded, before.excluded if before else frozenset())
-            self.published[name] = Published(now, excluded)
-        for gone in set(self.published) - names:
-            del self.published[gone]
-        self.posteriors = dict(posteriors)
+            self.published[name] = Published(now, excluded, stamps[name])
+            self.posteriors[name] = q
         await self._audit(events, revision)
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -99,7 +100,7 @@ async def test_the_quality_strategy_learns_follows_abandons_and_is_guarded(
         def scores(ids: list[str]) -> dict[str, float]:
             with Session(db) as session:
                 rows = session.execute(select(Feedback.request_id, Feedback.score).where(Feedback.request_id.in_(ids)))
-                return {r[0]: r[1] for r in rows}
+                return {r[0]: float(r[1] or 0.0) for r in rows}
 
         async def judged(answers: list[tuple[str, str, str]]) -> dict[str, float]:
             ids = [i for _, _, i in answers]
@@ -124,45 +125,39 @@ async def test_the_quality_strategy_learns_follows_abandons_and_is_guarded(
 
             await fleet.eventually(newer, timeout_s=10)
 
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            # 1. static 50/50 weights: the judge's mean score is the baseline
-            static = await wave(client, 80, learning=False)
-            baseline = sum((await judged(static)).values()) / len(static)
-            assert 0.5 < baseline < 0.7, baseline
-            # 2. the quality strategy on: it learns from judged answers, a wave at a time
-            assist["spec"]["quality"] = quality
-            assert (await fleet.api.post("/api/v1/config:apply", json={"objects": [assist]})).status_code == 200
-            learned_after, seen = None, 0
-            for _ in range(6):
+        async def waves_until(done: Callable[[dict[str, float]], bool], *, most: int) -> int:
+            """Waves (each judged, then published) until ``done(shares of the wave)``; the answers it took."""
+            seen, got = 0, {}
+            while seen < most:
                 answers = await wave(client)
                 seen += len(answers)
                 await settle(answers)
                 got = shares(answers)
-                if min(got.values()) >= 0.8:
-                    learned_after = seen
-                    break
-            assert learned_after is not None and learned_after <= 240, (seen, got)
+                if done(got):
+                    return seen
+            raise AssertionError(f"not there after {seen} answers: {got}")
+
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            # 1. static 50/50 weights: the judge's mean score is the baseline
+            static = await wave(client, 80, learning=False)
+            baseline = sum((await judged(static)).values()) / len(static)
+            assert 0.45 < baseline < 0.75, baseline  # (0.9 + 0.3) / 2 = 0.6, +-0.034 for 80 answers
+            # 2. the quality strategy on: it learns from judged answers, a wave at a time
+            assist["spec"]["quality"] = quality
+            assert (await fleet.api.post("/api/v1/config:apply", json={"objects": [assist]})).status_code == 200
+            learned_after = await waves_until(lambda got: min(got.values()) >= 0.8, most=240)
             measured = await wave(client, 80)
             got = shares(measured)
             assert got["code"] >= 0.8 and got["chat"] >= 0.8, got
             mean = sum((await judged(measured)).values()) / len(measured)
-            assert mean >= baseline + MARGIN, (mean, baseline)
+            assert mean >= max(baseline, 0.6) + MARGIN, (mean, baseline)
             report = (await fleet.api.get("/api/v1/routes/assist/quality")).json()
             code = next(c for c in report["classes"] if c["name"] == "code/short")
             means = {m["model"]: m["mean"] for m in code["models"]}
             assert means["a"] > means["b"], report
             # 3. the profile flips: the traffic follows within a bounded number of answers
             sim.engine.quality = {m: dict(p) for m, p in FLIPPED.items()}
-            followed_after, seen = None, 0
-            for _ in range(10):
-                answers = await wave(client)
-                seen += len(answers)
-                await settle(answers)
-                got = shares(answers)
-                if got["code"] <= 0.2 and got["chat"] <= 0.2:  # now b serves code and a chat
-                    followed_after = seen
-                    break
-            assert followed_after is not None and followed_after <= 400, (seen, got)
+            followed_after = await waves_until(lambda got: max(got.values()) <= 0.2, most=400)  # b serves code, a chat
             # 4. b starts failing: it is abandoned for code (its answers fall back to a), and the floor says so
             sim.engine.faults.append(Fault("/api/chat", status=500, message="CUDA error", times=-1, model="chatty-b:8b"))
 

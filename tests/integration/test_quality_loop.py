@@ -99,6 +99,9 @@ def test_outcomes_fold_as_successes_and_failures_of_the_chosen_model_with_forget
     outcomes.apply([record(T0 + 200, status="error")])
     arm = book.posterior("q", spec, now=T0 + 200).classes[0].models[0]
     assert arm.evidence.successes == pytest.approx(9 / 4) and arm.evidence.failures == pytest.approx(3 / 4 + 1)
+    assert book.prune("q", spec, now=T0 + 200 + 29 * 100) == 0  # 29 half-lives on: it still weighs something
+    assert book.prune("q", spec, now=T0 + 200 + 31 * 100) == 1  # 31: forgotten, the row goes
+    assert book.posterior("q", spec, now=T0 + 4000).classes == []
 
 
 def test_scores_fold_once_by_the_answers_class(engine: Engine, plane: tuple[Any, Any, ConfigView]) -> None:
@@ -142,9 +145,13 @@ async def test_the_leader_publishes_audits_the_floor_and_stops_on_a_breach(
     assert [e.name for e in events] == ["q/chat/short/b"] and "no longer chosen for chat/short" in events[0].message
     # 12 errors of 36 answers stay under the guardrail's 50%; 30 more errors breach it
     assert view.get("routes", "q", Route).spec.quality.enabled  # type: ignore[union-attr]
+    published_at = (await store.get(keys.quality("q"))).mod_revision  # type: ignore[union-attr]
+    await loop.tick(leader)
+    assert (await store.get(keys.quality("q"))).mod_revision == published_at  # type: ignore[union-attr]  # no news
     outcomes.apply([record(T0 + 1, status="error") for _ in range(30)])
     now[0] = T0 + 2
     await loop.tick(leader)
+    assert (await store.get(keys.quality("q"))).mod_revision > published_at  # type: ignore[union-attr]
     for _ in range(50):
         route = view.get("routes", "q", Route)
         if route is not None and not route.spec.quality.enabled:
@@ -159,6 +166,8 @@ async def test_the_leader_publishes_audits_the_floor_and_stops_on_a_breach(
     other = Election(store, keys.election("monitor"), "two", ttl_s=5)
     assert await other.campaign_once()
     before = await store.current_revision()
+    await loop.tick(leader)  # nothing new to publish: nothing written, not even tried
+    outcomes.apply([record(T0 + 3)])
     with pytest.raises(LeadershipLost):
         await loop.tick(leader)
     assert await store.current_revision() == before
