@@ -61,13 +61,13 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             title = f"route {report.route}: strategy {report.strategy}, quality {state}"
             if report.floor is not None:
                 title += f", floor {report.floor:g}"
-            table = Table("class", "model", "answers", "ok", "scores", "mean", "95% interval", "share", "", title=title)
+            table = Table("class", "model", "ok/answers", "scores", "quality [95%]", "share", "floor", title=title)
             for cls in report.classes:
                 for m in cls.models:
                     ev = m.evidence
-                    table.add_row(cls.name, m.model, f"{ev.answers:.1f}", f"{ev.successes:.1f}", f"{ev.scores:.1f}",
-                                  f"{m.mean:.3f}", f"{m.low:.3f}-{m.high:.3f}", f"{m.share:.0%}",
-                                  "below floor" if m.excluded else "")  # fmt: skip
+                    table.add_row(cls.name, m.model, f"{ev.successes:.0f}/{ev.answers:.0f}", f"{ev.scores:.0f}",
+                                  f"{m.mean:.2f} [{m.low:.2f}-{m.high:.2f}]", f"{m.share:.0%}",
+                                  "below" if m.excluded else "")  # fmt: skip
             out.print(table)
             if not report.classes:
                 out.print("no evidence yet: answers of this route are folded in once the monitor sees them")

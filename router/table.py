@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from router.bandit import Arms, arms_of
+from router.bandit import Arms, arms_of, prior_arm
 from router.classify import Classifier as ClassifyFn
 from router.overrides import DEFAULT_RULES, ClientRules
 from schemas.classifier import Classifier
@@ -123,6 +123,8 @@ def _route_entry(
     targets = {t.model: t.options.model_dump(exclude_none=True) for t in spec.targets if t.options is not None}
     exp_variants = experiment.spec.variants if experiment else []
     variants = {v.name: (v.model, v.options.model_dump(exclude_none=True) if v.options else {}) for v in exp_variants}
+    if spec.strategy is Strategy.QUALITY:
+        prior_arm()  # drawn once, here: not on the first request (it imports numpy)
     return RouteEntry(
         route.name, spec, experiment, MappingProxyType(targets), MappingProxyType(variants),
         targets=tuple(t.model for t in spec.targets),
