@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 from schemas.quality import Evidence, RouteQuality
 
@@ -87,42 +88,51 @@ def arms_of(published: RouteQuality | None) -> Arms:
     return arms
 
 
+class HasCost(Protocol):
+    @property
+    def cost(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     """What the strategy saw and did: the class, why the first model won, the sampled scores."""
 
     cls: str
-    why: str  # thompson | explore | only (one model fits) | floor (every fitting model is below it)
-    scores: tuple[tuple[str, float], ...] = ()
+    why: str  # thompson | explore | only (one model fits) | floor (every fitting model is below it) | fallback (none fits)
+    drawn: Sequence[tuple[float, str]] = ()  # (draw, model), highest first: read only once the request is answered
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {name: round(q, 4) for q, name in self.drawn}
 
     def header(self) -> str:
-        return ",".join(f"{name}={score:.3f}" for name, score in self.scores)
+        return ",".join(f"{name}={q:.3f}" for q, name in self.drawn)
 
 
 def choose(
-    cls: str, candidates: Sequence[str], arms: Arms, *, cost: Callable[[str], float], explore: float, cost_weight: float,
+    cls: str, candidates: Sequence[str], arms: Arms, *, cost: Callable[[str], HasCost], explore: float, cost_weight: float,
     rng: random.Random,
 ) -> tuple[list[str], Choice]:  # fmt: skip
     """``candidates`` (the fitting models, in the route's order) in the order to try them."""
-    known, prior = arms.get(cls) or _NONE, _PRIOR_ARM[0] if _PRIOR_ARM else prior_arm()
-    chosen = [(name, known.get(name, prior)) for name in candidates]
-    above = [(name, arm) for name, arm in chosen if not arm.excluded]
-    below = [name for name, arm in chosen if arm.excluded]
-    pool, why = (above, "thompson") if above else ([(name, known[name]) for name in below], "floor")
+    known = arms.get(cls) or _NONE
+    prior = _PRIOR_ARM[0] if _PRIOR_ARM else prior_arm()
+    below = [n for n in candidates if (arm := known.get(n)) is not None and arm.excluded] if known else []
+    above = [n for n in candidates if n not in below] if below else candidates
+    pool, why = (above, "thompson") if above else (below, "floor")
     if len(pool) == 1:
-        return [pool[0][0], *below] if above else below, Choice(cls, "only" if above else "floor")
-    bits = POOL_BITS
-    drawn = [(arm.draws[rng.getrandbits(bits)], name) for name, arm in pool]
+        return [pool[0], *below] if above else list(below), Choice(cls, "only" if above else "floor")
+    bits, get = POOL_BITS, rng.getrandbits
+    drawn = [((known.get(n) or prior).draws[get(bits)], n) for n in pool]
     if cost_weight:
-        drawn = [(q / max(cost(name), 1e-3) ** cost_weight, name) for q, name in drawn]
+        drawn = [(q / max(cost(name).cost, 1e-3) ** cost_weight, name) for q, name in drawn]
     drawn.sort(reverse=True)
     ranked = [name for _, name in drawn]
     point = rng.random()
     if point < explore * len(pool):
-        picked = pool[min(int(point / explore), len(pool) - 1)][0]
+        picked = pool[min(int(point / explore), len(pool) - 1)]
         ranked.remove(picked)
         ranked.insert(0, picked)
         why = "explore"
     if above and below:
         ranked += below
-    return ranked, Choice(cls, why, tuple((name, q) for q, name in drawn))
+    return ranked, Choice(cls, why, drawn)

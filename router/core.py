@@ -77,7 +77,7 @@ class Outcome:
     cls: str | None = None  # the quality strategy's request class, the model it chose first, why, and the scores drawn
     chosen: str | None = None
     why: str | None = None
-    scores: tuple[tuple[str, float], ...] = ()
+    scores: dict[str, float] | None = None
 
 
 class OutcomeSink(Protocol):
@@ -551,7 +551,7 @@ def route_headers(decision: Decision, cand: Candidate, attempts: int, request_id
     }
     if decision.choice is not None:
         headers["x-route-class"], headers["x-route-why"] = decision.choice.cls, decision.choice.why
-        if decision.choice.scores:
+        if decision.choice.drawn:
             headers["x-route-scores"] = decision.choice.header()
     client = decision.request.client
     if client is not None and (report := client.let(cand.model.name, cand.model.client).report):

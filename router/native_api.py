@@ -41,7 +41,7 @@ def explain(decision: Decision, micros: float, *, limit: int = 5) -> dict[str, A
 
 def quality(choice: Choice) -> dict[str, Any]:
     """The quality strategy's part of a decision: the class, why the first model won, the draws."""
-    return {"class": choice.cls, "why": choice.why, "scores": {m: round(q, 4) for m, q in choice.scores}}
+    return {"class": choice.cls, "why": choice.why, "scores": choice.scores}
 
 
 class NativeDoor:

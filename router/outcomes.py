@@ -105,5 +105,5 @@ def _encode(o: Outcome, key: str) -> bytes:
         "signals": list(o.signals), **({"question": o.question, "answer": o.answer} if o.question is not None else {}),
         "api_key": o.api_key, "tenant": o.tenant, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
         "estimated": o.estimated, "trace_id": o.trace_id,
-        **({"cls": o.cls, "chosen": o.chosen, "why": o.why, "scores": {m: round(q, 4) for m, q in o.scores}} if o.cls else {}),
+        **({"cls": o.cls, "chosen": o.chosen, "why": o.why, "scores": o.scores} if o.cls else {}),
     })  # fmt: skip

@@ -357,12 +357,20 @@ def _quality(route: RouteEntry, req: Request, table: RouteTable, live: Live) -> 
     spec = route.spec.quality
     task = req.task if req.task is not None else route.classifier(req.text) if route.classifier else req.task_of()
     cls = class_key(task.value, req.prompt_tokens, req.tenant if spec.by_tenant else None)
-    models = table.models
-    fitting = [n for n in route.targets if (m := models.get(n)) is not None and _unfit(m, req, live) is None
-               and _floor(route, None, m, req) is not None]  # fmt: skip
+    models, need = table.models, req.prompt_tokens + req.max_output_tokens
+    # Most requests set none of what ``_unfit`` and ``_floor`` weigh: then a model fits when the
+    # prompt fits its window (what those two come to for them, in a quarter of the time).
+    plain = (req.num_ctx is None and not req.capabilities and req.task is not Task.EMBEDDING and req.max_cost is None
+             and req.max_latency_ms is None and not route.target_options)  # fmt: skip
+    fitting = [
+        n for n in route.targets if (m := models.get(n)) is not None and (
+            need <= m.context_window if plain and "num_ctx" not in m.options
+            else _unfit(m, req, live) is None and _floor(route, None, m, req) is not None
+        )
+    ]  # fmt: skip
     if not fitting:
-        return list(route.by_weight), Choice(cls, "none fit")
-    order, choice = choose(cls, fitting, route.arms, cost=lambda n: models[n].cost, explore=spec.explore,
+        return list(route.by_weight), Choice(cls, "fallback")  # no target fits: the route's fallbacks serve
+    order, choice = choose(cls, fitting, route.arms, cost=models.__getitem__, explore=spec.explore,
                            cost_weight=spec.cost_weight, rng=req.rng)  # fmt: skip
     if len(order) < len(route.targets):
         order += [n for n in route.by_weight if n not in order]

@@ -41,7 +41,7 @@ class OutcomeRecord(BaseModel):
     )
     cls: str | None = Field(default=None, max_length=200, description="The quality strategy's request class.")
     chosen: str | None = Field(default=None, max_length=253, description="The model the quality strategy chose first.")
-    why: str | None = Field(default=None, max_length=32, description="Why it won: thompson, explore, only, floor.")
+    why: str | None = Field(default=None, max_length=32, description="Why it won: thompson, explore, only, floor, fallback.")
     scores: dict[str, float] = Field(default_factory=dict, max_length=64, description="The quality scores it drew per model.")
     question: str | None = Field(default=None, max_length=8000, description="The request's text (sampled, for the judge).")
     answer: str | None = Field(default=None, max_length=8000, description="The answer's text (the same sampled share).")

@@ -30,9 +30,15 @@ def length_bucket(tokens: int) -> str:
     return "short" if tokens <= short else "medium" if tokens <= medium else "long"  # per request: no loop
 
 
+_KEYS: dict[str, dict[str, str]] = {}  # task -> bucket -> "task/bucket", made once per pair (routers ask per request)
+
+
 def class_key(task: str, tokens: int, tenant: str | None = None) -> str:
     """``task/bucket`` or, with a tenant, ``task/bucket/tenant``."""
-    base = f"{task}/{length_bucket(tokens)}"
+    bucket = length_bucket(tokens)
+    base = _KEYS.get(task, {}).get(bucket)
+    if base is None:
+        base = _KEYS.setdefault(task, {}).setdefault(bucket, f"{task}/{bucket}")
     return base if tenant is None else f"{base}/{tenant}"
 
 

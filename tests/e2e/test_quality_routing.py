@@ -145,6 +145,12 @@ async def test_the_quality_strategy_learns_follows_abandons_and_is_guarded(
             # 2. the quality strategy on: it learns from judged answers, a wave at a time
             assist["spec"]["quality"] = quality
             assert (await fleet.api.post("/api/v1/config:apply", json={"objects": [assist]})).status_code == 200
+
+            async def strategy_on() -> bool:  # the router's table has the change (its informer follows within moments)
+                probe = {"model": "assist", "messages": [{"role": "user", "content": "hi"}], "dry_run": True}
+                return "quality" in (await client.post("/api/v1/route", json=probe)).json()["decision"]
+
+            await fleet.eventually(strategy_on, timeout_s=10)
             learned_after = await waves_until(lambda got: min(got.values()) >= 0.8, most=240)
             measured = await wave(client, 80)
             got = shares(measured)

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pydantic
@@ -30,6 +31,7 @@ from tests.helpers import model_doc, route_doc
 A = model_doc("a", tag="a:1", ctx=32768, caps=["chat", "code"])
 B = model_doc("b", tag="b:1", ctx=32768, caps=["chat", "code"])
 PROMPTS = "deploy/examples/classifier/prompts.jsonl"
+UNIT = SimpleNamespace(cost=1.0)
 
 
 def quality_route(**quality: Any) -> dict[str, Any]:
@@ -83,11 +85,11 @@ def test_thompson_sends_each_class_to_its_better_model_and_still_explores() -> N
     arms = {"code/short": {"a": Arm.of(GOOD), "b": Arm.of(BAD)}, "chat/short": {"a": Arm.of(BAD), "b": Arm.of(GOOD)}}
     rng = random.Random(1)
     for cls, best in (("code/short", "a"), ("chat/short", "b")):
-        firsts = Counter(choose(cls, ["a", "b"], arms, cost=lambda _: 1.0, explore=0.05, cost_weight=0, rng=rng)[0][0]
+        firsts = Counter(choose(cls, ["a", "b"], arms, cost=lambda _: UNIT, explore=0.05, cost_weight=0, rng=rng)[0][0]
                          for _ in range(2000))  # fmt: skip
         assert firsts[best] / 2000 > 0.9
         assert firsts[best] / 2000 < 0.99  # the exploration floor: the other gets ~5%
-    unknown = Counter(choose("math/long", ["a", "b"], arms, cost=lambda _: 1.0, explore=0.0, cost_weight=0, rng=rng)[0][0]
+    unknown = Counter(choose("math/long", ["a", "b"], arms, cost=lambda _: UNIT, explore=0.0, cost_weight=0, rng=rng)[0][0]
                       for _ in range(2000))  # fmt: skip
     assert 0.4 < unknown["a"] / 2000 < 0.6  # no evidence: both are tried alike
 
@@ -95,7 +97,7 @@ def test_thompson_sends_each_class_to_its_better_model_and_still_explores() -> N
 def test_cost_weight_trades_quality_for_price() -> None:
     near = {"c": {"a": Arm.of(GOOD), "b": Arm.of(Evidence(successes=60, failures=4, scores=40, score_sum=33, score_sq=28))}}
     rng = random.Random(2)
-    costs = {"a": 10.0, "b": 1.0}.__getitem__
+    costs = {"a": SimpleNamespace(cost=10.0), "b": UNIT}.__getitem__
     plain = Counter(choose("c", ["a", "b"], near, cost=costs, explore=0, cost_weight=0, rng=rng)[0][0] for _ in range(1000))
     priced = Counter(choose("c", ["a", "b"], near, cost=costs, explore=0, cost_weight=1, rng=rng)[0][0] for _ in range(1000))
     assert plain["a"] > 600 and priced["b"] > 950
@@ -103,10 +105,10 @@ def test_cost_weight_trades_quality_for_price() -> None:
 
 def test_a_model_below_the_floor_is_not_chosen_but_stays_a_last_fallback() -> None:
     arms = {"c": {"a": Arm.of(BAD, excluded=True), "b": Arm.of(Evidence())}}
-    order, choice = choose("c", ["a", "b"], arms, cost=lambda _: 1.0, explore=0.5, cost_weight=0, rng=random.Random(0))
+    order, choice = choose("c", ["a", "b"], arms, cost=lambda _: UNIT, explore=0.5, cost_weight=0, rng=random.Random(0))
     assert order == ["b", "a"] and choice.why == "only"
     everyone = {"c": {"a": Arm.of(BAD, excluded=True), "b": Arm.of(BAD, excluded=True)}}
-    order, choice = choose("c", ["a", "b"], everyone, cost=lambda _: 1.0, explore=0, cost_weight=0, rng=random.Random(0))
+    order, choice = choose("c", ["a", "b"], everyone, cost=lambda _: UNIT, explore=0, cost_weight=0, rng=random.Random(0))
     assert set(order) == {"a", "b"} and choice.why == "floor"
 
 
