@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
@@ -195,12 +196,15 @@ class QualityBook:
                                   floor=spec.floor, published_at=published_at)  # fmt: skip
 
     def breaches(self, route: str, spec: QualitySpec, *, now: float) -> list[str]:
-        """The route's guardrails its recent answers breach (empty: none, or too few answers)."""
+        """The guardrails the route's recent answers decided by the strategy breach (empty: none, or
+        too few answers). Only answers with a class count: those from before an operator turned the
+        strategy back on (static weights) do not turn it off again."""
         rails = spec.guardrails
         with Session(self._engine) as session:
             found = session.execute(
                 select(OutcomeSample.status, OutcomeSample.total_ms).where(
-                    OutcomeSample.route == route, OutcomeSample.at >= now - rails.window_s, OutcomeSample.status != "cancelled")
+                    OutcomeSample.route == route, OutcomeSample.at >= now - rails.window_s, OutcomeSample.status != "cancelled",
+                    OutcomeSample.cls.is_not(None))
             ).all()  # fmt: skip
         if len(found) < rails.min_samples:
             return []
@@ -237,6 +241,15 @@ class QualityCollector(Collector):
                     answers.add_metric(key, m.evidence.answers)
                     below.add_metric(key, 1.0 if m.excluded else 0.0)
         return [mean, share, answers, below]
+
+
+def _excluded(raw: bytes | None) -> frozenset[tuple[str, str]]:
+    """The (class, model) pairs a stored publication kept out (none when unreadable)."""
+    try:
+        published = RouteQuality.model_validate_json(raw) if raw else None
+    except ValidationError:
+        return frozenset()
+    return frozenset((c.name, m.model) for c in published.classes for m in c.models if m.excluded) if published else frozenset()
 
 
 @dataclass
@@ -287,11 +300,13 @@ class QualityLoop:
             return
         revision = await election.commit(ops)
         events = []
+        stored = {kv.key.rsplit("/", 1)[-1]: kv.value for kv in held.items}
         for name, q in posteriors:
             excluded = frozenset((c.name, m.model) for c in q.classes for m in c.models if m.excluded)
             before = self.published.get(name)
-            if before is not None or excluded:
-                events += self._floor_events(name, q, excluded, before.excluded if before else frozenset())
+            was = before.excluded if before is not None else _excluded(stored.get(name))  # a new leader: the last one's
+            if was != excluded:
+                events += self._floor_events(name, q, excluded, was)
             self.published[name] = Published(now, excluded, stamps[name])
             self.posteriors[name] = q
         await self._audit(events, revision)

@@ -70,11 +70,11 @@ async def plane(
     await store.close()
 
 
-def record(at: float, *, chosen: str = "a", model: str | None = None, status: str = "ok", cls: str = "code/short",
+def record(at: float, *, chosen: str | None = "a", model: str | None = None, status: str = "ok", cls: str | None = "code/short",
            signals: tuple[str, ...] = (), route: str = "q") -> tuple[str, OutcomeRecord]:  # fmt: skip
     n = next(_ids)
     rec = OutcomeRecord.model_validate({
-        "key": f"k{n}", "at": at, "id": f"r{n}", "route": route, "model": model or chosen, "node": "n1", "status": status,
+        "key": f"k{n}", "at": at, "id": f"r{n}", "route": route, "model": model or chosen or "a", "node": "n1", "status": status,
         "decision_us": 5, "ttft_ms": 1, "total_ms": 10, "attempts": 1, "signals": list(signals), "cls": cls, "chosen": chosen,
         "why": "thompson",
     })  # fmt: skip
@@ -143,6 +143,14 @@ async def test_the_leader_publishes_audits_the_floor_and_stops_on_a_breach(
     assert excluded == {("chat/short", "b")}  # all 12 failed: mean below the floor of 0.4
     events = await history.history(kind="quality", name=None, limit=10, before=None, epoch=None)
     assert [e.name for e in events] == ["q/chat/short/b"] and "no longer chosen for chat/short" in events[0].message
+    successor = QualityLoop(book, config, store, keys, history=history, clock=lambda: now[0])  # as a new leader starts
+    outcomes.apply([record(T0, chosen="b", cls="code/short")])
+    await successor.tick(leader)
+    again = await history.history(kind="quality", name=None, limit=10, before=None, epoch=None)
+    assert len(again) == 1  # the exclusion it found published is not audited twice
+    # answers the static weights served (no class: the strategy off) never count for its guardrails
+    outcomes.apply([record(T0 + 1, status="error", cls=None, chosen=None) for _ in range(60)])
+    await loop.tick(leader)
     # 12 errors of 36 answers stay under the guardrail's 50%; 30 more errors breach it
     assert view.get("routes", "q", Route).spec.quality.enabled  # type: ignore[union-attr]
     published_at = (await store.get(keys.quality("q"))).mod_revision  # type: ignore[union-attr]
