@@ -210,3 +210,20 @@ def test_a_classifier_that_cannot_be_built_leaves_the_rules_in_use(caplog: pytes
     t = build_table([*(parse_object(d) for d in (A, B, route)), broken], *_fleet(), revision=3)
     d = decide(t, Request(model="q", text="def f(): pass  # python", prompt_tokens=5))
     assert d.choice is not None and d.choice.cls == "code/short"  # the rules read it
+
+
+def test_the_simulated_judge_scores_by_the_quality_profile() -> None:
+    from tests.sim.engine import json_answer, sim_task
+
+    profile = {"coder-a": {"code": 0.9, "*": 0.3}}
+    judge = "You grade an assistant's answer. Question:\n{q}\n\nAnswer:\n[{m}] some words"
+
+    def score(question: str, model: str, quality: dict[str, dict[str, float]] | None = profile) -> float:
+        import json
+
+        return float(json.loads(json_answer("x", judge.format(q=question, m=model), quality))["score"])
+
+    assert sim_task("Write a python function") == "code" and sim_task("Tell me about the sea") == "chat"
+    assert score("Write a python function", "coder-a") == 0.9
+    assert score("Tell me about the sea", "coder-a") == 0.3  # '*': any other task
+    assert score("Tell me about the sea", "other") == score("Tell me about the sea", "other", None)  # not in the profile
