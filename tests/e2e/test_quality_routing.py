@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controlplane.db.engine import make_engine
@@ -115,13 +115,18 @@ async def test_the_quality_strategy_learns_follows_abandons_and_is_guarded(
             report = (await fleet.api.get("/api/v1/routes/assist/quality")).json()
             return float(report["published_at"] or 0)
 
+        def last_scored(ids: list[str]) -> float:
+            with Session(db) as session:
+                return float(session.scalar(select(func.max(Feedback.at)).where(Feedback.request_id.in_(ids))) or 0.0)
+
         async def settle(answers: list[tuple[str, str, str]]) -> None:
-            """Every answer judged, then a posterior published after that."""
+            """Every answer judged, then a posterior published after the last score (the leader
+            publishes a route only when its evidence moved: this one has the scores folded in)."""
             await judged(answers)
-            mark = await published()
+            newest = await asyncio.to_thread(last_scored, [i for _, _, i in answers])
 
             async def newer() -> bool:
-                return await published() > mark + 0.4
+                return await published() > newest
 
             await fleet.eventually(newer, timeout_s=10)
 
