@@ -5,9 +5,10 @@ with an exploration floor per model, a cost weight and the route's safety floor.
 Each fitting model's quality is drawn as p x s (p from the Beta posterior of its success rate, s
 from the Normal posterior of its mean score, clipped to [0, 1]) and divided by cost**cost_weight;
 the highest wins. The draws are made when the table is built (128 per class and model, once per
-publication); a request picks one of them per model. With probability ``explore`` x (models that
-fit) a uniformly drawn model is taken instead, so each gets at least ``explore`` of the class's
-traffic and a new or changed model is still tried. Models below the floor come last (only a fallback reaches them)."""
+publication); a request picks one of them per model (``getrandbits``). With probability
+``explore`` x (models that fit) a uniformly drawn model is taken instead, so each gets at least
+``explore`` of the class's traffic and a new or changed model is still tried. Models below the
+floor come last (only a fallback reaches them)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,6 @@ class Arm:
     @classmethod
     def of(cls, evidence: Evidence, *, excluded: bool = False, seed: int = 0) -> Arm:
         return cls(tuple(_pool(evidence, seed)), excluded)
-
-    def draw(self, rng: random.Random) -> float:
-        return self.draws[rng.getrandbits(POOL_BITS)]
 
 
 _PRIOR_ARM: list[Arm] = []

@@ -1,6 +1,6 @@
-"""Keeps the router's table current: informers on configuration, node registrations, node status
-the autoscaler's placements and the monitor's quality posteriors; a new immutable table is built when any of them moves (never
-per request).
+"""Keeps the router's table current: informers on configuration, node registrations, node status,
+the autoscaler's placements and the monitor's quality posteriors; a new immutable table is built
+when any of them moves (never per request).
 
 Requests hold the table they started with; a rebuild only swaps the reference.
 """
@@ -22,8 +22,8 @@ from schemas.status import NodeRegistration, NodeStatus
 
 
 class TableFeed:
-    """Four informers feeding one table (configuration, registrations, status, the autoscaler's
-    placements); ``table`` is always a complete, consistent snapshot. Two more keep the API keys
+    """Five informers feeding one table (configuration, registrations, status, the autoscaler's
+    placements, the monitor's quality posteriors); ``table`` is always a complete, consistent snapshot. Two more keep the API keys
     (``keys``) and tenants' budgets, which change apart from the table."""
 
     def __init__(self, store: ConfigStore, keys: KeySpace, *, idle_timeout_s: float = 30.0) -> None:

@@ -87,7 +87,7 @@ class Monitor(Subsystem):
         if self._loops and core.settings.monitor.redis_url:
             self.spawn(start_monitor(core.settings.monitor, core.engine, core.election("monitor"), tick=self.control.tick,
                                      registry=self._registry, router=core.router,
-                                     quality=(self.quality, self.publisher.tick)))  # fmt: skip
+                                     quality=self.publisher))  # fmt: skip
 
 
 class FineTuning(Subsystem):

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from controlplane.db.models import MonitorOffset, OutcomeBucket, OutcomeSample
 from controlplane.services.judge import DEFAULT_RUBRIC, Judge, queue_for_judging
 from controlplane.services.loops import lead
-from controlplane.services.quality import QualityBook
+from controlplane.services.quality import QualityBook, QualityLoop
 from controlplane.services.usage import fold_usage
 from controlplane.settings import MonitorSettings
 from controlplane.store.leases import Election, Fence
@@ -387,15 +387,15 @@ async def start_monitor(
     tick: Callable[[Fence | None], Awaitable[object]] | None = None,
     registry: CollectorRegistry | None = None,
     router: RouterClient | None = None,
-    quality: tuple[QualityBook, Callable[[Election], Awaitable[object]]] | None = None,
+    quality: QualityLoop | None = None,
 ) -> None:
     """The control plane's monitor: one leader among its replicas (``election``, key ``monitor``);
-    ``router``: the client the judge calls the router with; ``quality``: the posterior answers fold
-    into, and the step that publishes it."""
+    ``router``: the client the judge calls the router with; ``quality``: the loop that publishes the
+    quality posteriors (answers of quality routes fold into its book)."""
     import redis.asyncio as redis
 
-    book, publish = quality if quality is not None else (None, None)
-    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route, quality=book)
+    outcomes = OutcomeStore(engine, bucket_s=settings.bucket_s, judge_route=settings.judge_route,
+                            quality=quality.book if quality is not None else None)  # fmt: skip
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     judge = None
     if settings.judge_route:
@@ -409,7 +409,8 @@ async def start_monitor(
         if registry is not None:
             registry.register(StreamCollector(trimmer))
         await lead_and_consume(consumer, outcomes, election=election, keep_s=settings.keep_samples_s, tick=tick,
-                               tick_s=settings.guardrails_every_s, trimmer=trimmer, quality=publish,
+                               tick_s=settings.guardrails_every_s, trimmer=trimmer,
+                               quality=quality.tick if quality is not None else None,
                                quality_s=settings.quality_every_s)  # fmt: skip
     finally:
         if worker is not None:

@@ -266,16 +266,16 @@ class QualityLoop:
         self, book: QualityBook, config: ConfigService, store: ConfigStore, keys: KeySpace, *, history: History | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
-        self._book, self._config, self._store, self._keys, self._history = book, config, store, keys, history
+        self.book, self._config, self._store, self._keys, self._history = book, config, store, keys, history
         self._clock = clock
         self.published: dict[str, Published] = {}
         self.posteriors: dict[str, RouteQuality] = {}  # as last published (the metrics)
 
     async def tick(self, election: Election) -> None:
         election.fence()
-        await asyncio.to_thread(self._book.fold_feedback)
+        await asyncio.to_thread(self.book.fold_feedback)
         now = self._clock()
-        routes = self._book.quality_routes()
+        routes = self.book.quality_routes()
         for route in routes:
             if route.spec.quality.enabled:
                 await self._guard(route, election, now=now)
@@ -283,13 +283,13 @@ class QualityLoop:
         present = {kv.key.rsplit("/", 1)[-1] for kv in held.items}
         posteriors, stamps = [], {}
         for r in routes:
-            stamps[r.name] = stamp = await asyncio.to_thread(self._book.stamp, r.name)
+            stamps[r.name] = stamp = await asyncio.to_thread(self.book.stamp, r.name)
             last = self.published.get(r.name)
             if last is not None and last.stamp == stamp and now - last.at < REPUBLISH_S and r.name in present:
                 continue  # nothing new since its last publication
             if last is None or now - last.at >= REPUBLISH_S:
-                await asyncio.to_thread(self._book.prune, r.name, r.spec.quality, now=now)
-            posteriors.append((r.name, await asyncio.to_thread(self._book.posterior, r.name, r.spec.quality, now=now)))
+                await asyncio.to_thread(self.book.prune, r.name, r.spec.quality, now=now)
+            posteriors.append((r.name, await asyncio.to_thread(self.book.posterior, r.name, r.spec.quality, now=now)))
         names = {r.name for r in routes}
         ops: list[Op] = [Put(self._keys.quality(name), q.model_dump_json().encode()) for name, q in posteriors]
         ops += [Delete(kv.key) for kv in held.items if kv.key.rsplit("/", 1)[-1] not in names]
@@ -340,7 +340,7 @@ class QualityLoop:
                 log.warning("quality floor decision not in the audit log: %s", exc)
 
     async def _guard(self, route: Route, election: Election, *, now: float) -> None:
-        breached = await asyncio.to_thread(self._book.breaches, route.name, route.spec.quality, now=now)
+        breached = await asyncio.to_thread(self.book.breaches, route.name, route.spec.quality, now=now)
         if not breached:
             return
         why = f"quality guardrail: {'; '.join(breached)}; route {route.name} is back to its static weights"
