@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/rag_catalog.py
+	$(BIN)/python bench/rag_quality.py
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/metrics_stream.py

@@ -104,8 +104,7 @@ def collection(name: str, weight: float, revision: int = 1) -> RagCollection:
 
 
 LOCAL = {"provider": "local", "ollama_tag": "all-minilm", "capabilities": ["embed"], "context_window": 512}
-MODEL = parse_object({"kind": "Model", "metadata": {"name": "emb", "revision": 1}, "spec": LOCAL})
-assert isinstance(MODEL, Model)
+MODEL = Model.model_validate({"kind": "Model", "metadata": {"name": "emb", "revision": 1}, "spec": LOCAL})
 
 
 def engine(folder: Path, embedder: Embedder) -> RagEngine:

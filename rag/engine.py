@@ -42,6 +42,12 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidates:
+    vector: list[tuple[str, float]]  # (chunk id, cosine similarity), best first
+    keyword: list[tuple[str, float]]  # (chunk id, BM25 score), best first
+
+
+@dataclass(frozen=True, slots=True)
 class Retrieved:
     sources: list[RagSource]
     embed_ms: float
@@ -147,26 +153,38 @@ class RagEngine:
     async def retrieve(self, collection: RagCollection, model: Model, query: str, *, top_k: int | None = None,
                        filters: object = None) -> Retrieved:  # fmt: skip
         where = check_filter(filters)
-        spec, k = collection.spec, top_k or collection.spec.top_k
+        k = top_k or collection.spec.top_k
         generation = await asyncio.to_thread(self.catalog.generation, collection.name)
         revisions = (collection.metadata.revision, model.metadata.revision, generation)
         key = _key("hits", collection.name, *revisions, query, k, where)
         found = await self._cache.get(key)
         if found is not None:
             return Retrieved([RagSource.model_validate(s) for s in orjson.loads(found)], 0.0, 0.0, cached=True)
-        embedder = self._embedder_for(model)
         started = time.perf_counter()
-        vector: list[float] | None = None
-        if spec.hybrid_weight > 0:
-            if self._ready_at.get(collection.name) != self._location(collection, embedder):
-                async with self._lock(collection.name):  # not held otherwise: queries go on during an ingest
-                    await self._ready(collection, embedder)
-            vector = await self._embed_query(embedder, query)
+        vector = await self._query_vector(collection, model, query)
         embedded = time.perf_counter()
         sources = await asyncio.to_thread(self._search, collection, vector, query, k, where)
         done = time.perf_counter()
         await self._cache.set(key, orjson.dumps([s.model_dump() for s in sources]), ttl_s=self.limits.cache_ttl_s)
         return Retrieved(sources, (embedded - started) * 1000, (done - embedded) * 1000, cached=False)
+
+    async def candidates(self, collection: RagCollection, model: Model, query: str, *, top_k: int | None = None,
+                         filters: object = None) -> Candidates:  # fmt: skip
+        """What each side finds for ``query`` before fusion (uncached): the evaluation harness
+        ranks them by every fusion method in turn."""
+        vector = await self._query_vector(collection, model, query)
+        k = top_k or collection.spec.top_k
+        return await asyncio.to_thread(self._gather, collection, vector, query, k, check_filter(filters))
+
+    async def _query_vector(self, collection: RagCollection, model: Model, query: str) -> list[float] | None:
+        """The query's embedding (None when the collection ranks by BM25 alone)."""
+        if collection.spec.hybrid_weight == 0:
+            return None
+        embedder = self._embedder_for(model)
+        if self._ready_at.get(collection.name) != self._location(collection, embedder):
+            async with self._lock(collection.name):  # not held otherwise: queries go on during an ingest
+                await self._ready(collection, embedder)
+        return await self._embed_query(embedder, query)
 
     async def _embed_query(self, embedder: Embedder, query: str) -> list[float]:
         key = _key("embedding", embedder.fingerprint, query)
@@ -178,17 +196,23 @@ class RagEngine:
         await self._cache.set(key, orjson.dumps(vector), ttl_s=self.limits.cache_ttl_s)
         return vector
 
-    def _search(
+    def _gather(
         self, collection: RagCollection, vector: list[float] | None, query: str, k: int, where: Filter | None
-    ) -> list[RagSource]:
+    ) -> Candidates:
         spec = collection.spec
         fetch = max(4 * k, 20)  # each ranking looks deeper than k, so fusion can lift a chunk both found
         near: list[tuple[str, float]] = []
         if vector is not None:
             matches = self._store_for(collection).query(spec.collection, vector, k=fetch, where=where)
             near = [(m.id, m.similarity) for m in matches if m.similarity >= spec.score_threshold]
-        words = self.catalog.keyword(collection.name, query, k=fetch, where=where) if spec.hybrid_weight < 1 else []
-        fused = fuse(near, words, weight=spec.hybrid_weight)
+        words = self.catalog.keyword(collection.name, query, k=fetch, where=where) if spec.hybrid_weight != 1 else []
+        return Candidates(near, words)
+
+    def _search(
+        self, collection: RagCollection, vector: list[float] | None, query: str, k: int, where: Filter | None
+    ) -> list[RagSource]:
+        found = self._gather(collection, vector, query, k, where)
+        fused = fuse(found.vector, found.keyword, query=query, weight=collection.spec.hybrid_weight)
         held = self.catalog.chunks(collection.name, [f.id for f in fused])
         picked: list[tuple[Fused, StoredChunk]] = [(f, held[f.id]) for f in fused if f.id in held][:k]
         return [

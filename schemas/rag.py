@@ -41,7 +41,11 @@ class RagCollectionSpec(Strict):
     chunking: Chunking = Field(default_factory=Chunking)
     top_k: int = Field(default=5, ge=1, le=100)
     score_threshold: float = Field(default=0.0, ge=0, le=1)
-    hybrid_weight: float = Field(default=0.5, ge=0, le=1, description="0 = BM25 only, 1 = vector only.")
+    hybrid_weight: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The vector side's share in the fused score (0 = BM25 only, 1 = vector only). Unset: adaptive, "
+        "set per query (0.8 for a plain question, down to 0.1 for one made of identifiers such as option names or codes).",
+    )  # fmt: skip
     prompt_template: str = Field(default=DEFAULT_TEMPLATE, max_length=20_000)
     generation_route: Name | None = Field(default=None, description="Route used to generate the answer.")
 

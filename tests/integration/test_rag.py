@@ -139,7 +139,7 @@ async def test_reingest_is_idempotent_delete_and_list(fleet: Fleet) -> None:
 async def test_hybrid_beats_vector_only_on_exact_keywords(fleet: Fleet) -> None:
     await ingest(fleet, "handbook", docs())
 
-    async def top1(weight: float) -> int:
+    async def top1(weight: float | None) -> int:
         objects = [rag_doc("handbook", "minilm", generation_route="answers", chunking={"size": 400, "overlap": 50},
                            hybrid_weight=weight)]  # fmt: skip
         assert (await fleet.api.post("/api/v1/config:apply", json={"objects": objects})).status_code == 200
@@ -150,14 +150,14 @@ async def test_hybrid_beats_vector_only_on_exact_keywords(fleet: Fleet) -> None:
             hits += got["sources"][0]["document_id"] == expected
         return hits
 
-    vector_only, hybrid, keyword_only = await top1(1.0), await top1(0.5), await top1(0.0)
-    assert keyword_only == len(CODES)
+    vector_only, hybrid, keyword_only, adaptive = await top1(1.0), await top1(0.5), await top1(0.0), await top1(None)
+    assert keyword_only == len(CODES) and adaptive == len(CODES)  # the default leans on BM25 for a code
     assert hybrid > vector_only, f"hybrid {hybrid}/4, vector only {vector_only}/4"
 
 
-async def _weight_is(f: Fleet, weight: float) -> bool:
+async def _weight_is(f: Fleet, weight: float | None) -> bool:
     got = (await f.api.get("/api/v1/config/rag/handbook")).json()
-    return bool(got["spec"]["hybrid_weight"] == weight)
+    return bool(got["spec"].get("hybrid_weight") == weight)
 
 
 async def test_embedding_model_change_reindexes_and_config_change_invalidates_cache(fleet: Fleet) -> None:

@@ -16,7 +16,7 @@ from rag.catalog import SqliteCatalog
 from rag.chunking import chunk_text
 from rag.engine import Limits, RagEngine
 from rag.errors import BadInput, DocumentTooLarge, VectorStoreUnavailable
-from rag.fusion import fuse
+from rag.fusion import IDENTIFIER_SHARE, PLAIN_SHARE, fuse, identifier_like, rrf, scored, vector_share
 from rag.store import MemoryVectorStore, Record, check_filter
 from schemas.rag import Chunking, RagCollection, RagDocument
 from schemas.registry import parse_object
@@ -44,13 +44,42 @@ def test_word_and_character_chunks_overlap() -> None:
 def test_rank_fusion_weights_and_ties() -> None:
     vector = [("a", 0.91), ("b", 0.90), ("c", 0.2)]
     keyword = [("b", 12.0), ("a", 1.0)]
-    fused = fuse(vector, keyword, weight=0.5)
+    fused = rrf(vector, keyword, weight=0.5)
     # a and b tie on ranks (1st and 2nd each): b's keyword lead is wider than a's vector lead
     assert [f.id for f in fused] == ["b", "a", "c"] and fused[0].score == pytest.approx(fused[1].score)
     assert fused[0].keyword_rank == 1 and fused[0].similarity == 0.90
-    assert [f.id for f in fuse(vector, keyword, weight=1.0)] == ["a", "b", "c"]  # vector only
-    assert [f.id for f in fuse(vector, keyword, weight=0.0)] == ["b", "a"]  # keyword only
-    assert fuse([("x", 0.5)], [("x", 3.0)], weight=0.3)[0].score == pytest.approx(1.0)
+    assert [f.id for f in rrf(vector, keyword, weight=1.0)] == ["a", "b", "c"]  # vector only
+    assert [f.id for f in rrf(vector, keyword, weight=0.0)] == ["b", "a"]  # keyword only
+    assert rrf([("x", 0.5)], [("x", 3.0)], weight=0.3)[0].score == pytest.approx(1.0)
+
+
+def test_score_fusion_and_the_adaptive_share() -> None:
+    vector = [("a", 0.91), ("b", 0.90), ("c", 0.2)]
+    keyword = [("b", 12.0), ("a", 1.0)]
+    fused = scored(vector, keyword, weight=0.5)  # a: 0.5 * 1 + 0; b: 0.5 * 0.986 + 0.5 * 1
+    assert [f.id for f in fused] == ["b", "a", "c"] and fused[0].score == pytest.approx(0.993, abs=1e-3)
+    assert fused[0].keyword_rank == 1 and fused[0].similarity == 0.90 and fused[2].keyword_rank is None
+    only_vector = scored(vector, keyword, weight=1.0)
+    assert [f.id for f in only_vector] == ["a", "b", "c"] and only_vector[0].keyword_rank is None
+    only_keyword = scored(vector, keyword, weight=0.0)
+    assert [f.id for f in only_keyword] == ["b", "a"] and only_keyword[0].similarity is None
+    assert scored([("x", 0.5)], [("x", 3.0)], weight=0.3)[0].score == pytest.approx(1.0)  # a list of one scales to 1
+    assert scored([], [], weight=0.5) == []
+
+    assert vector_share("How do I keep the previous version of a file?") == pytest.approx(PLAIN_SHARE)
+    for name in ("--kill-after", "TIME_STYLE", "str.removeprefix", "ERR-4471", "__slots__", "ed25519", "getAttr", "len()"):
+        assert identifier_like(name) and vector_share(name) == pytest.approx(IDENTIFIER_SHARE), name
+    for word in ("file's", "Hello", "don't", "(see", "e.g.", "5", "well-known"):
+        assert not identifier_like(word.strip("?!,.;:'\"")), word
+    mixed = vector_share("what does env --split-string do")  # one word in five
+    assert mixed == pytest.approx(PLAIN_SHARE - (PLAIN_SHARE - IDENTIFIER_SHARE) / 5)
+    quoted = vector_share('where is "exact phrase" mentioned')  # two words of five
+    assert quoted == pytest.approx(PLAIN_SHARE - (PLAIN_SHARE - IDENTIFIER_SHARE) * 2 / 5)
+    assert vector_share("?? !!") == PLAIN_SHARE and vector_share("x" * 20_000 + "1") == pytest.approx(IDENTIFIER_SHARE)
+    # the collection's hybrid_weight overrides the query's share
+    assert [f.id for f in fuse(vector, keyword, query="ERR-4471", weight=1.0)] == ["a", "b", "c"]
+    adaptive, keywords = fuse(vector, keyword, query="ERR-4471", weight=None), scored(vector, keyword, weight=IDENTIFIER_SHARE)
+    assert [(f.id, round(f.score, 9)) for f in adaptive] == [(f.id, round(f.score, 9)) for f in keywords]
 
 
 def test_filters_are_checked() -> None:
