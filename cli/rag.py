@@ -106,17 +106,22 @@ def register(app: typer.Typer, client: Callable[[], Client], run: Callable[[Call
             if result.answer is not None:
                 out.print(result.answer, highlight=False, markup=False)  # the model's text: brackets are not markup
                 out.print(f"[dim]model {result.model} on {result.node}[/dim]")
-            table = Table("n", "document", "chunk", "score", "similarity", "bm25 rank", "snippet")
+            reranked = any(s.rerank_score is not None for s in result.sources)
+            columns = ["n", "document", "chunk", "score", "similarity", "bm25 rank", *(["rerank"] if reranked else []), "snippet"]
+            table = Table(*columns)
             table.columns[1].overflow = "fold"  # ids are paths: show them whole
             for s in result.sources:
                 snippet = " ".join(s.snippet.split())[:80]
                 sim = f"{s.similarity:.3f}" if s.similarity is not None else "-"
                 rank = str(s.keyword_rank or "-")
-                table.add_row(str(s.n), escape(s.document_id), str(s.chunk), f"{s.score:.3f}", sim, rank, escape(snippet))
+                rerank = [f"{s.rerank_score:.3f}" if s.rerank_score is not None else "-"] if reranked else []
+                row = [str(s.n), escape(s.document_id), str(s.chunk), f"{s.score:.3f}", sim, rank, *rerank, escape(snippet)]
+                table.add_row(*row)
             out.print(table)
             t = result.timings
             cached = " (retrieval cached)" if result.cached else ""
-            out.print(f"embed {t.embed_ms} ms, retrieve {t.retrieve_ms} ms, generate {t.generate_ms} ms, "
+            rerank_ms = f" (rerank {t.rerank_ms} ms)" if t.rerank_ms else ""
+            out.print(f"embed {t.embed_ms} ms, retrieve {t.retrieve_ms} ms{rerank_ms}, generate {t.generate_ms} ms, "
                       f"total {t.total_ms} ms{cached}")  # fmt: skip
 
         run(body)

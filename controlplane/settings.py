@@ -86,6 +86,9 @@ class RagSettings(BaseModel):
     max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Most text in one ingest request.")
     embed_batch: int = Field(default=64, ge=1, le=4096, description="Chunks per embedding request.")
     cache_ttl_s: int = Field(default=600, ge=1, description="Lifetime of cached query embeddings and retrievals.")
+    reranker_dir: Path | None = Field(
+        default=None, description="A folder with an ONNX cross-encoder (model.onnx, tokenizer.json) for collections that rerank."
+    )
 
 
 class MonitorSettings(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import sqlite3
@@ -42,6 +43,27 @@ _TOKENIZER = "porter unicode61"
 _SMALL = 1000  # chunks: below this, searching common words costs little
 _TERMS_CACHED = 100_000  # per collection, until its content changes
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: Rows a keyword query may score unpruned: FTS5's bm25() costs ~0.8 µs a row (2 cores here), so ~7 ms.
+PRUNE_ROWS = 8_000
+FTS5_K1 = 1.2  # bm25()'s k1
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """A query word and the number of chunks that hold its terms: ``rows`` at most, ``least_rows`` at least."""
+
+    word: str
+    rows: int
+    least_rows: int
+
+
+def _phrase(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _fts5_idf(total: int, rows: int) -> float:
+    """FTS5's IDF for a phrase held by ``rows`` of ``total`` rows (floored at 1e-6, as bm25() does)."""
+    return max(math.log((total - rows + 0.5) / (rows + 0.5)), 1e-6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +291,8 @@ class SqliteCatalog:
 
         In a collection of 1,000 chunks or more, words found in more than half of them are left out
         of the search: BM25 gives them no weight (FTS5 floors their negative IDF near zero), while
-        matching them would score nearly every chunk ("the", "how", ...), the bulk of a query's
-        cost (~10x at 10,000 chunks here)."""
+        matching them would score nearly every chunk ("the", "how", ...). Without a filter, a query
+        whose words are found in more than ``PRUNE_ROWS`` chunks in all is pruned (``_top``)."""
         words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:64]
         if not words:
             return []
@@ -278,20 +300,17 @@ class SqliteCatalog:
             table = self._words(collection)
             if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                 return []
-            words = self._informative(table, collection, words)
-            if not words:
+            terms = self._informative(table, collection, words)
+            if not terms:
                 return []
-            match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
             if not where:  # rank in the index alone, then look up the k ids
-                rows = self._db.execute(
-                    f"SELECT c.id, r.rank FROM (SELECT rowid, bm25({table}) AS rank FROM {table} WHERE {table} MATCH ? "
-                    "ORDER BY rank LIMIT ?) r JOIN chunks c ON c.rowid = r.rowid ORDER BY r.rank",
-                    (match, k),
-                ).fetchall()
-                return [(r[0], -float(r[1])) for r in rows]  # FTS5's bm25() is negative: lower is better
+                ranked = self._top(table, self._stats[collection][0], terms, k)
+                marks = ",".join("?" * len(ranked))
+                ids = dict(self._db.execute(f"SELECT rowid, id FROM chunks WHERE rowid IN ({marks})", [r for r, _ in ranked]))
+                return [(ids[r], -rank) for r, rank in ranked if r in ids]  # FTS5's bm25() is negative: lower is better
             sql = f"SELECT c.id, bm25({table}) AS rank FROM {table} JOIN chunks c ON c.rowid = {table}.rowid "
             sql += f"WHERE {table} MATCH ?"
-            args: list[Any] = [match]
+            args: list[Any] = [" OR ".join(_phrase(t.word) for t in terms)]
             for key, want in where.items():
                 path = "$." + json.dumps(key)
                 if isinstance(want, dict):
@@ -306,32 +325,83 @@ class SqliteCatalog:
             rows = self._db.execute(sql, args).fetchall()
         return [(r[0], -float(r[1])) for r in rows]
 
-    def _informative(self, table: str, collection: str, words: list[str]) -> list[str]:
-        """``words`` less those in more than half of the collection's chunks (the caller holds the lock).
-        The index's own tokenizer (on a scratch table) gives each word's term, as the index stores it."""
+    def _bm25(self, table: str, match: str, k: int | None = None) -> list[tuple[int, float]]:
+        """(rowid, FTS5's bm25(): negative, lower is better) of the rows ``match`` finds, the best ``k`` or all."""
+        sql = f"SELECT rowid, bm25({table}) AS rank FROM {table} WHERE {table} MATCH ?"
+        if k is None:
+            return self._db.execute(sql, (match,)).fetchall()
+        return self._db.execute(sql + " ORDER BY rank LIMIT ?", (match, k)).fetchall()
+
+    def _top(self, table: str, total: int, terms: list[_Term], k: int) -> list[tuple[int, float]]:
+        """The ``k`` best rows by BM25 over every term, pruned where that would score many rows.
+
+        FTS5's bm25() costs ~0.8 µs for each row it scores (reading the row's positions), so a query
+        of words found in tens of thousands of chunks cost 50 ms and more at 100,000 chunks. Here the
+        rarest words, found in at most ``PRUNE_ROWS`` chunks together, choose the candidates, and
+        those are scored by every word, exactly: FTS5 scores a row by each phrase of its MATCH
+        expression that the row holds, so ``R AND C`` (R: any rare word, C: any common one) and
+        ``R NOT C`` score each chunk holding a rare word once, by all its words. A chunk holding
+        none of the rare words scores less than the common words' bound, (k1 + 1) x the sum of
+        their IDFs; when the k-th candidate scores at least that, the answer is exactly the unpruned
+        one. Otherwise the chunks holding every common word are scored too (exact scores), and
+        chunks holding only some of them are left out: the one approximation, measured by
+        bench/rag_catalog.py against the full ranking."""
+        every = " OR ".join(_phrase(t.word) for t in terms)
+        if total <= PRUNE_ROWS or sum(t.rows for t in terms) <= PRUNE_ROWS:
+            return self._bm25(table, every, k)
+        ordered = sorted(terms, key=lambda t: t.rows)
+        rare: list[_Term] = []
+        for term in ordered:
+            if sum(t.rows for t in rare) + term.rows > PRUNE_ROWS:
+                break
+            rare.append(term)
+        common = ordered[len(rare) :]
+        best: list[tuple[int, float]] = []
+        some_rare = ""
+        if rare:
+            some_rare = "(" + " OR ".join(_phrase(t.word) for t in rare) + ")"
+            some_common = "(" + " OR ".join(_phrase(t.word) for t in common) + ")"
+            best = self._bm25(table, f"{some_rare} AND {some_common}", k) + self._bm25(table, f"{some_rare} NOT {some_common}", k)
+            best = sorted(best, key=lambda r: r[1])[:k]
+            bound = (FTS5_K1 + 1) * sum(_fts5_idf(total, t.least_rows) for t in common)
+            if len(best) == k and -best[-1][1] >= bound:
+                return best
+        if len(common) == 1:  # no smaller set of chunks to score: the full ranking
+            return self._bm25(table, every, k)
+        all_common = "(" + " AND ".join(_phrase(t.word) for t in common) + ")"
+        best += self._bm25(table, f"{all_common} NOT {some_rare}" if rare else all_common, k)
+        return sorted(best, key=lambda r: r[1])[:k]
+
+    def _informative(self, table: str, collection: str, words: list[str]) -> list[_Term]:
+        """``words`` less those in more than half of the collection's chunks (the caller holds the lock),
+        with the number of chunks that hold them. The index's own tokenizer (on a scratch table) gives
+        each word's terms, as the index stores them: a word of several terms (``time_style``) is a
+        phrase to FTS5, held by at most as many chunks as its rarest term and possibly none."""
         db = self._db
         db.execute("DELETE FROM temp.query_words")
         db.executemany("INSERT INTO temp.query_words (rowid, text) VALUES (?, ?)", list(enumerate(words)))
-        term_of = {doc: term for term, doc in db.execute("SELECT term, doc FROM temp.query_terms")}
+        terms_of: dict[int, list[str]] = {}
+        for term, doc in db.execute("SELECT term, doc FROM temp.query_terms"):
+            terms_of.setdefault(doc, []).append(term)
         stats = self._stats.get(collection)
         if stats is None:
             total = db.execute("SELECT count(*) FROM chunks WHERE collection = ?", (collection,)).fetchone()[0]
             stats = self._stats[collection] = (total, {})
         total, seen = stats
         if total < _SMALL:
-            return words
+            return [_Term(w, total, 0) for i, w in enumerate(words) if i in terms_of]
         kept = []
         for i, word in enumerate(words):
-            term = term_of.get(i)
-            if term is None:
-                continue
-            if term not in seen:  # a vocabulary lookup costs ~0.3 ms; queries repeat their common words
-                found = db.execute(f"SELECT doc FROM {table}_terms WHERE term = ?", (term,)).fetchone()
-                if len(seen) >= _TERMS_CACHED:
-                    seen.clear()
-                seen[term] = 0 if found is None else int(found[0])
-            if 0 < seen[term] * 2 <= total:
-                kept.append(word)
+            counts = []
+            for term in terms_of.get(i, []):
+                if term not in seen:  # a vocabulary lookup costs ~0.3 ms; queries repeat their common words
+                    found = db.execute(f"SELECT doc FROM {table}_terms WHERE term = ?", (term,)).fetchone()
+                    if len(seen) >= _TERMS_CACHED:
+                        seen.clear()
+                    seen[term] = 0 if found is None else int(found[0])
+                counts.append(seen[term])
+            if counts and min(counts) > 0 and min(counts) * 2 <= total:
+                kept.append(_Term(word, min(counts), min(counts) if len(counts) == 1 else 0))
         return kept
 
     def drop(self, collection: str) -> None:

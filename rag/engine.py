@@ -18,8 +18,9 @@ from rag.cache import Cache
 from rag.catalog import Catalog, StoredChunk, StoredDocument
 from rag.chunking import chunk_text
 from rag.embedding import Embedder
-from rag.errors import DocumentTooLarge
+from rag.errors import DocumentTooLarge, RerankUnavailable
 from rag.fusion import Fused, fuse
+from rag.rerank import Reranker
 from rag.store import Filter, Record, VectorStore, check_filter
 from schemas.model import Model
 from schemas.rag import RagCollection, RagDocument, RagIngestResult, RagSource
@@ -53,6 +54,7 @@ class Retrieved:
     embed_ms: float
     retrieve_ms: float
     cached: bool
+    rerank_ms: float = 0.0
 
 
 def content_hash(doc: RagDocument, collection: RagCollection) -> str:
@@ -63,9 +65,10 @@ def content_hash(doc: RagDocument, collection: RagCollection) -> str:
 
 
 class RagEngine:
-    def __init__(self, *, catalog: Catalog, store_for: StoreFor, embedder_for: EmbedderFor, cache: Cache, limits: Limits) -> None:
+    def __init__(self, *, catalog: Catalog, store_for: StoreFor, embedder_for: EmbedderFor, cache: Cache, limits: Limits,
+                 reranker: Reranker | None = None) -> None:  # fmt: skip
         self.catalog, self.limits = catalog, limits
-        self._store_for, self._embedder_for, self._cache = store_for, embedder_for, cache
+        self._store_for, self._embedder_for, self._cache, self._reranker = store_for, embedder_for, cache, reranker
         self._locks: dict[str, asyncio.Lock] = {}
         self._ready_at: dict[str, str] = {}  # collection -> the location this process last made it ready for
 
@@ -154,27 +157,62 @@ class RagEngine:
                        filters: object = None) -> Retrieved:  # fmt: skip
         where = check_filter(filters)
         k = top_k or collection.spec.top_k
+        reranker = self._reranker_for(collection)
         generation = await asyncio.to_thread(self.catalog.generation, collection.name)
-        revisions = (collection.metadata.revision, model.metadata.revision, generation)
+        revisions = (collection.metadata.revision, model.metadata.revision, generation, reranker and reranker.fingerprint)
         key = _key("hits", collection.name, *revisions, query, k, where)
-        found = await self._cache.get(key)
-        if found is not None:
-            return Retrieved([RagSource.model_validate(s) for s in orjson.loads(found)], 0.0, 0.0, cached=True)
+        held = await self._cache.get(key)
+        if held is not None:
+            return Retrieved([RagSource.model_validate(s) for s in orjson.loads(held)], 0.0, 0.0, cached=True)
         started = time.perf_counter()
-        vector = await self._query_vector(collection, model, query)
-        embedded = time.perf_counter()
-        sources = await asyncio.to_thread(self._search, collection, vector, query, k, where)
-        done = time.perf_counter()
+        found, embed_ms = await self._gather(collection, model, query, k, where)
+        sources, rerank_ms = await asyncio.to_thread(self._rank, collection, found, query, k, reranker)
         await self._cache.set(key, orjson.dumps([s.model_dump() for s in sources]), ttl_s=self.limits.cache_ttl_s)
-        return Retrieved(sources, (embedded - started) * 1000, (done - embedded) * 1000, cached=False)
+        total_ms = (time.perf_counter() - started) * 1000
+        return Retrieved(sources, embed_ms, total_ms - embed_ms, cached=False, rerank_ms=rerank_ms)
+
+    def _reranker_for(self, collection: RagCollection) -> Reranker | None:
+        """The reranker a collection asks for (None when it does not); checked before any work."""
+        if not collection.spec.rerank.enabled:
+            return None
+        if self._reranker is None:
+            raise RerankUnavailable(
+                f"collection '{collection.name}' has rerank.enabled but this control plane has no reranker: set "
+                "LLMTUNE_RAG__RERANKER_DIR to a folder holding an ONNX cross-encoder (model.onnx, tokenizer.json), "
+                "or turn rerank off"
+            )
+        return self._reranker
 
     async def candidates(self, collection: RagCollection, model: Model, query: str, *, top_k: int | None = None,
                          filters: object = None) -> Candidates:  # fmt: skip
         """What each side finds for ``query`` before fusion (uncached): the evaluation harness
         ranks them by every fusion method in turn."""
-        vector = await self._query_vector(collection, model, query)
-        k = top_k or collection.spec.top_k
-        return await asyncio.to_thread(self._gather, collection, vector, query, k, check_filter(filters))
+        return (await self._gather(collection, model, query, top_k or collection.spec.top_k, check_filter(filters)))[0]
+
+    async def _gather(
+        self, collection: RagCollection, model: Model, query: str, k: int, where: Filter | None
+    ) -> tuple[Candidates, float]:
+        """Each side's candidates, and the ms the query's embedding took. The keyword search runs
+        beside the embedding and the vector search (in another thread), not after them."""
+        spec = collection.spec
+        fetch = max(4 * k, 20)  # each ranking looks deeper than k, so fusion can lift a chunk both found
+        words = None
+        if spec.hybrid_weight != 1:
+            words = asyncio.ensure_future(asyncio.to_thread(self.catalog.keyword, collection.name, query, k=fetch, where=where))
+        try:
+            started = time.perf_counter()
+            vector = await self._query_vector(collection, model, query)
+            embed_ms = (time.perf_counter() - started) * 1000
+            near: list[tuple[str, float]] = []
+            if vector is not None:
+                store = self._store_for(collection)
+                matches = await asyncio.to_thread(store.query, spec.collection, vector, k=fetch, where=where)
+                near = [(m.id, m.similarity) for m in matches if m.similarity >= spec.score_threshold]
+            return Candidates(near, await words if words is not None else []), embed_ms
+        except BaseException:
+            if words is not None:
+                words.cancel()
+            raise
 
     async def _query_vector(self, collection: RagCollection, model: Model, query: str) -> list[float] | None:
         """The query's embedding (None when the collection ranks by BM25 alone)."""
@@ -196,25 +234,22 @@ class RagEngine:
         await self._cache.set(key, orjson.dumps(vector), ttl_s=self.limits.cache_ttl_s)
         return vector
 
-    def _gather(
-        self, collection: RagCollection, vector: list[float] | None, query: str, k: int, where: Filter | None
-    ) -> Candidates:
-        spec = collection.spec
-        fetch = max(4 * k, 20)  # each ranking looks deeper than k, so fusion can lift a chunk both found
-        near: list[tuple[str, float]] = []
-        if vector is not None:
-            matches = self._store_for(collection).query(spec.collection, vector, k=fetch, where=where)
-            near = [(m.id, m.similarity) for m in matches if m.similarity >= spec.score_threshold]
-        words = self.catalog.keyword(collection.name, query, k=fetch, where=where) if spec.hybrid_weight != 1 else []
-        return Candidates(near, words)
-
-    def _search(
-        self, collection: RagCollection, vector: list[float] | None, query: str, k: int, where: Filter | None
-    ) -> list[RagSource]:
-        found = self._gather(collection, vector, query, k, where)
+    def _rank(
+        self, collection: RagCollection, found: Candidates, query: str, k: int, reranker: Reranker | None
+    ) -> tuple[list[RagSource], float]:
+        """The ``k`` best chunks, fused (and, with ``reranker``, the best ``rerank.top_n`` of them
+        reordered by it), and the ms the reranker took."""
         fused = fuse(found.vector, found.keyword, query=query, weight=collection.spec.hybrid_weight)
+        depth = max(k, collection.spec.rerank.top_n) if reranker is not None else k
         held = self.catalog.chunks(collection.name, [f.id for f in fused])
-        picked: list[tuple[Fused, StoredChunk]] = [(f, held[f.id]) for f in fused if f.id in held][:k]
+        picked: list[tuple[Fused, StoredChunk]] = [(f, held[f.id]) for f in fused if f.id in held][:depth]
+        scores: list[float | None] = [None] * len(picked)
+        started = time.perf_counter()
+        if reranker is not None and picked:
+            scores = list(reranker.score(query, [chunk.text for _, chunk in picked]))
+            order = sorted(range(len(picked)), key=lambda i: -(scores[i] or 0.0))  # stable: ties keep the fused order
+            picked, scores = [picked[i] for i in order], [scores[i] for i in order]
+        rerank_ms = (time.perf_counter() - started) * 1000 if reranker is not None else 0.0
         return [
             RagSource(
                 n=i + 1,
@@ -223,11 +258,12 @@ class RagEngine:
                 score=round(f.score, 4),
                 similarity=None if f.similarity is None else round(f.similarity, 4),
                 keyword_rank=f.keyword_rank,
+                rerank_score=None if score is None else round(score, 4),
                 snippet=chunk.text,
                 metadata={k_: v for k_, v in chunk.metadata.items() if k_ != "doc_id"},
             )
-            for i, (f, chunk) in enumerate(picked)
-        ]
+            for i, ((f, chunk), score) in enumerate(zip(picked[:k], scores[:k], strict=True))
+        ], rerank_ms
 
     def _check_size(self, documents: Sequence[RagDocument]) -> None:
         lim = self.limits

@@ -33,3 +33,7 @@ class GenerationFailed(RagError):
 
 class VectorStoreUnavailable(RagError):
     """The vector database cannot be reached or failed (503)."""
+
+
+class RerankUnavailable(RagError):
+    """A collection asks for reranking and this control plane has no usable reranker (409)."""

@@ -35,6 +35,13 @@ K1, B = 1.2, 0.75
 _SMALL = 1000  # chunks: below this, searching common words costs little
 MAX_QUERY_CHARS = 4096  # of a query, parsed for its lexemes (at most 64 are searched)
 _WORD = re.compile(r"\w+", re.UNICODE)
+PRUNE_ROWS = 8_000  # postings a keyword query may sum unpruned (~6 ms here)
+_BM25 = "w.idf * p.tf * :k1p / (p.tf + :k1 * (1 - :b + :b * p.tokens / :avg))"
+
+
+def _idf(total: int, rows: int) -> float:
+    """Lucene's IDF (never negative), for a lexeme held by ``rows`` of ``total`` chunks."""
+    return math.log((total - rows + 0.5) / (rows + 0.5) + 1)
 
 
 class PgCatalog:
@@ -205,16 +212,20 @@ class PgCatalog:
             if not terms:
                 return []
             lexemes = sorted(terms)
-            idf = [math.log((total - terms[lex] + 0.5) / (terms[lex] + 0.5) + 1) for lex in lexemes]
+            idf = [_idf(total, terms[lex]) for lex in lexemes]
+            figures_args = {"c": collection, "k1": K1, "k1p": K1 + 1, "b": B, "avg": max(tokens / total, 1.0), "k": k}
+            if not where and total > PRUNE_ROWS and sum(terms.values()) > PRUNE_ROWS:
+                best = self._pruned(conn, figures_args, total, terms)
+                if best is not None:
+                    return best
             sql = (
-                "SELECT p.chunk, sum(w.idf * p.tf * :k1p / (p.tf + :k1 * (1 - :b + :b * p.tokens / :avg))) AS score "
+                f"SELECT p.chunk, sum({_BM25}) AS score "
                 "FROM unnest(CAST(:lexemes AS text[]), CAST(:idf AS float8[])) AS w(lexeme, idf) "
                 "JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme"
             )
             if where:
                 sql += " JOIN rag_chunks ch ON ch.collection = :c AND ch.id = p.chunk"
-            args: dict[str, Any] = {"c": collection, "lexemes": lexemes, "idf": idf, "k1": K1, "k1p": K1 + 1, "b": B,
-                                    "avg": max(tokens / total, 1.0), "k": k}  # fmt: skip
+            args: dict[str, Any] = {**figures_args, "lexemes": lexemes, "idf": idf}
             for i, (key, want) in enumerate((where or {}).items()):
                 args[f"key{i}"] = key
                 if isinstance(want, dict):
@@ -225,6 +236,36 @@ class PgCatalog:
                     sql += f" AND ch.metadata -> :key{i} = CAST(:eq{i} AS jsonb)"
             sql += " GROUP BY p.chunk ORDER BY score DESC, p.chunk LIMIT :k"
             rows = conn.execute(text(sql), args).all()
+        return [(r[0], float(r[1])) for r in rows]
+
+    @staticmethod
+    def _pruned(conn: Connection, args: dict[str, Any], total: int, terms: dict[str, int]) -> list[tuple[str, float]] | None:
+        """The best ``k`` chunks among those holding the rarest lexemes (found in at most
+        ``PRUNE_ROWS`` chunks together), scored by every lexeme (the others' postings looked up by
+        chunk); None unless that is provably the full answer: the k-th scores at least what a chunk
+        holding none of the rare lexemes can, (k1 + 1) x the other lexemes' summed IDF. Then the full
+        query runs, which must sum every posting of the common lexemes (the remaining tail here)."""
+        ordered = sorted(terms, key=lambda lex: terms[lex])
+        rare: list[str] = []
+        for lex in ordered:
+            if sum(terms[r] for r in rare) + terms[lex] > PRUNE_ROWS:
+                break
+            rare.append(lex)
+        common = ordered[len(rare) :]
+        if not rare:
+            return None
+        rows = conn.execute(text(
+            f"WITH r AS (SELECT p.chunk, sum({_BM25}) AS s FROM unnest(CAST(:rare AS text[]), CAST(:ridf AS float8[])) "
+            "AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme GROUP BY p.chunk), "
+            f"o AS (SELECT r.chunk, sum({_BM25}) AS s FROM r CROSS JOIN unnest(CAST(:common AS text[]), CAST(:cidf AS float8[])) "
+            "AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme AND p.chunk = r.chunk "
+            "GROUP BY r.chunk) SELECT r.chunk, r.s + coalesce(o.s, 0) AS score FROM r LEFT JOIN o ON o.chunk = r.chunk "
+            "ORDER BY score DESC, r.chunk LIMIT :k"
+        ), {**args, "rare": rare, "ridf": [_idf(total, terms[x]) for x in rare], "common": common,
+            "cidf": [_idf(total, terms[x]) for x in common]}).all()  # fmt: skip
+        bound = (K1 + 1) * sum(_idf(total, terms[x]) for x in common)
+        if len(rows) < args["k"] or rows[-1][1] < bound:
+            return None
         return [(r[0], float(r[1])) for r in rows]
 
     def drop(self, collection: str) -> None:

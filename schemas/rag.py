@@ -27,6 +27,11 @@ class Chunking(Strict):
         return self
 
 
+class Rerank(Strict):
+    enabled: bool = Field(default=False, description="Order the fused candidates by the control plane's cross-encoder.")
+    top_n: int = Field(default=20, ge=1, le=100, description="How many of the best fused candidates it reads (at least top_k).")
+
+
 DEFAULT_TEMPLATE = (
     "Answer the question using only the numbered sources below. Cite sources as [n].\n\n"
     "{context}\n\nQuestion: {question}\nAnswer:"
@@ -46,6 +51,7 @@ class RagCollectionSpec(Strict):
         description="The vector side's share in the fused score (0 = BM25 only, 1 = vector only). Unset: adaptive, "
         "set per query (0.8 for a plain question, down to 0.1 for one made of identifiers such as option names or codes).",
     )  # fmt: skip
+    rerank: Rerank = Field(default_factory=Rerank, description="Cross-encoder reranking (LLMTUNE_RAG__RERANKER_DIR).")
     prompt_template: str = Field(default=DEFAULT_TEMPLATE, max_length=20_000)
     generation_route: Name | None = Field(default=None, description="Route used to generate the answer.")
 
@@ -150,13 +156,15 @@ class RagSource(BaseModel):
     score: float = Field(description="Fused rank score, 1.0 = first in every list that ranked it.")
     similarity: float | None = Field(default=None, description="Cosine similarity to the query, when the vector search found it.")
     keyword_rank: Int64 | None = Field(default=None, description="1-based BM25 rank, when the keyword search found it.")
+    rerank_score: float | None = Field(default=None, description="The cross-encoder's score, when the collection reranks.")
     snippet: str
     metadata: dict[str, MetaValue]
 
 
 class RagTimings(BaseModel):
     embed_ms: float
-    retrieve_ms: float
+    retrieve_ms: float = Field(description="Vector and keyword search, fusion and reranking.")
+    rerank_ms: float = Field(default=0.0, description="The cross-encoder's share of retrieve_ms.")
     generate_ms: float
     total_ms: float
 

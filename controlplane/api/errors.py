@@ -38,6 +38,7 @@ from rag.errors import (
     DocumentTooLarge,
     EmbeddingFailed,
     GenerationFailed,
+    RerankUnavailable,
     UnknownCollection,
     UnknownDocument,
     VectorStoreUnavailable,
@@ -119,6 +120,7 @@ def install(app: FastAPI) -> None:
     on(BadInput, 422, "Invalid request")
     on(DocumentTooLarge, 413, "Request too large")
     on(EmbeddingFailed, 502, "Embedding failed")
+    on(RerankUnavailable, 409, "No reranker")
     on(GenerationFailed, 502, "Generation failed")
     on(RouterUnreachable, 502, "Router unreachable")
 

@@ -22,6 +22,7 @@ from rag.embedding import embedder_for
 from rag.engine import Limits, Progress, RagEngine, Retrieved
 from rag.errors import BadInput, RagError, UnknownCollection
 from rag.pg_catalog import PgCatalog, import_sqlite
+from rag.rerank import open_reranker
 from rag.router_client import RouterClient
 from rag.store import VectorStore
 from schemas.model import Model
@@ -127,6 +128,7 @@ def _timings(found: Retrieved, generate_ms: float, started: float) -> RagTimings
     return RagTimings(
         embed_ms=round(found.embed_ms, 2),
         retrieve_ms=round(found.retrieve_ms, 2),
+        rerank_ms=round(found.rerank_ms, 2),
         generate_ms=round(generate_ms, 2),
         total_ms=round(total, 2),
     )
@@ -200,6 +202,7 @@ def open_rag(
         embedder_for=lambda model: embedder_for(model, router),
         cache=cache,
         limits=limits,
+        reranker=open_reranker(settings.reranker_dir),
     )
 
     async def close() -> None:

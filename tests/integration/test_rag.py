@@ -207,6 +207,11 @@ async def test_bad_input_gets_clear_errors_and_a_failed_batch_leaves_nothing(fle
     assert chroma_op.status_code == 422 and "'$and'" in chroma_op.json()["detail"]  # it was a 503 from Chroma
     twice = await fleet.api.post("/api/v1/rag/collections/handbook/documents", json={"documents": [{"id": "a", "text": "x"}] * 2})
     assert twice.status_code == 422 and "appears twice" in twice.json()["detail"]
+    reranking = [rag_doc("reranked", "minilm", rerank={"enabled": True})]  # this control plane has no reranker
+    assert (await fleet.api.post("/api/v1/config:apply", json={"objects": reranking})).status_code == 200
+    await fleet.eventually(lambda: _exists(fleet, "reranked"))
+    no_reranker = await fleet.api.post("/api/v1/rag/query", json={"collection": "reranked", "query": "x", "retrieve_only": True})
+    assert no_reranker.status_code == 409 and "LLMTUNE_RAG__RERANKER_DIR" in no_reranker.json()["detail"]
     huge = {"documents": [{"id": "big", "text": "word " * 500_000}]}
     too_big = await fleet.api.post("/api/v1/rag/collections/handbook/documents", json=huge)
     assert too_big.status_code == 413 and "split it into several documents" in too_big.json()["detail"]

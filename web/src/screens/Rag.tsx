@@ -162,6 +162,7 @@ function Query({ collection }: { collection: string }) {
       }))) as Schemas["RagAnswer"],
   });
   const answer = ask.data;
+  const reranked = answer?.sources.some((s) => s.rerank_score != null) ?? false;
   return (
     <Card withBorder>
       <Title order={4} mb="xs">Ask {collection}</Title>
@@ -183,7 +184,7 @@ function Query({ collection }: { collection: string }) {
           )}
           <Table data-testid="rag-sources">
             <Table.Thead>
-              <Table.Tr><Table.Th>#</Table.Th><Table.Th>Document</Table.Th><Table.Th>Chunk</Table.Th><Table.Th>Score</Table.Th><Table.Th>Similarity</Table.Th><Table.Th>BM25 rank</Table.Th><Table.Th>Snippet</Table.Th></Table.Tr>
+              <Table.Tr><Table.Th>#</Table.Th><Table.Th>Document</Table.Th><Table.Th>Chunk</Table.Th><Table.Th>Score</Table.Th><Table.Th>Similarity</Table.Th><Table.Th>BM25 rank</Table.Th>{reranked && <Table.Th>Rerank</Table.Th>}<Table.Th>Snippet</Table.Th></Table.Tr>
             </Table.Thead>
             <Table.Tbody>
               {answer.sources.map((s) => (
@@ -194,6 +195,7 @@ function Query({ collection }: { collection: string }) {
                   <Table.Td>{s.score.toFixed(3)}</Table.Td>
                   <Table.Td>{s.similarity == null ? "–" : s.similarity.toFixed(3)}</Table.Td>
                   <Table.Td>{s.keyword_rank ?? "–"}</Table.Td>
+                  {reranked && <Table.Td>{s.rerank_score == null ? "–" : s.rerank_score.toFixed(3)}</Table.Td>}
                   <Table.Td><Text size="xs" lineClamp={2}>{s.snippet}</Text></Table.Td>
                 </Table.Tr>
               ))}
@@ -203,6 +205,7 @@ function Query({ collection }: { collection: string }) {
           <Group gap="xs">
             <Badge variant="light">embed {ms(answer.timings.embed_ms)}</Badge>
             <Badge variant="light">retrieve {ms(answer.timings.retrieve_ms)}</Badge>
+            {answer.timings.rerank_ms ? <Badge variant="light">rerank {ms(answer.timings.rerank_ms)}</Badge> : null}
             <Badge variant="light">generate {ms(answer.timings.generate_ms)}</Badge>
             <Badge variant="light">total {ms(answer.timings.total_ms)}</Badge>
             {answer.cached && <Badge color="gray">retrieval cached</Badge>}
