@@ -142,6 +142,7 @@ async def run(args: argparse.Namespace) -> None:
     server = None
     chosen = [c for c in corpora() if not args.corpus or c.name in args.corpus]
     summary: dict[str, dict[str, float]] = {}
+    kinds: dict[str, dict[str, dict[str, float]]] = {}  # method -> corpus/catalog -> question kind -> MRR
     try:
         for backend in args.catalog:
             if backend == "postgresql":
@@ -168,14 +169,21 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"  the engine's retrieve() ranked as 'adaptive' for {same}/{len(found)} questions")
                 for label, by_kind in rows.items():
                     summary.setdefault(label, {})[f"{corpus.name}/{backend}"] = by_kind["all"].mrr
+                    kinds.setdefault(label, {})[f"{corpus.name}/{backend}"] = {k: f.mrr for k, f in by_kind.items()}
             catalog.close()
-        print("\nMRR, all questions, per corpus and catalog; the last column: the worst margin against the better single side")
-        keys = list(next(iter(summary.values())))
-        print(f"  {'':30s}" + "".join(f"{k:>28s}" for k in keys) + f"{'margin':>9s}")
+        print("\nMRR over all questions, per corpus and catalog; margin: the worst against the better single side, "
+              "over all questions and by kind (paraphrased questions, identifiers)")
+        keys = list(next(iter(summary.values())))  # "corpus/catalog"
+        names = list(dict.fromkeys(k.split("/")[0] for k in keys))
+        print(f"  {'':30s}" + "".join(f"{n:>{8 * len(args.catalog)}s}" for n in names) + f"{'margin':>9s}{'by kind':>9s}")
+        print(f"  {'':30s}" + "".join(f"{c[:6]:>8s}" for _ in names for c in args.catalog))
         best = {k: max(summary["vector only"][k], summary["BM25 only"][k]) for k in keys}
         for label, by in summary.items():
             margin = min(by[k] - best[k] for k in keys)
-            print(f"  {label:30s}" + "".join(f"{by[k]:28.3f}" for k in keys) + f"{margin:+9.3f}")
+            own, vec, bm25 = kinds[label], kinds["vector only"], kinds["BM25 only"]
+            by_kind = min(own[k][t] - max(vec[k][t], bm25[k][t]) for k in keys for t in ("question", "identifier"))
+            print(f"  {label:30s}" + "".join(f"{by[f'{n}/{c}']:8.3f}" for n in names for c in args.catalog)
+                  + f"{margin:+9.3f}{by_kind:+9.3f}")  # fmt: skip
         if not args.no_rerank:
             await rerank_cost(chosen[0], folder)
         print(f"\nchunks embedded this run: {embedder.computed} (the rest from the cache); peak RSS {peak_rss_mb():.0f} MB")
