@@ -325,12 +325,11 @@ class SqliteCatalog:
             rows = self._db.execute(sql, args).fetchall()
         return [(r[0], -float(r[1])) for r in rows]
 
-    def _bm25(self, table: str, match: str, k: int | None = None) -> list[tuple[int, float]]:
-        """(rowid, FTS5's bm25(): negative, lower is better) of the rows ``match`` finds, the best ``k`` or all."""
-        sql = f"SELECT rowid, bm25({table}) AS rank FROM {table} WHERE {table} MATCH ?"
-        if k is None:
-            return self._db.execute(sql, (match,)).fetchall()
-        return self._db.execute(sql + " ORDER BY rank LIMIT ?", (match, k)).fetchall()
+    def _bm25(self, table: str, match: str, k: int) -> list[tuple[int, float]]:
+        """(rowid, FTS5's bm25(): negative, lower is better) of the best ``k`` rows ``match`` finds."""
+        sql = f"SELECT rowid, bm25({table}) AS rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"
+        rows: list[tuple[int, float]] = self._db.execute(sql, (match, k)).fetchall()
+        return rows
 
     def _top(self, table: str, total: int, terms: list[_Term], k: int) -> list[tuple[int, float]]:
         """The ``k`` best rows by BM25 over every term, pruned where that would score many rows.

@@ -196,6 +196,8 @@ class RagEngine:
         beside the embedding and the vector search (in another thread), not after them."""
         spec = collection.spec
         fetch = max(4 * k, 20)  # each ranking looks deeper than k, so fusion can lift a chunk both found
+        if spec.rerank.enabled:
+            fetch = max(fetch, spec.rerank.top_n)
         words = None
         if spec.hybrid_weight != 1:
             words = asyncio.ensure_future(asyncio.to_thread(self.catalog.keyword, collection.name, query, k=fetch, where=where))

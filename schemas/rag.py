@@ -153,7 +153,10 @@ class RagSource(BaseModel):
     n: Int64 = Field(description="The number the prompt cites it by.")
     document_id: str
     chunk: Int64
-    score: float = Field(description="Fused rank score, 1.0 = first in every list that ranked it.")
+    score: float = Field(
+        description="Fused score in [0, 1]: each search's scores scaled to [0, 1] and weighted by the vector share; "
+        "1.0 = first in every search that counts."
+    )
     similarity: float | None = Field(default=None, description="Cosine similarity to the query, when the vector search found it.")
     keyword_rank: Int64 | None = Field(default=None, description="1-based BM25 rank, when the keyword search found it.")
     rerank_score: float | None = Field(default=None, description="The cross-encoder's score, when the collection reranks.")
