@@ -181,9 +181,9 @@ async def run(args: argparse.Namespace) -> None:
         for label, by in summary.items():
             margin = min(by[k] - best[k] for k in keys)
             own, vec, bm25 = kinds[label], kinds["vector only"], kinds["BM25 only"]
-            by_kind = min(own[k][t] - max(vec[k][t], bm25[k][t]) for k in keys for t in ("question", "identifier"))
+            worst_kind = min(own[k][t] - max(vec[k][t], bm25[k][t]) for k in keys for t in ("question", "identifier"))
             print(f"  {label:30s}" + "".join(f"{by[f'{n}/{c}']:8.3f}" for n in names for c in args.catalog)
-                  + f"{margin:+9.3f}{by_kind:+9.3f}")  # fmt: skip
+                  + f"{margin:+9.3f}{worst_kind:+9.3f}")  # fmt: skip
         if not args.no_rerank:
             await rerank_cost(chosen[0], folder)
         print(f"\nchunks embedded this run: {embedder.computed} (the rest from the cache); peak RSS {peak_rss_mb():.0f} MB")

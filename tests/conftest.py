@@ -10,11 +10,14 @@ from typing import TypeVar
 
 import pytest
 
+from controlplane.db.engine import make_engine, migrate
 from controlplane.store.base import ConfigStore
 from controlplane.store.etcd import EtcdConfig, EtcdStore
 from controlplane.store.keys import KeySpace
 from controlplane.store.memory import MemoryStore
 from controlplane.store.zookeeper import ZooKeeperConfig, ZooKeeperStore
+from rag.catalog import Catalog, SqliteCatalog
+from rag.pg_catalog import PgCatalog
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.services import ChromaServer, EtcdServer, PostgresServer, RedisServer, ZooKeeperServer, free_port
 from tests.sim.server import SimServer
@@ -73,6 +76,21 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'meta.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def rag_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """An empty RAG catalog: SQLite (FTS5) in a file, then PostgreSQL in the session's server."""
+    if request.param == "sqlite":
+        cat: Catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+        yield cat
+        cat.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    engine = make_engine(server.new_database())
+    migrate(engine)
+    yield PgCatalog(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

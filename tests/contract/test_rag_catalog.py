@@ -4,7 +4,6 @@ common words, collections kept apart, and the generation that cache keys carry."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,9 @@ from rag.pg_catalog import PgCatalog
 from tests.fixtures.services import PostgresServer
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        cat: Catalog = SqliteCatalog(tmp_path / "c.sqlite")
-        yield cat
-        cat.close()
-        return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    engine = make_engine(server.new_database())
-    migrate(engine)
-    yield PgCatalog(engine)
-    engine.dispose()
+@pytest.fixture
+def catalog(rag_catalog: Catalog) -> Catalog:
+    return rag_catalog
 
 
 def test_keyword_index_ranks_by_bm25_and_filters(catalog: Catalog) -> None:

@@ -7,7 +7,6 @@ benchmark (bench/rag_quality.py) adds the coreutils manual and prints every meth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,11 @@ import pytest
 from bench.rag import MODEL, NoCache
 from bench.rag_eval import NONE, CachedEmbedder, Corpus, Figures, doc_of, figures, project, python_reference
 from bench.rag_quality import collection
-from controlplane.db.engine import make_engine, migrate
-from rag.catalog import Catalog, SqliteCatalog
+from rag.catalog import Catalog
 from rag.chroma import ChromaStore
 from rag.engine import Candidates, Limits, RagEngine
 from rag.fusion import fuse, rrf
 from schemas.rag import RagDocument
-from tests.fixtures.services import PostgresServer
 
 MARGIN = 0.02
 
@@ -29,22 +26,6 @@ MARGIN = 0.02
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
     return CachedEmbedder(tmp_path_factory.mktemp("vectors") / "embeddings.sqlite")  # shared by both catalogs
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        found: Catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
-        yield found
-        found.close()
-        return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    db = make_engine(server.new_database())
-    migrate(db)
-    from rag.pg_catalog import PgCatalog
-
-    yield PgCatalog(db)
-    db.dispose()
 
 
 def by_kind(corpus: Corpus, found: list[Candidates], rank: object) -> dict[str, Figures]:
@@ -57,10 +38,10 @@ def by_kind(corpus: Corpus, found: list[Candidates], rank: object) -> dict[str, 
 
 
 async def test_the_default_ranking_is_never_worse_than_its_better_side(
-    catalog: Catalog, embedder: CachedEmbedder, tmp_path: Path
+    rag_catalog: Catalog, embedder: CachedEmbedder, tmp_path: Path
 ) -> None:
     store = ChromaStore(path=tmp_path / "chroma")
-    engine = RagEngine(catalog=catalog, store_for=lambda c: store, embedder_for=lambda m: embedder, cache=NoCache(),
+    engine = RagEngine(catalog=rag_catalog, store_for=lambda c: store, embedder_for=lambda m: embedder, cache=NoCache(),
                        limits=Limits(batch_documents=2000, embed_batch=256))  # fmt: skip
     for corpus in (python_reference(), project()):
         coll = collection(f"eval-{corpus.name}")
