@@ -344,7 +344,7 @@ class SqliteCatalog:
         their IDFs; when the k-th candidate scores at least that, the answer is exactly the unpruned
         one. Otherwise the chunks holding every common word are scored too (exact scores), and
         chunks holding only some of them are left out: the one approximation, measured by
-        bench/rag_catalog.py against the full ranking."""
+        bench/rag_catalog.py against the full ranking. ``PgCatalog`` prunes the same way."""
         every = " OR ".join(_phrase(t.word) for t in terms)
         if total <= PRUNE_ROWS or sum(t.rows for t in terms) <= PRUNE_ROWS:
             return self._bm25(table, every, k)

@@ -35,7 +35,7 @@ K1, B = 1.2, 0.75
 _SMALL = 1000  # chunks: below this, searching common words costs little
 MAX_QUERY_CHARS = 4096  # of a query, parsed for its lexemes (at most 64 are searched)
 _WORD = re.compile(r"\w+", re.UNICODE)
-PRUNE_ROWS = 8_000  # postings a keyword query may sum unpruned (~6 ms here)
+PRUNE_ROWS = 8_000  # postings a keyword query may sum unpruned (~6 ms here); see PgCatalog._pruned
 _BM25 = "w.idf * p.tf * :k1p / (p.tf + :k1 * (1 - :b + :b * p.tokens / :avg))"
 
 
@@ -215,9 +215,7 @@ class PgCatalog:
             idf = [_idf(total, terms[lex]) for lex in lexemes]
             figures_args = {"c": collection, "k1": K1, "k1p": K1 + 1, "b": B, "avg": max(tokens / total, 1.0), "k": k}
             if not where and total > PRUNE_ROWS and sum(terms.values()) > PRUNE_ROWS:
-                best = self._pruned(conn, figures_args, total, terms)
-                if best is not None:
-                    return best
+                return self._pruned(conn, figures_args, total, terms)
             sql = (
                 f"SELECT p.chunk, sum({_BM25}) AS score "
                 "FROM unnest(CAST(:lexemes AS text[]), CAST(:idf AS float8[])) AS w(lexeme, idf) "
@@ -239,12 +237,15 @@ class PgCatalog:
         return [(r[0], float(r[1])) for r in rows]
 
     @staticmethod
-    def _pruned(conn: Connection, args: dict[str, Any], total: int, terms: dict[str, int]) -> list[tuple[str, float]] | None:
-        """The best ``k`` chunks among those holding the rarest lexemes (found in at most
-        ``PRUNE_ROWS`` chunks together), scored by every lexeme (the others' postings looked up by
-        chunk); None unless that is provably the full answer: the k-th scores at least what a chunk
-        holding none of the rare lexemes can, (k1 + 1) x the other lexemes' summed IDF. Then the full
-        query runs, which must sum every posting of the common lexemes (the remaining tail here)."""
+    def _pruned(conn: Connection, args: dict[str, Any], total: int, terms: dict[str, int]) -> list[tuple[str, float]]:
+        """The best ``k`` chunks, pruned as the SQLite catalog prunes (``SqliteCatalog._top``): the
+        chunks holding the rarest lexemes (found in at most ``PRUNE_ROWS`` chunks together), scored
+        by every lexeme (the others' postings looked up by chunk), are the answer when provably so:
+        the k-th scores at least what a chunk holding none of them can, (k1 + 1) x the other
+        lexemes' summed IDF. Otherwise the chunks holding every common lexeme and no rare one are
+        scored too (a join of their postings, a third of the cost of summing them all), and chunks
+        holding only some are left out; with one common lexeme nothing is left out (no sum by chunk
+        either: each chunk has one posting of it), so that answer is exact."""
         ordered = sorted(terms, key=lambda lex: terms[lex])
         rare: list[str] = []
         for lex in ordered:
@@ -252,21 +253,32 @@ class PgCatalog:
                 break
             rare.append(lex)
         common = ordered[len(rare) :]
-        if not rare:
-            return None
-        rows = conn.execute(text(
-            f"WITH r AS (SELECT p.chunk, sum({_BM25}) AS s FROM unnest(CAST(:rare AS text[]), CAST(:ridf AS float8[])) "
-            "AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme GROUP BY p.chunk), "
-            f"o AS (SELECT r.chunk, sum({_BM25}) AS s FROM r CROSS JOIN unnest(CAST(:common AS text[]), CAST(:cidf AS float8[])) "
-            "AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme AND p.chunk = r.chunk "
-            "GROUP BY r.chunk) SELECT r.chunk, r.s + coalesce(o.s, 0) AS score FROM r LEFT JOIN o ON o.chunk = r.chunk "
-            "ORDER BY score DESC, r.chunk LIMIT :k"
-        ), {**args, "rare": rare, "ridf": [_idf(total, terms[x]) for x in rare], "common": common,
-            "cidf": [_idf(total, terms[x]) for x in common]}).all()  # fmt: skip
-        bound = (K1 + 1) * sum(_idf(total, terms[x]) for x in common)
-        if len(rows) < args["k"] or rows[-1][1] < bound:
-            return None
-        return [(r[0], float(r[1])) for r in rows]
+        found: dict[str, float] = {}
+        if rare:
+            rows = conn.execute(text(
+                f"WITH r AS (SELECT p.chunk, sum({_BM25}) AS s FROM unnest(CAST(:rare AS text[]), CAST(:ridf AS float8[])) "
+                "AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme GROUP BY p.chunk), "
+                f"o AS (SELECT r.chunk, sum({_BM25}) AS s FROM r CROSS JOIN unnest(CAST(:common AS text[]), "
+                "CAST(:cidf AS float8[])) AS w(lexeme, idf) JOIN rag_postings p ON p.collection = :c AND p.lexeme = w.lexeme "
+                "AND p.chunk = r.chunk GROUP BY r.chunk) SELECT r.chunk, r.s + coalesce(o.s, 0) AS score FROM r "
+                "LEFT JOIN o ON o.chunk = r.chunk ORDER BY score DESC, r.chunk LIMIT :k"
+            ), {**args, "rare": rare, "ridf": [_idf(total, terms[x]) for x in rare], "common": common,
+                "cidf": [_idf(total, terms[x]) for x in common]}).all()  # fmt: skip
+            bound = (K1 + 1) * sum(_idf(total, terms[x]) for x in common)
+            if len(rows) == args["k"] and rows[-1][1] >= bound:
+                return [(r[0], float(r[1])) for r in rows]
+            found = {r[0]: float(r[1]) for r in rows}
+        joins = " ".join(f"JOIN rag_postings p{i} ON p{i}.collection = :c AND p{i}.lexeme = :l{i} AND p{i}.chunk = p0.chunk"
+                         for i in range(1, len(common)))  # fmt: skip
+        score = " + ".join(_BM25.replace("w.idf", f":i{i}").replace("p.", f"p{i}.") for i in range(len(common)))
+        lexemes = {f"l{i}": lex for i, lex in enumerate(common)} | {f"i{i}": _idf(total, terms[x]) for i, x in enumerate(common)}
+        every = conn.execute(text(
+            "WITH r AS (SELECT DISTINCT chunk FROM rag_postings WHERE collection = :c AND lexeme = ANY(CAST(:rare AS text[]))) "
+            f"SELECT p0.chunk, {score} AS score FROM rag_postings p0 {joins} WHERE p0.collection = :c AND p0.lexeme = :l0 "
+            "AND NOT EXISTS (SELECT 1 FROM r WHERE r.chunk = p0.chunk) ORDER BY score DESC, p0.chunk LIMIT :k"
+        ), {**args, **lexemes, "rare": rare}).all()  # fmt: skip
+        found.update((chunk, float(value)) for chunk, value in every)
+        return sorted(found.items(), key=lambda r: (-r[1], r[0]))[: args["k"]]
 
     def drop(self, collection: str) -> None:
         with self._write(collection) as conn:

@@ -143,8 +143,8 @@ def test_a_control_plane_moving_to_postgresql_brings_its_sqlite_catalog_once(
 
 def test_pruned_keyword_search_gives_the_full_ranking(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above ``PRUNE_ROWS`` matching chunks the rarest words choose the candidates and every word
-    scores them (exactly, proven by the common words' bound); SQLite then also scores the chunks
-    holding every common word. Here the bound is lowered so that a 3,000-chunk collection prunes."""
+    scores them (exactly, proven by the common words' bound), else the chunks holding every common
+    word are scored too. Here the bound is lowered so that a 3,000-chunk collection prunes."""
     import random
 
     import rag.catalog
@@ -165,8 +165,6 @@ def test_pruned_keyword_search_gives_the_full_ranking(catalog: Catalog, monkeypa
     monkeypatch.setattr(rag.pg_catalog, "PRUNE_ROWS", 300)
     pruned = [[round(s, 6) for _, s in cat.keyword("zipf", q, k=20)] for q in queries]
     same = sum(a == b for a, b in zip(full, pruned, strict=True))
-    if isinstance(cat, PgCatalog):
-        assert same == len(queries)  # pruned only where provably the same
-    else:  # the one approximation: chunks holding some but not all common words, when the bound proves nothing
-        assert same >= len(queries) - 3, f"{same}/{len(queries)}"
-        assert all(a[:1] == b[:1] for a, b in zip(full, pruned, strict=True))
+    # the one approximation (chunks holding some but not all common words, when the bound proves nothing)
+    assert same >= len(queries) - 3, f"{same}/{len(queries)}"
+    assert all(a[:1] == b[:1] for a, b in zip(full, pruned, strict=True))
