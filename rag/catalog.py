@@ -350,8 +350,10 @@ class SqliteCatalog:
             return self._bm25(table, every, k)
         ordered = sorted(terms, key=lambda t: t.rows)
         rare: list[_Term] = []
+        held = 0
         for term in ordered:
-            if sum(t.rows for t in rare) + term.rows > PRUNE_ROWS:
+            held += term.rows
+            if held > PRUNE_ROWS:
                 break
             rare.append(term)
         common = ordered[len(rare) :]

@@ -246,12 +246,13 @@ class RagEngine:
         held = self.catalog.chunks(collection.name, [f.id for f in fused])
         picked: list[tuple[Fused, StoredChunk]] = [(f, held[f.id]) for f in fused if f.id in held][:depth]
         scores: list[float | None] = [None] * len(picked)
-        started = time.perf_counter()
+        rerank_ms = 0.0
         if reranker is not None and picked:
-            scores = list(reranker.score(query, [chunk.text for _, chunk in picked]))
-            order = sorted(range(len(picked)), key=lambda i: -(scores[i] or 0.0))  # stable: ties keep the fused order
-            picked, scores = [picked[i] for i in order], [scores[i] for i in order]
-        rerank_ms = (time.perf_counter() - started) * 1000 if reranker is not None else 0.0
+            started = time.perf_counter()
+            judged = reranker.score(query, [chunk.text for _, chunk in picked])
+            order = sorted(range(len(picked)), key=lambda i: -judged[i])  # stable: ties keep the fused order
+            picked, scores = [picked[i] for i in order], [judged[i] for i in order]
+            rerank_ms = (time.perf_counter() - started) * 1000
         return [
             RagSource(
                 n=i + 1,

@@ -248,8 +248,10 @@ class PgCatalog:
         either: each chunk has one posting of it), so that answer is exact."""
         ordered = sorted(terms, key=lambda lex: terms[lex])
         rare: list[str] = []
+        held = 0
         for lex in ordered:
-            if sum(terms[r] for r in rare) + terms[lex] > PRUNE_ROWS:
+            held += terms[lex]
+            if held > PRUNE_ROWS:
                 break
             rare.append(lex)
         common = ordered[len(rare) :]

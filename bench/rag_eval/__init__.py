@@ -17,13 +17,14 @@ Corpora (the questions are this repository's, in ``bench/rag_eval/*.yaml``; the 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,13 +141,6 @@ def figures(ranked: Sequence[str], relevant: frozenset[str]) -> Figures:
     return Figures(float(rank == 1), float(rank <= 5), 1 / rank, 1 / math.log2(rank + 1), 1)
 
 
-def score(rankings: Sequence[Sequence[str]], questions: Sequence[Question]) -> Figures:
-    total = NONE
-    for ranked, question in zip(rankings, questions, strict=True):
-        total = total + figures(ranked, question.docs)
-    return total
-
-
 # --- embeddings, cached on disk: the corpora take ~2 minutes to embed on 2 cores ---
 
 
@@ -167,8 +161,6 @@ class CachedEmbedder:
         return self._local.fingerprint
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        import asyncio
-
         return await asyncio.to_thread(self.embed_sync, texts)
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
@@ -192,5 +184,3 @@ class CachedEmbedder:
             self.computed += len(missing)
         return [np.frombuffer(held[k], dtype=np.float32).tolist() for k in keys]
 
-
-Ranker = Callable[[list[tuple[str, float]], list[tuple[str, float]], str], list[str]]
